@@ -1,0 +1,43 @@
+#pragma once
+// The shape of a Llama-family model: exactly the fields of a Hugging Face LlamaConfig that change
+// the math. Reading and writing config.json lives in io/hf_config.h; the model only uses this.
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace agenttune {
+
+struct LlamaConfig {
+  int64_t vocab_size = 32000;
+  int64_t hidden_size = 4096;
+  int64_t intermediate_size = 11008;
+  int64_t num_hidden_layers = 32;
+  int64_t num_attention_heads = 32;
+  int64_t num_key_value_heads = 32;  // < num_attention_heads means GQA (Llama-2-70B: 8)
+  int64_t head_dim = 0;              // 0 = hidden_size / num_attention_heads
+  int64_t max_position_embeddings = 4096;
+  double rope_theta = 10000.0;
+  double rope_scaling_factor = 1.0;  // linear rope_scaling; 1.0 = none
+  double rms_norm_eps = 1e-5;
+  bool tie_word_embeddings = false;
+  double initializer_range = 0.02;
+  int64_t bos_token_id = 1;
+  int64_t eos_token_id = 2;
+  std::optional<int64_t> pad_token_id;
+  c10::ScalarType dtype = c10::ScalarType::Float;  // storage/compute dtype of the weights
+
+  int64_t resolved_head_dim() const {
+    return head_dim > 0 ? head_dim : hidden_size / num_attention_heads;
+  }
+  // Throws agenttune::Error naming `source` if the shape is inconsistent (heads not dividing, ...).
+  void validate(const std::string& source) const;
+};
+
+// "float32" | "bfloat16" | "float16" (and the aliases fp32/bf16/fp16/float/half) <-> ScalarType.
+c10::ScalarType parse_dtype(const std::string& name);
+std::string dtype_name(c10::ScalarType t);  // HF spelling: "float32", "bfloat16", "float16"
+
+}  // namespace agenttune

@@ -1,0 +1,54 @@
+#pragma once
+// The Llama-2 SentencePiece tokenizer plus added tokens (ChatML's <|im_start|>, ...), which are
+// matched as whole strings before SentencePiece sees the text and get ids after the base vocab.
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace agenttune {
+
+struct AddedToken {
+  std::string content;
+  int32_t id = -1;
+  bool special = true;
+};
+
+class Tokenizer {
+ public:
+  // Loads a SentencePiece .model; throws agenttune::Error naming the file if it is not one.
+  static Tokenizer load(const std::filesystem::path& model_path);
+
+  // Ids exactly as SentencePiece's own encoder gives them for each stretch of text between added
+  // tokens; BOS/EOS only when asked.
+  std::vector<int32_t> encode(std::string_view text, bool add_bos = false, bool add_eos = false) const;
+  std::string decode(const std::vector<int32_t>& ids) const;
+  std::string id_to_piece(int32_t id) const;
+  std::optional<int32_t> piece_to_id(std::string_view piece) const;  // base pieces and added tokens
+
+  int32_t bos_id() const;
+  int32_t eos_id() const;
+  int32_t unk_id() const;
+  // Llama-2 has no pad piece; -1 unless set (fine-tunes use 0 or 2).
+  int32_t pad_id() const;
+  void set_pad_id(int32_t id);
+
+  int64_t base_vocab_size() const;  // SentencePiece pieces
+  int64_t vocab_size() const;       // base + added tokens
+  // Adds a token (or returns the id it already has). Ids follow the base vocab in order.
+  int32_t add_token(const std::string& content, bool special = true);
+  const std::vector<AddedToken>& added_tokens() const;
+
+  // SHA-256 (hex) of the .model bytes: token shards record it so a mismatched tokenizer is refused.
+  const std::string& fingerprint() const;
+  const std::filesystem::path& model_path() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace agenttune

@@ -1,0 +1,16 @@
+#pragma once
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace agenttune {
+
+// Edit distance, used to suggest the nearest valid key for a misspelt one.
+size_t levenshtein(std::string_view a, std::string_view b);
+
+// The candidate closest to `key`, or "" when nothing is reasonably close.
+std::string nearest(std::string_view key, const std::vector<std::string>& candidates);
+
+std::vector<std::string> split(std::string_view s, char sep);
+
+}  // namespace agenttune

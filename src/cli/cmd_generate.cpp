@@ -1,0 +1,110 @@
+// agenttune generate --model DIR --prompt TEXT: decode from a saved model with a KV cache.
+#include "agenttune/util/log.h"
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "agenttune/io/hf_checkpoint.h"
+#include "agenttune/model/generation.h"
+#include "agenttune/model/llama_config.h"
+#include "agenttune/tokenizer/tokenizer.h"
+#include "agenttune/util/error.h"
+#include "agenttune/util/strings.h"
+#include "commands.h"
+
+namespace agenttune::cli {
+
+namespace {
+struct GenerateArgs {
+  std::string model_dir, prompt, prompt_ids, tokenizer, dtype;
+  SamplingOptions sampling;
+  std::vector<int64_t> stop_ids;
+  bool no_bos = false, json = false;
+};
+
+std::vector<int64_t> parse_ids(const std::string& s) {
+  std::vector<int64_t> ids;
+  for (auto& part : split(s, ',')) {
+    try {
+      size_t used = 0;
+      ids.push_back(std::stoll(part, &used));
+      if (used != part.size()) throw std::invalid_argument(part);
+    } catch (const std::exception&) {
+      fail("--prompt-ids: '{}' is not an integer (expected comma-separated token ids)", part);
+    }
+  }
+  return ids;
+}
+
+int run_generate(GenerateArgs& a) {
+  LoadOptions lo;
+  if (!a.dtype.empty()) lo.dtype = parse_dtype(a.dtype);
+  auto loaded = load_pretrained(a.model_dir, lo);
+  log::info("loaded {} ({}) in {:.2f}s", a.model_dir, to_string(loaded.format), loaded.seconds);
+
+  std::optional<Tokenizer> tok;
+  std::filesystem::path tok_path = a.tokenizer.empty() ? std::filesystem::path(a.model_dir) / "tokenizer.model"
+                                                       : std::filesystem::path(a.tokenizer);
+  if (std::filesystem::exists(tok_path)) tok = Tokenizer::load(tok_path);
+
+  std::vector<int64_t> prompt;
+  if (!a.prompt_ids.empty()) {
+    prompt = parse_ids(a.prompt_ids);
+  } else {
+    if (!tok) fail("{}: no tokenizer to encode --prompt (pass --tokenizer FILE or --prompt-ids)", tok_path.string());
+    for (int32_t id : tok->encode(a.prompt, !a.no_bos)) prompt.push_back(id);
+  }
+  int64_t vocab = loaded.model->config().vocab_size;
+  for (auto id : prompt)
+    if (id < 0 || id >= vocab) fail("prompt token id {} is outside the model's vocabulary [0, {})", id, vocab);
+
+  a.sampling.stop_ids = a.stop_ids.empty() ? loaded.eos_token_ids : a.stop_ids;
+  auto stream = [&](int64_t id) {
+    if (!a.json && tok) std::cout << tok->id_to_piece(static_cast<int32_t>(id)) << std::flush;
+  };
+  auto res = generate(loaded.model, prompt, a.sampling, a.json ? std::function<void(int64_t)>{} : stream);
+  double tps = res.decode_seconds > 0 ? (res.tokens.size() - 1) / res.decode_seconds : 0.0;
+  if (a.json) {
+    nlohmann::json j = {{"prompt_ids", prompt}, {"new_ids", res.tokens}, {"stopped", res.stopped}};
+    if (tok) {
+      std::vector<int32_t> ids(res.tokens.begin(), res.tokens.end());
+      j["text"] = tok->decode(ids);
+    }
+    std::cout << j.dump() << "\n";
+  } else {
+    std::cout << "\n";
+  }
+  log::info("{} new tokens, prefill {:.3f}s, {:.1f} tokens/s decoding{}", res.tokens.size(),
+               res.prefill_seconds, tps, res.stopped ? ", stopped at a stop id" : "");
+  return 0;
+}
+}  // namespace
+
+Command generate_command() {
+  auto a = std::make_shared<GenerateArgs>();
+  Command c;
+  c.attach_fn = [a](CLI::App& app) {
+    auto* s = app.add_subcommand("generate", "Generate text from a saved model (KV cache)");
+    s->add_option("--model", a->model_dir, "Hugging Face or Meta model folder")->required()->check(CLI::ExistingDirectory);
+    auto* p = s->add_option("--prompt", a->prompt, "prompt text (encoded with the model's tokenizer)");
+    auto* pi = s->add_option("--prompt-ids", a->prompt_ids, "prompt as comma-separated token ids");
+    p->excludes(pi);
+    s->add_option("--tokenizer", a->tokenizer, "SentencePiece .model (default: MODEL/tokenizer.model)");
+    s->add_option("--max-new-tokens", a->sampling.max_new_tokens, "tokens to generate")->check(CLI::PositiveNumber);
+    s->add_option("--temperature", a->sampling.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
+    s->add_option("--top-p", a->sampling.top_p, "nucleus sampling mass")->check(CLI::Range(0.0, 1.0));
+    s->add_option("--stop-id", a->stop_ids, "stop after this token id (repeatable; default: eos)");
+    s->add_option("--seed", a->sampling.seed, "sampling seed");
+    s->add_option("--dtype", a->dtype, "float32 | bfloat16 | float16 (default: the checkpoint's)");
+    s->add_flag("--no-bos", a->no_bos, "do not prepend BOS to the prompt");
+    s->add_flag("--json", a->json, "print {prompt_ids, new_ids, text} as JSON");
+    return s;
+  };
+  c.run = [a] {
+    if (a->prompt.empty() && a->prompt_ids.empty()) fail("generate: give --prompt TEXT or --prompt-ids IDS");
+    return run_generate(*a);
+  };
+  return c;
+}
+
+}  // namespace agenttune::cli

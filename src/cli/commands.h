@@ -1,0 +1,28 @@
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace agenttune::cli {
+
+// A subcommand: `attach` adds it (and its flags) to the app, `run` executes it once parsed.
+struct Command {
+  std::function<CLI::App*(CLI::App&)> attach_fn;
+  std::function<int()> run;
+  CLI::App* sub = nullptr;
+  void attach(CLI::App& app) { sub = attach_fn(app); }
+  bool selected() const { return sub != nullptr && sub->parsed(); }
+};
+
+Command init_command();
+Command generate_command();
+Command info_command();
+
+inline std::vector<Command> all_commands() {
+  return {init_command(), generate_command(), info_command()};
+}
+
+}  // namespace agenttune::cli

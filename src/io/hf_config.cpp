@@ -1,0 +1,145 @@
+#include "agenttune/io/hf_config.h"
+
+#include <nlohmann/json.hpp>
+
+#include "agenttune/util/error.h"
+#include "agenttune/util/files.h"
+
+namespace agenttune {
+
+using nlohmann::json;
+
+namespace {
+
+// Reads j[key] as T when present (and not null); type errors name file and key.
+template <typename T>
+bool read_opt(const json& j, const char* key, T& out, const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return false;
+  bool ok = std::is_same_v<T, bool> ? it->is_boolean()
+            : std::is_integral_v<T> ? it->is_number_integer()
+                                    : it->is_number();
+  if (!ok) fail("{}: key '{}' has the wrong type: expected {}, got {}", source, key,
+                std::is_same_v<T, bool> ? "a boolean" : std::is_integral_v<T> ? "an integer" : "a number",
+                it->dump());
+  out = it->get<T>();
+  return true;
+}
+
+template <typename T>
+void read_req(const json& j, const char* key, T& out, const std::string& source) {
+  if (!read_opt(j, key, out, source)) fail("{}: required key '{}' is missing", source, key);
+}
+
+void read_rope(const json& j, LlamaConfig& c, const std::string& source) {
+  read_opt(j, "rope_theta", c.rope_theta, source);
+  // transformers >= 5 folds theta and scaling into rope_parameters; 4.x had rope_scaling.
+  const json* scaling = nullptr;
+  if (auto it = j.find("rope_parameters"); it != j.end() && it->is_object()) scaling = &*it;
+  else if (auto it2 = j.find("rope_scaling"); it2 != j.end() && it2->is_object()) scaling = &*it2;
+  if (!scaling) return;
+  read_opt(*scaling, "rope_theta", c.rope_theta, source + " (rope_parameters)");
+  std::string type = scaling->value("rope_type", scaling->value("type", std::string("default")));
+  if (type == "linear") {
+    read_req(*scaling, "factor", c.rope_scaling_factor, source + " (rope scaling)");
+  } else if (type != "default") {
+    fail("{}: rope scaling type '{}' is not supported (supported: default, linear)", source, type);
+  }
+}
+
+}  // namespace
+
+LlamaConfig llama_config_from_json(const json& j, const std::string& source) {
+  if (!j.is_object()) fail("{}: expected a JSON object", source);
+  std::string model_type = j.value("model_type", std::string("llama"));
+  if (model_type != "llama") fail("{}: model_type '{}' is not supported (expected 'llama')", source, model_type);
+  if (j.value("hidden_act", std::string("silu")) != "silu")
+    fail("{}: hidden_act '{}' is not supported (expected 'silu')", source, j.value("hidden_act", ""));
+  if (j.value("attention_bias", false) || j.value("mlp_bias", false))
+    fail("{}: attention_bias/mlp_bias are not supported (Llama-2 has no biases)", source);
+
+  LlamaConfig c;
+  read_req(j, "vocab_size", c.vocab_size, source);
+  read_req(j, "hidden_size", c.hidden_size, source);
+  read_req(j, "intermediate_size", c.intermediate_size, source);
+  read_req(j, "num_hidden_layers", c.num_hidden_layers, source);
+  read_req(j, "num_attention_heads", c.num_attention_heads, source);
+  c.num_key_value_heads = c.num_attention_heads;  // absent in Llama-1/2-7B configs: MHA
+  read_opt(j, "num_key_value_heads", c.num_key_value_heads, source);
+  read_opt(j, "head_dim", c.head_dim, source);
+  read_opt(j, "max_position_embeddings", c.max_position_embeddings, source);
+  read_opt(j, "rms_norm_eps", c.rms_norm_eps, source);
+  read_opt(j, "tie_word_embeddings", c.tie_word_embeddings, source);
+  read_opt(j, "initializer_range", c.initializer_range, source);
+  read_opt(j, "bos_token_id", c.bos_token_id, source);
+  read_opt(j, "eos_token_id", c.eos_token_id, source);
+  int64_t pad = 0;
+  if (read_opt(j, "pad_token_id", pad, source)) c.pad_token_id = pad;
+  read_rope(j, c, source);
+  for (const char* key : {"dtype", "torch_dtype"}) {
+    if (auto it = j.find(key); it != j.end() && it->is_string()) {
+      try {
+        c.dtype = parse_dtype(it->get<std::string>());
+      } catch (const Error& e) {
+        fail("{}: key '{}': {}", source, key, e.what());
+      }
+      break;
+    }
+  }
+  c.validate(source);
+  return c;
+}
+
+json llama_config_to_json(const LlamaConfig& c) {
+  json rope_params = {{"rope_theta", c.rope_theta},
+                      {"rope_type", c.rope_scaling_factor != 1.0 ? "linear" : "default"}};
+  json rope_scaling = nullptr;
+  if (c.rope_scaling_factor != 1.0) {
+    rope_params["factor"] = c.rope_scaling_factor;
+    rope_scaling = {{"type", "linear"}, {"rope_type", "linear"}, {"factor", c.rope_scaling_factor}};
+  }
+  return json{{"architectures", {"LlamaForCausalLM"}},
+              {"model_type", "llama"},
+              {"attention_bias", false},
+              {"attention_dropout", 0.0},
+              {"mlp_bias", false},
+              {"hidden_act", "silu"},
+              {"vocab_size", c.vocab_size},
+              {"hidden_size", c.hidden_size},
+              {"intermediate_size", c.intermediate_size},
+              {"num_hidden_layers", c.num_hidden_layers},
+              {"num_attention_heads", c.num_attention_heads},
+              {"num_key_value_heads", c.num_key_value_heads},
+              {"head_dim", c.resolved_head_dim()},
+              {"max_position_embeddings", c.max_position_embeddings},
+              {"rms_norm_eps", c.rms_norm_eps},
+              {"rope_theta", c.rope_theta},
+              {"rope_scaling", rope_scaling},
+              {"rope_parameters", rope_params},
+              {"tie_word_embeddings", c.tie_word_embeddings},
+              {"initializer_range", c.initializer_range},
+              {"bos_token_id", c.bos_token_id},
+              {"eos_token_id", c.eos_token_id},
+              {"pad_token_id", c.pad_token_id ? json(*c.pad_token_id) : json(nullptr)},
+              {"pretraining_tp", 1},
+              {"use_cache", true},
+              {"dtype", dtype_name(c.dtype)},
+              {"torch_dtype", dtype_name(c.dtype)}};
+}
+
+LlamaConfig read_hf_config(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path)) fail("{}: not found (a Hugging Face model folder needs config.json)", path.string());
+  json j;
+  try {
+    j = json::parse(read_text_file(path));
+  } catch (const json::parse_error& e) {
+    fail("{}: malformed JSON: {}", path.string(), e.what());
+  }
+  return llama_config_from_json(j, path.string());
+}
+
+void write_hf_config(const std::filesystem::path& path, const LlamaConfig& c) {
+  write_file_atomic(path, llama_config_to_json(c).dump(2) + "\n");
+}
+
+}  // namespace agenttune

@@ -1,0 +1,68 @@
+#include "agenttune/model/generation.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "agenttune/util/error.h"
+#include "agenttune/util/log.h"
+
+namespace agenttune {
+
+int64_t sample_token(const at::Tensor& logits, const SamplingOptions& opts, at::Generator& gen) {
+  if (opts.temperature <= 0.0) return logits.argmax().item<int64_t>();
+  auto probs = at::softmax(logits.to(at::kFloat) / opts.temperature, -1);
+  if (opts.top_p < 1.0) {
+    // Keep the smallest prefix of the sorted distribution whose mass reaches top_p (always at
+    // least the most likely token), renormalise, sample.
+    auto [sorted, idx] = probs.sort(-1, /*descending=*/true);
+    auto cum = sorted.cumsum(-1);
+    auto drop = (cum - sorted) >= opts.top_p;
+    sorted = sorted.masked_fill(drop, 0.0);
+    auto choice = at::multinomial(sorted / sorted.sum(), 1, false, gen);
+    return idx.index({choice}).item<int64_t>();
+  }
+  return at::multinomial(probs, 1, false, gen).item<int64_t>();
+}
+
+GenerationResult generate(LlamaForCausalLM& model, const std::vector<int64_t>& prompt,
+                          const SamplingOptions& opts, const std::function<void(int64_t)>& on_token) {
+  if (prompt.empty()) fail("generate: the prompt has no tokens");
+  const auto& cfg = model->config();
+  auto device = model->parameters().front().device();
+  int64_t total = static_cast<int64_t>(prompt.size()) + opts.max_new_tokens;
+  if (total > cfg.max_position_embeddings)
+    log::warn("generate: {} positions exceed max_position_embeddings {}", total,
+                 cfg.max_position_embeddings);
+
+  torch::NoGradGuard no_grad;
+  KVCache cache(cfg, 1, total, cfg.dtype, device);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(opts.seed);
+  GenerationResult res;
+
+  auto clock = std::chrono::steady_clock::now;
+  auto t0 = clock();
+  auto input = at::tensor(prompt, at::kLong).to(device).unsqueeze(0);
+  auto positions = default_positions(1, input.size(1), 0, device);
+  for (int64_t step = 0; step < opts.max_new_tokens; ++step) {
+    auto logits = model->forward(input, positions, {}, &cache);
+    auto last = logits.select(1, logits.size(1) - 1).squeeze(0).to(at::kFloat).cpu();
+    int64_t tok = sample_token(last, opts, gen);
+    if (step == 0) res.prefill_seconds = std::chrono::duration<double>(clock() - t0).count();
+    res.tokens.push_back(tok);
+    if (on_token) on_token(tok);
+    if (std::find(opts.stop_ids.begin(), opts.stop_ids.end(), tok) != opts.stop_ids.end()) {
+      res.stopped = true;
+      break;
+    }
+    input = at::full({1, 1}, tok, at::TensorOptions().dtype(at::kLong).device(device));
+    positions = default_positions(1, 1, cache.length(), device);
+  }
+  res.decode_seconds = std::chrono::duration<double>(clock() - t0).count() - res.prefill_seconds;
+  return res;
+}
+
+}  // namespace agenttune

@@ -1,0 +1,48 @@
+#include "agenttune/model/llama_config.h"
+
+#include "agenttune/util/error.h"
+
+namespace agenttune {
+
+void LlamaConfig::validate(const std::string& source) const {
+  auto positive = [&](const char* key, int64_t v) {
+    if (v <= 0) fail("{}: '{}' must be positive, got {}", source, key, v);
+  };
+  positive("vocab_size", vocab_size);
+  positive("hidden_size", hidden_size);
+  positive("intermediate_size", intermediate_size);
+  positive("num_hidden_layers", num_hidden_layers);
+  positive("num_attention_heads", num_attention_heads);
+  positive("num_key_value_heads", num_key_value_heads);
+  positive("max_position_embeddings", max_position_embeddings);
+  if (head_dim == 0 && hidden_size % num_attention_heads != 0)
+    fail("{}: hidden_size {} is not divisible by num_attention_heads {}", source, hidden_size,
+         num_attention_heads);
+  if (num_attention_heads % num_key_value_heads != 0)
+    fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", source,
+         num_attention_heads, num_key_value_heads);
+  if (resolved_head_dim() % 2 != 0)
+    fail("{}: head_dim {} must be even for rotary embeddings", source, resolved_head_dim());
+  if (rope_theta <= 0) fail("{}: rope_theta must be positive, got {}", source, rope_theta);
+  if (rope_scaling_factor < 1.0)
+    fail("{}: rope_scaling.factor must be >= 1, got {}", source, rope_scaling_factor);
+  if (rms_norm_eps <= 0) fail("{}: rms_norm_eps must be positive, got {}", source, rms_norm_eps);
+}
+
+c10::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "fp32" || name == "float") return c10::ScalarType::Float;
+  if (name == "bfloat16" || name == "bf16") return c10::ScalarType::BFloat16;
+  if (name == "float16" || name == "fp16" || name == "half") return c10::ScalarType::Half;
+  fail("unknown dtype '{}': expected one of float32, bfloat16, float16", name);
+}
+
+std::string dtype_name(c10::ScalarType t) {
+  switch (t) {
+    case c10::ScalarType::Float: return "float32";
+    case c10::ScalarType::BFloat16: return "bfloat16";
+    case c10::ScalarType::Half: return "float16";
+    default: fail("dtype {} is not a model dtype (float32, bfloat16, float16)", c10::toString(t));
+  }
+}
+
+}  // namespace agenttune
