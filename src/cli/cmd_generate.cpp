@@ -59,8 +59,17 @@ int run_generate(GenerateArgs& a) {
     if (id < 0 || id >= vocab) fail("prompt token id {} is outside the model's vocabulary [0, {})", id, vocab);
 
   a.sampling.stop_ids = a.stop_ids.empty() ? loaded.eos_token_ids : a.stop_ids;
+  // Stream text, not pieces: decode everything so far and print what is new, holding back while
+  // the tail is an incomplete UTF-8 sequence (byte-fallback tokens arrive one byte at a time).
+  std::vector<int32_t> so_far;
+  size_t printed = 0;
   auto stream = [&](int64_t id) {
-    if (!a.json && tok) std::cout << tok->id_to_piece(static_cast<int32_t>(id)) << std::flush;
+    if (a.json || !tok) return;
+    so_far.push_back(static_cast<int32_t>(id));
+    std::string text = tok->decode(so_far);
+    if (text.size() >= 3 && text.compare(text.size() - 3, 3, "\xEF\xBF\xBD") == 0) return;
+    if (text.size() > printed) std::cout << text.substr(printed) << std::flush;
+    printed = text.size();
   };
   auto res = generate(loaded.model, prompt, a.sampling, a.json ? std::function<void(int64_t)>{} : stream);
   double tps = res.decode_seconds > 0 ? (res.tokens.size() - 1) / res.decode_seconds : 0.0;

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "agenttune/io/hf_config.h"
+#include "agenttune/io/json_file.h"
 #include "agenttune/io/meta_checkpoint.h"
 #include "agenttune/io/safetensors.h"
 #include "agenttune/io/torch_bin.h"
@@ -92,12 +93,7 @@ std::vector<int64_t> read_eos_ids(const fs::path& dir, const LlamaConfig& c) {
   std::vector<int64_t> ids{c.eos_token_id};
   auto path = dir / "generation_config.json";
   if (!fs::exists(path)) return ids;
-  json j;
-  try {
-    j = json::parse(read_text_file(path));
-  } catch (const json::parse_error& e) {
-    fail("{}: malformed JSON: {}", path.string(), e.what());
-  }
+  json j = read_json_file(path);
   auto it = j.find("eos_token_id");
   if (it == j.end() || it->is_null()) return ids;
   if (it->is_number_integer()) return {it->get<int64_t>()};
@@ -144,6 +140,8 @@ NamedTensors hf_state_dict(LlamaForCausalLM& model, std::optional<c10::ScalarTyp
 void copy_tokenizer_files(const fs::path& from, const fs::path& dir) {
   if (fs::is_regular_file(from)) {
     fs::copy_file(from, dir / "tokenizer.model", fs::copy_options::overwrite_existing);
+    // A read-only source (a shared fixture) must not make the copy read-only for later saves.
+    fs::permissions(dir / "tokenizer.model", fs::perms::owner_write, fs::perm_options::add);
     // Enough for transformers' AutoTokenizer to build Llama-2's tokenizer from tokenizer.model.
     json cfg = {{"tokenizer_class", "LlamaTokenizer"}, {"bos_token", "<s>"}, {"eos_token", "</s>"},
                 {"unk_token", "<unk>"}, {"add_bos_token", true}, {"add_eos_token", false},

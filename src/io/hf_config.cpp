@@ -1,4 +1,5 @@
 #include "agenttune/io/hf_config.h"
+#include "agenttune/io/json_file.h"
 
 #include <nlohmann/json.hpp>
 
@@ -128,13 +129,9 @@ json llama_config_to_json(const LlamaConfig& c) {
 }
 
 LlamaConfig read_hf_config(const std::filesystem::path& path) {
-  if (!std::filesystem::exists(path)) fail("{}: not found (a Hugging Face model folder needs config.json)", path.string());
-  json j;
-  try {
-    j = json::parse(read_text_file(path));
-  } catch (const json::parse_error& e) {
-    fail("{}: malformed JSON: {}", path.string(), e.what());
-  }
+  if (!std::filesystem::exists(path))
+    fail("{}: not found (a Hugging Face model folder needs config.json)", path.string());
+  json j = read_json_file(path);
   return llama_config_from_json(j, path.string());
 }
 

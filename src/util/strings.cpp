@@ -20,6 +20,18 @@ size_t levenshtein(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
+namespace {
+// True when every '_'-separated word of `key` is a word of `cand` (num_layers ->
+// num_hidden_layers): a shortened name is a likelier intent than whatever is a few edits away.
+bool words_subset(std::string_view key, std::string_view cand) {
+  auto kw = split(key, '_');
+  auto cw = split(cand, '_');
+  if (kw.size() < 2 || kw.size() >= cw.size()) return false;
+  return std::all_of(kw.begin(), kw.end(),
+                     [&](const std::string& w) { return std::find(cw.begin(), cw.end(), w) != cw.end(); });
+}
+}  // namespace
+
 std::string nearest(std::string_view key, const std::vector<std::string>& candidates) {
   std::string best;
   size_t best_d = SIZE_MAX;
@@ -28,8 +40,10 @@ std::string nearest(std::string_view key, const std::vector<std::string>& candid
     if (d < best_d) best_d = d, best = c;
   }
   // Beyond half the key's length the "suggestion" is noise.
-  if (best_d > std::max<size_t>(2, key.size() / 2)) return "";
-  return best;
+  if (best_d <= std::max<size_t>(2, key.size() / 2)) return best;
+  for (const auto& c : candidates)
+    if (words_subset(key, c)) return c;
+  return "";
 }
 
 std::vector<std::string> split(std::string_view s, char sep) {

@@ -45,7 +45,7 @@ class SafetensorsFile {
 };
 
 // Writes one safetensors file atomically (temp file, fsync, rename). Tensors are written
-// contiguous, in the given order. `metadata` always gets "format": "pt".
+// contiguous, widest element size first (stable), so every tensor's bytes stay aligned. `metadata` always gets "format": "pt".
 void write_safetensors(const std::filesystem::path& path, const NamedTensors& tensors,
                        std::map<std::string, std::string> metadata = {});
 

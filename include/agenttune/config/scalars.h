@@ -1,0 +1,122 @@
+#pragma once
+// How one YAML scalar becomes one C++ value and back. Specialise ConfigScalar<T> (expected, parse,
+// format) for a new leaf type, or EnumNames<E> for an enum spelt as strings in YAML. Parsing works
+// on the scalar's text, so error messages say exactly what was written.
+#include <array>
+#include <concepts>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace agenttune {
+
+template <class T>
+struct ConfigScalar;  // no primary: a field of an unsupported type fails to compile
+
+// Specialise with `static constexpr std::array<std::pair<E, std::string_view>, N> values = {...}`.
+template <class E>
+struct EnumNames;
+
+namespace config_detail {
+std::optional<int64_t> parse_int(std::string_view s);
+std::optional<uint64_t> parse_uint(std::string_view s);
+std::optional<double> parse_double(std::string_view s);
+std::optional<bool> parse_bool(std::string_view s);
+std::string format_double(double v);
+std::string format_double(float v);  // shortest text for the float itself, not its double widening
+}  // namespace config_detail
+
+template <std::signed_integral T>
+  requires(!std::same_as<T, bool>)
+struct ConfigScalar<T> {
+  static constexpr std::string_view expected = "an integer";
+  static std::optional<T> parse(std::string_view s) {
+    auto v = config_detail::parse_int(s);
+    if (!v || *v < std::numeric_limits<T>::min() || *v > std::numeric_limits<T>::max())
+      return std::nullopt;
+    return static_cast<T>(*v);
+  }
+  static std::string format(T v) { return std::to_string(v); }
+};
+
+template <std::unsigned_integral T>
+  requires(!std::same_as<T, bool>)
+struct ConfigScalar<T> {
+  static constexpr std::string_view expected = "a non-negative integer";
+  static std::optional<T> parse(std::string_view s) {
+    auto v = config_detail::parse_uint(s);
+    if (!v || *v > std::numeric_limits<T>::max()) return std::nullopt;
+    return static_cast<T>(*v);
+  }
+  static std::string format(T v) { return std::to_string(v); }
+};
+
+template <std::floating_point T>
+struct ConfigScalar<T> {
+  static constexpr std::string_view expected = "a number";
+  static std::optional<T> parse(std::string_view s) {
+    auto v = config_detail::parse_double(s);
+    return v ? std::optional<T>(static_cast<T>(*v)) : std::nullopt;
+  }
+  static std::string format(T v) {
+    if constexpr (std::is_same_v<T, float>) return config_detail::format_double(v);
+    else return config_detail::format_double(static_cast<double>(v));
+  }
+};
+
+template <>
+struct ConfigScalar<bool> {
+  static constexpr std::string_view expected = "a boolean (true or false)";
+  static std::optional<bool> parse(std::string_view s) { return config_detail::parse_bool(s); }
+  static std::string format(bool v) { return v ? "true" : "false"; }
+};
+
+template <>
+struct ConfigScalar<std::string> {
+  static constexpr std::string_view expected = "a string";
+  static std::optional<std::string> parse(std::string_view s) { return std::string(s); }
+  static std::string format(const std::string& v) { return v; }
+};
+
+// Paths are strings here; the reader additionally resolves relative ones (see reader.h).
+template <>
+struct ConfigScalar<std::filesystem::path> {
+  static constexpr std::string_view expected = "a path";
+  static std::optional<std::filesystem::path> parse(std::string_view s) {
+    return std::filesystem::path(s);
+  }
+  static std::string format(const std::filesystem::path& v) { return v.string(); }
+};
+
+template <class E>
+  requires std::is_enum_v<E> && requires { EnumNames<E>::values; }
+struct ConfigScalar<E> {
+  static std::string expected_text() {
+    std::string s = "one of";
+    for (const auto& [v, name] : EnumNames<E>::values) s += (s.size() > 6 ? ", " : " ") + std::string(name);
+    return s;
+  }
+  static inline const std::string expected = expected_text();
+  static std::optional<E> parse(std::string_view s) {
+    for (const auto& [v, name] : EnumNames<E>::values)
+      if (name == s) return v;
+    return std::nullopt;
+  }
+  static std::string format(E e) {
+    for (const auto& [v, name] : EnumNames<E>::values)
+      if (v == e) return std::string(name);
+    return std::to_string(static_cast<int64_t>(e));
+  }
+};
+
+// Types whose values are written as strings in YAML, so the writer quotes them: a string "true"
+// or "null" must not come back as a boolean or a null.
+template <class T>
+inline constexpr bool config_quoted = std::same_as<T, std::string> || std::same_as<T, std::filesystem::path>;
+
+}  // namespace agenttune

@@ -1,0 +1,183 @@
+#include "agenttune/tokenizer/tokenizer.h"
+
+#include <sentencepiece_processor.h>
+
+#include <algorithm>
+#include <array>
+
+#include "agenttune/util/error.h"
+#include "agenttune/util/files.h"
+#include "agenttune/util/sha256.h"
+
+namespace agenttune {
+
+// Stretches between added tokens are each encoded by a separate SentencePiece call, so each gets
+// SentencePiece's dummy prefix "▁" exactly as Python's `sp.encode(stretch)` would: "<|im_start|>user"
+// becomes [<|im_start|>, ▁user]. This matches HF's LlamaTokenizer with legacy=True (the behaviour
+// the published Llama-2 fine-tunes, AgentLM and Agent-FLAN included, were trained with). HF's
+// legacy=False would give [<|im_start|>, user] instead; we deliberately do not follow it, because
+// the one oracle we can check exactly is SentencePiece itself, and decode() strips the prefix per
+// stretch in the same way, so decode(encode(x)) == x still holds around added tokens.
+struct Tokenizer::Impl {
+  std::shared_ptr<const sentencepiece::SentencePieceProcessor> sp;  // immutable, shared by copies
+  std::filesystem::path path;
+  std::string fingerprint;
+  int32_t base_size = 0;
+  int32_t pad = -1;
+  std::vector<AddedToken> added;         // in insertion order
+  std::vector<size_t> by_length;         // indices into `added`, longest content first
+  std::array<bool, 256> first_byte{};    // bytes that can start an added token: a cheap pre-filter
+  int32_t next_id = 0;                   // id the next new added token gets
+
+  // The added token that starts at text[pos] (longest first), or nullptr.
+  const AddedToken* match(std::string_view text, size_t pos) const {
+    if (!first_byte[static_cast<uint8_t>(text[pos])]) return nullptr;
+    for (size_t i : by_length) {
+      const auto& c = added[i].content;
+      if (text.compare(pos, c.size(), c) == 0) return &added[i];
+    }
+    return nullptr;
+  }
+
+  void encode_stretch(std::string_view s, std::vector<int32_t>& out) const {
+    if (s.empty()) return;
+    std::vector<int> ids;
+    auto status = sp->Encode(s, &ids);
+    if (!status.ok()) fail("{}: SentencePiece encode failed: {}", path.string(), status.ToString());
+    out.insert(out.end(), ids.begin(), ids.end());
+  }
+
+  const AddedToken* added_by_id(int32_t id) const {
+    for (const auto& t : added)
+      if (t.id == id) return &t;
+    return nullptr;
+  }
+};
+
+Tokenizer Tokenizer::load(const std::filesystem::path& model_path) {
+  std::string bytes = read_text_file(model_path);  // throws naming the file if missing
+  auto sp = std::make_shared<sentencepiece::SentencePieceProcessor>();
+  auto status = sp->LoadFromSerializedProto(bytes);
+  if (!status.ok())
+    fail("{}: not a SentencePiece model: {}", model_path.string(), status.ToString());
+  if (sp->GetPieceSize() <= 0) fail("{}: SentencePiece model has no pieces", model_path.string());
+  Tokenizer t;
+  t.impl_ = std::make_shared<Impl>();
+  t.impl_->sp = sp;
+  t.impl_->path = model_path;
+  t.impl_->fingerprint = sha256_hex(bytes);
+  t.impl_->base_size = sp->GetPieceSize();
+  t.impl_->next_id = t.impl_->base_size;
+  t.impl_->pad = sp->pad_id();
+  return t;
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool add_eos) const {
+  const Impl& m = *impl_;
+  std::vector<int32_t> out;
+  out.reserve(text.size() / 3 + 2);
+  if (add_bos) out.push_back(bos_id());
+  size_t start = 0;
+  if (!m.added.empty()) {
+    for (size_t pos = 0; pos < text.size();) {
+      const AddedToken* t = m.match(text, pos);
+      if (t == nullptr) {
+        ++pos;
+        continue;
+      }
+      m.encode_stretch(text.substr(start, pos - start), out);
+      out.push_back(t->id);
+      pos += t->content.size();
+      start = pos;
+    }
+  }
+  m.encode_stretch(text.substr(start), out);
+  if (add_eos) out.push_back(eos_id());
+  return out;
+}
+
+std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  const Impl& m = *impl_;
+  std::string out;
+  std::vector<int> stretch;
+  auto flush = [&] {
+    if (stretch.empty()) return;
+    std::string s;
+    auto status = m.sp->Decode(stretch, &s);
+    if (!status.ok()) fail("{}: SentencePiece decode failed: {}", m.path.string(), status.ToString());
+    out += s;
+    stretch.clear();
+  };
+  for (int32_t id : ids) {
+    if (id < 0 || id >= m.next_id)
+      fail("decode: token id {} is outside the vocabulary [0, {})", id, m.next_id);
+    // Added tokens with ids inside the base vocab (e.g. a registered "</s>") decode as SentencePiece
+    // pieces; only the new ids need their text spliced in.
+    if (id >= m.base_size) {
+      flush();
+      out += m.added_by_id(id)->content;
+    } else {
+      stretch.push_back(id);
+    }
+  }
+  flush();
+  return out;
+}
+
+std::string Tokenizer::id_to_piece(int32_t id) const {
+  const Impl& m = *impl_;
+  if (id < 0 || id >= m.next_id)
+    fail("id_to_piece: token id {} is outside the vocabulary [0, {})", id, m.next_id);
+  if (id >= m.base_size) return m.added_by_id(id)->content;
+  return m.sp->IdToPiece(id);
+}
+
+std::optional<int32_t> Tokenizer::piece_to_id(std::string_view piece) const {
+  for (const auto& t : impl_->added)
+    if (t.content == piece) return t.id;
+  int id = impl_->sp->PieceToId(piece);
+  // PieceToId answers unk_id for unknown pieces; only "<unk>" itself really is that id.
+  if (id == impl_->sp->unk_id() && piece != impl_->sp->IdToPiece(id)) return std::nullopt;
+  return id;
+}
+
+int32_t Tokenizer::bos_id() const { return impl_->sp->bos_id(); }
+int32_t Tokenizer::eos_id() const { return impl_->sp->eos_id(); }
+int32_t Tokenizer::unk_id() const { return impl_->sp->unk_id(); }
+int32_t Tokenizer::pad_id() const { return impl_->pad; }
+
+void Tokenizer::set_pad_id(int32_t id) {
+  if (id < -1 || id >= impl_->next_id)
+    fail("pad id {} is outside the vocabulary [0, {})", id, impl_->next_id);
+  if (impl_.use_count() > 1) impl_ = std::make_shared<Impl>(*impl_);  // copies stay independent
+  impl_->pad = id;
+}
+
+int64_t Tokenizer::base_vocab_size() const { return impl_->base_size; }
+int64_t Tokenizer::vocab_size() const { return impl_->next_id; }
+
+int32_t Tokenizer::add_token(const std::string& content, bool special) {
+  if (content.empty()) fail("{}: an added token cannot be empty", impl_->path.string());
+  for (const auto& t : impl_->added)
+    if (t.content == content) return t.id;
+  // Copy-on-write: a Tokenizer copy handed to another component must not see this token appear.
+  if (impl_.use_count() > 1) impl_ = std::make_shared<Impl>(*impl_);
+  Impl& m = *impl_;
+  // A string that already is a SentencePiece piece (e.g. "</s>") keeps its id but is now matched
+  // as a whole in text, as HF does when such a token is registered as special.
+  std::optional<int32_t> base = piece_to_id(content);
+  int32_t id = base ? *base : m.next_id++;
+  m.added.push_back({content, id, special});
+  m.by_length.push_back(m.added.size() - 1);
+  std::stable_sort(m.by_length.begin(), m.by_length.end(), [&](size_t a, size_t b) {
+    return m.added[a].content.size() > m.added[b].content.size();
+  });
+  m.first_byte[static_cast<uint8_t>(content[0])] = true;
+  return id;
+}
+
+const std::vector<AddedToken>& Tokenizer::added_tokens() const { return impl_->added; }
+const std::string& Tokenizer::fingerprint() const { return impl_->fingerprint; }
+const std::filesystem::path& Tokenizer::model_path() const { return impl_->path; }
+
+}  // namespace agenttune
