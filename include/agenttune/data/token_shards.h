@@ -1,0 +1,85 @@
+#pragma once
+// Token shards, the on-disk form of a prepared corpus (docs/formats.md):
+//   NAME.bin       token ids, little-endian uint16 when vocab_size <= 65536, else uint32
+//   NAME.idx       little-endian uint64 document offsets into NAME.bin, in tokens:
+//                  num_documents + 1 entries, the first 0, the last the token count
+//   manifest.json  format version, tokenizer fingerprint, vocab size, dtype, counts, the source
+//                  files with their sizes and hashes, and the shards with their counts
+// Each document is stored as it will be trained on: [BOS] tokens [EOS], per the prepare options.
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace agenttune {
+
+class MappedFile;
+
+struct ShardSourceFile {
+  std::string path;
+  uint64_t bytes = 0;
+  std::string sha256;
+  int64_t documents = 0;  // documents written
+  int64_t tokens = 0;
+  int64_t skipped = 0;  // empty or (with on_error: skip) bad records
+};
+
+struct ShardEntry {
+  std::string name;  // NAME of NAME.bin / NAME.idx, relative to the manifest's folder
+  int64_t documents = 0;
+  int64_t tokens = 0;
+};
+
+struct ShardManifest {
+  static constexpr int kFormatVersion = 1;
+  int format_version = kFormatVersion;
+  std::string tokenizer_sha256;
+  int64_t vocab_size = 0;
+  std::string dtype;  // "uint16" | "uint32"
+  int64_t documents = 0;
+  int64_t tokens = 0;
+  std::vector<ShardSourceFile> sources;
+  std::vector<ShardEntry> shards;
+
+  static ShardManifest read(const std::filesystem::path& manifest_json);  // errors name the file
+  void write(const std::filesystem::path& manifest_json) const;           // atomic
+};
+
+std::string shard_dtype_for_vocab(int64_t vocab_size);
+
+// Writes one NAME.bin/NAME.idx pair; both appear (atomically renamed) only on finish().
+class TokenShardWriter {
+ public:
+  TokenShardWriter(const std::filesystem::path& dir, std::string name, int64_t vocab_size);
+  ~TokenShardWriter();  // without finish(): temporaries are removed, nothing half-written remains
+  void add_document(std::span<const int32_t> tokens);
+  ShardEntry finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A prepared corpus opened read-only through memory maps: every shard of a manifest, documents
+// addressed by a global index.
+class TokenDataset {
+ public:
+  // Opens `dir`/manifest.json and its shards; checks sizes against the manifest. When
+  // `expected_tokenizer_sha256` is non-empty and differs, refuses with a message naming both.
+  static TokenDataset open(const std::filesystem::path& dir, const std::string& expected_tokenizer_sha256 = "");
+
+  const ShardManifest& manifest() const;
+  int64_t num_documents() const;
+  int64_t num_tokens() const;
+  int64_t document_length(int64_t doc) const;
+  // Copies tokens [begin, begin+count) of document `doc` into out (int64 for the model).
+  void read(int64_t doc, int64_t begin, int64_t count, int64_t* out) const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<const Impl> impl_;
+};
+
+}  // namespace agenttune
