@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
-# The main job on the bundled tiny default: create a tiny Llama-2-shaped model, save it as a
-# Hugging Face folder, reload it, and generate a few tokens with the real Llama-2 tokenizer.
+# The main job on the bundled tiny default, end to end on a CPU in a couple of minutes:
+#   1. init      a random tiny Llama-2-shaped model saved as a Hugging Face folder
+#   2. prepare   the bundled code and text corpora -> token shards
+#   3. train     continued pretraining on a 10:1 code:text mixture (the Lemur recipe), loss falling
+#   4. export    the last checkpoint -> a Hugging Face folder (bf16)
+#   5. generate  reload the exported model and decode with a KV cache
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
 BIN="${AGENTTUNE_BUILD_DIR:-$ROOT/build}/agenttune"
-OUT="${1:-$ROOT/runs/demo}"
-mkdir -p "$OUT"
+OUT="$(mkdir -p "${1:-$ROOT/runs/demo}" && cd "${1:-$ROOT/runs/demo}" && pwd)"
 
 echo "== 1. init: a random tiny model -> $OUT/model"
 "$BIN" init --config "$ROOT/configs/tiny/model.yaml" --out "$OUT/model"
-ls -l "$OUT/model"
+"$BIN" info --model "$OUT/model" --seq-len 128 | tail -3
 
-echo "== 2. info: shape, parameters, FLOPs per token"
-"$BIN" info --model "$OUT/model" --seq-len 512 | tail -4
+echo "== 2. prepare: bundled corpora -> token shards"
+"$BIN" prepare --config "$ROOT/configs/tiny/prepare.yaml" \
+  --set "corpora.0.output=$OUT/prepared/code" --set "corpora.1.output=$OUT/prepared/text"
 
-echo "== 3. generate: reload and decode (greedy, then sampled) with a KV cache"
-"$BIN" generate --model "$OUT/model" --prompt "def fibonacci(n):" --max-new-tokens 16
-"$BIN" generate --model "$OUT/model" --prompt "The agent calls a tool" --max-new-tokens 16 \
-  --temperature 0.8 --top-p 0.9 --seed 1
-echo "== demo done (an untrained model speaks noise; later stages train it)"
+echo "== 3. train: continued pretraining, code:text = 10:1 by trained tokens"
+"$BIN" train --config "$ROOT/configs/tiny/pretrain.yaml" --set "output_dir=$OUT/pretrain" \
+  --set "model.init_from=$OUT/model" \
+  --set "data.sources.0.path=$OUT/prepared/code" --set "data.sources.1.path=$OUT/prepared/text"
+python3 - "$OUT/pretrain/metrics.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+first, last = rows[0], rows[-1]
+print(f"loss {first['loss']:.3f} (step {first['step']}) -> {last['loss']:.3f} (step {last['step']}); "
+      f"code share {last['share/code']:.3f} (target {10/11:.3f})")
+PY
+
+echo "== 4. export: last checkpoint -> $OUT/exported (bf16 Hugging Face folder)"
+"$BIN" export --checkpoint "$OUT/pretrain/checkpoints" --out "$OUT/exported" --dtype bfloat16
+
+echo "== 5. generate: the trained model continues a prompt"
+"$BIN" generate --model "$OUT/exported" --prompt "def fibonacci(n):" --max-new-tokens 24
+echo "== demo done: metrics in $OUT/pretrain/metrics.jsonl, TensorBoard: tensorboard --logdir $OUT/pretrain/tb"

@@ -20,9 +20,12 @@ struct Command {
 Command init_command();
 Command generate_command();
 Command info_command();
+Command train_command();
+Command export_command();
+Command prepare_command();
 
 inline std::vector<Command> all_commands() {
-  return {init_command(), generate_command(), info_command()};
+  return {init_command(), prepare_command(), train_command(), export_command(), generate_command(), info_command()};
 }
 
 }  // namespace agenttune::cli

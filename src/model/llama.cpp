@@ -7,6 +7,8 @@
 
 #include <cmath>
 
+#include "agenttune/model/activation_checkpoint.h"
+
 namespace agenttune {
 
 namespace {
@@ -111,8 +113,10 @@ at::Tensor LlamaForCausalLMImpl::hidden_states(const at::Tensor& tokens, const a
                                                const AttentionSpec& spec, KVCache* cache) {
   auto h = model->embed_tokens(tokens);
   auto rope = rope_.tables(positions, h.scalar_type());
+  const bool recompute = activation_checkpointing && !cache && at::GradMode::is_enabled();
   for (size_t i = 0; i < model->layers.size(); ++i)
-    h = model->layers[i](h, rope, spec, cache ? &cache->layers[i] : nullptr);
+    h = recompute ? checkpointed_layer(model->layers[i], h, rope, spec)
+                  : model->layers[i](h, rope, spec, cache ? &cache->layers[i] : nullptr);
   return model->norm(h);
 }
 

@@ -91,6 +91,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   void reset_parameters(uint64_t seed);
 
   const LlamaConfig& config() const { return config_; }
+  // Recompute each decoder layer in backward instead of keeping its activations (training only:
+  // applies when grad mode is on and no KV cache is used).
+  bool activation_checkpointing = false;
   LlamaModel model{nullptr};
   torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
 

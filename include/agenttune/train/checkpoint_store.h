@@ -10,6 +10,7 @@
 // are deleted only after the new one is complete.
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -23,19 +24,24 @@ struct CheckpointWrite {
   int rank = 0;
   int world_size = 1;
   NamedTensors tensors;  // this rank's
-  nlohmann::json meta;   // written by rank 0 only
+  nlohmann::json meta;   // an object; "step" and "world_size" are set by the store
 };
 
 class CheckpointStore {
  public:
+  // keep_last <= 0 keeps every checkpoint.
   CheckpointStore(std::filesystem::path root, int keep_last);
 
-  // Single-process form: writes tensors + meta, marks complete, moves latest, prunes old ones.
+  // Single-process form (world_size must be 1): writes tensors + meta, marks complete, moves
+  // latest, prunes old ones. Saving a step that already exists replaces it.
   std::filesystem::path save(const CheckpointWrite& w);
 
-  // Multi-rank form, in three phases so ranks can barrier in between:
-  //   stage(w) on every rank writes its file into the step's temporary folder;
-  //   commit(step, meta) on rank 0 after all ranks staged: meta, COMPLETE, rename, latest, prune.
+  // Multi-rank form, in phases so ranks can barrier in between (ranks share the filesystem):
+  //   stage(w) on every rank writes its file into the step's temporary folder and returns it;
+  //   barrier;
+  //   commit(step, meta, world_size) on rank 0: checks every rank's file is there, then meta,
+  //   COMPLETE, rename, latest, prune; returns the final folder;
+  //   barrier (before any rank reads the checkpoint back).
   std::filesystem::path stage(const CheckpointWrite& w);
   std::filesystem::path commit(int64_t step, const nlohmann::json& meta, int world_size);
 
@@ -44,8 +50,13 @@ class CheckpointStore {
   const std::filesystem::path& root() const { return root_; }
 
   static std::string folder_name(int64_t step);  // "step_00001000"
+  static std::string rank_file_name(int rank);   // "rank_00000.safetensors"
 
  private:
+  std::filesystem::path finish(const std::filesystem::path& tmp, int64_t step,
+                               const nlohmann::json& meta, int world_size);
+  void prune(int64_t just_written) const;
+
   std::filesystem::path root_;
   int keep_last_;
 };
@@ -57,9 +68,11 @@ struct LoadedCheckpoint {
   int world_size = 1;
 };
 
-// Opens a complete checkpoint folder (errors name the folder when COMPLETE or meta.json is missing).
+// Opens a complete checkpoint folder: COMPLETE, meta.json (with step and world_size) and every
+// rank's file must be there; errors name the folder.
 LoadedCheckpoint open_checkpoint(const std::filesystem::path& dir);
-// One rank's tensors of a checkpoint (zero-copy views; clone before modifying).
+// One rank's tensors of a checkpoint: zero-copy views of read-only memory, so clone before
+// modifying. Every dtype the writer accepts (floats, integers, bool) reads back.
 std::unique_ptr<TensorSource> open_rank_tensors(const std::filesystem::path& dir, int rank);
 
 }  // namespace agenttune

@@ -3,23 +3,33 @@
 // TensorBoard event files (OUTPUT_DIR/tb/events.out.tfevents.*, readable by `tensorboard
 // --logdir`), and one live console line (step, loss, lr, tokens/s, MFU, ETA).
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace agenttune {
+
+// CRC-32C (Castagnoli), as TFRecord frames use it; `crc` continues an earlier call's result.
+uint32_t crc32c(const void* data, size_t size, uint32_t crc = 0);
+// TFRecord's masked form: ((crc >> 15) | (crc << 17)) + 0xa282ead8.
+uint32_t masked_crc32c(const void* data, size_t size);
 
 // Minimal TensorBoard writer: TFRecord framing (length, masked CRC32C, payload, masked CRC32C)
 // around hand-encoded Event protos carrying simple_value scalars. No protobuf dependency.
 class TensorBoardWriter {
  public:
+  // Creates logdir and a new events.out.tfevents.<unix seconds>.<hostname> file in it.
   explicit TensorBoardWriter(const std::filesystem::path& logdir);
   ~TensorBoardWriter();
   void add_scalar(const std::string& tag, double value, int64_t step);
   void flush();
+  const std::filesystem::path& path() const;
 
  private:
   struct Impl;
@@ -28,10 +38,12 @@ class TensorBoardWriter {
 
 class MetricsLogger {
  public:
-  // append=true on resume: keeps earlier lines (lines for steps >= the resumed step are dropped
-  // first, so a crash between a log line and its checkpoint leaves no duplicate steps).
+  // Keeps the lines of metrics.jsonl with step < resume_step (all of them are dropped on a fresh
+  // run, resume_step 0), so a crash between a log line and its checkpoint leaves no duplicate
+  // steps after resuming; unparsable (torn) lines are dropped too. The rewrite is atomic.
   MetricsLogger(const std::filesystem::path& output_dir, bool tensorboard, int64_t resume_step);
-  // One step's scalars, in insertion order; "step" is added. Writes JSONL and TensorBoard.
+  // One step's scalars, in insertion order after "step"; written to JSONL (non-finite values as
+  // null) and TensorBoard, and flushed so a live viewer or a crash sees whole lines.
   void log(int64_t step, const std::vector<std::pair<std::string, double>>& scalars);
   void flush();
 
@@ -43,16 +55,21 @@ class MetricsLogger {
 // The live console line, redrawn in place on a terminal (one line per update otherwise).
 class ProgressLine {
  public:
-  ProgressLine(int64_t total_steps, int64_t start_step);
-  // Prints "step 120/1000 | loss 2.3456 | lr 3.00e-04 | 12.3k tok/s | MFU 41.2% | ETA 1h02m".
+  ProgressLine(int64_t total_steps, int64_t start_step, std::FILE* out = stderr);
+  // Prints "step 120/1000 | loss 2.3456 | lr 3.00e-04 | 12.3k tok/s | MFU 41.2% | ETA 1h02m";
+  // mfu is a fraction (0.412), left out when negative (peak FLOPs unknown).
   void update(int64_t step, double loss, double lr, double tokens_per_s, double mfu);
   void finish();
-  static std::string format_eta(double seconds);  // "1h02m", "4m05s", "12s"
+  static std::string format_line(int64_t step, int64_t total, double loss, double lr,
+                                 double tokens_per_s, double mfu, double eta_seconds);
+  static std::string format_eta(double seconds);  // "1h02m", "4m05s", "12s", "2d03h", "?"
 
  private:
   int64_t total_, start_;
+  std::FILE* out_;
   std::chrono::steady_clock::time_point t0_;
   bool tty_;
+  bool drawn_ = false;
 };
 
 }  // namespace agenttune

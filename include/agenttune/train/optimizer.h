@@ -25,29 +25,38 @@ class AdamW {
   // Parameters with dim() < 2 (norm weights) get no weight decay.
   AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions opts);
 
-  // One update at learning rate `lr`. Parameters whose grad is undefined are skipped.
+  // One update at learning rate `lr`. Parameters whose grad is undefined are skipped (their
+  // per-parameter step count does not advance, as in torch.optim.AdamW).
   void step(double lr);
+  // Drops the grads (set_to_none, torch's default): the next backward writes instead of adding.
   void zero_grad();
-  int64_t steps_taken() const;
+  // Calls to step() since construction, or the largest per-parameter step after load_state().
+  int64_t steps_taken() const { return steps_taken_; }
 
-  // "exp_avg.<name>", "exp_avg_sq.<name>", "step.<name>" tensors, for checkpoints.
+  // "exp_avg.<name>", "exp_avg_sq.<name>", "step.<name>" tensors, for checkpoints. The step is a
+  // float32 tensor of shape [1] (torch keeps a 0-d one; [1] survives every file format).
+  // The tensors are the live state (no copy): write them out before the next step().
   NamedTensors state() const;
-  // Restores state(); a missing name or a shape mismatch throws naming the tensor.
+  // Restores state() (copied into the existing tensors, so they keep their device); a missing
+  // name or a shape mismatch throws agenttune::Error naming the tensor.
   void load_state(const NamedTensors& state);
-  const std::vector<std::pair<std::string, at::Tensor>>& params() const;
+  const std::vector<std::pair<std::string, at::Tensor>>& params() const { return params_; }
+  const AdamWOptions& options() const { return opts_; }
 
  private:
-  struct Group;
   std::vector<std::pair<std::string, at::Tensor>> params_;
   std::vector<at::Tensor> exp_avg_, exp_avg_sq_, steps_;
   AdamWOptions opts_;
   int64_t steps_taken_ = 0;
 };
 
-// Scales all grads so their global L2 norm is at most max_norm (no-op if max_norm <= 0).
-// Returns the norm before clipping (fp32, may be inf/nan: the caller decides to skip the step).
+// Scales all grads so their global L2 norm is at most max_norm (no-op if max_norm <= 0), with
+// torch.nn.utils.clip_grad_norm_'s factor max_norm / (norm + 1e-6). Returns the norm before
+// clipping. A non-finite norm is returned as is and the grads are left untouched: the caller
+// skips the step.
 double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
-// The global L2 norm of the grads, without clipping.
+// The global L2 norm of the grads (per-tensor norms in fp32, combined in fp64), without clipping.
+// Parameters without a grad count as zero.
 double grad_norm(const std::vector<at::Tensor>& params);
 
 }  // namespace agenttune

@@ -1,0 +1,159 @@
+#pragma once
+// `agenttune train --config FILE`: continued pretraining (and, later, SFT) of a Llama model.
+// Keys the outside world relies on: output_dir, train.max_steps, train.seed, checkpoint.interval.
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "agenttune/config/model_config.h"
+#include "agenttune/data/mixture.h"
+#include "agenttune/train/lr_schedule.h"
+
+namespace agenttune {
+
+template <>
+struct EnumNames<AttentionMode> {
+  static constexpr std::array<std::pair<AttentionMode, std::string_view>, 2> values = {
+      {{AttentionMode::Causal, "causal"}, {AttentionMode::Document, "document"}}};
+};
+
+template <>
+struct EnumNames<LrDecay> {
+  static constexpr std::array<std::pair<LrDecay, std::string_view>, 3> values = {
+      {{LrDecay::Cosine, "cosine"}, {LrDecay::Linear, "linear"}, {LrDecay::Constant, "constant"}}};
+};
+
+struct ModelSection {
+  // A Hugging Face or Meta folder to continue from; empty = a fresh model of `shape`.
+  std::filesystem::path init_from;
+  LlamaConfig shape;  // used only when init_from is empty
+  uint64_t init_seed = 0;
+  bool activation_checkpointing = false;
+  // Matmuls run in this dtype (autocast); weights and optimizer stay fp32 masters.
+  c10::ScalarType compute_dtype = c10::ScalarType::Float;
+};
+
+struct DataSection {
+  std::vector<MixtureSource> sources;
+  int64_t seq_len = 2048;
+  AttentionMode attention = AttentionMode::Causal;
+  double validation_fraction = 0.0;
+  // The SentencePiece model the shards must have been made with (checked by fingerprint).
+  std::filesystem::path tokenizer;
+};
+
+struct TrainSection {
+  int64_t max_steps = 1000;
+  uint64_t seed = 0;
+  int64_t micro_batch_size = 1;         // sequences per forward/backward on one rank
+  int64_t global_batch_sequences = 0;   // per optimizer step, all ranks; or:
+  int64_t global_batch_tokens = 0;      // (rounded to whole sequences; exactly one of the two)
+  double lr = 3e-4;
+  double min_lr_ratio = 0.1;
+  int64_t warmup_steps = 0;
+  LrDecay decay = LrDecay::Cosine;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  double clip_grad_norm = 1.0;  // 0 = no clipping
+  int64_t max_nonfinite_in_a_row = 5;
+  int64_t log_interval = 1;
+  int64_t eval_interval = 0;  // 0 = never
+  int64_t eval_batches = 4;
+  int threads = 0;  // intra-op threads; 0 = LibTorch's default
+};
+
+struct CheckpointSection {
+  int64_t interval = 1000;  // steps; a checkpoint is also written at the end and on SIGTERM/SIGINT
+  int keep_last = 3;
+  std::filesystem::path dir;  // default: <output_dir>/checkpoints
+};
+
+struct MetricsSection {
+  bool tensorboard = true;
+};
+
+struct TrainConfig {
+  std::filesystem::path output_dir;
+  ModelSection model;
+  DataSection data;
+  TrainSection train;
+  CheckpointSection checkpoint;
+  MetricsSection metrics;
+
+  void validate(const std::string& source) const;
+};
+
+template <class V>
+void visit(V& v, MixtureSource& s) {
+  v("name", s.name);
+  v("path", s.path);
+  v("weight", s.weight);
+}
+
+template <class V>
+void visit(V& v, ModelSection& m) {
+  v("init_from", m.init_from);
+  v.section("shape", m.shape);
+  v("init_seed", m.init_seed);
+  v("activation_checkpointing", m.activation_checkpointing);
+  v("compute_dtype", m.compute_dtype);
+}
+
+template <class V>
+void visit(V& v, DataSection& d) {
+  v("sources", d.sources);
+  v("seq_len", d.seq_len);
+  v("attention", d.attention);
+  v("validation_fraction", d.validation_fraction);
+  v("tokenizer", d.tokenizer);
+}
+
+template <class V>
+void visit(V& v, TrainSection& t) {
+  v("max_steps", t.max_steps);
+  v("seed", t.seed);
+  v("micro_batch_size", t.micro_batch_size);
+  v("global_batch_sequences", t.global_batch_sequences);
+  v("global_batch_tokens", t.global_batch_tokens);
+  v("lr", t.lr);
+  v("min_lr_ratio", t.min_lr_ratio);
+  v("warmup_steps", t.warmup_steps);
+  v("decay", t.decay);
+  v("beta1", t.beta1);
+  v("beta2", t.beta2);
+  v("eps", t.eps);
+  v("weight_decay", t.weight_decay);
+  v("clip_grad_norm", t.clip_grad_norm);
+  v("max_nonfinite_in_a_row", t.max_nonfinite_in_a_row);
+  v("log_interval", t.log_interval);
+  v("eval_interval", t.eval_interval);
+  v("eval_batches", t.eval_batches);
+  v("threads", t.threads);
+}
+
+template <class V>
+void visit(V& v, CheckpointSection& c) {
+  v("interval", c.interval);
+  v("keep_last", c.keep_last);
+  v("dir", c.dir);
+}
+
+template <class V>
+void visit(V& v, MetricsSection& m) {
+  v("tensorboard", m.tensorboard);
+}
+
+template <class V>
+void visit(V& v, TrainConfig& c) {
+  v("output_dir", c.output_dir);
+  v.section("model", c.model);
+  v.section("data", c.data);
+  v.section("train", c.train);
+  v.section("checkpoint", c.checkpoint);
+  v.section("metrics", c.metrics);
+}
+
+}  // namespace agenttune

@@ -1,0 +1,90 @@
+#pragma once
+// The pretraining stream: documents drawn from several prepared sources so that each source's
+// share of *trained tokens* tracks its weight (Lemur: code:text = 10:1), packed into windows of
+// seq_len tokens. Deterministic and resumable:
+// - each source walks a seeded permutation of its training documents, one per epoch; an
+//   exhausted source starts a new, reshuffled epoch (and says so);
+// - the next document comes from the source furthest below its target share (a deficit rule:
+//   no randomness, so shares converge fast and the state is just counters);
+// - the state is a few cursors per source plus the partly consumed document: small, never a replay.
+// The stream does not depend on the world size: rank r of W takes windows r, r+W, ... of the same
+// global sequence, so a run can resume at another world size.
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <vector>
+
+#include "agenttune/data/packed_batch.h"
+#include "agenttune/data/token_shards.h"
+
+namespace agenttune {
+
+enum class AttentionMode { Causal, Document };
+
+struct MixtureSource {
+  std::string name;
+  std::filesystem::path path;  // a prepared folder (manifest.json + shards)
+  double weight = 1.0;
+};
+
+struct MixtureOptions {
+  std::vector<MixtureSource> sources;
+  int64_t seq_len = 2048;
+  uint64_t seed = 0;
+  double validation_fraction = 0.0;  // documents held out of training (chosen by a seeded hash)
+  AttentionMode attention = AttentionMode::Causal;
+  std::string tokenizer_sha256;  // when set, every source must have been made with it
+};
+
+struct SourceCursor {
+  int64_t epoch = 0;
+  int64_t position = 0;  // index into this epoch's permutation
+  int64_t tokens = 0;    // trained tokens taken so far
+};
+
+struct MixtureState {
+  std::vector<SourceCursor> sources;
+  int64_t windows = 0;  // windows produced so far (global)
+  // The document being consumed when the last window ended: it continues in the next window.
+  int64_t carry_source = -1, carry_doc = -1, carry_offset = 0;
+
+  nlohmann::json to_json() const;
+  static MixtureState from_json(const nlohmann::json& j, size_t num_sources);
+};
+
+class Mixture {
+ public:
+  explicit Mixture(MixtureOptions opts);
+
+  // The next `batch` windows of the global stream that belong to `rank` of `world`, i.e. global
+  // windows windows+rank, windows+rank+world, ...; the stream advances by batch*world windows.
+  PackedBatch next_batch(int64_t batch, int rank = 0, int world = 1);
+
+  const MixtureState& state() const { return state_; }
+  void restore(const MixtureState& s);
+  // Realised share of trained tokens per source so far.
+  std::vector<double> shares() const;
+  const MixtureOptions& options() const { return opts_; }
+
+  // A fresh, deterministic pass over the held-out documents, packed the same way.
+  std::vector<PackedBatch> validation_batches(int64_t batch, int64_t count) const;
+
+ private:
+  struct Source;
+  // Fills one window; out pointers may be null to skip materialising another rank's window.
+  void fill_window(int64_t* tokens, int64_t* targets, int64_t* positions, int64_t* doc_ids,
+                   std::vector<int64_t>& source_tokens);
+  size_t pick_source() const;
+  std::pair<size_t, int64_t> next_document(size_t src);
+
+  MixtureOptions opts_;
+  std::vector<std::shared_ptr<Source>> sources_;
+  MixtureState state_;
+};
+
+AttentionMode parse_attention_mode(const std::string& s);
+std::string attention_mode_name(AttentionMode m);
+
+}  // namespace agenttune

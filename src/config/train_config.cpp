@@ -1,0 +1,32 @@
+#include "agenttune/config/train_config.h"
+
+#include "agenttune/util/error.h"
+
+namespace agenttune {
+
+void TrainConfig::validate(const std::string& src) const {
+  if (output_dir.empty()) fail("{}: output_dir is required", src);
+  if (model.init_from.empty()) model.shape.validate(src + " (model.shape)");
+  if (data.sources.empty()) fail("{}: data.sources must list at least one prepared corpus", src);
+  for (size_t i = 0; i < data.sources.size(); ++i) {
+    const auto& s = data.sources[i];
+    if (s.path.empty()) fail("{}: data.sources[{}].path is required", src, i);
+    if (!(s.weight > 0)) fail("{}: data.sources[{}].weight must be positive, got {}", src, i, s.weight);
+  }
+  if (data.seq_len < 2) fail("{}: data.seq_len must be at least 2, got {}", src, data.seq_len);
+  if (data.validation_fraction < 0 || data.validation_fraction >= 1)
+    fail("{}: data.validation_fraction must be in [0, 1), got {}", src, data.validation_fraction);
+  if (train.max_steps <= 0) fail("{}: train.max_steps must be positive, got {}", src, train.max_steps);
+  if (train.micro_batch_size <= 0) fail("{}: train.micro_batch_size must be positive", src);
+  if ((train.global_batch_sequences > 0) == (train.global_batch_tokens > 0))
+    fail("{}: set exactly one of train.global_batch_sequences and train.global_batch_tokens", src);
+  if (!(train.lr > 0)) fail("{}: train.lr must be positive, got {}", src, train.lr);
+  if (train.min_lr_ratio < 0 || train.min_lr_ratio > 1)
+    fail("{}: train.min_lr_ratio must be in [0, 1], got {}", src, train.min_lr_ratio);
+  if (train.warmup_steps < 0) fail("{}: train.warmup_steps must be >= 0", src);
+  if (train.log_interval <= 0) fail("{}: train.log_interval must be positive", src);
+  if (checkpoint.interval <= 0) fail("{}: checkpoint.interval must be positive, got {}", src, checkpoint.interval);
+  if (checkpoint.keep_last <= 0) fail("{}: checkpoint.keep_last must be positive", src);
+}
+
+}  // namespace agenttune

@@ -1,0 +1,230 @@
+#include "agenttune/data/mixture.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+
+#include "agenttune/model/loss.h"
+#include "agenttune/util/error.h"
+#include "agenttune/util/log.h"
+
+namespace agenttune {
+
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// Fisher-Yates with our own index draw: std::shuffle's algorithm is unspecified, and the order
+// must be identical on every platform for exact resume.
+std::vector<int64_t> permutation(const std::vector<int64_t>& items, uint64_t seed) {
+  std::vector<int64_t> p = items;
+  std::mt19937_64 rng(seed);
+  for (size_t i = p.size(); i > 1; --i) std::swap(p[i - 1], p[rng() % i]);
+  return p;
+}
+
+}  // namespace
+
+struct Mixture::Source {
+  TokenDataset data;
+  std::vector<int64_t> train_docs, val_docs;
+  int64_t cached_epoch = -1;
+  std::vector<int64_t> perm;
+};
+
+Mixture::Mixture(MixtureOptions opts) : opts_(std::move(opts)) {
+  if (opts_.sources.empty()) fail("data.sources: at least one source is required");
+  if (opts_.seq_len < 2) fail("data.seq_len must be at least 2, got {}", opts_.seq_len);
+  for (size_t i = 0; i < opts_.sources.size(); ++i) {
+    const auto& s = opts_.sources[i];
+    if (!(s.weight > 0)) fail("data.sources[{}] '{}': weight must be positive, got {}", i, s.name, s.weight);
+    auto src = std::make_shared<Source>(Source{TokenDataset::open(s.path, opts_.tokenizer_sha256), {}, {}, -1, {}});
+    for (int64_t d = 0; d < src->data.num_documents(); ++d) {
+      if (src->data.document_length(d) == 0) continue;
+      uint64_t h = splitmix64(opts_.seed * 0x100000001b3ULL ^ splitmix64(i * 0x9e37ULL + static_cast<uint64_t>(d)));
+      bool held_out = static_cast<double>(h % 1000000) < opts_.validation_fraction * 1e6;
+      (held_out ? src->val_docs : src->train_docs).push_back(d);
+    }
+    if (src->train_docs.empty())
+      fail("data.sources[{}] '{}' ({}): no training documents (validation_fraction {} took them all?)", i,
+           s.name, s.path.string(), opts_.validation_fraction);
+    sources_.push_back(std::move(src));
+  }
+  state_.sources.resize(sources_.size());
+}
+
+size_t Mixture::pick_source() const {
+  double total_w = 0;
+  for (const auto& s : opts_.sources) total_w += s.weight;
+  int64_t total = 0;
+  for (const auto& c : state_.sources) total += c.tokens;
+  size_t best = 0;
+  double best_deficit = -1e300;
+  for (size_t i = 0; i < sources_.size(); ++i) {
+    if (sources_[i]->train_docs.empty()) continue;  // only in a validation pass
+    double deficit = opts_.sources[i].weight / total_w * static_cast<double>(total + 1) -
+                     static_cast<double>(state_.sources[i].tokens);
+    if (deficit > best_deficit) best_deficit = deficit, best = i;
+  }
+  return best;
+}
+
+std::pair<size_t, int64_t> Mixture::next_document(size_t i) {
+  auto& src = *sources_[i];
+  auto& cur = state_.sources[i];
+  if (cur.position >= static_cast<int64_t>(src.train_docs.size())) {
+    log::info("data source '{}': epoch {} done ({} documents); starting epoch {}, reshuffled",
+              opts_.sources[i].name, cur.epoch + 1, src.train_docs.size(), cur.epoch + 2);
+    ++cur.epoch;
+    cur.position = 0;
+  }
+  if (src.cached_epoch != cur.epoch) {
+    src.perm = permutation(src.train_docs, splitmix64(opts_.seed ^ splitmix64(i + 1) ^ splitmix64(cur.epoch + 7)));
+    src.cached_epoch = cur.epoch;
+  }
+  return {i, src.perm[cur.position++]};
+}
+
+// Packs documents into one window of T tokens. Targets are the next token of the same document;
+// the target across a document boundary (predicting the next document's BOS) is never trained,
+// and a document cut by the window end continues, with positions from 0, in the next window.
+void Mixture::fill_window(int64_t* tokens, int64_t* targets, int64_t* positions, int64_t* doc_ids,
+                          std::vector<int64_t>& source_tokens) {
+  const int64_t T = opts_.seq_len;
+  int64_t filled = 0, segment = 0;
+  std::vector<int64_t> buf;
+  while (filled < T) {
+    if (state_.carry_doc < 0) {
+      auto [s, d] = next_document(pick_source());
+      state_.carry_source = static_cast<int64_t>(s);
+      state_.carry_doc = d;
+      state_.carry_offset = 0;
+    }
+    auto& src = *sources_[state_.carry_source];
+    int64_t len = src.data.document_length(state_.carry_doc);
+    int64_t left = len - state_.carry_offset;
+    int64_t take = std::min(left, T - filled);
+    // One token past the window, when it exists in this document, so the last target is real.
+    int64_t peek = std::min<int64_t>(take + 1, left);
+    bool materialise = tokens != nullptr;
+    if (materialise) {
+      buf.resize(peek);
+      src.data.read(state_.carry_doc, state_.carry_offset, peek, buf.data());
+      for (int64_t k = 0; k < take; ++k) {
+        tokens[filled + k] = buf[k];
+        targets[filled + k] = k + 1 < peek ? buf[k + 1] : kIgnoreIndex;
+        positions[filled + k] = k;
+        doc_ids[filled + k] = segment;
+      }
+    }
+    int64_t trained = peek - 1 < take ? take - 1 : take;
+    source_tokens[state_.carry_source] += trained;
+    state_.sources[state_.carry_source].tokens += take;
+    filled += take;
+    ++segment;
+    state_.carry_offset += take;
+    if (state_.carry_offset >= len) state_.carry_doc = -1, state_.carry_source = -1, state_.carry_offset = 0;
+  }
+  ++state_.windows;
+}
+
+PackedBatch Mixture::next_batch(int64_t batch, int rank, int world) {
+  if (rank < 0 || rank >= world) fail("next_batch: rank {} outside world {}", rank, world);
+  const int64_t T = opts_.seq_len;
+  auto opts = at::TensorOptions().dtype(at::kLong);
+  PackedBatch b;
+  b.tokens = at::empty({batch, T}, opts);
+  b.targets = at::empty({batch, T}, opts);
+  b.positions = at::empty({batch, T}, opts);
+  b.doc_ids = at::empty({batch, T}, opts);
+  b.source_tokens.assign(sources_.size(), 0);
+  std::vector<int64_t> ignored(sources_.size(), 0);
+  for (int64_t g = 0; g < batch * world; ++g) {
+    bool mine = g % world == rank;
+    int64_t row = g / world;
+    if (mine) {
+      fill_window(b.tokens[row].data_ptr<int64_t>(), b.targets[row].data_ptr<int64_t>(),
+                  b.positions[row].data_ptr<int64_t>(), b.doc_ids[row].data_ptr<int64_t>(), b.source_tokens);
+    } else {
+      fill_window(nullptr, nullptr, nullptr, nullptr, ignored);
+    }
+  }
+  b.trained_tokens = std::accumulate(b.source_tokens.begin(), b.source_tokens.end(), int64_t{0});
+  return b;
+}
+
+void Mixture::restore(const MixtureState& s) {
+  if (s.sources.size() != sources_.size())
+    fail("data state has {} sources but the config lists {}", s.sources.size(), sources_.size());
+  state_ = s;
+}
+
+std::vector<double> Mixture::shares() const {
+  int64_t total = 0;
+  for (const auto& c : state_.sources) total += c.tokens;
+  std::vector<double> out;
+  for (const auto& c : state_.sources) out.push_back(total ? static_cast<double>(c.tokens) / total : 0.0);
+  return out;
+}
+
+std::vector<PackedBatch> Mixture::validation_batches(int64_t batch, int64_t count) const {
+  // A throwaway mixture whose "training" documents are the held-out ones, read in order.
+  Mixture v = *this;
+  v.state_ = MixtureState{};
+  v.state_.sources.resize(sources_.size());
+  bool any = false;
+  for (auto& s : v.sources_) {
+    auto copy = std::make_shared<Source>(*s);
+    copy->train_docs = copy->val_docs;
+    copy->cached_epoch = 0;
+    copy->perm = copy->val_docs;  // epoch 0 in file order
+    any = any || !copy->val_docs.empty();
+    s = copy;
+  }
+  std::vector<PackedBatch> out;
+  if (!any) return out;
+  for (int64_t i = 0; i < count; ++i) out.push_back(v.next_batch(batch));
+  return out;
+}
+
+nlohmann::json MixtureState::to_json() const {
+  nlohmann::json src = nlohmann::json::array();
+  for (const auto& c : sources) src.push_back({{"epoch", c.epoch}, {"position", c.position}, {"tokens", c.tokens}});
+  return {{"sources", src}, {"windows", windows}, {"carry_source", carry_source},
+          {"carry_doc", carry_doc}, {"carry_offset", carry_offset}};
+}
+
+MixtureState MixtureState::from_json(const nlohmann::json& j, size_t num_sources) {
+  try {
+    MixtureState s;
+    for (const auto& c : j.at("sources"))
+      s.sources.push_back({c.at("epoch").get<int64_t>(), c.at("position").get<int64_t>(), c.at("tokens").get<int64_t>()});
+    if (s.sources.size() != num_sources)
+      fail("data state has {} sources but the config lists {}", s.sources.size(), num_sources);
+    s.windows = j.at("windows").get<int64_t>();
+    s.carry_source = j.at("carry_source").get<int64_t>();
+    s.carry_doc = j.at("carry_doc").get<int64_t>();
+    s.carry_offset = j.at("carry_offset").get<int64_t>();
+    return s;
+  } catch (const nlohmann::json::exception& e) {
+    fail("checkpoint data state is malformed: {}", e.what());
+  }
+}
+
+AttentionMode parse_attention_mode(const std::string& s) {
+  if (s == "causal") return AttentionMode::Causal;
+  if (s == "document") return AttentionMode::Document;
+  fail("attention mode '{}' is not one of: causal, document", s);
+}
+
+std::string attention_mode_name(AttentionMode m) { return m == AttentionMode::Causal ? "causal" : "document"; }
+
+}  // namespace agenttune

@@ -1,0 +1,328 @@
+#include "agenttune/data/token_shards.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "agenttune/io/json_file.h"
+#include "agenttune/util/error.h"
+#include "agenttune/util/files.h"
+#include "manifest_json.h"
+
+namespace agenttune {
+
+namespace fs = std::filesystem;
+
+std::string shard_dtype_for_vocab(int64_t vocab_size) {
+  if (vocab_size <= 0) fail("token shards: vocab size must be positive, got {}", vocab_size);
+  return vocab_size <= 65536 ? "uint16" : "uint32";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Manifest
+
+namespace {
+
+template <typename T>
+T field(const nlohmann::json& j, const char* key, const fs::path& file, const std::string& where) {
+  if (!j.is_object() || !j.contains(key)) fail("{}: {}missing '{}'", file.string(), where, key);
+  try {
+    return j.at(key).get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail("{}: {}'{}' has the wrong type ({})", file.string(), where, key, j.at(key).type_name());
+  }
+}
+
+}  // namespace
+
+namespace data {
+
+ShardManifest manifest_from_json(const nlohmann::json& j, const fs::path& f) {
+  ShardManifest m;
+  m.format_version = field<int>(j, "format_version", f, "");
+  if (m.format_version != ShardManifest::kFormatVersion)
+    fail("{}: format_version {} is not supported (this build reads {})", f.string(), m.format_version,
+         ShardManifest::kFormatVersion);
+  m.tokenizer_sha256 = field<std::string>(j, "tokenizer_sha256", f, "");
+  m.vocab_size = field<int64_t>(j, "vocab_size", f, "");
+  m.dtype = field<std::string>(j, "dtype", f, "");
+  if (m.dtype != "uint16" && m.dtype != "uint32")
+    fail("{}: dtype '{}' is not one of uint16, uint32", f.string(), m.dtype);
+  m.documents = field<int64_t>(j, "documents", f, "");
+  m.tokens = field<int64_t>(j, "tokens", f, "");
+  const auto sources = field<nlohmann::json>(j, "sources", f, "");
+  const auto shards = field<nlohmann::json>(j, "shards", f, "");
+  if (!sources.is_array() || !shards.is_array()) fail("{}: 'sources' and 'shards' must be arrays", f.string());
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const auto& s = sources[i];
+    const std::string where = fmt::format("sources[{}]: ", i);
+    m.sources.push_back({field<std::string>(s, "path", f, where), field<uint64_t>(s, "bytes", f, where),
+                         field<std::string>(s, "sha256", f, where), field<int64_t>(s, "documents", f, where),
+                         field<int64_t>(s, "tokens", f, where), field<int64_t>(s, "skipped", f, where)});
+  }
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const auto& s = shards[i];
+    const std::string where = fmt::format("shards[{}]: ", i);
+    m.shards.push_back({field<std::string>(s, "name", f, where), field<int64_t>(s, "documents", f, where),
+                        field<int64_t>(s, "tokens", f, where)});
+  }
+  return m;
+}
+
+nlohmann::ordered_json manifest_to_json(const ShardManifest& m) {
+  const auto& [format_version, tokenizer_sha256, vocab_size, dtype, documents, tokens, sources, shards] = m;
+  nlohmann::ordered_json j;
+  j["format_version"] = format_version;
+  j["tokenizer_sha256"] = tokenizer_sha256;
+  j["vocab_size"] = vocab_size;
+  j["dtype"] = dtype;
+  j["documents"] = documents;
+  j["tokens"] = tokens;
+  j["sources"] = nlohmann::ordered_json::array();
+  for (const auto& s : sources)
+    j["sources"].push_back({{"path", s.path}, {"bytes", s.bytes}, {"sha256", s.sha256},
+                            {"documents", s.documents}, {"tokens", s.tokens}, {"skipped", s.skipped}});
+  j["shards"] = nlohmann::ordered_json::array();
+  for (const auto& s : shards)
+    j["shards"].push_back({{"name", s.name}, {"documents", s.documents}, {"tokens", s.tokens}});
+  return j;
+}
+
+}  // namespace data
+
+ShardManifest ShardManifest::read(const fs::path& manifest_json) {
+  return data::manifest_from_json(read_json_file(manifest_json), manifest_json);
+}
+
+void ShardManifest::write(const fs::path& manifest_json) const {
+  write_file_atomic(manifest_json, data::manifest_to_json(*this).dump(1) + "\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writer
+
+namespace {
+
+class OutFile {
+ public:
+  explicit OutFile(fs::path path) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) fail("{}: cannot create: {}", path_.string(), std::strerror(errno));
+    buf_.reserve(kBuffer);
+  }
+  ~OutFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  void append(const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    if (buf_.size() + n > kBuffer) flush();
+    if (n >= kBuffer) return write_all(p, n);
+    buf_.insert(buf_.end(), p, p + n);
+  }
+  void close_synced() {
+    flush();
+    if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
+      fd_ = -1;
+      fail("{}: fsync/close failed: {}", path_.string(), std::strerror(errno));
+    }
+    fd_ = -1;
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  static constexpr size_t kBuffer = 1 << 20;
+  void flush() {
+    write_all(buf_.data(), buf_.size());
+    buf_.clear();
+  }
+  void write_all(const char* p, size_t n) {
+    while (n > 0) {
+      ssize_t w = ::write(fd_, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) fail("{}: write failed: {}", path_.string(), std::strerror(errno));
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  }
+  fs::path path_;
+  int fd_ = -1;
+  std::vector<char> buf_;
+};
+
+fs::path partial(const fs::path& p) { return fs::path(p.string() + ".partial"); }
+
+}  // namespace
+
+struct TokenShardWriter::Impl {
+  fs::path dir;
+  std::string name;
+  int64_t vocab = 0;
+  bool u16 = true;
+  std::unique_ptr<OutFile> bin, idx;
+  uint64_t tokens = 0;
+  int64_t documents = 0;
+  bool finished = false;
+  std::vector<uint16_t> narrow;
+};
+
+TokenShardWriter::TokenShardWriter(const fs::path& dir, std::string name, int64_t vocab_size)
+    : impl_(std::make_unique<Impl>()) {
+  auto& m = *impl_;
+  m.dir = dir;
+  m.name = std::move(name);
+  m.vocab = vocab_size;
+  m.u16 = shard_dtype_for_vocab(vocab_size) == "uint16";
+  m.bin = std::make_unique<OutFile>(partial(dir / (m.name + ".bin")));
+  m.idx = std::make_unique<OutFile>(partial(dir / (m.name + ".idx")));
+  const uint64_t zero = 0;
+  m.idx->append(&zero, sizeof zero);
+}
+
+TokenShardWriter::~TokenShardWriter() {
+  if (!impl_ || impl_->finished) return;
+  std::error_code ec;
+  fs::path bin = impl_->bin->path(), idx = impl_->idx->path();
+  impl_->bin.reset();
+  impl_->idx.reset();
+  fs::remove(bin, ec);
+  fs::remove(idx, ec);
+}
+
+void TokenShardWriter::add_document(std::span<const int32_t> tokens) {
+  auto& m = *impl_;
+  if (m.finished) fail("{}: add_document after finish()", m.name);
+  for (int32_t t : tokens)
+    if (t < 0 || t >= m.vocab)
+      fail("{}: token id {} is outside the vocabulary [0, {})", m.name, t, m.vocab);
+  if (m.u16) {
+    m.narrow.assign(tokens.begin(), tokens.end());
+    m.bin->append(m.narrow.data(), m.narrow.size() * sizeof(uint16_t));
+  } else {
+    m.bin->append(tokens.data(), tokens.size() * sizeof(int32_t));  // ids are non-negative
+  }
+  m.tokens += tokens.size();
+  ++m.documents;
+  m.idx->append(&m.tokens, sizeof m.tokens);
+}
+
+ShardEntry TokenShardWriter::finish() {
+  auto& m = *impl_;
+  if (m.finished) fail("{}: finish() called twice", m.name);
+  m.bin->close_synced();
+  m.idx->close_synced();
+  // The .idx lands last: a reader that sees it also sees the matching .bin.
+  fs::rename(m.bin->path(), m.dir / (m.name + ".bin"));
+  fs::rename(m.idx->path(), m.dir / (m.name + ".idx"));
+  fsync_dir(m.dir);
+  m.finished = true;
+  return {m.name, m.documents, static_cast<int64_t>(m.tokens)};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reader
+
+struct TokenDataset::Impl {
+  ShardManifest manifest;
+  bool u16 = true;
+  struct Shard {
+    std::shared_ptr<MappedFile> bin, idx;
+    const uint64_t* offsets = nullptr;
+  };
+  std::vector<Shard> shards;
+  std::vector<int64_t> first_doc;  // global index of each shard's first document, plus the total
+};
+
+TokenDataset TokenDataset::open(const fs::path& dir, const std::string& expected_tokenizer_sha256) {
+  auto impl = std::make_shared<Impl>();
+  auto& m = *impl;
+  const fs::path manifest_path = dir / "manifest.json";
+  m.manifest = ShardManifest::read(manifest_path);
+  const auto& man = m.manifest;
+  if (!expected_tokenizer_sha256.empty() && expected_tokenizer_sha256 != man.tokenizer_sha256)
+    fail("{}: prepared with tokenizer sha256 {}, but the tokenizer in use has sha256 {}; re-run "
+         "prepare with this tokenizer",
+         dir.string(), man.tokenizer_sha256, expected_tokenizer_sha256);
+  if (man.dtype != shard_dtype_for_vocab(man.vocab_size))
+    fail("{}: dtype {} does not fit vocab_size {}", manifest_path.string(), man.dtype, man.vocab_size);
+  m.u16 = man.dtype == "uint16";
+  const size_t elem = m.u16 ? 2 : 4;
+  int64_t docs = 0, tokens = 0;
+  m.first_doc.push_back(0);
+  for (const auto& e : man.shards) {
+    Impl::Shard s;
+    s.bin = MappedFile::open(dir / (e.name + ".bin"));
+    s.idx = MappedFile::open(dir / (e.name + ".idx"));
+    const auto& idx_path = s.idx->path();
+    if (e.documents < 0 || s.idx->size() != static_cast<size_t>(e.documents + 1) * 8)
+      fail("{}: {} bytes, expected {} for {} documents (manifest)", idx_path.string(), s.idx->size(),
+           (e.documents + 1) * 8, e.documents);
+    if (s.bin->size() != static_cast<size_t>(e.tokens) * elem)
+      fail("{}: {} bytes, expected {} for {} {} tokens (manifest)", s.bin->path().string(),
+           s.bin->size(), e.tokens * static_cast<int64_t>(elem), e.tokens, man.dtype);
+    s.offsets = reinterpret_cast<const uint64_t*>(s.idx->data());
+    if (s.offsets[0] != 0) fail("{}: first offset is {}, expected 0", idx_path.string(), s.offsets[0]);
+    for (int64_t i = 0; i < e.documents; ++i)
+      if (s.offsets[i + 1] < s.offsets[i])
+        fail("{}: offsets decrease at document {} ({} -> {})", idx_path.string(), i, s.offsets[i],
+             s.offsets[i + 1]);
+    if (s.offsets[e.documents] != static_cast<uint64_t>(e.tokens))
+      fail("{}: last offset {} differs from the {} tokens of {}.bin", idx_path.string(),
+           s.offsets[e.documents], e.tokens, e.name);
+    docs += e.documents;
+    tokens += e.tokens;
+    m.first_doc.push_back(docs);
+    m.shards.push_back(std::move(s));
+  }
+  if (docs != man.documents || tokens != man.tokens)
+    fail("{}: shards hold {} documents / {} tokens, the manifest says {} / {}", manifest_path.string(),
+         docs, tokens, man.documents, man.tokens);
+  TokenDataset d;
+  d.impl_ = std::move(impl);
+  return d;
+}
+
+const ShardManifest& TokenDataset::manifest() const { return impl_->manifest; }
+int64_t TokenDataset::num_documents() const { return impl_->first_doc.back(); }
+int64_t TokenDataset::num_tokens() const { return impl_->manifest.tokens; }
+
+namespace {
+
+// (shard, local document) of a global document index.
+std::pair<size_t, int64_t> locate(const std::vector<int64_t>& first_doc, int64_t doc) {
+  if (doc < 0 || doc >= first_doc.back())
+    fail("token dataset: document {} is outside [0, {})", doc, first_doc.back());
+  size_t s = std::upper_bound(first_doc.begin(), first_doc.end(), doc) - first_doc.begin() - 1;
+  return {s, doc - first_doc[s]};
+}
+
+}  // namespace
+
+int64_t TokenDataset::document_length(int64_t doc) const {
+  auto [s, local] = locate(impl_->first_doc, doc);
+  const uint64_t* o = impl_->shards[s].offsets;
+  return static_cast<int64_t>(o[local + 1] - o[local]);
+}
+
+void TokenDataset::read(int64_t doc, int64_t begin, int64_t count, int64_t* out) const {
+  auto [s, local] = locate(impl_->first_doc, doc);
+  const auto& shard = impl_->shards[s];
+  const uint64_t start = shard.offsets[local];
+  const int64_t length = static_cast<int64_t>(shard.offsets[local + 1] - start);
+  if (begin < 0 || count < 0 || begin + count > length)
+    fail("token dataset: tokens [{}, {}) are outside document {} of length {}", begin, begin + count,
+         doc, length);
+  const size_t first = start + static_cast<uint64_t>(begin);
+  if (impl_->u16) {
+    const auto* p = reinterpret_cast<const uint16_t*>(shard.bin->data()) + first;
+    std::copy(p, p + count, out);
+  } else {
+    const auto* p = reinterpret_cast<const uint32_t*>(shard.bin->data()) + first;
+    std::copy(p, p + count, out);
+  }
+}
+
+}  // namespace agenttune

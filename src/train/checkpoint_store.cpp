@@ -1,0 +1,293 @@
+// Crash-safe training checkpoints: temp folder -> fsync -> rename -> `latest` -> prune.
+#include "agenttune/train/checkpoint_store.h"
+
+#include <ATen/ATen.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "../io/safetensors_dtype.h"
+#include "agenttune/io/safetensors.h"
+#include "agenttune/util/error.h"
+#include "agenttune/util/files.h"
+#include "agenttune/util/log.h"
+
+namespace agenttune {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kComplete = "COMPLETE";
+constexpr const char* kMeta = "meta.json";
+constexpr const char* kLatest = "latest";
+constexpr std::string_view kStepPrefix = "step_";
+constexpr std::string_view kTmpPrefix = ".tmp_step_";
+
+// The step in "<prefix>00001000" (rest empty) or "<prefix>00001000_<anything>" (allow_suffix).
+// Anything else is not ours, and the store never touches it.
+std::optional<int64_t> parse_step(std::string_view name, std::string_view prefix, bool allow_suffix) {
+  if (!name.starts_with(prefix)) return std::nullopt;
+  name.remove_prefix(prefix.size());
+  size_t n = 0;
+  while (n < name.size() && std::isdigit(static_cast<unsigned char>(name[n]))) ++n;
+  if (n < 8 || n > 18) return std::nullopt;
+  if (n < name.size() && !(allow_suffix && name[n] == '_')) return std::nullopt;
+  return std::stoll(std::string(name.substr(0, n)));
+}
+
+bool is_complete(const fs::path& dir) {
+  std::error_code ec;
+  return fs::is_regular_file(dir / kComplete, ec);
+}
+
+// Complete checkpoints under root, oldest step first.
+std::vector<std::pair<int64_t, fs::path>> complete_checkpoints(const fs::path& root) {
+  std::vector<std::pair<int64_t, fs::path>> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    auto step = parse_step(e.path().filename().string(), kStepPrefix, false);
+    if (step && e.is_directory(ec) && is_complete(e.path())) out.emplace_back(*step, e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void remove_quietly(const fs::path& p) {
+  std::error_code ec;
+  fs::remove_all(p, ec);
+  if (ec) log::warn("{}: cannot remove: {}", p.string(), ec.message());
+}
+
+void rename_or_fail(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  fs::rename(from, to, ec);
+  if (ec) fail("{}: cannot rename to {}: {}", from.string(), to.string(), ec.message());
+}
+
+std::optional<c10::ScalarType> dtype_for_tag(const std::string& tag) {
+  using S = c10::ScalarType;
+  for (S t : {S::Double, S::Float, S::Half, S::BFloat16, S::Long, S::Int, S::Short, S::Char,
+              S::Byte, S::Bool})
+    if (safetensors_tag(t) == tag) return t;
+  return std::nullopt;
+}
+
+// SafetensorsFile reads model dtypes only; a checkpoint may also hold integer state (counters,
+// RNG bytes), so this source maps the file itself and serves every dtype the writer emits.
+class RankTensors final : public TensorSource {
+ public:
+  explicit RankTensors(const fs::path& path)
+      : file_(SafetensorsFile::open(path)), map_(MappedFile::open(path)) {
+    uint64_t header_len = 0;
+    std::memcpy(&header_len, map_->data(), 8);  // validated by SafetensorsFile::open
+    data_start_ = 8 + header_len;
+    for (const auto& e : file_.entries()) names_.push_back(e.name);
+    std::sort(names_.begin(), names_.end());
+  }
+  std::vector<std::string> names() const override { return names_; }
+  bool contains(const std::string& name) const override { return file_.find(name) != nullptr; }
+  std::string where(const std::string&) const override { return file_.path().string(); }
+
+  at::Tensor get(const std::string& name) const override {
+    const SafetensorsEntry* e = file_.find(name);
+    if (e == nullptr) fail("{}: no tensor named '{}'", file_.path().string(), name);
+    auto st = dtype_for_tag(e->dtype_tag);
+    if (!st) fail("{}: tensor '{}' has unsupported dtype {}", file_.path().string(), name, e->dtype_tag);
+    auto options = at::TensorOptions().dtype(*st).device(at::kCPU);
+    if (e->begin == e->end) return at::empty(e->shape, options);
+    auto* ptr = const_cast<std::byte*>(map_->data() + data_start_ + e->begin);
+    if (reinterpret_cast<uintptr_t>(ptr) % at::elementSize(*st) != 0) {
+      at::Tensor copy = at::empty(e->shape, options);
+      std::memcpy(copy.data_ptr(), ptr, e->end - e->begin);
+      return copy;
+    }
+    return at::from_blob(ptr, e->shape, [map = map_](void*) {}, options);
+  }
+
+ private:
+  SafetensorsFile file_;
+  std::shared_ptr<MappedFile> map_;
+  uint64_t data_start_ = 0;
+  std::vector<std::string> names_;
+};
+
+}  // namespace
+
+CheckpointStore::CheckpointStore(fs::path root, int keep_last)
+    : root_(std::move(root)), keep_last_(keep_last) {}
+
+std::string CheckpointStore::folder_name(int64_t step) { return fmt::format("step_{:08d}", step); }
+std::string CheckpointStore::rank_file_name(int rank) {
+  return fmt::format("rank_{:05d}.safetensors", rank);
+}
+
+fs::path CheckpointStore::save(const CheckpointWrite& w) {
+  if (w.world_size != 1 || w.rank != 0)
+    fail("{}: save() is for a single process; rank {} of {} must use stage() and commit()",
+         root_.string(), w.rank, w.world_size);
+  if (w.step < 0) fail("{}: cannot save negative step {}", root_.string(), w.step);
+  // The pid keeps a concurrent leftover of a killed run from being mistaken for ours.
+  fs::path tmp = root_ / fmt::format("{}{:08d}_{}", kTmpPrefix, w.step, ::getpid());
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  write_safetensors(tmp / rank_file_name(0), w.tensors, {{"step", std::to_string(w.step)}});
+  return finish(tmp, w.step, w.meta, 1);
+}
+
+fs::path CheckpointStore::stage(const CheckpointWrite& w) {
+  if (w.world_size < 1 || w.rank < 0 || w.rank >= w.world_size)
+    fail("{}: invalid rank {} of world size {}", root_.string(), w.rank, w.world_size);
+  if (w.step < 0) fail("{}: cannot save negative step {}", root_.string(), w.step);
+  // Named by step alone so every rank, in any process, writes into the same folder.
+  fs::path tmp = root_ / fmt::format("{}{:08d}", kTmpPrefix, w.step);
+  fs::create_directories(tmp);
+  fs::path file = tmp / rank_file_name(w.rank);
+  write_safetensors(file, w.tensors,
+                    {{"step", std::to_string(w.step)}, {"world_size", std::to_string(w.world_size)}});
+  return file;
+}
+
+fs::path CheckpointStore::commit(int64_t step, const json& meta, int world_size) {
+  fs::path tmp = root_ / fmt::format("{}{:08d}", kTmpPrefix, step);
+  if (!fs::is_directory(tmp)) fail("{}: nothing staged for step {}", tmp.string(), step);
+  for (int r = 0; r < world_size; ++r) {
+    fs::path f = tmp / rank_file_name(r);
+    if (!fs::is_regular_file(f))
+      fail("{}: rank {} of {} has not staged its file (every rank must stage before commit)",
+           f.string(), r, world_size);
+    // A leftover from an earlier attempt at this step with another world size must not slip in.
+    const auto& md = SafetensorsFile::open(f).metadata();
+    auto ws = md.find("world_size");
+    if (ws == md.end() || ws->second != std::to_string(world_size))
+      fail("{}: staged for world size {}, committing {}", f.string(),
+           ws == md.end() ? "?" : ws->second, world_size);
+  }
+  // Only the expected rank files travel into the checkpoint: not partial writes of killed ranks,
+  // nor files of ranks beyond this world size.
+  for (const auto& e : fs::directory_iterator(tmp)) {
+    std::string name = e.path().filename().string();
+    int r = -1;
+    if (std::sscanf(name.c_str(), "rank_%d", &r) != 1 || r >= world_size ||
+        name != rank_file_name(r))
+      remove_quietly(e.path());
+  }
+  return finish(tmp, step, meta, world_size);
+}
+
+fs::path CheckpointStore::finish(const fs::path& tmp, int64_t step, const json& meta, int world_size) {
+  if (!meta.is_null() && !meta.is_object())
+    fail("{}: checkpoint meta must be a JSON object", root_.string());
+  json m = meta.is_null() ? json::object() : meta;
+  m["step"] = step;
+  m["world_size"] = world_size;
+  write_file_atomic(tmp / kMeta, m.dump(2) + "\n");
+  write_file_atomic(tmp / kComplete, fmt::format("{}\n", step));  // fsyncs tmp as well
+
+  fs::path dest = root_ / folder_name(step);
+  if (fs::exists(dest)) {
+    // A resumed run reaching a saved step again: rename() cannot replace a non-empty folder, so
+    // the old one moves aside (latest() scans past the gap if killed in between).
+    fs::path old = root_ / fmt::format("{}{:08d}_{}_old", kTmpPrefix, step, ::getpid());
+    remove_quietly(old);
+    rename_or_fail(dest, old);
+    rename_or_fail(tmp, dest);
+    fsync_dir(root_);
+    remove_quietly(old);
+  } else {
+    rename_or_fail(tmp, dest);
+  }
+  fsync_dir(root_);
+  write_file_atomic(root_ / kLatest, folder_name(step) + "\n");
+  prune(step);
+  return dest;
+}
+
+void CheckpointStore::prune(int64_t just_written) const {
+  if (keep_last_ > 0) {
+    auto all = complete_checkpoints(root_);
+    size_t excess = all.size() > static_cast<size_t>(keep_last_) ? all.size() - keep_last_ : 0;
+    for (size_t i = 0; i < excess; ++i) {
+      if (all[i].first == just_written) continue;
+      // Renamed out of the store's namespace first: a kill during remove_all would otherwise
+      // leave a folder still marked COMPLETE with some of its files gone.
+      fs::path doomed = root_ / fmt::format("{}{:08d}_{}_pruned", kTmpPrefix, all[i].first, ::getpid());
+      remove_quietly(doomed);
+      std::error_code ec;
+      fs::rename(all[i].second, doomed, ec);
+      if (ec) {
+        log::warn("{}: cannot prune: {}", all[i].second.string(), ec.message());
+        continue;
+      }
+      fsync_dir(root_);
+      remove_quietly(doomed);
+    }
+  }
+  // Leftovers of killed saves. Only steps up to this one: a later temp folder may be in use.
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root_, ec)) {
+    std::string name = e.path().filename().string();
+    auto tmp_step = parse_step(name, kTmpPrefix, true);
+    auto step = parse_step(name, kStepPrefix, false);
+    if ((tmp_step && *tmp_step <= just_written) ||
+        (step && *step < just_written && !is_complete(e.path())) ||
+        name.starts_with(std::string(kLatest) + ".tmp."))
+      remove_quietly(e.path());
+  }
+}
+
+std::optional<fs::path> CheckpointStore::latest() const {
+  fs::path pointer = root_ / kLatest;
+  std::error_code ec;
+  if (fs::is_regular_file(pointer, ec)) {
+    try {
+      std::string name = read_text_file(pointer);
+      while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
+      if (parse_step(name, kStepPrefix, false) && is_complete(root_ / name)) return root_ / name;
+      log::warn("{}: names '{}', which is not a complete checkpoint; scanning {}", pointer.string(),
+                name, root_.string());
+    } catch (const Error& e) {
+      log::warn("{}; scanning {}", e.what(), root_.string());
+    }
+  }
+  auto all = complete_checkpoints(root_);
+  if (all.empty()) return std::nullopt;
+  return all.back().second;
+}
+
+LoadedCheckpoint open_checkpoint(const fs::path& dir) {
+  if (!fs::is_directory(dir)) fail("{}: checkpoint folder not found", dir.string());
+  if (!is_complete(dir))
+    fail("{}: incomplete checkpoint (no {} marker: its save was interrupted)", dir.string(), kComplete);
+  LoadedCheckpoint ck;
+  ck.dir = dir;
+  try {
+    ck.meta = json::parse(read_text_file(dir / kMeta));
+  } catch (const json::exception& e) {
+    fail("{}: {} is not valid JSON: {}", dir.string(), kMeta, e.what());
+  }
+  if (!ck.meta.is_object() || !ck.meta.contains("step") || !ck.meta["step"].is_number_integer() ||
+      !ck.meta.contains("world_size") || !ck.meta["world_size"].is_number_integer())
+    fail("{}: {} lacks integer 'step' and 'world_size'", dir.string(), kMeta);
+  ck.step = ck.meta["step"].get<int64_t>();
+  ck.world_size = ck.meta["world_size"].get<int>();
+  if (ck.world_size < 1) fail("{}: {} has world_size {}", dir.string(), kMeta, ck.world_size);
+  for (int r = 0; r < ck.world_size; ++r)
+    if (!fs::is_regular_file(dir / CheckpointStore::rank_file_name(r)))
+      fail("{}: missing {} (world size {})", dir.string(), CheckpointStore::rank_file_name(r),
+           ck.world_size);
+  return ck;
+}
+
+std::unique_ptr<TensorSource> open_rank_tensors(const fs::path& dir, int rank) {
+  fs::path f = dir / CheckpointStore::rank_file_name(rank);
+  if (!fs::is_regular_file(f)) fail("{}: no such rank file in the checkpoint", f.string());
+  return std::make_unique<RankTensors>(f);
+}
+
+}  // namespace agenttune

@@ -1,0 +1,39 @@
+#include "agenttune/train/lr_schedule.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+#include "agenttune/util/error.h"
+
+namespace agenttune {
+
+LrDecay parse_lr_decay(const std::string& name) {
+  if (name == "cosine") return LrDecay::Cosine;
+  if (name == "linear") return LrDecay::Linear;
+  if (name == "constant") return LrDecay::Constant;
+  fail("unknown lr decay '{}': expected one of cosine, linear, constant", name);
+}
+
+std::string lr_decay_name(LrDecay decay) {
+  switch (decay) {
+    case LrDecay::Cosine: return "cosine";
+    case LrDecay::Linear: return "linear";
+    case LrDecay::Constant: return "constant";
+  }
+  fail("invalid LrDecay value {}", static_cast<int>(decay));
+}
+
+double LrSchedule::lr(int64_t step) const {
+  if (step < warmup_steps) return peak_lr * static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
+  if (decay == LrDecay::Constant) return peak_lr;
+  const int64_t span = total_steps - warmup_steps;
+  // A schedule with no room to decay (total <= warmup) sits at the floor once warmup ends.
+  const double progress =
+      span <= 0 ? 1.0 : std::clamp(static_cast<double>(step - warmup_steps) / static_cast<double>(span), 0.0, 1.0);
+  const double floor = peak_lr * min_lr_ratio;
+  const double shape = decay == LrDecay::Cosine ? 0.5 * (1.0 + std::cos(std::numbers::pi * progress)) : 1.0 - progress;
+  return floor + (peak_lr - floor) * shape;
+}
+
+}  // namespace agenttune

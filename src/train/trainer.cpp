@@ -1,0 +1,228 @@
+#include "agenttune/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "agenttune/config/load.h"
+#include "agenttune/io/hf_checkpoint.h"
+#include "agenttune/model/autocast.h"
+#include "agenttune/model/flops.h"
+#include "agenttune/model/loss.h"
+#include "agenttune/train/metrics.h"
+#include "agenttune/train/stop_signal.h"
+#include "agenttune/train/train_state.h"
+#include "agenttune/util/error.h"
+#include "agenttune/util/log.h"
+#include "agenttune/util/sha256.h"
+
+namespace agenttune {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+LlamaForCausalLM build_model(const TrainConfig& cfg) {
+  // Master weights are fp32 whatever the checkpoint holds; compute precision is autocast's job.
+  if (!cfg.model.init_from.empty()) {
+    LoadOptions lo;
+    lo.dtype = at::kFloat;
+    auto loaded = load_pretrained(cfg.model.init_from, lo);
+    log::info("model: continuing from {} ({}, {:.2f}s)", cfg.model.init_from.string(), to_string(loaded.format),
+              loaded.seconds);
+    return loaded.model;
+  }
+  LlamaConfig shape = cfg.model.shape;
+  shape.dtype = at::kFloat;
+  log::info("model: fresh initialisation (seed {})", cfg.model.init_seed);
+  return make_llama(shape, cfg.model.init_seed);
+}
+
+struct StepPlan {
+  int64_t micro_batches = 1;  // per rank per step
+  int64_t sequences = 0;      // per step, all ranks
+};
+
+StepPlan plan_steps(const TrainConfig& cfg, int world) {
+  int64_t seqs = cfg.train.global_batch_sequences;
+  if (seqs == 0) seqs = std::max<int64_t>(1, (cfg.train.global_batch_tokens + cfg.data.seq_len - 1) / cfg.data.seq_len);
+  int64_t per_micro = cfg.train.micro_batch_size * world;
+  if (seqs % per_micro != 0)
+    fail("global batch of {} sequences is not a multiple of micro_batch_size {} x {} rank(s)", seqs,
+         cfg.train.micro_batch_size, world);
+  return {seqs / per_micro, seqs};
+}
+
+double peak_flops_per_second() {
+  // MFU needs the accelerator's dense bf16 peak; on CPU there is no meaningful figure.
+  return 0.0;
+}
+
+struct StepOutcome {
+  double loss = 0;
+  double grad_norm = 0;
+  int64_t trained = 0;
+  std::vector<int64_t> source_tokens;
+};
+
+// Forward/backward over the step's micro-batches. Each micro-batch's summed loss is divided by
+// the trained tokens of the whole step, so the gradient is that of the step's token mean.
+StepOutcome forward_backward(LlamaForCausalLM& model, Mixture& data, const TrainConfig& cfg, int64_t micro_batches) {
+  std::vector<PackedBatch> batches;
+  StepOutcome out;
+  out.source_tokens.assign(cfg.data.sources.size(), 0);
+  for (int64_t i = 0; i < micro_batches; ++i) {
+    batches.push_back(data.next_batch(cfg.train.micro_batch_size));
+    out.trained += batches.back().trained_tokens;
+    for (size_t s = 0; s < out.source_tokens.size(); ++s) out.source_tokens[s] += batches.back().source_tokens[s];
+  }
+  double loss_sum = 0;
+  for (auto& b : batches) {
+    AttentionSpec spec;
+    if (cfg.data.attention == AttentionMode::Document) spec.mask = document_causal_mask(b.doc_ids);
+    at::Tensor sum;
+    {
+      AutocastGuard ac(cfg.model.compute_dtype, at::kCPU);
+      sum = cross_entropy_sum(model->forward(b.tokens, b.positions, spec), b.targets);
+    }
+    (sum / static_cast<double>(std::max<int64_t>(out.trained, 1))).backward();
+    loss_sum += sum.item<double>();
+  }
+  out.loss = loss_sum / static_cast<double>(std::max<int64_t>(out.trained, 1));
+  return out;
+}
+
+double validation_loss(LlamaForCausalLM& model, const Mixture& data, const TrainConfig& cfg) {
+  auto batches = data.validation_batches(cfg.train.micro_batch_size, cfg.train.eval_batches);
+  if (batches.empty()) return std::nan("");
+  torch::NoGradGuard ng;
+  double sum = 0;
+  int64_t n = 0;
+  for (auto& b : batches) {
+    AttentionSpec spec;
+    if (cfg.data.attention == AttentionMode::Document) spec.mask = document_causal_mask(b.doc_ids);
+    AutocastGuard ac(cfg.model.compute_dtype, at::kCPU);
+    sum += cross_entropy_sum(model->forward(b.tokens, b.positions, spec), b.targets).item<double>();
+    n += b.trained_tokens;
+  }
+  return sum / static_cast<double>(std::max<int64_t>(n, 1));
+}
+
+MixtureOptions mixture_options(const TrainConfig& cfg) {
+  MixtureOptions m;
+  m.sources = cfg.data.sources;
+  m.seq_len = cfg.data.seq_len;
+  m.seed = cfg.train.seed;
+  m.validation_fraction = cfg.data.validation_fraction;
+  m.attention = cfg.data.attention;
+  if (!cfg.data.tokenizer.empty()) m.tokenizer_sha256 = sha256_file_hex(cfg.data.tokenizer);
+  return m;
+}
+
+}  // namespace
+
+TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
+  fs::create_directories(cfg.output_dir);
+  write_resolved_config(cfg.output_dir / "config.yaml", cfg);
+  // Stored in every checkpoint: the resolved YAML, and the tokenizer that export copies.
+  nlohmann::json config_json = {{"yaml", dump_config(cfg)}, {"tokenizer", cfg.data.tokenizer.string()}};
+  if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
+
+  Mixture data(mixture_options(cfg));
+  auto model = build_model(cfg);
+  model->activation_checkpointing = cfg.model.activation_checkpointing;
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  std::vector<at::Tensor> params;
+  for (auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value()), params.push_back(p.value());
+  AdamW opt(named, {cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay});
+  LrSchedule sched{cfg.train.lr, cfg.train.warmup_steps, cfg.train.max_steps, cfg.train.decay, cfg.train.min_lr_ratio};
+  auto plan = plan_steps(cfg, 1);
+  CheckpointStore store(cfg.checkpoint.dir.empty() ? cfg.output_dir / "checkpoints" : cfg.checkpoint.dir,
+                        cfg.checkpoint.keep_last);
+
+  TrainProgress prog;
+  TrainResult result;
+  if (!opts.resume.empty()) {
+    std::optional<fs::path> from = opts.resume == "auto" ? store.latest() : std::optional<fs::path>(opts.resume);
+    if (from) {
+      prog = load_train_state(*from, model, opt, data);
+      result.last_checkpoint = *from;
+      log::info("resumed from {} at step {} ({} tokens)", from->string(), prog.step, prog.tokens);
+    } else {
+      log::info("--resume auto: no complete checkpoint in {}, starting fresh", store.root().string());
+    }
+  }
+  result.start_step = prog.step;
+
+  MetricsLogger metrics(cfg.output_dir, cfg.metrics.tensorboard, prog.step + 1);
+  ProgressLine progress(cfg.train.max_steps, prog.step);
+  auto flops = training_flops_per_token(model->config(), cfg.data.seq_len);
+  double peak = peak_flops_per_second();
+  StopSignal stop;
+  const int64_t step_tokens = plan.sequences * cfg.data.seq_len;
+  log::info("training: {} steps x {} sequences x {} tokens ({} micro-batches of {}), {} FLOPs/token",
+            cfg.train.max_steps, plan.sequences, cfg.data.seq_len, plan.micro_batches, cfg.train.micro_batch_size,
+            flops.full);
+
+  auto checkpoint = [&] {
+    result.last_checkpoint = save_train_state(store, model, opt, data, prog, config_json);
+    log::debug("checkpoint {}", result.last_checkpoint.string());
+  };
+
+  while (prog.step < cfg.train.max_steps) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto o = forward_backward(model, data, cfg, plan.micro_batches);
+    o.grad_norm = clip_grad_norm(params, cfg.train.clip_grad_norm);
+    double lr = sched.lr(prog.step);
+    if (!std::isfinite(o.loss) || !std::isfinite(o.grad_norm)) {
+      ++prog.nonfinite_in_a_row;
+      log::warn("step {}: non-finite loss {} or grad norm {}: update skipped ({} in a row)", prog.step + 1, o.loss,
+                o.grad_norm, prog.nonfinite_in_a_row);
+      if (prog.nonfinite_in_a_row >= cfg.train.max_nonfinite_in_a_row) {
+        opt.zero_grad();
+        fail("stopping after {} non-finite steps in a row; the last good checkpoint is {}", prog.nonfinite_in_a_row,
+             result.last_checkpoint.empty() ? std::string("(none yet)") : result.last_checkpoint.string());
+      }
+    } else {
+      prog.nonfinite_in_a_row = 0;
+      opt.step(lr);
+    }
+    opt.zero_grad();
+    ++prog.step;
+    prog.tokens += step_tokens;
+    result.losses.push_back(o.loss);
+
+    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double tps = step_tokens / std::max(dt, 1e-9);
+    double mfu = peak > 0 ? flops.full * tps / peak : -1.0;  // negative: unknown, not shown
+    std::vector<std::pair<std::string, double>> row = {
+        {"loss", o.loss}, {"lr", lr}, {"grad_norm", o.grad_norm}, {"tokens", static_cast<double>(prog.tokens)},
+        {"trained_tokens", static_cast<double>(o.trained)}, {"tokens_per_s", tps}, {"step_seconds", dt}};
+    if (mfu >= 0) row.emplace_back("mfu", mfu);
+    auto shares = data.shares();
+    for (size_t s = 0; s < shares.size(); ++s) row.emplace_back("share/" + cfg.data.sources[s].name, shares[s]);
+    if (cfg.train.eval_interval > 0 && prog.step % cfg.train.eval_interval == 0)
+      row.emplace_back("val_loss", validation_loss(model, data, cfg));
+    if (prog.step % cfg.train.log_interval == 0 || prog.step == cfg.train.max_steps) metrics.log(prog.step, row);
+    if (opts.progress) progress.update(prog.step, o.loss, lr, tps, mfu);
+
+    bool stopping = StopSignal::requested();
+    if (prog.step % cfg.checkpoint.interval == 0 || prog.step == cfg.train.max_steps || stopping) checkpoint();
+    if (stopping) {
+      metrics.flush();
+      log::warn("signal {} received: checkpointed step {} to {}; exiting", StopSignal::signal_number(), prog.step,
+                result.last_checkpoint.string());
+      result.interrupted = true;
+      break;
+    }
+  }
+  if (opts.progress) progress.finish();
+  metrics.flush();
+  result.final_step = prog.step;
+  return result;
+}
+
+}  // namespace agenttune

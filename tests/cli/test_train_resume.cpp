@@ -1,0 +1,183 @@
+// Exact resume, proven through the real binary: a run of 2N steps and a run SIGKILLed after its
+// step-N checkpoint then resumed with --resume auto give bit-identical losses and weights on CPU.
+// SIGTERM (Slurm preemption) checkpoints, exits 143, and resumes the same way. Export gives a
+// folder that transformers loads with our logits.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "agenttune/io/hf_checkpoint.h"
+#include "agenttune/io/safetensors.h"
+#include "synthetic_corpus.h"
+#include "test_paths.h"
+
+extern char** environ;
+
+namespace agenttune {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string bin() {
+  const char* b = std::getenv("AGENTTUNE_BIN");
+  return b ? b : (testing::binary_dir() / "agenttune").string();
+}
+
+// Data + a config small enough for CI yet with steps slow enough (~50 ms) to kill between them.
+fs::path write_config(const fs::path& root) {
+  testing::make_synthetic_source(root / "code", 200, 1000, 1, 20, 300, 4096);
+  testing::make_synthetic_source(root / "text", 40, 3000, 2, 20, 300, 4096);
+  auto cfg = root / "train.yaml";
+  std::ofstream(cfg) << R"(output_dir: run
+model:
+  shape: {vocab_size: 4096, hidden_size: 128, intermediate_size: 256, num_hidden_layers: 3,
+          num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 256}
+data:
+  sources:
+    - {name: code, path: code, weight: 10}
+    - {name: text, path: text, weight: 1}
+  seq_len: 128
+  validation_fraction: 0.05
+train:
+  max_steps: 10
+  micro_batch_size: 4
+  global_batch_sequences: 8
+  lr: 1.0e-3
+  warmup_steps: 2
+  eval_interval: 5
+  eval_batches: 1
+checkpoint: {interval: 5, keep_last: 2}
+metrics: {tensorboard: false}
+)";
+  return cfg;
+}
+
+std::map<int64_t, double> losses(const fs::path& run) {
+  std::map<int64_t, double> out;
+  std::ifstream in(run / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    out[j.at("step").get<int64_t>()] = j.at("loss").get<double>();
+  }
+  return out;
+}
+
+pid_t spawn(const std::string& cmd) {
+  pid_t pid;
+  const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
+  // exec replaces the shell, so the pid is agenttune's own and the signal reaches it.
+  std::string exec_cmd = "exec " + cmd;
+  argv[2] = exec_cmd.c_str();
+  EXPECT_EQ(posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool wait_for(const fs::path& p, double seconds) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (fs::exists(p)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
+}
+
+std::string train_cmd(const fs::path& cfg, const fs::path& out, const std::string& extra = "") {
+  return bin() + " train --config " + cfg.string() + " --no-progress --set output_dir=" + out.string() + " " + extra +
+         " > " + (out.string() + ".log") + " 2>&1";
+}
+
+void expect_same_final_weights(const fs::path& a, const fs::path& b) {
+  auto fa = SafetensorsFile::open(a / "checkpoints/step_00000010/rank_00000.safetensors");
+  auto fb = SafetensorsFile::open(b / "checkpoints/step_00000010/rank_00000.safetensors");
+  ASSERT_EQ(fa.entries().size(), fb.entries().size());
+  for (const auto& e : fa.entries()) EXPECT_TRUE(at::equal(fa.tensor(e.name), fb.tensor(e.name))) << e.name;
+}
+
+class TrainResume : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = testing::scratch_dir();
+    cfg_ = write_config(root_);
+    int rc = testing::run_command(train_cmd(cfg_, root_ / "full"));
+    ASSERT_EQ(rc, 0) << testing::run_command("cat " + (root_ / "full.log").string());
+    full_ = losses(root_ / "full");
+    ASSERT_EQ(full_.size(), 10u);
+    EXPECT_LT(full_.at(10), full_.at(1)) << "the loss did not fall";
+  }
+  fs::path root_, cfg_;
+  std::map<int64_t, double> full_;
+};
+
+TEST_F(TrainResume, SigkillAfterCheckpointThenResumeIsBitIdentical) {
+  auto out = root_ / "killed";
+  pid_t pid = spawn(train_cmd(cfg_, out));
+  ASSERT_TRUE(wait_for(out / "checkpoints/step_00000005/COMPLETE", 120)) << "no step-5 checkpoint";
+  kill(pid, SIGKILL);
+  EXPECT_EQ(wait_exit(pid), 128 + SIGKILL);
+  ASSERT_FALSE(fs::exists(out / "checkpoints/step_00000010/COMPLETE"))
+      << "the run finished before it was killed: the test proves nothing";
+
+  int rc = testing::run_command(train_cmd(cfg_, out, "--resume auto"));
+  ASSERT_EQ(rc, 0) << testing::run_command("cat " + out.string() + ".log");
+  auto resumed = losses(out);
+  ASSERT_EQ(resumed.size(), 10u);
+  for (auto [step, loss] : full_) EXPECT_EQ(resumed.at(step), loss) << "step " << step;  // bit-identical
+  expect_same_final_weights(root_ / "full", out);
+}
+
+TEST_F(TrainResume, SigtermCheckpointsExits143AndResumes) {
+  auto out = root_ / "preempted";
+  pid_t pid = spawn(train_cmd(cfg_, out, "--set checkpoint.interval=100"));
+  ASSERT_TRUE(wait_for(out / "metrics.jsonl", 120));
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  kill(pid, SIGTERM);
+  int rc = wait_exit(pid);
+  if (rc == 0) GTEST_SKIP() << "the run finished before SIGTERM arrived";
+  EXPECT_EQ(rc, 143);
+  auto latest = losses(out).rbegin()->first;
+  EXPECT_TRUE(fs::exists(out / "checkpoints" / fmt::format("step_{:08d}", latest) / "COMPLETE"));
+
+  rc = testing::run_command(train_cmd(cfg_, out, "--set checkpoint.interval=100 --resume auto"));
+  ASSERT_EQ(rc, 0);
+  auto resumed = losses(out);
+  for (auto [step, loss] : full_) EXPECT_EQ(resumed.at(step), loss) << "step " << step;
+}
+
+TEST_F(TrainResume, ExportLoadsInTransformersWithOurLogits) {
+  auto hf = root_ / "hf";
+  int rc = testing::run_command(bin() + " export --checkpoint " + (root_ / "full/checkpoints").string() +
+                                " --out " + hf.string() + " --dtype float32");
+  ASSERT_EQ(rc, 0);
+  auto loaded = load_pretrained(hf);
+  auto tokens = at::arange(1000, 1000 + 2 * 19, at::kLong).view({2, 19});
+  at::NoGradGuard ng;
+  auto logits = loaded.model->forward(tokens, default_positions(2, 19, 0, at::kCPU));
+  write_safetensors(hf / "expect.safetensors", {{"tokens", tokens.to(at::kFloat)}, {"logits", logits.contiguous()}});
+  std::string out;
+  rc = testing::run_command(testing::venv_python().string() + " " +
+                                (testing::source_dir() / "tests/oracle/check_logits.py").string() + " " + hf.string(),
+                            &out);
+  EXPECT_EQ(rc, 0) << out;
+  // The exported weights are the checkpoint's, not a re-initialisation.
+  auto ck = SafetensorsFile::open(root_ / "full/checkpoints/step_00000010/rank_00000.safetensors");
+  EXPECT_TRUE(at::equal(ck.tensor("model.model.norm.weight"), loaded.model->model->norm->weight));
+}
+
+}  // namespace
+}  // namespace agenttune
