@@ -1,16 +1,35 @@
-// agenttune export --checkpoint DIR --out HF_DIR [--dtype bf16]: a training checkpoint to a
-// Hugging Face folder that transformers and vLLM load directly.
+// agenttune export --checkpoint DIR --out HF_DIR [--dtype bf16]: a training checkpoint (any world
+// size) to a Hugging Face folder that transformers and vLLM load directly. Weights stream group by
+// group from the rank files into shard files: the whole model is never assembled in memory.
+#include <ATen/ATen.h>
+
 #include <chrono>
 
 #include "agenttune/io/hf_checkpoint.h"
+#include "agenttune/io/hf_config.h"
+#include "agenttune/io/safetensors.h"
 #include "agenttune/model/llama_config.h"
 #include "agenttune/train/checkpoint_store.h"
 #include "agenttune/train/train_state.h"
 #include "agenttune/util/error.h"
+#include "agenttune/util/files.h"
 #include "agenttune/util/log.h"
 #include "commands.h"
 
 namespace agenttune::cli {
+
+namespace {
+std::vector<TensorPlan> plan_from_layout(const LoadedCheckpoint& ck, c10::ScalarType dtype) {
+  std::vector<TensorPlan> plan;
+  for (const auto& g : ck.meta.at("layout").at("groups"))
+    for (const auto& p : g.at("params")) {
+      uint64_t n = 1;
+      for (auto d : p.at("shape")) n *= d.get<uint64_t>();
+      plan.push_back({p.at("name").get<std::string>(), n * c10::elementSize(dtype)});
+    }
+  return plan;
+}
+}  // namespace
 
 Command export_command() {
   struct Args {
@@ -39,18 +58,20 @@ Command export_command() {
     }
     auto ck = open_checkpoint(dir);
     auto cfg = checkpoint_model_config(ck);
-    cfg.dtype = at::kFloat;
-    LlamaForCausalLM model(cfg);
-    load_checkpoint_weights(ck, model);
-    SaveOptions so;
-    so.dtype = parse_dtype(a->dtype);
-    so.max_shard_bytes = a->max_shard_mb << 20;
+    cfg.dtype = parse_dtype(a->dtype);
+    std::filesystem::create_directories(a->out);
+    ShardedSafetensorsWriter writer(a->out, plan_from_layout(ck, cfg.dtype), a->max_shard_mb << 20);
+    for_each_checkpoint_tensor(ck, cfg.dtype, [&](const std::string& name, const at::Tensor& t) { writer.add(name, t); });
+    auto written = writer.finish();
+    write_hf_config(std::filesystem::path(a->out) / "config.json", cfg);
+    write_generation_config(a->out, cfg);
     std::string tok = a->tokenizer.empty() ? ck.meta.value("config", nlohmann::json::object()).value("tokenizer", "")
                                            : a->tokenizer;
-    if (!tok.empty()) so.tokenizer_from = tok;
-    save_pretrained(model, a->out, so);
+    if (!tok.empty()) copy_tokenizer_files(tok, a->out);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    log::info("exported step {} of {} as {} to {} in {:.2f}s", ck.step, dir.string(), a->dtype, a->out, s);
+    log::info("exported step {} of {} as {} ({} file(s), {:.1f} MB) to {} in {:.2f}s ({:.0f} MB/s)", ck.step,
+              dir.string(), a->dtype, written.files.size(), written.total_bytes / 1e6, a->out, s,
+              written.total_bytes / 1e6 / std::max(s, 1e-9));
     return 0;
   };
   return c;

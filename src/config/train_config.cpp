@@ -1,5 +1,7 @@
 #include "agenttune/config/train_config.h"
 
+#include <set>
+
 #include "agenttune/util/error.h"
 
 namespace agenttune {
@@ -26,6 +28,12 @@ void TrainConfig::validate(const std::string& src) const {
   if (train.warmup_steps < 0) fail("{}: train.warmup_steps must be >= 0", src);
   if (train.log_interval <= 0) fail("{}: train.log_interval must be positive", src);
   if (checkpoint.interval <= 0) fail("{}: checkpoint.interval must be positive, got {}", src, checkpoint.interval);
+  const std::set<std::string> strategies = {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard"};
+  if (!strategies.count(dist.strategy))
+    fail("{}: dist.strategy '{}' is not one of: full_shard, shard_grad_op, no_shard, hybrid_shard", src, dist.strategy);
+  if (dist.backend != "auto" && dist.backend != "gloo" && dist.backend != "nccl")
+    fail("{}: dist.backend '{}' is not one of: auto, gloo, nccl", src, dist.backend);
+  if (dist.timeout_s <= 0) fail("{}: dist.timeout_s must be positive", src);
   if (checkpoint.keep_last <= 0) fail("{}: checkpoint.keep_last must be positive", src);
 }
 

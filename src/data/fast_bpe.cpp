@@ -172,7 +172,7 @@ void FastBpe::bpe(std::string_view w, std::vector<int32_t>& out) const {
 }
 
 void FastBpe::Session::encode_word(std::string_view word, std::vector<int32_t>& out) {
-  constexpr size_t kCachedWord = 64, kMaxEntries = 1 << 20;
+  constexpr size_t kCachedWord = 64, kMaxEntries = 1 << 18;  // ~40 MB per thread at most
   if (word.size() > kCachedWord) return bpe_->bpe(word, out);
   if (auto it = cache_.find(word); it != cache_.end()) {
     out.insert(out.end(), it->second.begin(), it->second.end());

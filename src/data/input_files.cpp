@@ -27,7 +27,11 @@ std::string content_extension(const fs::path& p) {
 }
 
 bool known_extension(const fs::path& p) {
-  static const std::set<std::string> known = {".jsonl", ".ndjson", ".json", ".txt", ".text", ".md"};
+  // Text and source code (a folder of code is a code corpus: one document per file).
+  static const std::set<std::string> known = {
+      ".jsonl", ".ndjson", ".json", ".txt", ".text", ".md", ".rst", ".py", ".c", ".cc", ".cpp", ".cxx",
+      ".h", ".hh", ".hpp", ".cu", ".cuh", ".rs", ".go", ".js", ".ts", ".java", ".kt", ".scala", ".rb",
+      ".php", ".swift", ".sh", ".sql", ".lua", ".r", ".jl", ".cs", ".m", ".hs", ".ml", ".ipynb"};
   return known.count(content_extension(p)) > 0;
 }
 

@@ -372,9 +372,6 @@ PrepareReport prepare_corpus(const PrepareOptions& opts) {
   if (p.error) std::rethrow_exception(p.error);
   progress.finish(final_state.manifest.tokens);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (final_state.bad_records > 0)
-    log::warn("prepare: skipped {} bad record(s); first: {}", final_state.bad_records,
-              final_state.first_errors.front());
   return report_of(final_state, files, seconds);
 }
 

@@ -161,6 +161,12 @@ void copy_tokenizer_files(const fs::path& from, const fs::path& dir) {
   if (!any) log::warn("{}: no tokenizer files to copy", from.string());
 }
 
+void write_generation_config(const fs::path& dir, const LlamaConfig& c) {
+  json gen = {{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id}};
+  if (c.pad_token_id) gen["pad_token_id"] = *c.pad_token_id;
+  write_file_atomic(dir / "generation_config.json", gen.dump(2) + "\n");
+}
+
 void save_pretrained(LlamaForCausalLM& model, const fs::path& dir, const SaveOptions& opts) {
   fs::create_directories(dir);
   LlamaConfig c = model->config();
@@ -176,9 +182,7 @@ void save_pretrained(LlamaForCausalLM& model, const fs::path& dir, const SaveOpt
   fs::remove(dir / "model.safetensors");
   write_sharded_safetensors(dir, state, opts.max_shard_bytes);
   write_hf_config(dir / "config.json", c);
-  json gen = {{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id}};
-  if (c.pad_token_id) gen["pad_token_id"] = *c.pad_token_id;
-  write_file_atomic(dir / "generation_config.json", gen.dump(2) + "\n");
+  write_generation_config(dir, c);
   if (opts.tokenizer_from) copy_tokenizer_files(*opts.tokenizer_from, dir);
 }
 

@@ -132,53 +132,72 @@ void write_safetensors(const fs::path& path, const NamedTensors& tensors,
   out.commit();
 }
 
-ShardedWrite write_sharded_safetensors(const fs::path& dir, const NamedTensors& tensors,
-                                       uint64_t max_shard_bytes) {
-  fs::create_directories(dir);
+ShardedSafetensorsWriter::ShardedSafetensorsWriter(fs::path dir, const std::vector<TensorPlan>& plan,
+                                                   uint64_t max_shard_bytes)
+    : dir_(std::move(dir)) {
+  fs::create_directories(dir_);
   // Greedy in the caller's order, like transformers: the limit counts tensor bytes, not headers.
-  std::vector<NamedTensors> shards(1);
-  uint64_t current = 0, total = 0;
-  for (const auto& nt : tensors) {
-    uint64_t n = tensor_bytes(nt.second);
-    if (max_shard_bytes > 0 && !shards.back().empty() && current + n > max_shard_bytes) {
-      shards.emplace_back();
-      current = 0;
-    }
-    shards.back().push_back(nt);
-    current += n;
-    total += n;
+  uint64_t current = 0;
+  size_t shard = 0;
+  for (const auto& t : plan) {
+    if (max_shard_bytes > 0 && current > 0 && current + t.bytes > max_shard_bytes) ++shard, current = 0;
+    shard_of_.push_back(shard);
+    names_.push_back(t.name);
+    current += t.bytes;
+    total_ += t.bytes;
   }
+  shards_ = plan.empty() ? 1 : shard + 1;
+}
 
-  ShardedWrite result;
-  result.total_bytes = total;
+std::string ShardedSafetensorsWriter::file_name(size_t shard) const {
+  return shards_ == 1 ? std::string(kSingleFile) : fmt::format("model-{:05d}-of-{:05d}.safetensors", shard + 1, shards_);
+}
+
+void ShardedSafetensorsWriter::add(const std::string& name, const at::Tensor& t) {
+  if (next_ >= names_.size() || names_[next_] != name)
+    fail("{}: tensor '{}' added out of the planned order", dir_.string(), name);
+  pending_.emplace_back(name, t.contiguous());
+  size_t shard = shard_of_[next_++];
+  // A shard is complete when the next planned tensor belongs to another one (or none is left).
+  if (next_ == names_.size() || shard_of_[next_] != shard) {
+    result_.files.push_back(dir_ / file_name(shard));
+    write_safetensors(result_.files.back(), pending_);
+    for (const auto& nt : pending_) weight_map_.emplace_back(nt.first, file_name(shard));
+    pending_.clear();
+  }
+}
+
+ShardedWrite ShardedSafetensorsWriter::finish() {
+  if (next_ != names_.size())
+    fail("{}: {} of {} planned tensors were written", dir_.string(), next_, names_.size());
+  if (names_.empty()) write_safetensors(dir_ / kSingleFile, {}), result_.files.push_back(dir_ / kSingleFile);
+  result_.total_bytes = total_;
   std::set<std::string> keep;
-  if (shards.size() == 1) {
-    result.files.push_back(dir / kSingleFile);
-    write_safetensors(result.files.back(), shards[0]);
-    keep.insert(kSingleFile);
-  } else {
+  for (const auto& f : result_.files) keep.insert(f.filename().string());
+  if (shards_ > 1) {
     ordered_json weight_map = ordered_json::object();
-    for (size_t i = 0; i < shards.size(); ++i) {
-      std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
-      result.files.push_back(dir / name);
-      write_safetensors(result.files.back(), shards[i]);
-      for (const auto& nt : shards[i]) weight_map[nt.first] = name;
-      keep.insert(name);
-    }
-    ordered_json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-    write_file_atomic(dir / kIndexFile, index.dump(2) + "\n");  // last: it commits the set
+    for (const auto& [n, f] : weight_map_) weight_map[n] = f;
+    ordered_json index = {{"metadata", {{"total_size", total_}}}, {"weight_map", weight_map}};
+    write_file_atomic(dir_ / kIndexFile, index.dump(2) + "\n");  // last: it commits the set
     keep.insert(kIndexFile);
   }
   // Leftovers of an earlier save with another shard count would shadow or confuse the new one
   // (a stale index wins over a fresh model.safetensors), so they go once the new set is in place.
-  for (const auto& entry : fs::directory_iterator(dir)) {
+  for (const auto& entry : fs::directory_iterator(dir_)) {
     std::string name = entry.path().filename().string();
     bool ours = name == kSingleFile || name == kIndexFile ||
-                (name.starts_with("model-") && name.ends_with(".safetensors") &&
-                 name.find("-of-") != std::string::npos);
+                (name.starts_with("model-") && name.ends_with(".safetensors") && name.find("-of-") != std::string::npos);
     if (ours && !keep.count(name)) fs::remove(entry.path());
   }
-  return result;
+  return result_;
+}
+
+ShardedWrite write_sharded_safetensors(const fs::path& dir, const NamedTensors& tensors, uint64_t max_shard_bytes) {
+  std::vector<TensorPlan> plan;
+  for (const auto& [name, t] : tensors) plan.push_back({name, tensor_bytes(t)});
+  ShardedSafetensorsWriter w(dir, plan, max_shard_bytes);
+  for (const auto& [name, t] : tensors) w.add(name, t);
+  return w.finish();
 }
 
 namespace {

@@ -11,8 +11,12 @@
 
 namespace agenttune {
 
-AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions opts)
-    : params_(std::move(params)), opts_(opts) {
+AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions opts, std::vector<bool> decay)
+    : params_(std::move(params)), decay_(std::move(decay)), opts_(opts) {
+  if (decay_.empty())
+    for (const auto& [name, p] : params_) decay_.push_back(p.dim() >= 2);
+  if (decay_.size() != params_.size())
+    fail("AdamW: {} decay flags for {} parameters", decay_.size(), params_.size());
   at::NoGradGuard no_grad;
   for (const auto& [name, p] : params_) {
     exp_avg_.push_back(at::zeros_like(p, at::MemoryFormat::Preserve));
@@ -33,7 +37,7 @@ void AdamW::step(double lr) {
     const auto& p = params_[i].second;
     const auto& g = p.grad();
     if (!g.defined()) continue;
-    auto& grp = groups[{p.device().str(), p.scalar_type(), p.dim() >= 2}];
+    auto& grp = groups[{p.device().str(), p.scalar_type(), decay_[i]}];
     grp.params.push_back(p);
     grp.grads.push_back(g);
     grp.exp_avgs.push_back(exp_avg_[i]);

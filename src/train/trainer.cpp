@@ -8,8 +8,10 @@
 #include <cmath>
 
 #include "agenttune/config/load.h"
+#include "agenttune/dist/process_group.h"
+#include "agenttune/dist/rendezvous.h"
+#include "agenttune/dist/sharded_model.h"
 #include "agenttune/io/hf_checkpoint.h"
-#include "agenttune/model/autocast.h"
 #include "agenttune/model/flops.h"
 #include "agenttune/model/loss.h"
 #include "agenttune/train/metrics.h"
@@ -26,7 +28,8 @@ namespace fs = std::filesystem;
 namespace {
 
 LlamaForCausalLM build_model(const TrainConfig& cfg) {
-  // Master weights are fp32 whatever the checkpoint holds; compute precision is autocast's job.
+  // Master weights are fp32 whatever the checkpoint holds; the sharded model gathers them in the
+  // compute dtype.
   if (!cfg.model.init_from.empty()) {
     LoadOptions lo;
     lo.dtype = at::kFloat;
@@ -47,6 +50,7 @@ struct StepPlan {
 };
 
 StepPlan plan_steps(const TrainConfig& cfg, int world) {
+  // The global batch is fixed by the config; the world size only changes how it is split.
   int64_t seqs = cfg.train.global_batch_sequences;
   if (seqs == 0) seqs = std::max<int64_t>(1, (cfg.train.global_batch_tokens + cfg.data.seq_len - 1) / cfg.data.seq_len);
   int64_t per_micro = cfg.train.micro_batch_size * world;
@@ -68,34 +72,37 @@ struct StepOutcome {
   std::vector<int64_t> source_tokens;
 };
 
-// Forward/backward over the step's micro-batches. Each micro-batch's summed loss is divided by
-// the trained tokens of the whole step, so the gradient is that of the step's token mean.
-StepOutcome forward_backward(LlamaForCausalLM& model, Mixture& data, const TrainConfig& cfg, int64_t micro_batches) {
+// Forward/backward over the step's micro-batches. The trained-token count of the whole step (all
+// ranks) is known first, and each micro-batch's summed loss is divided by it before backward, so
+// the gradient is that of the step's token mean, whatever the micro-batching and world size.
+StepOutcome forward_backward(dist::ShardedModel& model, Mixture& data, const TrainConfig& cfg, int64_t micro_batches,
+                             dist::Dist& dist) {
   std::vector<PackedBatch> batches;
   StepOutcome out;
   out.source_tokens.assign(cfg.data.sources.size(), 0);
+  int64_t local = 0;
   for (int64_t i = 0; i < micro_batches; ++i) {
-    batches.push_back(data.next_batch(cfg.train.micro_batch_size));
-    out.trained += batches.back().trained_tokens;
+    batches.push_back(data.next_batch(cfg.train.micro_batch_size, dist.rank(), dist.world_size()));
+    local += batches.back().trained_tokens;
     for (size_t s = 0; s < out.source_tokens.size(); ++s) out.source_tokens[s] += batches.back().source_tokens[s];
   }
+  out.trained = static_cast<int64_t>(dist.all_reduce(static_cast<double>(local), dist::Reduce::Sum, "trained tokens"));
+  const double denom = static_cast<double>(std::max<int64_t>(out.trained, 1));
   double loss_sum = 0;
   for (auto& b : batches) {
     AttentionSpec spec;
-    if (cfg.data.attention == AttentionMode::Document) spec.mask = document_causal_mask(b.doc_ids);
-    at::Tensor sum;
-    {
-      AutocastGuard ac(cfg.model.compute_dtype, at::kCPU);
-      sum = cross_entropy_sum(model->forward(b.tokens, b.positions, spec), b.targets);
-    }
-    (sum / static_cast<double>(std::max<int64_t>(out.trained, 1))).backward();
+    if (cfg.data.attention == AttentionMode::Document) spec.mask = document_causal_mask(b.doc_ids).to(dist.device());
+    auto sum = cross_entropy_sum(model.forward(b.tokens, b.positions, spec), b.targets.to(dist.device()));
+    (sum / denom).backward();
     loss_sum += sum.item<double>();
   }
-  out.loss = loss_sum / static_cast<double>(std::max<int64_t>(out.trained, 1));
+  model.finish_backward();
+  out.loss = dist.all_reduce(loss_sum, dist::Reduce::Sum, "loss") / denom;
   return out;
 }
 
-double validation_loss(LlamaForCausalLM& model, const Mixture& data, const TrainConfig& cfg) {
+// Every rank evaluates the same held-out batches (they are few), so no reduction is needed.
+double validation_loss(dist::ShardedModel& model, const Mixture& data, const TrainConfig& cfg) {
   auto batches = data.validation_batches(cfg.train.micro_batch_size, cfg.train.eval_batches);
   if (batches.empty()) return std::nan("");
   torch::NoGradGuard ng;
@@ -104,11 +111,18 @@ double validation_loss(LlamaForCausalLM& model, const Mixture& data, const Train
   for (auto& b : batches) {
     AttentionSpec spec;
     if (cfg.data.attention == AttentionMode::Document) spec.mask = document_causal_mask(b.doc_ids);
-    AutocastGuard ac(cfg.model.compute_dtype, at::kCPU);
-    sum += cross_entropy_sum(model->forward(b.tokens, b.positions, spec), b.targets).item<double>();
+    sum += cross_entropy_sum(model.forward(b.tokens, b.positions, spec), b.targets).item<double>();
     n += b.trained_tokens;
   }
   return sum / static_cast<double>(std::max<int64_t>(n, 1));
+}
+
+c10::Device pick_device(const TrainConfig& cfg, const dist::WorldInfo& world) {
+  if (cfg.dist.device == "cpu") return c10::kCPU;
+  bool cuda = at::hasCUDA();
+  if (cfg.dist.device == "cuda" && !cuda) fail("dist.device is cuda but no CUDA device is available");
+  if (!cuda) return c10::kCPU;
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank));
 }
 
 MixtureOptions mixture_options(const TrainConfig& cfg) {
@@ -125,21 +139,35 @@ MixtureOptions mixture_options(const TrainConfig& cfg) {
 }  // namespace
 
 TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
-  fs::create_directories(cfg.output_dir);
-  write_resolved_config(cfg.output_dir / "config.yaml", cfg);
+  auto world = dist::world_from_env(dist::process_env());
+  if (!world.is_main()) log::set_level(log::Level::Warn);  // one voice: rank 0 reports
+  dist::DistOptions dopts;
+  dopts.backend = cfg.dist.backend;
+  dopts.timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist.timeout_s * 1000));
+  auto dist = dist::Dist::create(world, pick_device(cfg, world), dopts);
+  const bool main = dist->is_main();
+
+  if (main) {
+    std::filesystem::create_directories(cfg.output_dir);
+    write_resolved_config(cfg.output_dir / "config.yaml", cfg);
+  }
   // Stored in every checkpoint: the resolved YAML, and the tokenizer that export copies.
   nlohmann::json config_json = {{"yaml", dump_config(cfg)}, {"tokenizer", cfg.data.tokenizer.string()}};
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
 
   Mixture data(mixture_options(cfg));
   auto model = build_model(cfg);
+  dist::ShardOptions so;
+  so.strategy = dist::parse_shard_strategy(cfg.dist.strategy);
+  so.compute_dtype = cfg.model.compute_dtype;
+  so.hybrid_group_size = cfg.dist.hybrid_group_size;
   model->activation_checkpointing = cfg.model.activation_checkpointing;
-  std::vector<std::pair<std::string, at::Tensor>> named;
-  std::vector<at::Tensor> params;
-  for (auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value()), params.push_back(p.value());
-  AdamW opt(named, {cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay});
+  model->to(dist->device());
+  dist::ShardedModel sharded(model, *dist, world, so);
+  AdamW opt(sharded.shard_params(), {cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay},
+            sharded.shard_decay());
   LrSchedule sched{cfg.train.lr, cfg.train.warmup_steps, cfg.train.max_steps, cfg.train.decay, cfg.train.min_lr_ratio};
-  auto plan = plan_steps(cfg, 1);
+  auto plan = plan_steps(cfg, dist->world_size());
   CheckpointStore store(cfg.checkpoint.dir.empty() ? cfg.output_dir / "checkpoints" : cfg.checkpoint.dir,
                         cfg.checkpoint.keep_last);
 
@@ -148,7 +176,7 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
   if (!opts.resume.empty()) {
     std::optional<fs::path> from = opts.resume == "auto" ? store.latest() : std::optional<fs::path>(opts.resume);
     if (from) {
-      prog = load_train_state(*from, model, opt, data);
+      prog = load_train_state(*from, sharded, opt, data);
       result.last_checkpoint = *from;
       log::info("resumed from {} at step {} ({} tokens)", from->string(), prog.step, prog.tokens);
     } else {
@@ -157,38 +185,33 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
   }
   result.start_step = prog.step;
 
-  MetricsLogger metrics(cfg.output_dir, cfg.metrics.tensorboard, prog.step + 1);
+  std::unique_ptr<MetricsLogger> metrics;
+  if (main) metrics = std::make_unique<MetricsLogger>(cfg.output_dir, cfg.metrics.tensorboard, prog.step + 1);
   ProgressLine progress(cfg.train.max_steps, prog.step);
   auto flops = training_flops_per_token(model->config(), cfg.data.seq_len);
   double peak = peak_flops_per_second();
   StopSignal stop;
   const int64_t step_tokens = plan.sequences * cfg.data.seq_len;
-  log::info("training: {} steps x {} sequences x {} tokens ({} micro-batches of {}), {} FLOPs/token",
-            cfg.train.max_steps, plan.sequences, cfg.data.seq_len, plan.micro_batches, cfg.train.micro_batch_size,
-            flops.full);
-
-  auto checkpoint = [&] {
-    result.last_checkpoint = save_train_state(store, model, opt, data, prog, config_json);
-    log::debug("checkpoint {}", result.last_checkpoint.string());
-  };
+  log::info("training: {} steps x {} sequences x {} tokens on {} rank(s) ({}, {}), {} micro-batch(es) of {} per rank",
+            cfg.train.max_steps, plan.sequences, cfg.data.seq_len, dist->world_size(), cfg.dist.strategy,
+            dist->backend_name(), plan.micro_batches, cfg.train.micro_batch_size);
 
   while (prog.step < cfg.train.max_steps) {
     auto t0 = std::chrono::steady_clock::now();
-    auto o = forward_backward(model, data, cfg, plan.micro_batches);
-    o.grad_norm = clip_grad_norm(params, cfg.train.clip_grad_norm);
+    auto o = forward_backward(sharded, data, cfg, plan.micro_batches, *dist);
+    o.grad_norm = sharded.clip_grad_norm(cfg.train.clip_grad_norm);
     double lr = sched.lr(prog.step);
     if (!std::isfinite(o.loss) || !std::isfinite(o.grad_norm)) {
       ++prog.nonfinite_in_a_row;
       log::warn("step {}: non-finite loss {} or grad norm {}: update skipped ({} in a row)", prog.step + 1, o.loss,
                 o.grad_norm, prog.nonfinite_in_a_row);
-      if (prog.nonfinite_in_a_row >= cfg.train.max_nonfinite_in_a_row) {
-        opt.zero_grad();
+      if (prog.nonfinite_in_a_row >= cfg.train.max_nonfinite_in_a_row)
         fail("stopping after {} non-finite steps in a row; the last good checkpoint is {}", prog.nonfinite_in_a_row,
              result.last_checkpoint.empty() ? std::string("(none yet)") : result.last_checkpoint.string());
-      }
     } else {
       prog.nonfinite_in_a_row = 0;
       opt.step(lr);
+      sharded.after_optimizer_step();
     }
     opt.zero_grad();
     ++prog.step;
@@ -198,29 +221,33 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
     double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     double tps = step_tokens / std::max(dt, 1e-9);
     double mfu = peak > 0 ? flops.full * tps / peak : -1.0;  // negative: unknown, not shown
-    std::vector<std::pair<std::string, double>> row = {
-        {"loss", o.loss}, {"lr", lr}, {"grad_norm", o.grad_norm}, {"tokens", static_cast<double>(prog.tokens)},
-        {"trained_tokens", static_cast<double>(o.trained)}, {"tokens_per_s", tps}, {"step_seconds", dt}};
-    if (mfu >= 0) row.emplace_back("mfu", mfu);
-    auto shares = data.shares();
-    for (size_t s = 0; s < shares.size(); ++s) row.emplace_back("share/" + cfg.data.sources[s].name, shares[s]);
-    if (cfg.train.eval_interval > 0 && prog.step % cfg.train.eval_interval == 0)
-      row.emplace_back("val_loss", validation_loss(model, data, cfg));
-    if (prog.step % cfg.train.log_interval == 0 || prog.step == cfg.train.max_steps) metrics.log(prog.step, row);
-    if (opts.progress) progress.update(prog.step, o.loss, lr, tps, mfu);
+    bool eval = cfg.train.eval_interval > 0 && prog.step % cfg.train.eval_interval == 0;
+    double val = eval ? validation_loss(sharded, data, cfg) : 0.0;
+    if (main) {
+      std::vector<std::pair<std::string, double>> row = {
+          {"loss", o.loss}, {"lr", lr}, {"grad_norm", o.grad_norm}, {"tokens", static_cast<double>(prog.tokens)},
+          {"trained_tokens", static_cast<double>(o.trained)}, {"tokens_per_s", tps}, {"step_seconds", dt}};
+      if (mfu >= 0) row.emplace_back("mfu", mfu);
+      auto shares = data.shares();
+      for (size_t s = 0; s < shares.size(); ++s) row.emplace_back("share/" + cfg.data.sources[s].name, shares[s]);
+      if (eval) row.emplace_back("val_loss", val);
+      if (prog.step % cfg.train.log_interval == 0 || prog.step == cfg.train.max_steps) metrics->log(prog.step, row);
+      if (opts.progress) progress.update(prog.step, o.loss, lr, tps, mfu);
+    }
 
-    bool stopping = StopSignal::requested();
-    if (prog.step % cfg.checkpoint.interval == 0 || prog.step == cfg.train.max_steps || stopping) checkpoint();
+    // Ranks see a signal at different moments: agree on it so they all checkpoint the same step.
+    bool stopping = dist->all_reduce(StopSignal::requested() ? 1.0 : 0.0, dist::Reduce::Max, "stop signal") > 0;
+    if (prog.step % cfg.checkpoint.interval == 0 || prog.step == cfg.train.max_steps || stopping)
+      result.last_checkpoint = save_train_state(store, sharded, opt, data, prog, config_json, *dist);
     if (stopping) {
-      metrics.flush();
-      log::warn("signal {} received: checkpointed step {} to {}; exiting", StopSignal::signal_number(), prog.step,
-                result.last_checkpoint.string());
+      if (metrics) metrics->flush();
+      log::warn("stop signal: checkpointed step {} to {}; exiting", prog.step, result.last_checkpoint.string());
       result.interrupted = true;
       break;
     }
   }
-  if (opts.progress) progress.finish();
-  metrics.flush();
+  if (opts.progress && main) progress.finish();
+  if (metrics) metrics->flush();
   result.final_step = prog.step;
   return result;
 }

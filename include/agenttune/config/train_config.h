@@ -75,6 +75,15 @@ struct MetricsSection {
   bool tensorboard = true;
 };
 
+struct DistSection {
+  // full_shard (ZeRO-3/FSDP) | shard_grad_op (ZeRO-2) | no_shard (DDP) | hybrid_shard
+  std::string strategy = "full_shard";
+  std::string backend = "auto";  // auto = NCCL on CUDA, Gloo on CPU
+  std::string device = "auto";   // auto = cuda:<local_rank> when CUDA is available, else cpu
+  double timeout_s = 600;        // a collective slower than this fails on every rank
+  int hybrid_group_size = 0;     // ranks that shard together under hybrid_shard; 0 = one node
+};
+
 struct TrainConfig {
   std::filesystem::path output_dir;
   ModelSection model;
@@ -82,6 +91,7 @@ struct TrainConfig {
   TrainSection train;
   CheckpointSection checkpoint;
   MetricsSection metrics;
+  DistSection dist;
 
   void validate(const std::string& source) const;
 };
@@ -147,6 +157,15 @@ void visit(V& v, MetricsSection& m) {
 }
 
 template <class V>
+void visit(V& v, DistSection& d) {
+  v("strategy", d.strategy);
+  v("backend", d.backend);
+  v("device", d.device);
+  v("timeout_s", d.timeout_s);
+  v("hybrid_group_size", d.hybrid_group_size);
+}
+
+template <class V>
 void visit(V& v, TrainConfig& c) {
   v("output_dir", c.output_dir);
   v.section("model", c.model);
@@ -154,6 +173,7 @@ void visit(V& v, TrainConfig& c) {
   v.section("train", c.train);
   v.section("checkpoint", c.checkpoint);
   v.section("metrics", c.metrics);
+  v.section("dist", c.dist);
 }
 
 }  // namespace agenttune

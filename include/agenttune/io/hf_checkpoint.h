@@ -54,6 +54,9 @@ struct SaveOptions {
 void save_pretrained(LlamaForCausalLM& model, const std::filesystem::path& dir,
                      const SaveOptions& opts = {});
 
+// generation_config.json with the config's BOS/EOS/pad ids.
+void write_generation_config(const std::filesystem::path& dir, const LlamaConfig& c);
+
 // Copies tokenizer.model / tokenizer.json / tokenizer_config.json / special_tokens_map.json /
 // added_tokens.json from a folder, or a lone .model file plus a minimal tokenizer_config.json.
 void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& dir);

@@ -61,6 +61,32 @@ struct ShardedWrite {
 ShardedWrite write_sharded_safetensors(const std::filesystem::path& dir, const NamedTensors& tensors,
                                        uint64_t max_shard_bytes);
 
+struct TensorPlan {
+  std::string name;
+  uint64_t bytes = 0;
+};
+
+// The same HF layout written as tensors arrive, in a planned order: each shard file is written as
+// soon as its last tensor is added, so only one shard's tensors are ever held (export streams a
+// sharded checkpoint this way without assembling the model).
+class ShardedSafetensorsWriter {
+ public:
+  ShardedSafetensorsWriter(std::filesystem::path dir, const std::vector<TensorPlan>& plan, uint64_t max_shard_bytes);
+  void add(const std::string& name, const at::Tensor& t);  // in plan order
+  ShardedWrite finish();                                    // the index (if sharded) and cleanup
+
+ private:
+  std::string file_name(size_t shard) const;
+  std::filesystem::path dir_;
+  std::vector<std::string> names_;
+  std::vector<size_t> shard_of_;
+  size_t shards_ = 1, next_ = 0;
+  uint64_t total_ = 0;
+  NamedTensors pending_;
+  std::vector<std::pair<std::string, std::string>> weight_map_;
+  ShardedWrite result_;
+};
+
 // The weights of a HF folder stored as safetensors: `model.safetensors.index.json` if present,
 // else `model.safetensors`. Throws if neither exists or the index names a missing file.
 std::unique_ptr<TensorSource> open_safetensors_dir(const std::filesystem::path& dir);

@@ -91,6 +91,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   void reset_parameters(uint64_t seed);
 
   const LlamaConfig& config() const { return config_; }
+  const RotaryEmbedding& rope() const { return rope_; }
   // Recompute each decoder layer in backward instead of keeping its activations (training only:
   // applies when grad mode is on and no KV cache is used).
   bool activation_checkpointing = false;

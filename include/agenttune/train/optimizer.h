@@ -22,8 +22,10 @@ struct AdamWOptions {
 class AdamW {
  public:
   // `params` are the fp32 master tensors (requires_grad, .grad() filled before step()).
-  // Parameters with dim() < 2 (norm weights) get no weight decay.
-  AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions opts);
+  // `decay[i]` says whether params[i] gets weight decay; empty: those with dim() >= 2 do (norm
+  // weights and other vectors do not). Sharded training passes it explicitly: its flat shards are
+  // 1-D whatever they hold.
+  AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions opts, std::vector<bool> decay = {});
 
   // One update at learning rate `lr`. Parameters whose grad is undefined are skipped (their
   // per-parameter step count does not advance, as in torch.optim.AdamW).
@@ -46,6 +48,7 @@ class AdamW {
  private:
   std::vector<std::pair<std::string, at::Tensor>> params_;
   std::vector<at::Tensor> exp_avg_, exp_avg_sq_, steps_;
+  std::vector<bool> decay_;
   AdamWOptions opts_;
   int64_t steps_taken_ = 0;
 };

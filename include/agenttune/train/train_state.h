@@ -1,12 +1,15 @@
 #pragma once
 // Everything a checkpoint must hold for an exact resume, and the mapping to and from the
-// checkpoint store: model master weights ("model.<name>"), AdamW moments ("optim.<name>"), and in
-// meta.json the step, tokens, data-loader state (cursors, not a replay), RNG state and config.
+// checkpoint store. Each rank writes its fp32 master shards ("flat.<group>") and its AdamW
+// moments ("optim.exp_avg.<group>", ...); meta.json holds the step, tokens, data-loader state
+// (cursors, not a replay), RNG state, config, model config and the shard layout, which is what
+// lets a checkpoint saved at one world size resume at another and export stream group by group.
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "agenttune/data/mixture.h"
-#include "agenttune/model/llama.h"
+#include "agenttune/dist/sharded_model.h"
 #include "agenttune/train/checkpoint_store.h"
 #include "agenttune/train/optimizer.h"
 
@@ -18,17 +21,34 @@ struct TrainProgress {
   int64_t nonfinite_in_a_row = 0;
 };
 
-std::filesystem::path save_train_state(CheckpointStore& store, LlamaForCausalLM& model, const AdamW& opt,
-                                       const Mixture& data, const TrainProgress& p,
-                                       const nlohmann::json& config_dump);
+// Collective: every rank stages its file, rank 0 commits. Returns the checkpoint folder.
+std::filesystem::path save_train_state(CheckpointStore& store, dist::ShardedModel& model, const AdamW& opt,
+                                       const Mixture& data, const TrainProgress& p, const nlohmann::json& config,
+                                       dist::Dist& dist);
 
-// Restores model, optimizer and data state in place; returns the progress counters.
-TrainProgress load_train_state(const std::filesystem::path& dir, LlamaForCausalLM& model, AdamW& opt,
+// Restores model shards, optimizer and data state in place, whatever world size saved it.
+TrainProgress load_train_state(const std::filesystem::path& dir, dist::ShardedModel& model, AdamW& opt,
                                Mixture& data);
 
-// The model config stored in a checkpoint (for export).
+// Reassembles checkpoint tensor `prefix + group` (unpadded, fp32) from the rank files that hold
+// its slices: the pieces a sharded checkpoint was cut into, in rank order.
+class CheckpointGroups {
+ public:
+  explicit CheckpointGroups(const LoadedCheckpoint& ck);
+  at::Tensor full(const std::string& prefix, const std::string& group, int64_t numel) const;
+  const nlohmann::json& layout() const { return layout_; }
+
+ private:
+  std::vector<std::unique_ptr<TensorSource>> ranks_;
+  nlohmann::json layout_;
+  std::filesystem::path dir_;
+};
+
 LlamaConfig checkpoint_model_config(const LoadedCheckpoint& ck);
-// Model weights of a checkpoint under HF names (rank 0 of a single-rank checkpoint).
-void load_checkpoint_weights(const LoadedCheckpoint& ck, LlamaForCausalLM& model);
+
+// Streams a checkpoint's weights group by group (one group's tensors in memory at a time) to
+// `sink`, under HF names, cast to `dtype`.
+void for_each_checkpoint_tensor(const LoadedCheckpoint& ck, c10::ScalarType dtype,
+                                const std::function<void(const std::string&, const at::Tensor&)>& sink);
 
 }  // namespace agenttune

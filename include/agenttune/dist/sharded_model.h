@@ -1,0 +1,121 @@
+#pragma once
+// FSDP / ZeRO for the Llama model, built on c10d (LibTorch has no C++ FSDP). The model stays plain
+// math; this wraps it from outside.
+//
+// Units: the embedding, each decoder layer, and the final norm + head. A unit's parameters are
+// flattened into two buffers (weight-decayed matrices, undecayed vectors), padded to a multiple of
+// the shard group, and each rank keeps its slice as an fp32 master that AdamW updates.
+//
+//   full_shard (ZeRO-3)  a unit's parameters are all-gathered in the compute dtype just before its
+//                        forward and freed after; backward re-gathers them and recomputes the unit
+//                        (activation checkpointing), then reduce-scatters its grads in fp32.
+//   shard_grad_op (ZeRO-2)  full parameters stay resident through the step; grads are
+//                        reduce-scattered after backward; updated shards are all-gathered after
+//                        the optimizer step.
+//   no_shard (DDP)       every rank holds everything; grads are all-reduced.
+//   hybrid_shard         full_shard inside groups of `hybrid_group_size` ranks (a node), and the
+//                        shard grads all-reduced across the groups (replicas).
+// A single process is a world of one on the same path.
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "agenttune/dist/process_group.h"
+#include "agenttune/io/tensor_source.h"
+#include "agenttune/model/llama.h"
+
+namespace agenttune::dist {
+
+enum class ShardStrategy { FullShard, ShardGradOp, NoShard, HybridShard };
+ShardStrategy parse_shard_strategy(const std::string& s);
+std::string shard_strategy_name(ShardStrategy s);
+
+struct ShardOptions {
+  ShardStrategy strategy = ShardStrategy::FullShard;
+  c10::ScalarType compute_dtype = c10::ScalarType::Float;
+  int hybrid_group_size = 0;  // ranks per shard group for hybrid_shard; 0 = LOCAL_WORLD_SIZE
+};
+
+struct FlatParam {
+  std::string name;  // HF name
+  std::vector<int64_t> shape;
+  int64_t offset = 0;
+  int64_t numel = 0;
+};
+
+struct FlatGroup {
+  std::string name;  // "layers.3.decay"
+  size_t unit = 0;
+  bool decay = true;
+  std::vector<FlatParam> params;
+  std::vector<at::Tensor> module_params;  // the model's own parameter tensors, in params order
+  int64_t numel = 0;
+  int64_t padded = 0;
+  at::Tensor shard;  // fp32 master slice, requires_grad: what AdamW updates
+  at::Tensor full;   // gathered compute-dtype buffer while resident
+};
+
+class ShardedModel {
+ public:
+  // `model` must hold the same (fp32) weights on every rank, e.g. loaded from the same checkpoint
+  // or initialised with the same seed: each rank keeps its slice. `world` gives the node layout for
+  // hybrid_shard.
+  ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& world, ShardOptions opts);
+  ~ShardedModel();
+
+  // Logits for a micro-batch, in the compute dtype; backward works through them.
+  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec);
+  // Call once after the step's last backward: reduces grads into the shards where the strategy
+  // defers it (shard_grad_op, no_shard) and across replicas (hybrid_shard).
+  void finish_backward();
+  // The global grad norm over the shards; clips them to max_norm (<= 0: no clipping). Non-finite
+  // norms are returned without touching the grads.
+  double clip_grad_norm(double max_norm);
+  // Call after the optimizer updated the shards: re-gathers resident full parameters.
+  void after_optimizer_step();
+
+  // The fp32 master shards, named by group, with their decay flags (for AdamW).
+  std::vector<std::pair<std::string, at::Tensor>> shard_params() const;
+  std::vector<bool> shard_decay() const;
+
+  // What a checkpoint needs to reassemble full groups at any world size.
+  nlohmann::json layout() const;
+  // Sets this rank's slices from full (unpadded) fp32 group buffers, by group name.
+  void load_full_groups(const std::function<at::Tensor(const std::string& group, int64_t numel)>& full_of);
+  // The full fp32 parameters of one group (all-gathered; every rank gets them).
+  NamedTensors gather_group_params(size_t group);
+  size_t num_groups() const { return groups_.size(); }
+  const FlatGroup& group(size_t i) const { return groups_[i]; }
+  int shard_rank() const;
+  int shard_world() const;
+  LlamaForCausalLM& model() { return model_; }
+
+  // Used by the per-unit autograd function.
+  void gather_unit(size_t unit);
+  void free_unit(size_t unit);
+  at::Tensor run_unit(size_t unit, const at::Tensor& x);
+  void reduce_unit_grads(size_t unit, const std::vector<at::Tensor>& full_grads);
+  std::vector<at::Tensor> unit_module_params(size_t unit) const;
+  std::vector<size_t> unit_groups(size_t unit) const;
+
+ private:
+  void build_groups();
+  void gather_group(FlatGroup& g);
+  void reduce_group_grad(FlatGroup& g, const at::Tensor& flat_grad);
+  at::Tensor flatten_grads(const FlatGroup& g, const std::vector<at::Tensor>& grads) const;
+
+  LlamaForCausalLM model_;
+  Dist& dist_;
+  ShardOptions opts_;
+  std::unique_ptr<Dist> shard_group_, replica_group_;  // hybrid_shard only
+  std::vector<FlatGroup> groups_;
+  size_t num_units_ = 0;
+  // Per forward: what the units need besides their input.
+  RopeTables rope_;
+  AttentionSpec spec_;
+};
+
+}  // namespace agenttune::dist

@@ -1,0 +1,39 @@
+#pragma once
+// What each Agent-FLAN transform did, as named counts. Every transform that changes, drops or
+// creates data says how much in its report, so a mixture can be audited from the logs alone.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace agenttune {
+
+// Capability tags written into Turn::capability (Agent-FLAN §4.3 of docs/spec: the per-step
+// thought, choosing the tool, filling its arguments / reading results, following a format).
+namespace capability {
+inline constexpr std::string_view reasoning = "reasoning";
+inline constexpr std::string_view retrieval = "retrieval";
+inline constexpr std::string_view understanding = "understanding";
+inline constexpr std::string_view instruction_following = "instruction_following";
+}  // namespace capability
+
+struct TransformReport {
+  TransformReport() = default;
+  explicit TransformReport(std::string name) : transform(std::move(name)) {}
+
+  std::string transform;                  // "align", "balance", "format_following", "negatives"
+  std::map<std::string, int64_t> counts;  // keys are listed beside each transform (transforms.h)
+  std::vector<std::string> notes;         // the first `max_notes` problems, in full
+  size_t max_notes = 8;
+
+  void add(const std::string& key, int64_t n = 1) { counts[key] += n; }
+  // 0 for a key never added, so tests and callers need not know which counts were touched.
+  int64_t get(const std::string& key) const;
+  void note(std::string message);
+  // One line: "align: conversations_rewritten=12 turns_rewritten=40 ..." plus the notes.
+  std::string summary() const;
+};
+
+}  // namespace agenttune

@@ -1,0 +1,280 @@
+#include "agenttune/dist/process_group.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <cstdlib>
+#include <cstring>
+
+#include "agenttune/util/error.h"
+#include "agenttune/util/log.h"
+#include "agenttune/util/strings.h"
+
+#ifndef USE_C10D_GLOO
+#error "agenttune_dist needs LibTorch built with Gloo (USE_C10D_GLOO comes with the torch CMake target)"
+#endif
+
+namespace agenttune::dist {
+namespace {
+
+using ms = std::chrono::milliseconds;
+
+std::string secs(ms t) { return fmt::format("{:g} s", t.count() / 1000.0); }
+
+// c10 errors carry a backtrace in what(); users need the one-line cause.
+std::string cause(const std::exception& e) {
+  std::string msg = e.what();
+  if (auto* ce = dynamic_cast<const c10::Error*>(&e)) msg = ce->what_without_backtrace();
+  if (msg.size() > 600) msg = msg.substr(0, 600) + "...";
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return msg;
+}
+
+bool looks_like_timeout(const std::string& msg) {
+  for (const char* k : {"Timed out", "timed out", "Timeout", "timeout"})
+    if (msg.find(k) != std::string::npos) return true;
+  return false;
+}
+
+c10d::ReduceOp to_c10d(Reduce op) {
+  switch (op) {
+    case Reduce::Sum: return c10d::ReduceOp::SUM;
+    case Reduce::Max: return c10d::ReduceOp::MAX;
+    case Reduce::Min: return c10d::ReduceOp::MIN;
+  }
+  return c10d::ReduceOp::SUM;
+}
+
+std::string env_or(const char* key, std::string fallback) {
+  const char* v = std::getenv(key);
+  return v && *v ? std::string(v) : fallback;
+}
+
+// Every rank announces itself and waits for all others, so a rank that never starts is reported
+// by number instead of surfacing later as an opaque backend timeout.
+void join(c10d::Store& store, int rank, int world, ms timeout, const std::string& where) {
+  std::vector<std::string> keys;
+  for (int r = 0; r < world; ++r) keys.push_back(fmt::format("join/{}", r));
+  try {
+    store.set(keys[rank], std::vector<uint8_t>{1});
+    store.wait(keys, timeout);
+  } catch (const std::exception& e) {
+    std::vector<int> missing;
+    try {
+      for (int r = 0; r < world; ++r)
+        if (!store.check({keys[r]})) missing.push_back(r);
+    } catch (const std::exception&) {
+      fail("rank {} of {}: lost the rendezvous store{} while waiting for the other ranks: {}", rank, world, where,
+           cause(e));
+    }
+    if (missing.empty()) fail("rank {} of {}: joining the group{} failed: {}", rank, world, where, cause(e));
+    fail("rank {} of {}: rank{} {} did not join within {}{} (did {} start, and do all ranks agree on "
+         "MASTER_ADDR/MASTER_PORT?)",
+         rank, world, missing.size() > 1 ? "s" : "", fmt::join(missing, ", "), secs(timeout), where,
+         missing.size() > 1 ? "they" : "it");
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Dist> Dist::create(const WorldInfo& world, c10::Device device, const DistOptions& opts) {
+  c10::intrusive_ptr<c10d::Store> store;
+  const std::string where = fmt::format(" (store {}:{})", world.master_addr, world.master_port);
+  if (world.world_size == 1 && !world.agent_store) {
+    // Nobody to meet: an in-process store avoids claiming a port that another run may hold.
+    store = c10::make_intrusive<c10d::HashStore>();
+  } else {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<uint16_t>(world.master_port);
+    so.isServer = world.rank == 0 && !world.agent_store;
+    so.numWorkers = world.world_size;
+    so.waitWorkers = false;  // join() below names the ranks that are missing
+    so.timeout = opts.connect_timeout;
+    so.multiTenant = true;
+    try {
+      store = c10::make_intrusive<c10d::TCPStore>(world.master_addr, so);
+    } catch (const std::exception& e) {
+      if (so.isServer)
+        fail("rank 0 of {}: could not start the rendezvous store on port {} (MASTER_PORT; is another job "
+             "using it?): {}",
+             world.world_size, world.master_port, cause(e));
+      fail("rank {} of {}: could not reach the rendezvous store at {}:{} within {} (MASTER_ADDR/MASTER_PORT): {}",
+           world.rank, world.world_size, world.master_addr, world.master_port, secs(opts.connect_timeout),
+           cause(e));
+    }
+  }
+  // torchrun reuses its agent's store across restarts; a per-attempt prefix keeps attempts apart.
+  auto scoped = c10::make_intrusive<c10d::PrefixStore>(fmt::format("agenttune/{}", world.restart_count), store);
+  join(*scoped, world.rank, world.world_size, opts.connect_timeout, where);
+  auto d = std::make_unique<Dist>(scoped, world.rank, world.world_size, device, opts);
+  log::info("dist: {} on {} via {}", world.describe(), device.str(), d->backend_name());
+  return d;
+}
+
+Dist::Dist(c10::intrusive_ptr<c10d::Store> store, int rank, int world_size, c10::Device device,
+           const DistOptions& opts)
+    : store_(std::move(store)), rank_(rank), world_size_(world_size), device_(device), opts_(opts) {
+  if (world_size < 1 || rank < 0 || rank >= world_size)
+    fail("process group: rank {} is not within a world of {}", rank, world_size);
+  join(*store_, rank_, world_size_, opts_.connect_timeout, "");
+  init_backend(opts);
+  // Proves the backend can talk before any real work depends on it.
+  barrier("startup");
+}
+
+Dist::~Dist() { shutdown(); }
+
+void Dist::init_backend(const DistOptions& opts) {
+  std::string name = opts.backend;
+  if (name == "auto") name = device_.is_cuda() ? "nccl" : "gloo";
+  if (name != "gloo" && name != "nccl")
+    fail("dist.backend '{}' is not one of auto, gloo, nccl", opts.backend);
+  backend_name_ = name;
+  try {
+    if (name == "gloo") {
+      auto o = c10d::ProcessGroupGloo::Options::create(opts.timeout);
+      // Gloo's own per-operation timeout reports first; the CPU wait limit is only a backstop.
+      wait_limit_ = opts.timeout + std::chrono::seconds(10);
+      std::string ifaces = opts.gloo_interface.empty() ? env_or("GLOO_SOCKET_IFNAME", "") : opts.gloo_interface;
+      for (const auto& iface : split(ifaces, ','))
+        if (!iface.empty()) o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(iface));
+      if (o->devices.empty()) o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      auto prefixed = c10::make_intrusive<c10d::PrefixStore>("gloo", store_);
+      backend_ = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank_, world_size_, o);
+      return;
+    }
+#ifdef USE_C10D_NCCL
+    if (!device_.is_cuda())
+      fail("dist.backend 'nccl' needs a CUDA device; this rank runs on {} (use gloo)", device_.str());
+    auto o = c10d::ProcessGroupNCCL::Options::create();
+    // Our blocking wait (run()) throws at `timeout` with a message naming the collective; the
+    // watchdog, which takes the whole process down, is only the backstop for work we never wait on.
+    o->timeout = opts.timeout + std::chrono::seconds(10);
+    wait_limit_ = opts.timeout;
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("nccl", store_);
+    backend_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, rank_, world_size_, o);
+    // Binding the device makes communicator creation eager and pins barrier() to this GPU.
+    backend_->setBoundDeviceId(device_);
+#else
+    fail("dist.backend 'nccl' is not available: this LibTorch was built without NCCL");
+#endif
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail("rank {} of {}: creating the {} process group failed: {}", rank_, world_size_, name, cause(e));
+  }
+}
+
+void Dist::shutdown() {
+  if (!backend_) return;
+  try {
+    // A failed group may have a peer that will never answer; abort instead of draining.
+    if (failed_) backend_->abort();
+    else backend_->shutdown();
+  } catch (const std::exception& e) {
+    log::warn("dist: rank {}: shutting down the {} group: {}", rank_, backend_name_, cause(e));
+  }
+  backend_.reset();
+}
+
+template <typename F>
+void Dist::run(std::string_view op, std::string_view what, F&& start) {
+  if (failed_) fail("{} of '{}' on rank {} of {}: the process group already failed", op, what, rank_, world_size_);
+  if (!backend_) fail("{} of '{}' on rank {} of {}: the process group is shut down", op, what, rank_, world_size_);
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    c10::intrusive_ptr<c10d::Work> work = start();
+    // A limit makes NCCL's otherwise stream-ordered wait block the CPU and throw on timeout.
+    work->wait(wait_limit_);
+  } catch (const std::exception& e) {
+    failed_ = true;
+    auto took = std::chrono::duration_cast<ms>(std::chrono::steady_clock::now() - t0);
+    std::string msg = cause(e);
+    if (looks_like_timeout(msg) || took >= opts_.timeout)
+      fail("{} of '{}' on rank {} of {} timed out after {} ({}: {})", op, what, rank_, world_size_,
+           secs(opts_.timeout), backend_name_, msg);
+    fail("{} of '{}' on rank {} of {} failed after {:.1f} s ({}; a peer rank probably exited or lost its "
+         "connection): {}",
+         op, what, rank_, world_size_, took.count() / 1000.0, backend_name_, msg);
+  }
+}
+
+at::Tensor Dist::on_device(const at::Tensor& cpu) const { return cpu.to(device_); }
+
+void Dist::all_reduce(at::Tensor& t, Reduce op, std::string_view what) {
+  std::vector<at::Tensor> ts{t.is_contiguous() ? t : t.contiguous()};
+  c10d::AllreduceOptions o;
+  o.reduceOp = to_c10d(op);
+  run("all_reduce", what, [&] { return backend_->allreduce(ts, o); });
+  if (!ts[0].is_same(t)) t.copy_(ts[0]);
+}
+
+double Dist::all_reduce(double value, Reduce op, std::string_view what) {
+  auto t = on_device(at::full({1}, value, at::kDouble));
+  all_reduce(t, op, what);
+  return t.item<double>();
+}
+
+void Dist::broadcast(at::Tensor& t, int root, std::string_view what) {
+  if (root < 0 || root >= world_size_)
+    fail("broadcast of '{}': root {} is not a rank of a world of {}", what, root, world_size_);
+  std::vector<at::Tensor> ts{t.is_contiguous() ? t : t.contiguous()};
+  c10d::BroadcastOptions o;
+  o.rootRank = root;
+  run("broadcast", what, [&] { return backend_->broadcast(ts, o); });
+  if (!ts[0].is_same(t)) t.copy_(ts[0]);
+}
+
+void Dist::barrier(std::string_view what) {
+  c10d::BarrierOptions o;
+  if (device_.is_cuda()) o.device_ids = {device_.index()};
+  run("barrier", what, [&] { return backend_->barrier(o); });
+}
+
+void Dist::all_gather_into_tensor(at::Tensor& out, const at::Tensor& in, std::string_view what) {
+  if (out.numel() != in.numel() * world_size_ || out.scalar_type() != in.scalar_type() || !out.is_contiguous())
+    fail("all_gather_into_tensor of '{}': output must be contiguous {} with {} x {} elements, got {} {}", what,
+         c10::toString(in.scalar_type()), world_size_, in.numel(), c10::toString(out.scalar_type()), out.numel());
+  at::Tensor src = in.contiguous();
+  run("all_gather_into_tensor", what, [&] { return backend_->_allgather_base(out, src); });
+}
+
+void Dist::reduce_scatter_tensor(at::Tensor& out, const at::Tensor& in, std::string_view what) {
+  if (in.numel() != out.numel() * world_size_ || out.scalar_type() != in.scalar_type() || !out.is_contiguous())
+    fail("reduce_scatter_tensor of '{}': input must be {} with {} x {} elements, got {} {}", what,
+         c10::toString(out.scalar_type()), world_size_, out.numel(), c10::toString(in.scalar_type()), in.numel());
+  at::Tensor src = in.contiguous();
+  c10d::ReduceScatterOptions o;
+  o.reduceOp = c10d::ReduceOp::SUM;
+  run("reduce_scatter_tensor", what, [&] { return backend_->_reduce_scatter_base(out, src, o); });
+}
+
+std::vector<std::string> Dist::all_gather_bytes(std::string_view bytes, std::string_view what) {
+  // Lengths first, then one padded buffer per rank: the flat all-gather needs equal sizes.
+  auto len = on_device(at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong));
+  auto lens = on_device(at::empty({world_size_}, at::kLong));
+  all_gather_into_tensor(lens, len, what);
+  auto lens_cpu = lens.cpu();
+  int64_t longest = std::max<int64_t>(1, lens_cpu.max().item<int64_t>());
+  auto mine = at::zeros({longest}, at::kByte);
+  std::memcpy(mine.data_ptr(), bytes.data(), bytes.size());
+  auto all = on_device(at::empty({longest * world_size_}, at::kByte));
+  auto src = on_device(mine);
+  all_gather_into_tensor(all, src, what);
+  auto all_cpu = all.cpu();
+  const char* p = static_cast<const char*>(all_cpu.data_ptr());
+  std::vector<std::string> out;
+  for (int r = 0; r < world_size_; ++r) out.emplace_back(p + r * longest, lens_cpu[r].item<int64_t>());
+  return out;
+}
+
+}  // namespace agenttune::dist

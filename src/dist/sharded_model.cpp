@@ -1,0 +1,382 @@
+#include "agenttune/dist/sharded_model.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+
+#include <cmath>
+
+#include "agenttune/model/activation_checkpoint.h"
+#include "agenttune/util/error.h"
+
+namespace agenttune::dist {
+
+namespace {
+
+// One unit's forward without keeping its parameters or activations; backward re-gathers the
+// parameters, recomputes, and hands the reduce-scattered fp32 grads to the shard inputs.
+struct UnitFunction : public torch::autograd::Function<UnitFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor shard0,
+                            at::Tensor shard1, int64_t unit, int64_t owner) {
+    auto* self = reinterpret_cast<ShardedModel*>(owner);
+    ctx->save_for_backward({x});
+    ctx->saved_data["unit"] = unit;
+    ctx->saved_data["owner"] = owner;
+    self->gather_unit(static_cast<size_t>(unit));
+    at::Tensor out;
+    {
+      at::NoGradGuard ng;
+      out = self->run_unit(static_cast<size_t>(unit), x);
+    }
+    self->free_unit(static_cast<size_t>(unit));
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto* self = reinterpret_cast<ShardedModel*>(ctx->saved_data["owner"].toInt());
+    auto unit = static_cast<size_t>(ctx->saved_data["unit"].toInt());
+    at::Tensor x = ctx->get_saved_variables()[0];
+    self->gather_unit(unit);
+    at::Tensor xin = x.is_floating_point() ? x.detach().requires_grad_(true) : x;
+    auto params = self->unit_module_params(unit);
+    at::Tensor out;
+    {
+      at::AutoGradMode enable(true);
+      out = self->run_unit(unit, xin);
+    }
+    std::vector<at::Tensor> inputs = params;
+    if (xin.requires_grad()) inputs.insert(inputs.begin(), xin);
+    auto grads = torch::autograd::grad({out}, inputs, {grad_out[0]}, /*retain_graph=*/false,
+                                       /*create_graph=*/false, /*allow_unused=*/true);
+    at::Tensor grad_x;
+    if (xin.requires_grad()) grad_x = grads[0], grads.erase(grads.begin());
+    self->reduce_unit_grads(unit, grads);
+    self->free_unit(unit);
+    // reduce_unit_grads accumulated the grads into the shards' .grad itself (summed over ranks
+    // first), so the shard inputs get no gradient from autograd: it would add them twice.
+    torch::autograd::variable_list result{grad_x, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return result;
+  }
+};
+
+}  // namespace
+
+ShardStrategy parse_shard_strategy(const std::string& s) {
+  if (s == "full_shard") return ShardStrategy::FullShard;
+  if (s == "shard_grad_op") return ShardStrategy::ShardGradOp;
+  if (s == "no_shard") return ShardStrategy::NoShard;
+  if (s == "hybrid_shard") return ShardStrategy::HybridShard;
+  fail("dist.strategy '{}' is not one of: full_shard, shard_grad_op, no_shard, hybrid_shard", s);
+}
+
+std::string shard_strategy_name(ShardStrategy s) {
+  switch (s) {
+    case ShardStrategy::FullShard: return "full_shard";
+    case ShardStrategy::ShardGradOp: return "shard_grad_op";
+    case ShardStrategy::NoShard: return "no_shard";
+    case ShardStrategy::HybridShard: return "hybrid_shard";
+  }
+  return "?";
+}
+
+ShardedModel::ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& world, ShardOptions opts)
+    : model_(std::move(model)), dist_(dist), opts_(opts) {
+  if (model_->config().tie_word_embeddings)
+    fail("sharded training of a model with tied embeddings is not supported (Llama-2 is untied)");
+  if (opts_.strategy == ShardStrategy::HybridShard) {
+    int g = opts_.hybrid_group_size > 0 ? opts_.hybrid_group_size : world.local_world_size;
+    if (g <= 0 || dist_.world_size() % g != 0)
+      fail("dist.hybrid_group_size {} does not divide the world size {}", g, dist_.world_size());
+    int shard_id = dist_.rank() / g, replica_id = dist_.rank() % g;
+    // Sub-groups share the job's store under their own prefixes.
+    auto store = c10::make_intrusive<c10d::PrefixStore>("shard" + std::to_string(shard_id),
+                                                        c10::intrusive_ptr<c10d::Store>::reclaim_copy(&dist_.store()));
+    DistOptions o;
+    o.backend = dist_.backend_name();
+    o.timeout = dist_.timeout();
+    shard_group_ = std::make_unique<Dist>(store, dist_.rank() % g, g, dist_.device(), o);
+    auto rstore = c10::make_intrusive<c10d::PrefixStore>("replica" + std::to_string(replica_id),
+                                                         c10::intrusive_ptr<c10d::Store>::reclaim_copy(&dist_.store()));
+    replica_group_ = std::make_unique<Dist>(rstore, dist_.rank() / g, dist_.world_size() / g, dist_.device(), o);
+  }
+  build_groups();
+}
+
+ShardedModel::~ShardedModel() = default;
+
+int ShardedModel::shard_world() const {
+  switch (opts_.strategy) {
+    case ShardStrategy::NoShard: return 1;
+    case ShardStrategy::HybridShard: return shard_group_->world_size();
+    default: return dist_.world_size();
+  }
+}
+
+int ShardedModel::shard_rank() const {
+  switch (opts_.strategy) {
+    case ShardStrategy::NoShard: return 0;
+    case ShardStrategy::HybridShard: return shard_group_->rank();
+    default: return dist_.rank();
+  }
+}
+
+void ShardedModel::build_groups() {
+  auto& m = *model_;
+  std::vector<std::vector<std::pair<std::string, at::Tensor>>> units;
+  units.push_back({{"model.embed_tokens.weight", m.model->embed_tokens->weight}});
+  for (size_t i = 0; i < m.model->layers.size(); ++i) {
+    std::vector<std::pair<std::string, at::Tensor>> u;
+    for (auto& p : m.model->layers[i]->named_parameters())
+      u.emplace_back("model.layers." + std::to_string(i) + "." + p.key(), p.value());
+    units.push_back(u);
+  }
+  units.push_back({{"model.norm.weight", m.model->norm->weight}, {"lm_head.weight", m.lm_head->weight}});
+  num_units_ = units.size();
+
+  at::NoGradGuard ng;
+  const int64_t S = shard_world();
+  for (size_t u = 0; u < units.size(); ++u) {
+    for (bool decay : {true, false}) {
+      FlatGroup g;
+      g.unit = u;
+      g.decay = decay;
+      g.name = (u == 0 ? std::string("embed") : u + 1 == units.size() ? std::string("head")
+                                                                         : "layers." + std::to_string(u - 1)) +
+               (decay ? ".decay" : ".no_decay");
+      std::vector<at::Tensor> flat_parts;
+      for (auto& [name, p] : units[u]) {
+        if ((p.dim() >= 2) != decay) continue;
+        g.params.push_back({name, p.sizes().vec(), g.numel, p.numel()});
+        g.module_params.push_back(p);
+        g.numel += p.numel();
+        flat_parts.push_back(p.detach().to(at::kFloat).reshape({-1}));
+      }
+      if (g.params.empty()) continue;
+      g.padded = (g.numel + S - 1) / S * S;
+      auto flat = at::cat(flat_parts);
+      if (g.padded > g.numel) flat = at::cat({flat, at::zeros({g.padded - g.numel}, flat.options())});
+      const int64_t len = g.padded / S;
+      g.shard = flat.narrow(0, shard_rank() * len, len).clone().to(dist_.device()).requires_grad_(true);
+      groups_.push_back(std::move(g));
+    }
+  }
+  // The model's own storage is released: from here on its parameters are views of gathered
+  // buffers (resident for shard_grad_op / no_shard, per unit for full and hybrid sharding).
+  for (size_t u = 0; u < num_units_; ++u) free_unit(u);
+  if (opts_.strategy == ShardStrategy::ShardGradOp || opts_.strategy == ShardStrategy::NoShard)
+    for (size_t u = 0; u < num_units_; ++u) gather_unit(u);
+}
+
+std::vector<size_t> ShardedModel::unit_groups(size_t unit) const {
+  std::vector<size_t> out;
+  for (size_t i = 0; i < groups_.size(); ++i)
+    if (groups_[i].unit == unit) out.push_back(i);
+  return out;
+}
+
+std::vector<at::Tensor> ShardedModel::unit_module_params(size_t unit) const {
+  std::vector<at::Tensor> out;
+  for (size_t gi : unit_groups(unit))
+    for (const auto& p : groups_[gi].module_params) out.push_back(p);
+  return out;
+}
+
+void ShardedModel::gather_group(FlatGroup& g) {
+  at::NoGradGuard ng;
+  auto local = g.shard.detach().to(opts_.compute_dtype);
+  at::Tensor full;
+  if (shard_world() == 1) {
+    full = local.clone();
+  } else {
+    full = at::empty({g.padded}, local.options());
+    Dist& group = opts_.strategy == ShardStrategy::HybridShard ? *shard_group_ : dist_;
+    group.all_gather_into_tensor(full, local, g.name);
+  }
+  g.full = full;
+  for (size_t k = 0; k < g.params.size(); ++k)
+    g.module_params[k].set_data(full.narrow(0, g.params[k].offset, g.params[k].numel).view(g.params[k].shape));
+}
+
+void ShardedModel::gather_unit(size_t unit) {
+  for (size_t gi : unit_groups(unit))
+    if (!groups_[gi].full.defined()) gather_group(groups_[gi]);
+}
+
+void ShardedModel::free_unit(size_t unit) {
+  bool resident = opts_.strategy == ShardStrategy::ShardGradOp || opts_.strategy == ShardStrategy::NoShard;
+  for (size_t gi : unit_groups(unit)) {
+    auto& g = groups_[gi];
+    if (resident && g.full.defined()) continue;
+    for (auto& p : g.module_params) p.set_data(at::empty({0}, p.options()));
+    g.full = at::Tensor();
+  }
+}
+
+at::Tensor ShardedModel::run_unit(size_t unit, const at::Tensor& x) {
+  auto& m = *model_;
+  if (unit == 0) return m.model->embed_tokens(x);
+  if (unit + 1 == num_units_) return m.logits(m.model->norm(x));
+  // Resident strategies run the plain layer; activation checkpointing still applies to them
+  // (per-unit sharding recomputes in its own backward already).
+  bool resident = opts_.strategy == ShardStrategy::ShardGradOp || opts_.strategy == ShardStrategy::NoShard;
+  if (resident && m.activation_checkpointing && at::GradMode::is_enabled())
+    return checkpointed_layer(m.model->layers[unit - 1], x, rope_, spec_);
+  return m.model->layers[unit - 1](x, rope_, spec_, nullptr);
+}
+
+at::Tensor ShardedModel::flatten_grads(const FlatGroup& g, const std::vector<at::Tensor>& grads) const {
+  std::vector<at::Tensor> parts;
+  for (size_t k = 0; k < g.params.size(); ++k) {
+    const auto& gr = grads[k];
+    parts.push_back(gr.defined() ? gr.to(at::kFloat).reshape({-1}) : at::zeros({g.params[k].numel}, g.shard.options()));
+  }
+  if (g.padded > g.numel) parts.push_back(at::zeros({g.padded - g.numel}, g.shard.options()));
+  return at::cat(parts);
+}
+
+// Sums a full fp32 flat grad over the shard group into this rank's slice, accumulating into the
+// shard's .grad (micro-batches add up, as autograd would).
+void ShardedModel::reduce_group_grad(FlatGroup& g, const at::Tensor& flat_grad) {
+  at::NoGradGuard ng;
+  at::Tensor mine;
+  if (shard_world() == 1) {
+    mine = flat_grad;
+  } else {
+    mine = at::empty({g.padded / shard_world()}, flat_grad.options());
+    Dist& group = opts_.strategy == ShardStrategy::HybridShard ? *shard_group_ : dist_;
+    group.reduce_scatter_tensor(mine, flat_grad, g.name + " grads");
+  }
+  if (g.shard.grad().defined()) g.shard.mutable_grad().add_(mine);
+  else g.shard.mutable_grad() = mine.clone();
+}
+
+void ShardedModel::reduce_unit_grads(size_t unit, const std::vector<at::Tensor>& full_grads) {
+  size_t k = 0;
+  for (size_t gi : unit_groups(unit)) {
+    auto& g = groups_[gi];
+    std::vector<at::Tensor> mine(full_grads.begin() + k, full_grads.begin() + k + g.params.size());
+    k += g.params.size();
+    reduce_group_grad(g, flatten_grads(g, mine));
+  }
+}
+
+at::Tensor ShardedModel::forward(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec) {
+  rope_ = model_->rope().tables(positions.to(dist_.device()), opts_.compute_dtype);
+  spec_ = spec;
+  at::Tensor h = tokens.to(dist_.device());
+  const bool per_unit = opts_.strategy == ShardStrategy::FullShard || opts_.strategy == ShardStrategy::HybridShard;
+  for (size_t u = 0; u < num_units_; ++u) {
+    if (per_unit && at::GradMode::is_enabled()) {
+      auto gs = unit_groups(u);
+      // Autograd wants defined inputs; a one-group unit passes its shard twice (the function
+      // gives the shards no autograd gradient either way, see UnitFunction::backward).
+      at::Tensor s0 = groups_[gs[0]].shard, s1 = gs.size() > 1 ? groups_[gs[1]].shard : s0;
+      h = UnitFunction::apply(h, s0, s1, static_cast<int64_t>(u), reinterpret_cast<int64_t>(this));
+    } else {
+      gather_unit(u);
+      h = run_unit(u, h);
+      if (per_unit) free_unit(u);
+    }
+  }
+  return h;
+}
+
+void ShardedModel::finish_backward() {
+  if (opts_.strategy == ShardStrategy::ShardGradOp || opts_.strategy == ShardStrategy::NoShard) {
+    for (auto& g : groups_) {
+      std::vector<at::Tensor> grads;
+      for (auto& p : g.module_params) grads.push_back(p.grad());
+      auto flat = flatten_grads(g, grads);
+      if (opts_.strategy == ShardStrategy::NoShard && dist_.world_size() > 1) dist_.all_reduce(flat, Reduce::Sum, g.name + " grads");
+      if (opts_.strategy == ShardStrategy::NoShard) {
+        g.shard.mutable_grad() = flat;
+      } else {
+        g.shard.mutable_grad() = at::Tensor();
+        reduce_group_grad(g, flat);
+      }
+      for (auto& p : g.module_params) p.mutable_grad().reset();
+    }
+  }
+  if (opts_.strategy == ShardStrategy::HybridShard && replica_group_->world_size() > 1)
+    for (auto& g : groups_)
+      if (g.shard.grad().defined()) replica_group_->all_reduce(g.shard.mutable_grad(), Reduce::Sum, g.name + " replica grads");
+}
+
+double ShardedModel::clip_grad_norm(double max_norm) {
+  at::NoGradGuard ng;
+  double sq = 0;
+  for (auto& g : groups_)
+    if (g.shard.grad().defined()) sq += g.shard.grad().to(at::kDouble).pow(2).sum().item<double>();
+  // Each shard group holds the whole gradient once; replicas hold copies, so only the shard group sums.
+  if (shard_world() > 1) {
+    Dist& group = opts_.strategy == ShardStrategy::HybridShard ? *shard_group_ : dist_;
+    sq = group.all_reduce(sq, Reduce::Sum, "grad_norm");
+  }
+  double norm = std::sqrt(sq);
+  if (!std::isfinite(norm) || max_norm <= 0) return norm;
+  double factor = max_norm / (norm + 1e-6);
+  if (factor < 1.0)
+    for (auto& g : groups_)
+      if (g.shard.grad().defined()) g.shard.mutable_grad().mul_(factor);
+  return norm;
+}
+
+void ShardedModel::after_optimizer_step() {
+  if (opts_.strategy == ShardStrategy::ShardGradOp || opts_.strategy == ShardStrategy::NoShard)
+    for (auto& g : groups_) gather_group(g);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> ShardedModel::shard_params() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& g : groups_) out.emplace_back(g.name, g.shard);
+  return out;
+}
+
+std::vector<bool> ShardedModel::shard_decay() const {
+  std::vector<bool> out;
+  for (const auto& g : groups_) out.push_back(g.decay);
+  return out;
+}
+
+nlohmann::json ShardedModel::layout() const {
+  nlohmann::json groups = nlohmann::json::array();
+  for (const auto& g : groups_) {
+    nlohmann::json params = nlohmann::json::array();
+    for (const auto& p : g.params) params.push_back({{"name", p.name}, {"shape", p.shape}, {"offset", p.offset}});
+    groups.push_back({{"name", g.name}, {"unit", g.unit}, {"decay", g.decay}, {"numel", g.numel}, {"params", params}});
+  }
+  return {{"strategy", shard_strategy_name(opts_.strategy)}, {"shard_world", shard_world()}, {"groups", groups}};
+}
+
+void ShardedModel::load_full_groups(const std::function<at::Tensor(const std::string&, int64_t)>& full_of) {
+  at::NoGradGuard ng;
+  const int64_t S = shard_world();
+  for (auto& g : groups_) {
+    auto full = full_of(g.name, g.numel).to(at::kFloat).reshape({-1});
+    if (full.numel() != g.numel) fail("checkpoint group '{}' has {} elements, the model {}", g.name, full.numel(), g.numel);
+    if (g.padded > g.numel) full = at::cat({full, at::zeros({g.padded - g.numel}, full.options())});
+    int64_t len = g.padded / S;
+    g.shard.copy_(full.narrow(0, shard_rank() * len, len));
+  }
+  for (size_t u = 0; u < num_units_; ++u) free_unit(u);
+  after_optimizer_step();
+}
+
+NamedTensors ShardedModel::gather_group_params(size_t gi) {
+  auto& g = groups_[gi];
+  at::NoGradGuard ng;
+  auto local = g.shard.detach();
+  at::Tensor full = local;
+  if (shard_world() > 1) {
+    full = at::empty({g.padded}, local.options());
+    Dist& group = opts_.strategy == ShardStrategy::HybridShard ? *shard_group_ : dist_;
+    group.all_gather_into_tensor(full, local, g.name);
+  }
+  NamedTensors out;
+  for (const auto& p : g.params) out.emplace_back(p.name, full.narrow(0, p.offset, p.numel).view(p.shape).cpu().clone());
+  return out;
+}
+
+}  // namespace agenttune::dist
