@@ -51,8 +51,8 @@ train:
   max_steps: 10
   micro_batch_size: 4
   global_batch_sequences: 8
-  lr: 1.0e-3
-  warmup_steps: 2
+  lr: 1.0e-2
+  warmup_steps: 1
   eval_interval: 5
   eval_batches: 1
 checkpoint: {interval: 5, keep_last: 2}
