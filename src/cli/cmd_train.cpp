@@ -12,6 +12,7 @@ Command train_command() {
     std::string config, resume;
     std::vector<std::string> overrides;
     bool no_progress = false;
+    int64_t exit_after = 0;
   };
   auto a = std::make_shared<Args>();
   Command c;
@@ -21,6 +22,9 @@ Command train_command() {
     s->add_option("--set", a->overrides, "override a config key: a.b=value (repeatable)");
     s->add_option("--resume", a->resume, "auto (newest complete checkpoint, if any) or a checkpoint folder");
     s->add_flag("--no-progress", a->no_progress, "no live progress line");
+    s->add_option("--exit-after-steps", a->exit_after,
+                  "checkpoint and exit once this many steps are done (the schedule still spans train.max_steps)")
+        ->check(CLI::NonNegativeNumber);
     return s;
   };
   c.run = [a] {
@@ -28,6 +32,7 @@ Command train_command() {
     TrainOptions opts;
     opts.resume = a->resume;
     opts.progress = !a->no_progress;
+    opts.exit_after_steps = a->exit_after;
     auto r = train(cfg, opts);
     if (r.interrupted) return kInterruptedExitCode;
     log::info("finished at step {}; last checkpoint {}", r.final_step, r.last_checkpoint.string());

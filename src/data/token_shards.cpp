@@ -67,14 +67,22 @@ ShardManifest manifest_from_json(const nlohmann::json& j, const fs::path& f) {
   for (size_t i = 0; i < shards.size(); ++i) {
     const auto& s = shards[i];
     const std::string where = fmt::format("shards[{}]: ", i);
-    m.shards.push_back({field<std::string>(s, "name", f, where), field<int64_t>(s, "documents", f, where),
-                        field<int64_t>(s, "tokens", f, where)});
+    ShardEntry e{field<std::string>(s, "name", f, where), field<int64_t>(s, "documents", f, where),
+                 field<int64_t>(s, "tokens", f, where)};
+    e.trained_tokens = s.contains("trained_tokens") ? field<int64_t>(s, "trained_tokens", f, where) : e.tokens;
+    m.shards.push_back(std::move(e));
   }
+  // Optional (SFT) keys: absent in pretraining manifests.
+  m.has_mask = j.contains("has_mask") && field<bool>(j, "has_mask", f, "");
+  m.trained_tokens = j.contains("trained_tokens") ? field<int64_t>(j, "trained_tokens", f, "") : m.tokens;
+  if (j.contains("added_tokens")) m.added_tokens = field<std::vector<std::string>>(j, "added_tokens", f, "");
+  for (auto& e : m.shards) e.has_mask = m.has_mask;
   return m;
 }
 
 nlohmann::ordered_json manifest_to_json(const ShardManifest& m) {
-  const auto& [format_version, tokenizer_sha256, vocab_size, dtype, documents, tokens, sources, shards] = m;
+  const auto& [format_version, tokenizer_sha256, vocab_size, dtype, documents, tokens, sources, shards,
+               has_mask, trained_tokens, added_tokens] = m;
   nlohmann::ordered_json j;
   j["format_version"] = format_version;
   j["tokenizer_sha256"] = tokenizer_sha256;
@@ -87,8 +95,16 @@ nlohmann::ordered_json manifest_to_json(const ShardManifest& m) {
     j["sources"].push_back({{"path", s.path}, {"bytes", s.bytes}, {"sha256", s.sha256},
                             {"documents", s.documents}, {"tokens", s.tokens}, {"skipped", s.skipped}});
   j["shards"] = nlohmann::ordered_json::array();
-  for (const auto& s : shards)
-    j["shards"].push_back({{"name", s.name}, {"documents", s.documents}, {"tokens", s.tokens}});
+  for (const auto& s : shards) {
+    nlohmann::ordered_json e = {{"name", s.name}, {"documents", s.documents}, {"tokens", s.tokens}};
+    if (has_mask) e["trained_tokens"] = s.trained_tokens;
+    j["shards"].push_back(std::move(e));
+  }
+  if (has_mask) {
+    j["has_mask"] = true;
+    j["trained_tokens"] = trained_tokens;
+  }
+  if (!added_tokens.empty()) j["added_tokens"] = added_tokens;
   return j;
 }
 
@@ -162,8 +178,9 @@ struct TokenShardWriter::Impl {
   std::string name;
   int64_t vocab = 0;
   bool u16 = true;
-  std::unique_ptr<OutFile> bin, idx;
+  std::unique_ptr<OutFile> bin, idx, mask;
   uint64_t tokens = 0;
+  uint64_t trained = 0;
   int64_t documents = 0;
   bool finished = false;
   std::vector<uint16_t> narrow;
@@ -185,19 +202,40 @@ TokenShardWriter::TokenShardWriter(const fs::path& dir, std::string name, int64_
 TokenShardWriter::~TokenShardWriter() {
   if (!impl_ || impl_->finished) return;
   std::error_code ec;
-  fs::path bin = impl_->bin->path(), idx = impl_->idx->path();
-  impl_->bin.reset();
-  impl_->idx.reset();
-  fs::remove(bin, ec);
-  fs::remove(idx, ec);
+  for (auto* f : {&impl_->bin, &impl_->idx, &impl_->mask}) {
+    if (!*f) continue;
+    fs::path p = (*f)->path();
+    f->reset();
+    fs::remove(p, ec);
+  }
 }
 
-void TokenShardWriter::add_document(std::span<const int32_t> tokens) {
+void TokenShardWriter::add_document(std::span<const int32_t> tokens, std::span<const uint8_t> mask) {
   auto& m = *impl_;
   if (m.finished) fail("{}: add_document after finish()", m.name);
   for (int32_t t : tokens)
     if (t < 0 || t >= m.vocab)
       fail("{}: token id {} is outside the vocabulary [0, {})", m.name, t, m.vocab);
+  if (!mask.empty() && mask.size() != tokens.size())
+    fail("{}: document {} has {} tokens but a mask of {}", m.name, m.documents, tokens.size(), mask.size());
+  for (uint8_t b : mask)
+    if (b > 1) fail("{}: document {} has mask byte {}; masks hold 0 or 1", m.name, m.documents, b);
+  if (!mask.empty() && !m.mask) {
+    // The first masked document: the ones before it were all trained.
+    m.mask = std::make_unique<OutFile>(partial(m.dir / (m.name + ".mask")));
+    const std::vector<uint8_t> ones(m.tokens, 1);
+    m.mask->append(ones.data(), ones.size());
+  }
+  if (!mask.empty()) {
+    m.mask->append(mask.data(), mask.size());
+    m.trained += std::count(mask.begin(), mask.end(), uint8_t{1});
+  } else {
+    if (m.mask) {
+      const std::vector<uint8_t> ones(tokens.size(), 1);
+      m.mask->append(ones.data(), ones.size());
+    }
+    m.trained += tokens.size();
+  }
   if (m.u16) {
     m.narrow.assign(tokens.begin(), tokens.end());
     m.bin->append(m.narrow.data(), m.narrow.size() * sizeof(uint16_t));
@@ -214,12 +252,14 @@ ShardEntry TokenShardWriter::finish() {
   if (m.finished) fail("{}: finish() called twice", m.name);
   m.bin->close_synced();
   m.idx->close_synced();
-  // The .idx lands last: a reader that sees it also sees the matching .bin.
+  if (m.mask) m.mask->close_synced();
+  // The .idx lands last: a reader that sees it also sees the matching .bin (and .mask).
   fs::rename(m.bin->path(), m.dir / (m.name + ".bin"));
+  if (m.mask) fs::rename(m.mask->path(), m.dir / (m.name + ".mask"));
   fs::rename(m.idx->path(), m.dir / (m.name + ".idx"));
   fsync_dir(m.dir);
   m.finished = true;
-  return {m.name, m.documents, static_cast<int64_t>(m.tokens)};
+  return {m.name, m.documents, static_cast<int64_t>(m.tokens), m.mask != nullptr, static_cast<int64_t>(m.trained)};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -229,7 +269,7 @@ struct TokenDataset::Impl {
   ShardManifest manifest;
   bool u16 = true;
   struct Shard {
-    std::shared_ptr<MappedFile> bin, idx;
+    std::shared_ptr<MappedFile> bin, idx, mask;
     const uint64_t* offsets = nullptr;
   };
   std::vector<Shard> shards;
@@ -263,6 +303,12 @@ TokenDataset TokenDataset::open(const fs::path& dir, const std::string& expected
     if (s.bin->size() != static_cast<size_t>(e.tokens) * elem)
       fail("{}: {} bytes, expected {} for {} {} tokens (manifest)", s.bin->path().string(),
            s.bin->size(), e.tokens * static_cast<int64_t>(elem), e.tokens, man.dtype);
+    if (man.has_mask) {
+      s.mask = MappedFile::open(dir / (e.name + ".mask"));
+      if (s.mask->size() != static_cast<size_t>(e.tokens))
+        fail("{}: {} bytes, expected one per token: {} (manifest)", s.mask->path().string(), s.mask->size(),
+             e.tokens);
+    }
     s.offsets = reinterpret_cast<const uint64_t*>(s.idx->data());
     if (s.offsets[0] != 0) fail("{}: first offset is {}, expected 0", idx_path.string(), s.offsets[0]);
     for (int64_t i = 0; i < e.documents; ++i)
@@ -323,6 +369,24 @@ void TokenDataset::read(int64_t doc, int64_t begin, int64_t count, int64_t* out)
     const auto* p = reinterpret_cast<const uint32_t*>(shard.bin->data()) + first;
     std::copy(p, p + count, out);
   }
+}
+
+bool TokenDataset::has_mask() const { return impl_->manifest.has_mask; }
+
+void TokenDataset::read_mask(int64_t doc, int64_t begin, int64_t count, uint8_t* out) const {
+  auto [s, local] = locate(impl_->first_doc, doc);
+  const auto& shard = impl_->shards[s];
+  const uint64_t start = shard.offsets[local];
+  const int64_t length = static_cast<int64_t>(shard.offsets[local + 1] - start);
+  if (begin < 0 || count < 0 || begin + count > length)
+    fail("token dataset: mask [{}, {}) is outside document {} of length {}", begin, begin + count, doc,
+         length);
+  if (!shard.mask) {
+    std::fill(out, out + count, uint8_t{1});
+    return;
+  }
+  const auto* p = reinterpret_cast<const uint8_t*>(shard.mask->data()) + start + static_cast<uint64_t>(begin);
+  std::copy(p, p + count, out);
 }
 
 }  // namespace agenttune

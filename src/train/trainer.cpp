@@ -237,8 +237,13 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
 
     // Ranks see a signal at different moments: agree on it so they all checkpoint the same step.
     bool stopping = dist->all_reduce(StopSignal::requested() ? 1.0 : 0.0, dist::Reduce::Max, "stop signal") > 0;
-    if (prog.step % cfg.checkpoint.interval == 0 || prog.step == cfg.train.max_steps || stopping)
+    bool exiting = opts.exit_after_steps > 0 && prog.step >= opts.exit_after_steps;
+    if (prog.step % cfg.checkpoint.interval == 0 || prog.step == cfg.train.max_steps || stopping || exiting)
       result.last_checkpoint = save_train_state(store, sharded, opt, data, prog, config_json, *dist);
+    if (exiting && !stopping) {
+      log::info("--exit-after-steps {}: checkpointed to {}", opts.exit_after_steps, result.last_checkpoint.string());
+      break;
+    }
     if (stopping) {
       if (metrics) metrics->flush();
       log::warn("stop signal: checkpointed step {} to {}; exiting", prog.step, result.last_checkpoint.string());

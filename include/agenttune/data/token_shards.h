@@ -3,9 +3,12 @@
 //   NAME.bin       token ids, little-endian uint16 when vocab_size <= 65536, else uint32
 //   NAME.idx       little-endian uint64 document offsets into NAME.bin, in tokens:
 //                  num_documents + 1 entries, the first 0, the last the token count
+//   NAME.mask      optional (SFT): one byte per token, 1 = the token is a trained target (the loss
+//                  is taken on predicting it from the tokens before), 0 = context only
 //   manifest.json  format version, tokenizer fingerprint, vocab size, dtype, counts, the source
 //                  files with their sizes and hashes, and the shards with their counts
-// Each document is stored as it will be trained on: [BOS] tokens [EOS], per the prepare options.
+// Each document is stored as it will be trained on: [BOS] tokens [EOS], per the prepare options
+// (SFT: exactly the chat template's rendering).
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -30,6 +33,8 @@ struct ShardEntry {
   std::string name;  // NAME of NAME.bin / NAME.idx, relative to the manifest's folder
   int64_t documents = 0;
   int64_t tokens = 0;
+  bool has_mask = false;       // the writer wrote NAME.mask
+  int64_t trained_tokens = 0;  // mask ones (= tokens without a mask)
 };
 
 struct ShardManifest {
@@ -42,6 +47,13 @@ struct ShardManifest {
   int64_t tokens = 0;
   std::vector<ShardSourceFile> sources;
   std::vector<ShardEntry> shards;
+  // SFT corpora: every shard has a NAME.mask. The three fields below are written only when set,
+  // so pretraining manifests keep their shape.
+  bool has_mask = false;
+  int64_t trained_tokens = 0;  // mask ones over all shards (= tokens when has_mask is false)
+  // Tokens the chat template added after the base vocab (ChatML), in id order: the tokenizer is
+  // the .model named by tokenizer_sha256 plus these.
+  std::vector<std::string> added_tokens;
 
   static ShardManifest read(const std::filesystem::path& manifest_json);  // errors name the file
   void write(const std::filesystem::path& manifest_json) const;           // atomic
@@ -54,7 +66,9 @@ class TokenShardWriter {
  public:
   TokenShardWriter(const std::filesystem::path& dir, std::string name, int64_t vocab_size);
   ~TokenShardWriter();  // without finish(): temporaries are removed, nothing half-written remains
-  void add_document(std::span<const int32_t> tokens);
+  // `mask` (empty = none) holds one 0/1 byte per token. NAME.mask is written once any document
+  // has one; documents without a mask count as all trained.
+  void add_document(std::span<const int32_t> tokens, std::span<const uint8_t> mask = {});
   ShardEntry finish();
 
  private:
@@ -76,6 +90,9 @@ class TokenDataset {
   int64_t document_length(int64_t doc) const;
   // Copies tokens [begin, begin+count) of document `doc` into out (int64 for the model).
   void read(int64_t doc, int64_t begin, int64_t count, int64_t* out) const;
+  // Whether the corpus carries loss masks (SFT); read_mask gives all ones when it does not.
+  bool has_mask() const;
+  void read_mask(int64_t doc, int64_t begin, int64_t count, uint8_t* out) const;
 
  private:
   struct Impl;

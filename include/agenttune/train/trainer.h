@@ -12,6 +12,9 @@ namespace agenttune {
 struct TrainOptions {
   std::string resume;  // "" (fresh), "auto" (newest complete checkpoint, if any) or a folder
   bool progress = true;
+  // Checkpoint and return once this many steps are complete (0 = run to train.max_steps), without
+  // changing the schedule: for time-boxed cluster jobs that continue with --resume auto.
+  int64_t exit_after_steps = 0;
 };
 
 struct TrainResult {

@@ -1,0 +1,174 @@
+#pragma once
+// SFT prepare: chat/agent datasets -> token shards with loss masks, one prepared folder per
+// dataset, so the pretraining mixture, packing and trainer train SFT data unchanged except that
+// a token's target is trained only where NAME.mask says so.
+//
+//   read (readers/dataset.h) -> max_samples -> Agent-FLAN transforms (datasets with transform:
+//   true, pooled) -> render with the chat template -> mask = the template's `trained` vector ->
+//   max_seq_len (drop or truncate) -> upsample -> NAME.bin/.idx/.mask + manifest.json
+//
+// Units: max_samples and upsample count SAMPLES (conversations) of one dataset. The train
+// config's mixture weights count TRAINED TOKENS across datasets; data/sft_mix.h converts a
+// sample share such as AgentTuning's eta into those weights.
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agenttune/chat/template.h"
+#include "agenttune/config/scalars.h"
+#include "agenttune/data/token_shards.h"
+#include "agenttune/readers/dataset.h"
+#include "agenttune/transforms/transforms.h"
+
+namespace agenttune {
+
+enum class Truncation {
+  Drop,           // a rendering longer than max_seq_len is dropped (counted)
+  TruncateLeft,   // keep the end (a leading BOS is kept too): the last answers survive
+  TruncateRight,  // keep the start: the prompt and the first answers survive
+};
+
+struct SftDatasetConfig {
+  std::string name;                          // Conversation::source, report and error messages
+  std::vector<std::filesystem::path> paths;  // files, or folders of *.json / *.jsonl
+  DatasetFormat format = DatasetFormat::Auto;
+  ReadPolicies policies;
+  std::filesystem::path output;  // this dataset's prepared folder (a mixture source)
+  // SAMPLES: keep a seeded random subset of this many conversations (0 = all), taken right after
+  // reading. E.g. AgentTuning's ShareGPT GPT-3.5 : GPT-4 = 0.8 : 0.2 as two datasets.
+  int64_t max_samples = 0;
+  // SAMPLES: each kept sample is written floor(upsample) times, plus a seeded subset of
+  // round(frac(upsample) * kept) written once more (so 0.5 halves, 2.5 writes 2.5x, exactly).
+  double upsample = 1.0;
+  // Whether the Agent-FLAN transforms (SftPrepareConfig::transforms) apply. All datasets marked
+  // so are pooled and transformed together, because format-following samples and negatives'
+  // tool lists are drawn across the whole agent pool; general chat (ShareGPT) stays false.
+  bool transform = false;
+};
+
+struct SftPrepareConfig {
+  std::filesystem::path tokenizer;  // the base SentencePiece .model
+  std::string chat_template = "llama-2-chat";  // YAML key `template`; chat/template.h lists them
+  std::optional<std::string> default_system;    // unset = the template's own default
+  std::vector<SftDatasetConfig> datasets;
+  TransformConfig transforms;  // applied to the datasets with transform: true
+  // Where the transforms' generated samples go (their own mixture sources); required when that
+  // stage produces samples.
+  std::filesystem::path format_following_output;
+  std::filesystem::path negatives_output;
+  int64_t max_seq_len = 4096;  // tokens per rendered sample; 0 = no limit
+  Truncation truncation = Truncation::Drop;
+  uint64_t seed = 0;  // max_samples subsets and fractional upsampling (transforms have their own)
+  int threads = 0;    // rendering threads; 0 = all cores. The output does not depend on it.
+  int64_t shard_tokens = 256LL << 20;  // roll to a new shard after this many tokens
+  bool progress = true;                // log one line per dataset
+
+  void validate(const std::string& source) const;
+};
+
+struct SftDatasetReport {
+  std::string name;
+  std::filesystem::path output;
+  ReadReport read;             // the reader's records, drops and mapped roles
+  int64_t samples_in = 0;      // conversations entering the pipeline (read, or generated)
+  // Reason -> samples: max_samples, transforms (dropped by balancing), render_error (with
+  // bad_record: drop), untrained (no trained token in the rendering), too_long (truncation:
+  // drop), untrained_after_truncation.
+  std::map<std::string, int64_t> dropped;
+  int64_t kept = 0;            // distinct samples kept
+  int64_t truncated = 0;       // kept samples that were cut to max_seq_len
+  int64_t documents = 0;       // written, after upsampling
+  int64_t tokens = 0;          // written
+  int64_t trained_tokens = 0;  // written mask ones
+  ShardManifest manifest;
+};
+
+struct SftPrepareReport {
+  std::vector<SftDatasetReport> datasets;  // config order, then format_following, negatives
+  TransformReports transforms;
+  double seconds = 0;
+  std::string summary() const;
+};
+
+// Throws agenttune::Error naming the dataset (and template) for unreadable data, a rendering the
+// template cannot express (bad_record: error), or a dataset whose rendering trains no token.
+SftPrepareReport prepare_sft(const SftPrepareConfig& config);
+
+// Cuts a rendered sample (ids and mask together) to max_len tokens under `policy` (0 = no
+// limit); false when the policy drops it. Exposed for tests.
+bool fit_to_length(RenderedSample& sample, int64_t max_len, Truncation policy, int32_t bos_id);
+
+template <>
+struct EnumNames<Truncation> {
+  static constexpr std::array<std::pair<Truncation, std::string_view>, 3> values = {
+      {{Truncation::Drop, "drop"},
+       {Truncation::TruncateLeft, "truncate_left"},
+       {Truncation::TruncateRight, "truncate_right"}}};
+};
+
+template <>
+struct EnumNames<DatasetFormat> {
+  static constexpr std::array<std::pair<DatasetFormat, std::string_view>, 6> values = {
+      {{DatasetFormat::Auto, "auto"},
+       {DatasetFormat::AgentInstruct, "agentinstruct"},
+       {DatasetFormat::ShareGPT, "sharegpt"},
+       {DatasetFormat::ToolBench, "toolbench"},
+       {DatasetFormat::AgentFlan, "agentflan"},
+       {DatasetFormat::OpenAI, "openai"}}};
+};
+
+template <>
+struct EnumNames<Alternation> {
+  static constexpr std::array<std::pair<Alternation, std::string_view>, 3> values = {
+      {{Alternation::Error, "error"}, {Alternation::Merge, "merge"}, {Alternation::Drop, "drop"}}};
+};
+
+template <>
+struct EnumNames<OnProblem> {
+  static constexpr std::array<std::pair<OnProblem, std::string_view>, 2> values = {
+      {{OnProblem::Error, "error"}, {OnProblem::Drop, "drop"}}};
+};
+
+// The reader knobs worth a YAML key (role aliases keep the reader's defaults).
+template <class V>
+void visit(V& v, ReadPolicies& p) {
+  v("alternation", p.alternation);
+  v("bad_record", p.bad_record);
+  v("unknown_roles", p.roles.unknown);
+  v("drop_leading_assistant", p.drop_leading_assistant);
+  v("toolbench_last_assistant_only", p.toolbench_last_assistant_only);
+}
+
+template <class V>
+void visit(V& v, SftDatasetConfig& d) {
+  v("name", d.name);
+  v("paths", d.paths);
+  v("format", d.format);
+  v.section("policies", d.policies);
+  v("output", d.output);
+  v("max_samples", d.max_samples);
+  v("upsample", d.upsample);
+  v("transform", d.transform);
+}
+
+template <class V>
+void visit(V& v, SftPrepareConfig& c) {
+  v("tokenizer", c.tokenizer);
+  v("template", c.chat_template);
+  v("default_system", c.default_system);
+  v("datasets", c.datasets);
+  v.section("transforms", c.transforms);
+  v("format_following_output", c.format_following_output);
+  v("negatives_output", c.negatives_output);
+  v("max_seq_len", c.max_seq_len);
+  v("truncation", c.truncation);
+  v("seed", c.seed);
+  v("threads", c.threads);
+  v("shard_tokens", c.shard_tokens);
+  v("progress", c.progress);
+}
+
+}  // namespace agenttune

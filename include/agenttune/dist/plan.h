@@ -1,0 +1,87 @@
+#pragma once
+// `agenttune plan`: per-GPU memory, communication and a step-time lower bound for a model shape
+// under one of ShardedModel's strategies, computed from the shape alone (nothing is allocated).
+//
+// The accounting follows what src/dist/sharded_model.cpp and the Llama layer actually hold, not a
+// generic ZeRO formula:
+//  - every unit's parameters live in flat groups (decayed matrices, undecayed vectors), each padded
+//    to a multiple of the shard group; a rank keeps 1/S of each as an fp32 master, its fp32 grad
+//    and two fp32 AdamW moments (plus a 4-byte step per group);
+//  - full_shard / hybrid_shard gather one unit at a time in the compute dtype, synchronously (no
+//    prefetch), and recompute it in backward; so one unit's full params and grads exist at once,
+//    and only each unit's input stays saved between forward and backward;
+//  - shard_grad_op / no_shard keep every unit gathered in the compute dtype, and autograd keeps
+//    full compute-dtype grads until finish_backward() flattens them group by group into fp32.
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+#include <string>
+
+#include "agenttune/dist/sharded_model.h"
+#include "agenttune/model/llama_config.h"
+
+namespace agenttune::dist {
+
+struct PlanInput {
+  LlamaConfig model;
+  ShardStrategy strategy = ShardStrategy::FullShard;
+  int world = 1;
+  int gpus_per_node = 8;
+  int hybrid_group_size = 0;  // 0 = gpus_per_node (capped at world), as dist.hybrid_group_size
+  int64_t seq_len = 4096;
+  int64_t micro_batch = 1;
+  int64_t grad_accum = 1;  // micro-batches per optimizer step on each rank
+  c10::ScalarType compute_dtype = c10::ScalarType::BFloat16;
+  // Only changes no_shard / shard_grad_op: the per-unit strategies always recompute.
+  bool activation_checkpointing = false;
+};
+
+struct Hardware {
+  double peak_tflops = 989;    // dense bf16 per GPU (H100 SXM)
+  double intra_node_gbs = 450; // GB/s per GPU per direction (NVLink 4)
+  double inter_node_gbs = 50;  // GB/s per GPU (one 400 Gb/s NIC per GPU)
+};
+
+// Bytes per GPU. Activation terms are for one micro-batch of micro_batch x seq_len tokens.
+struct MemoryPlan {
+  int shard_world = 1, replicas = 1;
+  int64_t numel = 0, padded = 0, shard_numel = 0;  // padded: sum of groups padded to shard_world
+  int64_t largest_unit_padded = 0, largest_group_padded = 0;
+
+  int64_t master = 0;         // fp32 shards (AdamW updates these)
+  int64_t gathered = 0;       // compute-dtype full params resident at the peak
+  int64_t shard_grads = 0;    // fp32 grads on the shards, alive from the first backward to the step
+  int64_t compute_grads = 0;  // full compute-dtype grads alive at the peak (autograd's)
+  int64_t grad_flat = 0;      // the fp32 flat buffer one group's grads are reduced from
+  int64_t optimizer = 0;      // exp_avg + exp_avg_sq (fp32, shard-sized) + per-group step
+
+  bool checkpointing = false;
+  int64_t tokens = 0;       // int64 token ids (saved by the embedding)
+  int64_t rope = 0;         // cos + sin tables [B, T, head_dim] in the compute dtype
+  int64_t layer_input = 0;  // one saved layer input, B*T*D in the compute dtype
+  int64_t layer_full = 0;   // everything one decoder layer's autograd graph saves
+  int64_t head_saved = 0;   // what the final norm + head keep besides the logits
+  int64_t logits = 0;       // B*T*V logits in the compute dtype + fp32 log-probs of the loss
+  int64_t activations_saved = 0;  // held from the end of forward into backward
+  int64_t activations_peak = 0;   // + the larger of one recomputed layer and the loss backward
+
+  int64_t params() const { return master + gathered; }
+  int64_t grads() const { return shard_grads + compute_grads + grad_flat; }
+  int64_t total() const { return params() + grads() + optimizer + activations_peak; }
+
+  // Per GPU per optimizer step, counting what a ring sends (= receives): (n-1)/n of the buffer
+  // for all-gather / reduce-scatter, twice that for all-reduce.
+  double intra_bytes = 0, inter_bytes = 0;
+  double flops = 0;        // 6N + 12LdT per token, times this rank's tokens per step
+  double compute_s = 0, comm_s = 0;
+  double step_bound_s() const { return compute_s > comm_s ? compute_s : comm_s; }
+};
+
+MemoryPlan plan_memory(const PlanInput& in, const Hardware& hw = {});
+
+// Bytes one decoder layer's autograd graph saves per token (the Korthikanti et al. accounting,
+// done for this implementation: RMSNorm upcasts to fp32, SwiGLU, GQA, fused SDPA without the
+// T x T score matrix).
+int64_t layer_activation_bytes_per_token(const LlamaConfig& c, c10::ScalarType compute_dtype);
+
+}  // namespace agenttune::dist
