@@ -227,7 +227,8 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
       std::vector<std::pair<std::string, double>> row = {
           {"loss", o.loss}, {"lr", lr}, {"grad_norm", o.grad_norm}, {"tokens", static_cast<double>(prog.tokens)},
           {"trained_tokens", static_cast<double>(o.trained)}, {"tokens_per_s", tps}, {"step_seconds", dt}};
-      if (mfu >= 0) row.emplace_back("mfu", mfu);
+      // Without a known peak (CPU) MFU is written as null rather than left out or faked.
+      row.emplace_back("mfu", mfu >= 0 ? mfu : std::nan(""));
       auto shares = data.shares();
       for (size_t s = 0; s < shares.size(); ++s) row.emplace_back("share/" + cfg.data.sources[s].name, shares[s]);
       if (eval) row.emplace_back("val_loss", val);

@@ -159,6 +159,25 @@ TEST_F(TrainResume, SigtermCheckpointsExits143AndResumes) {
   for (auto [step, loss] : full_) EXPECT_EQ(resumed.at(step), loss) << "step " << step;
 }
 
+TEST_F(TrainResume, DivergenceSkipsUpdatesThenStopsNamingTheLastGoodCheckpoint) {
+  // An absurd learning rate blows the weights up after the first update: every later step is
+  // non-finite, its update is skipped (so a checkpoint taken after a skipped step still holds good
+  // weights), and the run stops after 2 in a row naming a complete, loadable checkpoint.
+  auto out = root_ / "diverged";
+  std::string log;
+  int rc = testing::run_command(train_cmd(cfg_, out, "--set train.lr=1.0e30 --set train.warmup_steps=0 "
+                                                    "--set train.max_nonfinite_in_a_row=2 --set checkpoint.interval=1"));
+  testing::run_command("cat " + out.string() + ".log", &log);
+  EXPECT_EQ(rc, 2) << log;
+  EXPECT_NE(log.find("update skipped"), std::string::npos) << log;
+  EXPECT_NE(log.find("stopping after 2 non-finite steps in a row; the last good checkpoint is"), std::string::npos) << log;
+  const std::string key = "the last good checkpoint is ";
+  auto at = log.find(key);
+  ASSERT_NE(at, std::string::npos);
+  auto named = log.substr(at + key.size(), log.find('\n', at) - at - key.size());
+  EXPECT_TRUE(fs::exists(fs::path(named) / "COMPLETE")) << named;
+}
+
 TEST_F(TrainResume, ExportLoadsInTransformersWithOurLogits) {
   auto hf = root_ / "hf";
   int rc = testing::run_command(bin() + " export --checkpoint " + (root_ / "full/checkpoints").string() +

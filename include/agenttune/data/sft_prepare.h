@@ -84,6 +84,7 @@ struct SftDatasetReport {
   int64_t tokens = 0;          // written
   int64_t trained_tokens = 0;  // written mask ones
   ShardManifest manifest;
+  std::string summary_line() const;
 };
 
 struct SftPrepareReport {

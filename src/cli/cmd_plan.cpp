@@ -1,0 +1,103 @@
+// agenttune plan --config FILE --gpus N[,N...]: per-GPU memory, communication and a step-time
+// lower bound for the config's model and training shape, before renting the GPUs.
+#include <iostream>
+
+#include "agenttune/config/load.h"
+#include "agenttune/config/train_config.h"
+#include "agenttune/dist/plan.h"
+#include "agenttune/io/hf_checkpoint.h"
+#include "agenttune/model/flops.h"
+#include "agenttune/util/error.h"
+#include "agenttune/util/log.h"
+#include "commands.h"
+
+namespace agenttune::cli {
+
+namespace {
+
+double gib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0); }
+
+}  // namespace
+
+Command plan_command() {
+  struct Args {
+    std::string config;
+    std::vector<std::string> overrides, strategies;
+    std::vector<int> gpus;
+    double gpu_memory_gib = 80, link_gbps = 400, nvlink_gbs = 450, peak_tflops = 989;
+    int gpus_per_node = 8;
+  };
+  auto a = std::make_shared<Args>();
+  Command c;
+  c.attach_fn = [a](CLI::App& app) {
+    auto* s = app.add_subcommand("plan", "Per-GPU memory, communication and step-time bound of a train config");
+    s->add_option("--config", a->config, "train YAML (model, data.seq_len, micro-batch, dist.strategy)")
+        ->required()->check(CLI::ExistingFile);
+    s->add_option("--set", a->overrides, "override a config key: a.b=value (repeatable)");
+    s->add_option("--gpus", a->gpus, "world size(s), e.g. 8,32,128")->required()->delimiter(',')
+        ->check(CLI::PositiveNumber);
+    s->add_option("--strategy", a->strategies, "strategies to compare (default: dist.strategy)")->delimiter(',')
+        ->check(CLI::IsMember({"full_shard", "shard_grad_op", "no_shard", "hybrid_shard"}));
+    s->add_option("--gpu-memory", a->gpu_memory_gib, "GiB per GPU that the plan must fit in")->check(CLI::PositiveNumber);
+    s->add_option("--gpus-per-node", a->gpus_per_node, "GPUs sharing NVLink (and the hybrid shard group)")
+        ->check(CLI::PositiveNumber);
+    s->add_option("--link-gbps", a->link_gbps, "inter-node network per GPU, Gbit/s")->check(CLI::PositiveNumber);
+    s->add_option("--nvlink-gbs", a->nvlink_gbs, "intra-node bandwidth per GPU, GB/s")->check(CLI::PositiveNumber);
+    s->add_option("--peak-tflops", a->peak_tflops, "dense peak per GPU in the compute dtype")->check(CLI::PositiveNumber);
+    return s;
+  };
+  c.run = [a] {
+    auto cfg = load_config<TrainConfig>(a->config, a->overrides);
+    LlamaConfig model = cfg.model.shape;
+    if (!cfg.model.init_from.empty()) model = read_model_config(cfg.model.init_from, detect_weight_format(cfg.model.init_from));
+    if (a->strategies.empty()) a->strategies = {cfg.dist.strategy};
+    int64_t seqs = cfg.train.global_batch_sequences;
+    if (seqs == 0) seqs = std::max<int64_t>(1, (cfg.train.global_batch_tokens + cfg.data.seq_len - 1) / cfg.data.seq_len);
+    dist::Hardware hw{a->peak_tflops, a->nvlink_gbs, a->link_gbps / 8.0};
+
+    std::cout << fmt::format(
+        "model: L={} D={} F={} heads={}/{} V={} ({:.2f}B params); seq {} x micro-batch {}, {}, "
+        "global batch {} sequences\nmemory in GiB per GPU; fits = total <= 90% of {} GiB (the rest for the "
+        "CUDA context, workspaces, fragmentation)\nbound = max(compute at {} TFLOP/s, comm at {} GB/s "
+        "NVLink / {} Gb/s network), per optimizer step\n\n",
+        model.num_hidden_layers, model.hidden_size, model.intermediate_size, model.num_attention_heads,
+        model.num_key_value_heads, model.vocab_size, count_parameters(model) / 1e9, cfg.data.seq_len,
+        cfg.train.micro_batch_size, dtype_name(cfg.model.compute_dtype), seqs, a->gpu_memory_gib,
+        a->peak_tflops, a->nvlink_gbs, a->link_gbps);
+    std::cout << fmt::format("| {:<13} | {:>4} | {:>5} | {:>6} | {:>6} | {:>6} | {:>6} | {:>6} | {:>4} | {:>9} | {:>9} | {:>8} | {:>8} | {:>9} |\n",
+                             "strategy", "gpus", "accum", "params", "grads", "optim", "activ", "total", "fits",
+                             "comm GB", "compute s", "comm s", "bound s", "tok/s/GPU");
+    std::cout << "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n";
+    for (const auto& name : a->strategies)
+      for (int world : a->gpus) {
+        dist::PlanInput in;
+        in.model = model;
+        in.strategy = dist::parse_shard_strategy(name);
+        in.world = world;
+        in.gpus_per_node = a->gpus_per_node;
+        in.hybrid_group_size = cfg.dist.hybrid_group_size;
+        in.seq_len = cfg.data.seq_len;
+        in.micro_batch = cfg.train.micro_batch_size;
+        in.compute_dtype = cfg.model.compute_dtype;
+        in.activation_checkpointing = cfg.model.activation_checkpointing;
+        const int64_t per_micro = in.micro_batch * world;
+        in.grad_accum = std::max<int64_t>(1, seqs / per_micro);
+        if (seqs % per_micro != 0)
+          log::warn("{} GPUs: the global batch of {} sequences is not a multiple of {} x {}; train would refuse it",
+                    world, seqs, in.micro_batch, world);
+        auto p = dist::plan_memory(in, hw);
+        const double tokens = static_cast<double>(in.micro_batch * in.seq_len * in.grad_accum);
+        std::cout << fmt::format(
+            "| {:<13} | {:>4} | {:>5} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>4} | {:>9.1f} | "
+            "{:>9.3f} | {:>8.3f} | {:>8.3f} | {:>9.0f} |\n",
+            name, world, in.grad_accum, gib(p.params()), gib(p.grads()), gib(p.optimizer), gib(p.activations_peak),
+            gib(p.total()), gib(p.total()) <= 0.9 * a->gpu_memory_gib ? "yes" : "no",
+            (p.intra_bytes + p.inter_bytes) / 1e9, p.compute_s, p.comm_s, p.step_bound_s(),
+            tokens / p.step_bound_s());
+      }
+    return 0;
+  };
+  return c;
+}
+
+}  // namespace agenttune::cli

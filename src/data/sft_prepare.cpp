@@ -1,0 +1,293 @@
+#include "agenttune/data/sft_prepare.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <set>
+#include <thread>
+
+#include "agenttune/util/error.h"
+#include "agenttune/util/log.h"
+#include "sft_output.h"
+
+namespace agenttune {
+
+namespace fs = std::filesystem;
+using sft_detail::SftOutput;
+
+void SftPrepareConfig::validate(const std::string& source) const {
+  auto bad = [&](const std::string& what) { fail("{}: {}", source, what); };
+  if (tokenizer.empty()) bad("tokenizer: a SentencePiece .model is required");
+  if (std::find(template_names().begin(), template_names().end(), chat_template) == template_names().end())
+    make_template(chat_template);  // throws, listing the valid names
+  if (datasets.empty()) bad("datasets: at least one dataset is required");
+  if (max_seq_len < 0) bad(fmt::format("max_seq_len must be >= 0 (0 = no limit), got {}", max_seq_len));
+  if (shard_tokens <= 0) bad(fmt::format("shard_tokens must be positive, got {}", shard_tokens));
+  if (threads < 0) bad(fmt::format("threads must be >= 0, got {}", threads));
+  std::set<std::string> names{transforms.format_following.source, transforms.negatives.source};
+  std::set<fs::path> outputs;
+  for (size_t i = 0; i < datasets.size(); ++i) {
+    const auto& d = datasets[i];
+    const std::string at = fmt::format("datasets[{}] ({})", i, d.name);
+    if (d.name.empty()) bad(fmt::format("datasets[{}].name is required", i));
+    if (!names.insert(d.name).second)
+      bad(fmt::format("{}: the name is used twice (or by a transform's generated source)", at));
+    if (d.paths.empty()) bad(at + ".paths: at least one file or folder is required");
+    if (d.output.empty()) bad(at + ".output is required");
+    if (!outputs.insert(d.output.lexically_normal()).second)
+      bad(fmt::format("{}.output {} is used by another dataset", at, d.output.string()));
+    if (d.max_samples < 0) bad(fmt::format("{}.max_samples must be >= 0, got {}", at, d.max_samples));
+    if (!(d.upsample >= 0) || !std::isfinite(d.upsample))
+      bad(fmt::format("{}.upsample must be a finite number >= 0, got {}", at, d.upsample));
+  }
+  agenttune::validate(transforms, "transforms");
+}
+
+bool fit_to_length(RenderedSample& s, int64_t max_len, Truncation policy, int32_t bos_id) {
+  const auto n = static_cast<int64_t>(s.ids.size());
+  if (max_len <= 0 || n <= max_len) return true;
+  switch (policy) {
+    case Truncation::Drop:
+      return false;
+    case Truncation::TruncateRight:
+      s.ids.resize(max_len);
+      s.trained.resize(max_len);
+      return true;
+    case Truncation::TruncateLeft: {
+      // The model always saw BOS at position 0 in training; keep it in front of the kept tail.
+      const int64_t head = (s.ids[0] == bos_id && max_len > 1) ? 1 : 0;
+      const int64_t from = n - (max_len - head);
+      s.ids.erase(s.ids.begin() + head, s.ids.begin() + from);
+      s.trained.erase(s.trained.begin() + head, s.trained.begin() + from);
+      return true;
+    }
+  }
+  return true;
+}
+
+namespace {
+
+std::string format_counts(const std::map<std::string, int64_t>& m) {
+  std::string s;
+  for (const auto& [k, v] : m) s += fmt::format("{}{}={}", s.empty() ? "" : ", ", k, v);
+  return s;
+}
+
+// One dataset on its way to disk: its conversations after reading (and transforms).
+struct Pending {
+  SftDatasetReport report;
+  std::vector<Conversation> convs;
+  OnProblem on_render_error = OnProblem::Error;
+  double upsample = 1.0;
+};
+
+struct Renderer {
+  const ChatTemplate& tmpl;
+  const Tokenizer& tok;
+  int threads;
+
+  // Renders convs[idx[i]] into out[i]; a template error becomes errors[i] (the first one by
+  // index is reported, so the message does not depend on thread timing).
+  void run(const std::vector<Conversation>& convs, const std::vector<size_t>& idx,
+           std::vector<RenderedSample>& out, std::vector<std::string>& errors) const {
+    out.assign(idx.size(), {});
+    errors.assign(idx.size(), {});
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+      constexpr size_t kChunk = 32;
+      for (size_t b; (b = next.fetch_add(kChunk)) < idx.size();)
+        for (size_t i = b; i < std::min(b + kChunk, idx.size()); ++i) {
+          try {
+            out[i] = tmpl.render(convs[idx[i]], tok);
+          } catch (const std::exception& e) {
+            errors[i] = e.what();
+          }
+        }
+    };
+    const size_t n = std::min<size_t>(threads, (idx.size() + 255) / 256);
+    if (n <= 1) return work();
+    std::vector<std::thread> pool;
+    for (size_t t = 0; t < n; ++t) pool.emplace_back(work);
+    for (auto& t : pool) t.join();
+  }
+};
+
+void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uint64_t seed) {
+  auto& rep = p.report;
+  const std::string tname = r.tmpl.name();
+  const size_t n = p.convs.size();
+  SftOutput out(rep.output, r.tok, cfg.shard_tokens);
+  constexpr size_t kBlock = 8192;  // bounds memory: renderings are written block by block
+  const auto whole = static_cast<int64_t>(std::floor(p.upsample));
+  std::vector<size_t> kept;  // indices into convs of the samples kept
+  int64_t trained_any = 0, rendered_ok = 0;
+  std::vector<RenderedSample> rendered;
+  std::vector<std::string> errors;
+  auto write = [&](const RenderedSample& s, const Conversation& c, int64_t copies) {
+    for (int64_t k = 0; k < copies; ++k) {
+      out.add(s, c.file);
+      ++rep.documents;
+      rep.tokens += static_cast<int64_t>(s.ids.size());
+      rep.trained_tokens += s.num_trained();
+    }
+  };
+  for (size_t b = 0; b < n; b += kBlock) {
+    std::vector<size_t> idx;
+    for (size_t i = b; i < std::min(n, b + kBlock); ++i) idx.push_back(i);
+    r.run(p.convs, idx, rendered, errors);
+    for (size_t j = 0; j < idx.size(); ++j) {
+      const Conversation& c = p.convs[idx[j]];
+      auto drop = [&](const char* reason) {
+        ++rep.dropped[reason];
+        out.skipped(c.file);
+      };
+      if (!errors[j].empty()) {
+        if (p.on_render_error == OnProblem::Error)
+          fail("dataset {} (template {}): {}", rep.name, tname, errors[j]);
+        drop("render_error");
+        continue;
+      }
+      RenderedSample& s = rendered[j];
+      ++rendered_ok;
+      const int64_t trained = s.num_trained();
+      trained_any += trained;
+      if (trained == 0) {
+        drop("untrained");
+        continue;
+      }
+      const size_t before = s.ids.size();
+      if (!fit_to_length(s, cfg.max_seq_len, cfg.truncation, r.tok.bos_id())) {
+        drop("too_long");
+        continue;
+      }
+      if (s.num_trained() == 0) {
+        drop("untrained_after_truncation");
+        continue;
+      }
+      if (s.ids.size() != before) ++rep.truncated;
+      kept.push_back(idx[j]);
+      write(s, c, whole);
+    }
+  }
+  if (rendered_ok > 0) require_trained_tokens(rep.name, tname, trained_any);
+  rep.kept = static_cast<int64_t>(kept.size());
+  if (rep.kept == 0)
+    fail("dataset {} (template {}): none of its {} samples is left to write (dropped: {}); see "
+         "max_seq_len/truncation and the reader's report: {}",
+         rep.name, tname, rep.samples_in, format_counts(rep.dropped), rep.read.summary());
+  // The fractional part of upsample: a seeded subset of the kept samples, written once more. It is
+  // rendered again rather than held in memory; rendering is deterministic.
+  const double frac = p.upsample - static_cast<double>(whole);
+  const auto extra_n = static_cast<size_t>(std::llround(frac * static_cast<double>(kept.size())));
+  const auto extra = sft_detail::seeded_subset(kept.size(), extra_n, seed);
+  for (size_t b = 0; b < extra.size(); b += kBlock) {
+    std::vector<size_t> idx;
+    for (size_t i = b; i < std::min(extra.size(), b + kBlock); ++i) idx.push_back(kept[extra[i]]);
+    r.run(p.convs, idx, rendered, errors);
+    for (size_t j = 0; j < idx.size(); ++j) {
+      fit_to_length(rendered[j], cfg.max_seq_len, cfg.truncation, r.tok.bos_id());
+      write(rendered[j], p.convs[idx[j]], 1);
+    }
+  }
+  rep.manifest = out.finish();
+}
+
+}  // namespace
+
+SftPrepareReport prepare_sft(const SftPrepareConfig& cfg) {
+  const auto t0 = std::chrono::steady_clock::now();
+  cfg.validate("sft prepare config");
+  SftPrepareReport report;
+  Tokenizer tok = Tokenizer::load(cfg.tokenizer);
+  auto tmpl = make_template(cfg.chat_template, TemplateOptions{cfg.default_system});
+  prepare_tokenizer(*tmpl, tok);
+
+  std::vector<Pending> pending;
+  std::vector<Conversation> pool;  // conversations of the datasets with transform: true
+  for (const auto& d : cfg.datasets) {
+    Pending p;
+    p.report.name = d.name;
+    p.report.output = d.output;
+    p.on_render_error = d.policies.bad_record;
+    p.upsample = d.upsample;
+    p.convs = read_dataset(DatasetSpec{d.name, d.paths, d.format, d.policies}, p.report.read);
+    p.report.samples_in = static_cast<int64_t>(p.convs.size());
+    if (d.max_samples > 0 && p.convs.size() > static_cast<size_t>(d.max_samples)) {
+      auto keep = sft_detail::seeded_subset(p.convs.size(), d.max_samples,
+                                            sft_detail::stream_seed(cfg.seed, d.name, "max_samples"));
+      std::vector<Conversation> subset;
+      for (size_t i : keep) subset.push_back(std::move(p.convs[i]));
+      p.report.dropped["max_samples"] = static_cast<int64_t>(p.convs.size() - subset.size());
+      p.convs = std::move(subset);
+    }
+    if (d.transform) {
+      std::move(p.convs.begin(), p.convs.end(), std::back_inserter(pool));
+      p.convs.clear();
+    }
+    pending.push_back(std::move(p));
+  }
+
+  if (!pool.empty()) {
+    std::map<std::string, int64_t> before;
+    for (const auto& c : pool) ++before[c.source];
+    pool = apply_transforms(std::move(pool), cfg.transforms, report.transforms);
+    const auto& ff = cfg.transforms.format_following;
+    const auto& neg = cfg.transforms.negatives;
+    Pending gen_ff, gen_neg;
+    gen_ff.report.name = ff.source;
+    gen_ff.report.output = cfg.format_following_output;
+    gen_neg.report.name = neg.source;
+    gen_neg.report.output = cfg.negatives_output;
+    std::map<std::string, Pending*> by_source{{ff.source, &gen_ff}, {neg.source, &gen_neg}};
+    for (auto& p : pending) by_source[p.report.name] = &p;
+    for (auto& c : pool) {
+      auto it = by_source.find(c.source);
+      if (it == by_source.end()) fail("transforms returned a conversation of unknown source '{}'", c.source);
+      it->second->convs.push_back(std::move(c));
+    }
+    for (auto& p : pending) {
+      const int64_t lost = before[p.report.name] - static_cast<int64_t>(p.convs.size());
+      if (before.contains(p.report.name) && lost > 0) p.report.dropped["transforms"] = lost;
+    }
+    for (Pending* g : {&gen_ff, &gen_neg}) {
+      if (g->convs.empty()) continue;
+      if (g->report.output.empty())
+        fail("transforms made {} '{}' samples but {}_output is not set; set it or disable the stage",
+             g->convs.size(), g->report.name, g == &gen_ff ? "format_following" : "negatives");
+      g->report.samples_in = static_cast<int64_t>(g->convs.size());
+      pending.push_back(std::move(*g));
+    }
+  }
+
+  const int threads = cfg.threads > 0 ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
+  const Renderer renderer{*tmpl, tok, threads};
+  for (auto& p : pending) {
+    prepare_one(p, cfg, renderer, sft_detail::stream_seed(cfg.seed, p.report.name, "upsample"));
+    p.convs = {};
+    report.datasets.push_back(std::move(p.report));
+    if (cfg.progress) log::info("sft prepare: {}", report.datasets.back().summary_line());
+  }
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return report;
+}
+
+std::string SftDatasetReport::summary_line() const {
+  const double share = tokens > 0 ? 100.0 * static_cast<double>(trained_tokens) / static_cast<double>(tokens) : 0;
+  return fmt::format("{} -> {}: {} samples in, {} kept, dropped {{{}}}, {} truncated; {} documents, "
+                     "{} tokens, {} trained ({:.1f}%)",
+                     name, output.string(), samples_in, kept, format_counts(dropped), truncated,
+                     documents, tokens, trained_tokens, share);
+}
+
+std::string SftPrepareReport::summary() const {
+  std::string s;
+  for (const auto& d : datasets) s += d.summary_line() + "\n";
+  for (const auto* t : {&transforms.align, &transforms.balance, &transforms.format_following, &transforms.negatives})
+    if (!t->counts.empty()) s += t->summary() + "\n";
+  return s + fmt::format("{:.1f} s\n", seconds);
+}
+
+}  // namespace agenttune

@@ -1,0 +1,152 @@
+#include "agenttune/dist/plan.h"
+
+#include <c10/core/ScalarType.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "agenttune/model/flops.h"
+#include "agenttune/util/error.h"
+
+namespace agenttune::dist {
+
+namespace {
+
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// Element counts of ShardedModel's flat groups, unit by unit, in its build order.
+std::vector<std::vector<int64_t>> unit_groups(const LlamaConfig& c) {
+  const int64_t D = c.hidden_size, hd = c.resolved_head_dim();
+  const int64_t matrices = D * hd * (2 * c.num_attention_heads + 2 * c.num_key_value_heads) +
+                           3 * D * c.intermediate_size;
+  std::vector<std::vector<int64_t>> units{{c.vocab_size * D}};
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) units.push_back({matrices, 2 * D});
+  units.push_back({c.vocab_size * D, D});
+  return units;
+}
+
+// The ring cost per GPU of one collective over n ranks on a buffer of `bytes`.
+double gather_or_scatter(double bytes, int n) { return n > 1 ? bytes * (n - 1) / n : 0.0; }
+
+}  // namespace
+
+int64_t layer_activation_bytes_per_token(const LlamaConfig& c, c10::ScalarType compute_dtype) {
+  const int64_t s = c10::elementSize(compute_dtype);
+  const int64_t D = c.hidden_size, hd = c.resolved_head_dim();
+  const int64_t dq = c.num_attention_heads * hd, dkv = c.num_key_value_heads * hd;
+  // Each RMSNorm keeps its fp32 input (the upcast copy, or the input itself in fp32) for pow's
+  // backward and its normalised output in the compute dtype for the weight's; the q/k/v and MLP
+  // linears share the latter. RoPE multiplies by constant tables, so autograd keeps only q and k
+  // after rotation; SDPA keeps q, k, v, its output (which o_proj reads through a view: the fused
+  // kernels write it [B, T, H, hd]) and an fp32 logsumexp per head. SwiGLU keeps gate, silu(gate),
+  // up and their product.
+  const int64_t norms = 2 * (4 + s) * D;
+  const int64_t attention = s * (2 * dq + 2 * dkv) + 4 * c.num_attention_heads;
+  const int64_t mlp = 4 * s * c.intermediate_size;
+  return norms + attention + mlp;
+}
+
+MemoryPlan plan_memory(const PlanInput& in, const Hardware& hw) {
+  const auto& c = in.model;
+  if (c.tie_word_embeddings)
+    fail("sharded training of a model with tied embeddings is not supported (Llama-2 is untied)");
+  if (in.world < 1 || in.gpus_per_node < 1 || in.seq_len < 1 || in.micro_batch < 1 || in.grad_accum < 1)
+    fail("plan: world, gpus per node, seq_len, micro-batch and accumulation must be positive");
+  const bool per_unit = in.strategy == ShardStrategy::FullShard || in.strategy == ShardStrategy::HybridShard;
+  const bool resident = !per_unit;
+  MemoryPlan p;
+  switch (in.strategy) {
+    case ShardStrategy::NoShard: p.shard_world = 1; break;
+    case ShardStrategy::HybridShard: {
+      int g = in.hybrid_group_size > 0 ? in.hybrid_group_size : std::min(in.gpus_per_node, in.world);
+      if (in.world % g != 0) fail("dist.hybrid_group_size {} does not divide the world size {}", g, in.world);
+      p.shard_world = g;
+      break;
+    }
+    default: p.shard_world = in.world;
+  }
+  p.replicas = in.strategy == ShardStrategy::NoShard ? in.world : in.world / p.shard_world;
+
+  const int64_t S = p.shard_world;
+  const int64_t s = c10::elementSize(in.compute_dtype);
+  int64_t groups = 0, largest_unit_numel = 0;
+  for (const auto& unit : unit_groups(c)) {
+    int64_t unit_padded = 0, unit_numel = 0;
+    for (int64_t n : unit) {
+      p.numel += n;
+      unit_numel += n;
+      unit_padded += round_up(n, S);
+      p.largest_group_padded = std::max(p.largest_group_padded, round_up(n, S));
+      ++groups;
+    }
+    p.padded += unit_padded;
+    p.largest_unit_padded = std::max(p.largest_unit_padded, unit_padded);
+    largest_unit_numel = std::max(largest_unit_numel, unit_numel);
+  }
+  p.shard_numel = p.padded / S;
+
+  p.master = 4 * p.shard_numel;
+  p.optimizer = 2 * 4 * p.shard_numel + 4 * groups;
+  p.gathered = s * (resident ? p.padded : p.largest_unit_padded);
+  p.shard_grads = 4 * p.shard_numel;
+  if (per_unit) {
+    // Inside one unit's backward: autograd's grads of that unit, flattened group by group.
+    p.compute_grads = s * largest_unit_numel;
+    p.grad_flat = 4 * p.largest_group_padded;
+  } else if (in.strategy == ShardStrategy::ShardGradOp) {
+    // finish_backward's first group: every module grad still alive, one group flattened.
+    p.compute_grads = s * p.numel;
+    p.grad_flat = 4 * p.largest_group_padded;
+  } else {
+    // no_shard's flat buffer becomes the shard grad; by the last group all others are fp32 already.
+    p.compute_grads = s * (p.largest_group_padded);
+  }
+
+  const int64_t BT = in.micro_batch * in.seq_len;
+  p.checkpointing = per_unit || in.activation_checkpointing;
+  p.tokens = 8 * BT;
+  p.rope = 2 * s * BT * c.resolved_head_dim();
+  p.layer_input = s * BT * c.hidden_size;
+  p.layer_full = BT * layer_activation_bytes_per_token(c, in.compute_dtype);
+  // Per-unit strategies save only the head's input; a plain head keeps its norm's fp32 input and
+  // normalised output, as in a layer.
+  p.head_saved = per_unit ? p.layer_input : (4 + s) * BT * c.hidden_size;
+  p.logits = (s + 4) * BT * c.vocab_size;
+  const int64_t layers = c.num_hidden_layers * (p.checkpointing ? p.layer_input : p.layer_full);
+  p.activations_saved = p.tokens + p.rope + layers + p.head_saved + p.logits;
+  // The loss backward briefly holds two fp32 B*T*V grads; a checkpointed layer's recompute holds
+  // one layer's full graph.
+  const int64_t transient = std::max(8 * BT * c.vocab_size, p.checkpointing ? p.layer_full : int64_t{0});
+  p.activations_peak = p.activations_saved + transient;
+
+  // Communication per optimizer step. A collective whose group spans nodes runs at the network's
+  // speed; one inside a node at NVLink's.
+  const double P = static_cast<double>(p.padded), A = static_cast<double>(in.grad_accum);
+  const bool group_spans_nodes = S > in.gpus_per_node;
+  double shard_group_bytes = 0, replica_bytes = 0;
+  switch (in.strategy) {
+    case ShardStrategy::FullShard:
+    case ShardStrategy::HybridShard:
+      // Every micro-batch: gather for forward, re-gather for the recompute, reduce-scatter fp32.
+      shard_group_bytes = A * gather_or_scatter((2.0 * s + 4.0) * P, S);
+      // Replicas all-reduce the fp32 shard grads once per step.
+      replica_bytes = 2.0 * gather_or_scatter(4.0 * P / S, p.replicas);
+      break;
+    case ShardStrategy::ShardGradOp:
+      shard_group_bytes = gather_or_scatter((4.0 + s) * P, S);  // reduce-scatter + post-step gather
+      break;
+    case ShardStrategy::NoShard:
+      replica_bytes = 2.0 * gather_or_scatter(4.0 * P, in.world);
+      break;
+  }
+  (group_spans_nodes ? p.inter_bytes : p.intra_bytes) += shard_group_bytes;
+  // Replica groups stride across shard groups: across nodes unless the whole world is one node.
+  (in.world > in.gpus_per_node ? p.inter_bytes : p.intra_bytes) += replica_bytes;
+  p.comm_s = p.intra_bytes / (hw.intra_node_gbs * 1e9) + p.inter_bytes / (hw.inter_node_gbs * 1e9);
+
+  p.flops = training_flops_per_token(c, in.seq_len).full * static_cast<double>(BT) * A;
+  p.compute_s = p.flops / (hw.peak_tflops * 1e12);
+  return p;
+}
+
+}  // namespace agenttune::dist

@@ -1,0 +1,304 @@
+// plan_memory against what the engine really holds: parameter, grad and optimizer bytes are
+// counted on a live ShardedModel + AdamW (world 1 and a padded world 3), activation bytes with a
+// counting CPU allocator around forward; then sanity checks at Llama-2 scale and hand-computed
+// communication volumes.
+#include <ATen/ATen.h>
+#include <c10/core/CPUAllocator.h>
+#include <gtest/gtest.h>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+
+#include <atomic>
+#include <thread>
+
+#include "agenttune/dist/plan.h"
+#include "agenttune/model/loss.h"
+#include "agenttune/train/optimizer.h"
+
+using namespace agenttune;
+using namespace agenttune::dist;
+
+namespace {
+
+LlamaConfig tiny(int64_t kv_heads = 2) {
+  LlamaConfig c;
+  c.vocab_size = 97, c.hidden_size = 32, c.intermediate_size = 48, c.num_hidden_layers = 2;
+  c.num_attention_heads = 4, c.num_key_value_heads = kv_heads, c.max_position_embeddings = 64;
+  return c;
+}
+
+LlamaConfig llama2(int64_t D, int64_t F, int64_t L, int64_t H, int64_t KV) {
+  LlamaConfig c;
+  c.hidden_size = D, c.intermediate_size = F, c.num_hidden_layers = L;
+  c.num_attention_heads = H, c.num_key_value_heads = KV;
+  return c;
+}
+
+int64_t bytes(const at::Tensor& t) { return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0; }
+
+// Wraps the CPU allocator and tracks live bytes, so a test sees what autograd keeps alive.
+class CountingAllocator final : public c10::Allocator {
+ public:
+  CountingAllocator() : base_(c10::GetCPUAllocator()) { c10::SetCPUAllocator(this, 0); }
+  ~CountingAllocator() override { c10::SetCPUAllocator(base_, 0); }
+  int64_t live() const { return live_.load(); }
+
+  c10::DataPtr allocate(size_t n) override {
+    auto* ctx = new Ctx{base_->allocate(n), static_cast<int64_t>(n), this};
+    live_ += ctx->n;
+    return {ctx->inner.get(), ctx, &release, ctx->inner.device()};
+  }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+
+ private:
+  struct Ctx {
+    c10::DataPtr inner;
+    int64_t n;
+    CountingAllocator* owner;
+  };
+  static void release(void* p) {
+    auto* ctx = static_cast<Ctx*>(p);
+    ctx->owner->live_ -= ctx->n;
+    delete ctx;
+  }
+  c10::Allocator* base_;
+  std::atomic<int64_t> live_{0};
+};
+
+void run_ranks(int n, const std::function<void(Dist&, const WorldInfo&)>& fn) {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(n);
+  for (int r = 0; r < n; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        DistOptions o;
+        o.timeout = std::chrono::seconds(30);
+        Dist d(store, r, n, c10::Device(c10::kCPU), o);
+        WorldInfo w;
+        w.rank = r, w.world_size = n, w.local_rank = r, w.local_world_size = n;
+        fn(d, w);
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < n; ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
+}
+
+PlanInput input(const LlamaConfig& c, ShardStrategy s, int world, c10::ScalarType dtype, int64_t B, int64_t T) {
+  PlanInput in;
+  in.model = c;
+  in.strategy = s;
+  in.world = world;
+  in.gpus_per_node = world;
+  in.seq_len = T;
+  in.micro_batch = B;
+  in.compute_dtype = dtype;
+  return in;
+}
+
+struct Batch {
+  at::Tensor tokens, targets, positions;
+};
+
+Batch batch(int64_t B, int64_t T) {
+  auto g = at::make_generator<at::CPUGeneratorImpl>(7);
+  auto tokens = at::randint(3, 97, {B, T}, g, at::kLong);
+  return {tokens, labels_to_targets(tokens), at::arange(T, at::kLong).expand({B, T}).contiguous()};
+}
+
+class EngineBytes : public ::testing::TestWithParam<std::string> {};
+
+// Master shards, resident or per-unit gathered params, AdamW state and grads, byte for byte.
+TEST_P(EngineBytes, ParamsGradsOptimizerMatchTheEngineAtWorldOne) {
+  const auto strategy = parse_shard_strategy(GetParam());
+  const auto dtype = at::kBFloat16;
+  const int64_t B = 2, T = 8;
+  auto plan = plan_memory(input(tiny(), strategy, 1, dtype, B, T));
+  run_ranks(1, [&](Dist& d, const WorldInfo& w) {
+    ShardOptions o;
+    o.strategy = strategy, o.compute_dtype = dtype, o.hybrid_group_size = 1;
+    ShardedModel sm(make_llama(tiny(), 3), d, w, o);
+    int64_t master = 0, resident = 0, largest_unit = 0;
+    for (size_t i = 0; i < sm.num_groups(); ++i) master += bytes(sm.group(i).shard), resident += bytes(sm.group(i).full);
+    EXPECT_EQ(master, plan.master);
+    const bool per_unit = strategy == ShardStrategy::FullShard || strategy == ShardStrategy::HybridShard;
+    if (per_unit) {
+      EXPECT_EQ(resident, 0);
+      for (size_t u = 0; u < static_cast<size_t>(tiny().num_hidden_layers) + 2; ++u) {
+        sm.gather_unit(u);
+        int64_t unit = 0;
+        for (size_t gi : sm.unit_groups(u)) unit += bytes(sm.group(gi).full);
+        largest_unit = std::max(largest_unit, unit);
+        sm.free_unit(u);
+      }
+      EXPECT_EQ(largest_unit, plan.gathered);
+    } else {
+      EXPECT_EQ(resident, plan.gathered);
+    }
+    AdamW opt(sm.shard_params(), {}, sm.shard_decay());
+    int64_t state = 0;
+    for (const auto& [name, t] : opt.state()) state += bytes(t);
+    EXPECT_EQ(state, plan.optimizer);
+
+    auto b = batch(B, T);
+    cross_entropy_sum(sm.forward(b.tokens, b.positions, {}), b.targets).backward();
+    if (strategy == ShardStrategy::ShardGradOp) {
+      int64_t module_grads = 0;
+      for (const auto& p : sm.model()->parameters()) module_grads += bytes(p.grad());
+      EXPECT_EQ(module_grads, plan.compute_grads);
+    }
+    sm.finish_backward();
+    int64_t shard_grads = 0;
+    for (const auto& [name, t] : sm.shard_params()) shard_grads += bytes(t.grad());
+    EXPECT_EQ(shard_grads, plan.shard_grads);
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Strategies, EngineBytes,
+                         ::testing::Values("full_shard", "shard_grad_op", "no_shard", "hybrid_shard"),
+                         [](const auto& info) { return info.param; });
+
+// World 3 pads every group (97*32, 2*32, ... are not multiples of 3): the plan's padding must be
+// the engine's.
+TEST(Plan, PaddedShardsMatchTheEngineAtWorldThree) {
+  auto plan = plan_memory(input(tiny(), ShardStrategy::FullShard, 3, at::kFloat, 1, 4));
+  EXPECT_GT(plan.padded, plan.numel);
+  run_ranks(3, [&](Dist& d, const WorldInfo& w) {
+    ShardedModel sm(make_llama(tiny(), 3), d, w, {});
+    int64_t master = 0, padded = 0;
+    for (size_t i = 0; i < sm.num_groups(); ++i) master += bytes(sm.group(i).shard), padded += sm.group(i).padded;
+    EXPECT_EQ(master, plan.master);
+    EXPECT_EQ(padded, plan.padded);
+  });
+}
+
+// After forward + loss under full_shard only the unit inputs, the rope tables, the logits and the
+// loss's fp32 log-probs stay alive (the tokens existed before).
+TEST(Plan, SavedActivationsOfFullShardAreUnitInputsAndLogits) {
+  const int64_t B = 2, T = 16;
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    auto plan = plan_memory(input(tiny(), ShardStrategy::FullShard, 1, dtype, B, T));
+    EXPECT_EQ(plan.logits, (c10::elementSize(dtype) + 4) * B * T * 97);
+    EXPECT_EQ(plan.layer_input, static_cast<int64_t>(c10::elementSize(dtype)) * B * T * 32);
+    run_ranks(1, [&](Dist& d, const WorldInfo& w) {
+      ShardOptions o;
+      o.compute_dtype = dtype;
+      ShardedModel sm(make_llama(tiny(), 3), d, w, o);
+      auto b = batch(B, T);
+      CountingAllocator counter;
+      auto logits = sm.forward(b.tokens, b.positions, {});
+      auto loss = cross_entropy_sum(logits, b.targets);
+      const int64_t held = counter.live();
+      const int64_t expected = plan.activations_saved - plan.tokens;
+      // Slack: a few scalars (the loss, nll's total weight).
+      EXPECT_NEAR(static_cast<double>(held), static_cast<double>(expected), 64.0) << c10::toString(dtype);
+      loss.backward();
+    });
+  }
+}
+
+// One plain bf16 decoder layer: what its graph keeps, measured, against the per-token formula.
+TEST(Plan, LayerActivationFormulaMatchesWhatAutogradKeeps) {
+  const int64_t B = 2, T = 32;
+  for (int64_t kv : {4, 2}) {
+    auto c = tiny(kv);
+    auto model = make_llama(c, 5);
+    model->to(at::kBFloat16);
+    auto rope = model->rope().tables(default_positions(B, T, 0, at::kCPU), at::kBFloat16);
+    auto x = at::randn({B, T, c.hidden_size}).to(at::kBFloat16).requires_grad_(true);
+    int64_t held = 0;
+    {
+      CountingAllocator counter;
+      auto out = model->model->layers[0](x, rope, {}, nullptr);
+      held = counter.live() - bytes(out);
+      out.sum().backward();
+    }
+    const int64_t expected = B * T * layer_activation_bytes_per_token(c, at::kBFloat16);
+    EXPECT_NEAR(static_cast<double>(held), static_cast<double>(expected), 0.02 * static_cast<double>(expected))
+        << "kv heads " << kv;
+  }
+}
+
+TEST(Plan, Llama2At70BFitsFullyShardedButNotReplicated) {
+  const auto c70 = llama2(8192, 28672, 80, 64, 8);
+  auto full = plan_memory(input(c70, ShardStrategy::FullShard, 512, at::kBFloat16, 1, 4096));
+  EXPECT_LT(full.total(), int64_t{80} << 30);
+  auto ddp = input(c70, ShardStrategy::NoShard, 8, at::kBFloat16, 1, 4096);
+  ddp.gpus_per_node = 8;
+  EXPECT_GT(plan_memory(ddp).total(), int64_t{80} << 30);
+  // Replicated: 4 (master) + 2 (bf16 copy) + 4 (fp32 grads) + 8 (moments) bytes per parameter at least.
+  EXPECT_GT(plan_memory(ddp).total(), 18 * full.numel);
+}
+
+TEST(Plan, FullShardMemoryFallsWithMoreGpus) {
+  for (const auto& c : {llama2(4096, 11008, 32, 32, 32), llama2(8192, 28672, 80, 64, 8)}) {
+    int64_t last = std::numeric_limits<int64_t>::max();
+    for (int world : {8, 32, 128, 512}) {
+      auto in = input(c, ShardStrategy::FullShard, world, at::kBFloat16, 1, 4096);
+      in.gpus_per_node = 8;
+      auto p = plan_memory(in);
+      EXPECT_LT(p.total(), last) << world;
+      last = p.total();
+    }
+  }
+}
+
+// V=10, D=4, F=6, L=1, H=2, KV=1, head_dim 2: groups embed 40, layer matrices 4*2*(4+2)+3*4*6 =
+// 120, layer norms 8, head 40 + 4: 212 elements.
+TEST(Plan, CommunicationVolumesByHand) {
+  LlamaConfig c = llama2(4, 6, 1, 2, 1);
+  c.vocab_size = 10;
+  auto run = [&](ShardStrategy s, int world, int per_node, int64_t accum) {
+    auto in = input(c, s, world, at::kBFloat16, 1, 4);
+    in.gpus_per_node = per_node, in.grad_accum = accum;
+    return plan_memory(in);
+  };
+  // World 3 pads to 42 + 120 + 9 + 42 + 6 = 219. Two micro-batches of (bf16 gather, bf16
+  // re-gather, fp32 reduce-scatter) at 2/3 of the buffer: 2 * 8 * 219 * 2/3 = 2336.
+  auto fs = run(ShardStrategy::FullShard, 3, 8, 2);
+  EXPECT_EQ(fs.padded, 219);
+  EXPECT_DOUBLE_EQ(fs.intra_bytes, 2336.0);
+  EXPECT_DOUBLE_EQ(fs.inter_bytes, 0.0);
+  // Spanning nodes (3 GPUs per node, world 6 -> padded 42+120+12+42+6 = 222): all on the network.
+  auto fs6 = run(ShardStrategy::FullShard, 6, 3, 1);
+  EXPECT_DOUBLE_EQ(fs6.inter_bytes, 8.0 * 222 * 5 / 6);
+  EXPECT_DOUBLE_EQ(fs6.intra_bytes, 0.0);
+  // Hybrid, 2 nodes of 3: the same intra-node traffic, plus the fp32 shard (219/3 = 73 elements)
+  // all-reduced between 2 replicas: 2 * 4 * 73 * 1/2 = 292.
+  auto hs = run(ShardStrategy::HybridShard, 6, 3, 2);
+  EXPECT_DOUBLE_EQ(hs.intra_bytes, 2336.0);
+  EXPECT_DOUBLE_EQ(hs.inter_bytes, 292.0);
+  // no_shard, 4 GPUs in a node: all-reduce of the 212 fp32 grads once a step = 2 * 848 * 3/4.
+  EXPECT_DOUBLE_EQ(run(ShardStrategy::NoShard, 4, 8, 5).intra_bytes, 1272.0);
+  // shard_grad_op: fp32 reduce-scatter + bf16 gather after the step, (4 + 2) * 212 * 3/4.
+  EXPECT_DOUBLE_EQ(run(ShardStrategy::ShardGradOp, 4, 8, 5).intra_bytes, 954.0);
+  // A world of one talks to nobody.
+  EXPECT_DOUBLE_EQ(run(ShardStrategy::FullShard, 1, 8, 4).intra_bytes, 0.0);
+}
+
+TEST(Plan, StepBoundIsTheSlowerOfComputeAndCommunication) {
+  auto in = input(llama2(4096, 11008, 32, 32, 32), ShardStrategy::FullShard, 64, at::kBFloat16, 1, 4096);
+  in.gpus_per_node = 8;
+  Hardware hw;
+  auto p = plan_memory(in, hw);
+  // 7B at 4096: N = 32 layers * 202,375,168 + the 131,072,000 head = 6,607,077,376 matmul weights.
+  const double per_token = 6.0 * 6607077376.0 + 12.0 * 32 * 4096 * 4096;
+  EXPECT_NEAR(p.compute_s, per_token * 4096 / 989e12, 1e-9);
+  EXPECT_NEAR(p.comm_s, p.inter_bytes / 50e9, 1e-12);
+  EXPECT_DOUBLE_EQ(p.step_bound_s(), std::max(p.compute_s, p.comm_s));
+  EXPECT_GT(p.comm_s, p.compute_s);  // a 7B unit per 4k tokens is network-bound at 50 GB/s
+}
+
+TEST(Plan, RejectsWhatTheEngineRejects) {
+  auto tied = tiny();
+  tied.tie_word_embeddings = true;
+  EXPECT_THROW(plan_memory(input(tied, ShardStrategy::FullShard, 2, at::kFloat, 1, 4)), std::exception);
+  auto in = input(tiny(), ShardStrategy::HybridShard, 12, at::kFloat, 1, 4);
+  in.gpus_per_node = 8;
+  EXPECT_THROW(plan_memory(in), std::exception);
+}
+
+}  // namespace
