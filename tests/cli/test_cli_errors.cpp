@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "agenttune/io/safetensors.h"
+#include "cli_test_util.h"
 #include "test_paths.h"
 
 namespace agenttune {
@@ -14,10 +15,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string bin() {
-  const char* b = std::getenv("AGENTTUNE_BIN");
-  return b ? b : (testing::binary_dir() / "agenttune").string();
-}
+std::string bin() { return testing::agenttune_bin(); }
 
 struct Run {
   int rc;

@@ -16,6 +16,7 @@
 
 #include "agenttune/io/safetensors.h"
 #include "synthetic_corpus.h"
+#include "cli_test_util.h"
 #include "test_paths.h"
 
 extern char** environ;
@@ -25,10 +26,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string bin() {
-  const char* b = std::getenv("AGENTTUNE_BIN");
-  return b ? b : (testing::binary_dir() / "agenttune").string();
-}
+std::string bin() { return testing::agenttune_bin(); }
 
 std::string torchrun(int n) {
   return (testing::source_dir() / ".venv/bin/torchrun").string() + " --no-python --standalone --nproc-per-node " +
@@ -62,17 +60,6 @@ dist: {strategy: )" << strategy << R"(, timeout_s: 20}
   return cfg;
 }
 
-std::map<int64_t, double> losses(const fs::path& run) {
-  std::map<int64_t, double> out;
-  std::ifstream in(run / "metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    out[j.at("step").get<int64_t>()] = j.at("loss").get<double>();
-  }
-  return out;
-}
-
 int run(const std::string& cmd, const fs::path& log) {
   int rc = testing::run_command(cmd + " > " + log.string() + " 2>&1");
   if (rc != 0) {
@@ -101,23 +88,23 @@ TEST_P(TrainDistributed, TwoRanksMatchOneAndCheckpointsReshard) {
   auto root = testing::scratch_dir();
   auto cfg = write_config(root, GetParam());
   ASSERT_EQ(run(train(cfg, root / "one"), root / "one.log"), 0);
-  auto one = losses(root / "one");
+  auto one = testing::run_losses(root / "one");
   ASSERT_EQ(one.size(), 12u);
   EXPECT_LT(one.at(12), one.at(1));
 
   // 2 ranks for the whole run.
   ASSERT_EQ(run(torchrun(2) + train(cfg, root / "two"), root / "two.log"), 0);
-  expect_close(losses(root / "two"), one, 1, 12);
+  expect_close(testing::run_losses(root / "two"), one, 1, 12);
 
   // Saved at 2, resumed at 1.
   ASSERT_EQ(run(torchrun(2) + train(cfg, root / "2to1", "--exit-after-steps 6"), root / "2to1a.log"), 0);
   ASSERT_EQ(run(train(cfg, root / "2to1", "--resume auto"), root / "2to1b.log"), 0);
-  expect_close(losses(root / "2to1"), one, 1, 12);
+  expect_close(testing::run_losses(root / "2to1"), one, 1, 12);
 
   // Saved at 1, resumed at 2.
   ASSERT_EQ(run(train(cfg, root / "1to2", "--exit-after-steps 6"), root / "1to2a.log"), 0);
   ASSERT_EQ(run(torchrun(2) + train(cfg, root / "1to2", "--resume auto"), root / "1to2b.log"), 0);
-  expect_close(losses(root / "1to2"), one, 7, 12);
+  expect_close(testing::run_losses(root / "1to2"), one, 7, 12);
 
   // Export streams from the 2-rank checkpoint and equals the 1-rank export of the same step.
   for (auto name : {"one", "two"})

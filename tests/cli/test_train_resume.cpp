@@ -18,6 +18,7 @@
 #include "agenttune/io/hf_checkpoint.h"
 #include "agenttune/io/safetensors.h"
 #include "synthetic_corpus.h"
+#include "cli_test_util.h"
 #include "test_paths.h"
 
 extern char** environ;
@@ -27,10 +28,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string bin() {
-  const char* b = std::getenv("AGENTTUNE_BIN");
-  return b ? b : (testing::binary_dir() / "agenttune").string();
-}
+std::string bin() { return testing::agenttune_bin(); }
 
 // Data + a config small enough for CI yet with steps slow enough (~50 ms) to kill between them.
 fs::path write_config(const fs::path& root) {
@@ -59,17 +57,6 @@ checkpoint: {interval: 5, keep_last: 2}
 metrics: {tensorboard: false}
 )";
   return cfg;
-}
-
-std::map<int64_t, double> losses(const fs::path& run) {
-  std::map<int64_t, double> out;
-  std::ifstream in(run / "metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    out[j.at("step").get<int64_t>()] = j.at("loss").get<double>();
-  }
-  return out;
 }
 
 pid_t spawn(const std::string& cmd) {
@@ -116,7 +103,7 @@ class TrainResume : public ::testing::Test {
     cfg_ = write_config(root_);
     int rc = testing::run_command(train_cmd(cfg_, root_ / "full"));
     ASSERT_EQ(rc, 0) << testing::run_command("cat " + (root_ / "full.log").string());
-    full_ = losses(root_ / "full");
+    full_ = testing::run_losses(root_ / "full");
     ASSERT_EQ(full_.size(), 10u);
     EXPECT_LT(full_.at(10), full_.at(1)) << "the loss did not fall";
   }
@@ -135,7 +122,7 @@ TEST_F(TrainResume, SigkillAfterCheckpointThenResumeIsBitIdentical) {
 
   int rc = testing::run_command(train_cmd(cfg_, out, "--resume auto"));
   ASSERT_EQ(rc, 0) << testing::run_command("cat " + out.string() + ".log");
-  auto resumed = losses(out);
+  auto resumed = testing::run_losses(out);
   ASSERT_EQ(resumed.size(), 10u);
   for (auto [step, loss] : full_) EXPECT_EQ(resumed.at(step), loss) << "step " << step;  // bit-identical
   expect_same_final_weights(root_ / "full", out);
@@ -150,12 +137,12 @@ TEST_F(TrainResume, SigtermCheckpointsExits143AndResumes) {
   int rc = wait_exit(pid);
   if (rc == 0) GTEST_SKIP() << "the run finished before SIGTERM arrived";
   EXPECT_EQ(rc, 143);
-  auto latest = losses(out).rbegin()->first;
+  auto latest = testing::run_losses(out).rbegin()->first;
   EXPECT_TRUE(fs::exists(out / "checkpoints" / fmt::format("step_{:08d}", latest) / "COMPLETE"));
 
   rc = testing::run_command(train_cmd(cfg_, out, "--set checkpoint.interval=100 --resume auto"));
   ASSERT_EQ(rc, 0);
-  auto resumed = losses(out);
+  auto resumed = testing::run_losses(out);
   for (auto [step, loss] : full_) EXPECT_EQ(resumed.at(step), loss) << "step " << step;
 }
 

@@ -212,7 +212,7 @@ TEST(Plan, LayerActivationFormulaMatchesWhatAutogradKeeps) {
     int64_t held = 0;
     {
       CountingAllocator counter;
-      auto out = model->model->layers[0](x, rope, {}, nullptr);
+      auto out = model->model->layers[0]->forward(x, rope, AttentionSpec{}, nullptr);
       held = counter.live() - bytes(out);
       out.sum().backward();
     }
