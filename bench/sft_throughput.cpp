@@ -184,6 +184,8 @@ int main(int argc, char** argv) {
                 static_cast<long long>(t), static_cast<long long>(tr));
   };
   row(transform ? "agenttune prepare_sft (+align)" : "agenttune prepare_sft", ours_s, convs, tokens, trained);
+  std::printf("%-34s read %.2f s, transforms %.2f s, render + write %.2f s\n", "  of which", report.read_seconds,
+              report.transform_seconds, report.render_seconds);
   const double py_s = py.at("seconds").get<double>();
   row("python reference (" + py.at("tokenizer").get<std::string>() + ")", py_s, py.at("conversations").get<int64_t>(),
       py.at("tokens").get<int64_t>(), py.at("trained_tokens").get<int64_t>());

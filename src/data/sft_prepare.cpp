@@ -199,6 +199,12 @@ void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uin
 
 SftPrepareReport prepare_sft(const SftPrepareConfig& cfg) {
   const auto t0 = std::chrono::steady_clock::now();
+  auto lap = [last = t0]() mutable {
+    const auto now = std::chrono::steady_clock::now();
+    const double s = std::chrono::duration<double>(now - last).count();
+    last = now;
+    return s;
+  };
   cfg.validate("sft prepare config");
   SftPrepareReport report;
   Tokenizer tok = Tokenizer::load(cfg.tokenizer);
@@ -229,6 +235,7 @@ SftPrepareReport prepare_sft(const SftPrepareConfig& cfg) {
     }
     pending.push_back(std::move(p));
   }
+  report.read_seconds = lap();
 
   if (!pool.empty()) {
     std::map<std::string, int64_t> before;
@@ -262,6 +269,8 @@ SftPrepareReport prepare_sft(const SftPrepareConfig& cfg) {
     }
   }
 
+  report.transform_seconds = lap();
+
   const int threads = cfg.threads > 0 ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
   const Renderer renderer{*tmpl, tok, threads};
   for (auto& p : pending) {
@@ -270,6 +279,7 @@ SftPrepareReport prepare_sft(const SftPrepareConfig& cfg) {
     report.datasets.push_back(std::move(p.report));
     if (cfg.progress) log::info("sft prepare: {}", report.datasets.back().summary_line());
   }
+  report.render_seconds = lap();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return report;
 }
@@ -287,7 +297,8 @@ std::string SftPrepareReport::summary() const {
   for (const auto& d : datasets) s += d.summary_line() + "\n";
   for (const auto* t : {&transforms.align, &transforms.balance, &transforms.format_following, &transforms.negatives})
     if (!t->counts.empty()) s += t->summary() + "\n";
-  return s + fmt::format("{:.1f} s\n", seconds);
+  return s + fmt::format("{:.1f} s (read {:.1f}, transforms {:.1f}, render + write {:.1f})\n", seconds,
+                         read_seconds, transform_seconds, render_seconds);
 }
 
 }  // namespace agenttune

@@ -35,12 +35,12 @@ int64_t layer_activation_bytes_per_token(const LlamaConfig& c, c10::ScalarType c
   const int64_t D = c.hidden_size, hd = c.resolved_head_dim();
   const int64_t dq = c.num_attention_heads * hd, dkv = c.num_key_value_heads * hd;
   // Each RMSNorm keeps its fp32 input (the upcast copy, or the input itself in fp32) for pow's
-  // backward and its normalised output in the compute dtype for the weight's; the q/k/v and MLP
-  // linears share the latter. RoPE multiplies by constant tables, so autograd keeps only q and k
+  // backward, the fp32 rsqrt per token, the normalised input in the compute dtype for the weight's
+  // grad, and its output (for the q/k/v or gate/up linears' grads). RoPE multiplies by constant tables, so autograd keeps only q and k
   // after rotation; SDPA keeps q, k, v, its output (which o_proj reads through a view: the fused
   // kernels write it [B, T, H, hd]) and an fp32 logsumexp per head. SwiGLU keeps gate, silu(gate),
   // up and their product.
-  const int64_t norms = 2 * (4 + s) * D;
+  const int64_t norms = 2 * ((4 + 2 * s) * D + 4);
   const int64_t attention = s * (2 * dq + 2 * dkv) + 4 * c.num_attention_heads;
   const int64_t mlp = 4 * s * c.intermediate_size;
   return norms + attention + mlp;
@@ -108,9 +108,8 @@ MemoryPlan plan_memory(const PlanInput& in, const Hardware& hw) {
   p.rope = 2 * s * BT * c.resolved_head_dim();
   p.layer_input = s * BT * c.hidden_size;
   p.layer_full = BT * layer_activation_bytes_per_token(c, in.compute_dtype);
-  // Per-unit strategies save only the head's input; a plain head keeps its norm's fp32 input and
-  // normalised output, as in a layer.
-  p.head_saved = per_unit ? p.layer_input : (4 + s) * BT * c.hidden_size;
+  // Per-unit strategies save only the head's input; a plain head keeps what a layer's norm keeps.
+  p.head_saved = per_unit ? p.layer_input : BT * ((4 + 2 * s) * c.hidden_size + 4);
   p.logits = (s + 4) * BT * c.vocab_size;
   const int64_t layers = c.num_hidden_layers * (p.checkpointing ? p.layer_input : p.layer_full);
   p.activations_saved = p.tokens + p.rope + layers + p.head_saved + p.logits;

@@ -90,7 +90,8 @@ struct SftDatasetReport {
 struct SftPrepareReport {
   std::vector<SftDatasetReport> datasets;  // config order, then format_following, negatives
   TransformReports transforms;
-  double seconds = 0;
+  double seconds = 0;  // in all, and per stage (render includes writing the shards)
+  double read_seconds = 0, transform_seconds = 0, render_seconds = 0;
   std::string summary() const;
 };
 
