@@ -5,6 +5,8 @@
 #   3. train     continued pretraining on a 10:1 code:text mixture (the Lemur recipe), loss falling
 #   4. export    the last checkpoint -> a Hugging Face folder (bf16)
 #   5. generate  reload the exported model and decode with a KV cache
+#   6. agent SFT AgentInstruct + ShareGPT samples -> AgentLM template with loss masks -> SFT shards,
+#                then hybrid instruction tuning from the pretrained export, export, and a chat reply
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
@@ -36,4 +38,18 @@ echo "== 4. export: last checkpoint -> $OUT/exported (bf16 Hugging Face folder)"
 
 echo "== 5. generate: the trained model continues a prompt"
 "$BIN" generate --model "$OUT/exported" --prompt "def fibonacci(n):" --max-new-tokens 24
-echo "== demo done: metrics in $OUT/pretrain/metrics.jsonl, TensorBoard: tensorboard --logdir $OUT/pretrain/tb"
+echo "== 6. agent SFT: AgentInstruct + ShareGPT -> agentlm template -> masked shards -> tuning -> chat"
+"$BIN" prepare --config "$ROOT/configs/tiny/sft_prepare.yaml" \
+  --set "datasets.0.output=$OUT/sft_data/agentinstruct" --set "datasets.1.output=$OUT/sft_data/sharegpt"
+"$BIN" train --config "$ROOT/configs/tiny/sft.yaml" --set "output_dir=$OUT/sft" --set "model.init_from=$OUT/exported" \
+  --set "data.sources.0.path=$OUT/sft_data/agentinstruct" --set "data.sources.1.path=$OUT/sft_data/sharegpt"
+python3 - "$OUT/sft/metrics.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"SFT loss on assistant tokens {rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}; "
+      f"agent share of trained tokens {rows[-1]['share/agentinstruct']:.3f}")
+PY
+"$BIN" export --checkpoint "$OUT/sft/checkpoints" --out "$OUT/agent" --dtype bfloat16
+"$BIN" generate --model "$OUT/agent" --template agentlm --prompt "How many .log files are in /var/tmp?" \
+  --max-new-tokens 24
+echo "== demo done: metrics in $OUT/pretrain/metrics.jsonl and $OUT/sft/metrics.jsonl (TensorBoard: tensorboard --logdir $OUT)"

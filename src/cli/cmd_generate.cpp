@@ -4,6 +4,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "agenttune/chat/template.h"
 #include "agenttune/io/hf_checkpoint.h"
 #include "agenttune/model/generation.h"
 #include "agenttune/model/llama_config.h"
@@ -16,7 +17,7 @@ namespace agenttune::cli {
 
 namespace {
 struct GenerateArgs {
-  std::string model_dir, prompt, prompt_ids, tokenizer, dtype;
+  std::string model_dir, prompt, prompt_ids, tokenizer, dtype, chat_template, system;
   SamplingOptions sampling;
   std::vector<int64_t> stop_ids;
   bool no_bos = false, json = false;
@@ -52,7 +53,20 @@ int run_generate(GenerateArgs& a) {
     prompt = parse_ids(a.prompt_ids);
   } else {
     if (!tok) fail("{}: no tokenizer to encode --prompt (pass --tokenizer FILE or --prompt-ids)", tok_path.string());
-    for (int32_t id : tok->encode(a.prompt, !a.no_bos)) prompt.push_back(id);
+    if (!a.chat_template.empty()) {
+      // A chat reply: the prompt is one user turn rendered by the template up to the open
+      // assistant turn, and generation stops at the template's end-of-turn ids.
+      auto tmpl = make_template(a.chat_template);
+      prepare_tokenizer(*tmpl, *tok);
+      Conversation conv;
+      if (!a.system.empty()) conv.turns.push_back({Role::System, a.system, std::nullopt, ""});
+      conv.turns.push_back({Role::User, a.prompt, std::nullopt, ""});
+      for (int32_t id : tmpl->generation_prompt_ids(conv, *tok)) prompt.push_back(id);
+      if (a.stop_ids.empty())
+        for (int32_t id : tmpl->stop_ids(*tok)) a.stop_ids.push_back(id);
+    } else {
+      for (int32_t id : tok->encode(a.prompt, !a.no_bos)) prompt.push_back(id);
+    }
   }
   int64_t vocab = loaded.model->config().vocab_size;
   for (auto id : prompt)
@@ -106,6 +120,10 @@ Command generate_command() {
     s->add_option("--seed", a->sampling.seed, "sampling seed");
     s->add_option("--dtype", a->dtype, "float32 | bfloat16 | float16 (default: the checkpoint's)");
     s->add_flag("--no-bos", a->no_bos, "do not prepend BOS to the prompt");
+    s->add_option("--template", a->chat_template,
+                  "chat template (llama-2-chat, agentlm, agent-flan, chatml, toolllama, vicuna): treat --prompt as a "
+                  "user turn and stop at the template's end of turn");
+    s->add_option("--system", a->system, "system prompt for --template");
     s->add_flag("--json", a->json, "print {prompt_ids, new_ids, text} as JSON");
     return s;
   };

@@ -1,8 +1,12 @@
-// agenttune prepare --config FILE: raw corpora (JSONL, text, gz, zst) -> token shards.
+// agenttune prepare --config FILE: raw corpora (JSONL, text, gz, zst) -> token shards, or, when
+// the config lists `datasets:` instead of `corpora:`, chat/agent datasets -> SFT token shards with
+// loss masks (read -> Agent-FLAN transforms -> chat template -> shards).
 #include "agenttune/config/load.h"
 #include "agenttune/config/prepare_config.h"
 #include "agenttune/data/prepare.h"
+#include "agenttune/data/sft_prepare.h"
 #include "agenttune/util/log.h"
+#include "agenttune/util/error.h"
 #include "commands.h"
 
 namespace agenttune::cli {
@@ -28,8 +32,16 @@ Command prepare_command() {
   };
   c.run = [a] {
     auto overrides = a->overrides;
-    if (!a->on_error.empty()) overrides.push_back("on_error=" + a->on_error);
     if (a->threads >= 0) overrides.push_back("threads=" + std::to_string(a->threads));
+    if (parse_yaml(read_text_file(a->config), a->config)["datasets"]) {
+      if (!a->on_error.empty())
+        fail("--on-error applies to pretraining corpora; SFT datasets set datasets[].policies.bad_record");
+      if (a->no_progress) overrides.push_back("progress=false");
+      auto report = prepare_sft(load_config<SftPrepareConfig>(a->config, overrides));
+      if (a->no_progress) log::info("{}", report.summary());  // otherwise already logged per dataset
+      return 0;
+    }
+    if (!a->on_error.empty()) overrides.push_back("on_error=" + a->on_error);
     auto cfg = load_config<PrepareConfig>(a->config, overrides);
     for (const auto& corpus : cfg.corpora) {
       PrepareOptions o;

@@ -101,6 +101,7 @@ void Mixture::fill_window(int64_t* tokens, int64_t* targets, int64_t* positions,
   const int64_t T = opts_.seq_len;
   int64_t filled = 0, segment = 0;
   std::vector<int64_t> buf;
+  std::vector<uint8_t> mask;
   while (filled < T) {
     if (state_.carry_doc < 0) {
       auto [s, d] = next_document(pick_source());
@@ -114,20 +115,35 @@ void Mixture::fill_window(int64_t* tokens, int64_t* targets, int64_t* positions,
     int64_t take = std::min(left, T - filled);
     // One token past the window, when it exists in this document, so the last target is real.
     int64_t peek = std::min<int64_t>(take + 1, left);
+    // SFT corpora carry a loss mask: mask[t] says whether token t is a trained target (predicted
+    // from t-1), so the target at window position k (token k+1) is kept only where mask[k+1] is 1.
+    // The mask is read even for another rank's window: trained-token counts steer the mixture.
+    const bool masked = src.data.has_mask();
+    if (masked) {
+      mask.resize(peek);
+      src.data.read_mask(state_.carry_doc, state_.carry_offset, peek, mask.data());
+    }
     bool materialise = tokens != nullptr;
     if (materialise) {
       buf.resize(peek);
       src.data.read(state_.carry_doc, state_.carry_offset, peek, buf.data());
       for (int64_t k = 0; k < take; ++k) {
         tokens[filled + k] = buf[k];
-        targets[filled + k] = k + 1 < peek ? buf[k + 1] : kIgnoreIndex;
+        bool trained_target = k + 1 < peek && (!masked || mask[k + 1] != 0);
+        targets[filled + k] = trained_target ? buf[k + 1] : kIgnoreIndex;
         positions[filled + k] = k;
         doc_ids[filled + k] = segment;
       }
     }
     int64_t trained = peek - 1 < take ? take - 1 : take;
+    if (masked) {
+      trained = 0;
+      for (int64_t k = 0; k + 1 < peek && k < take; ++k) trained += mask[k + 1] != 0;
+    }
     source_tokens[state_.carry_source] += trained;
-    state_.sources[state_.carry_source].tokens += take;
+    // The deficit rule balances trained tokens: for pretraining that is every token placed, for
+    // SFT only the masked-in targets.
+    state_.sources[state_.carry_source].tokens += masked ? trained : take;
     filled += take;
     ++segment;
     state_.carry_offset += take;
