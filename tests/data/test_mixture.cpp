@@ -7,6 +7,7 @@
 #include <set>
 
 #include "agenttune/data/mixture.h"
+#include "agenttune/data/token_shards.h"
 #include "synthetic_corpus.h"
 #include "test_paths.h"
 
@@ -139,6 +140,54 @@ TEST(Mixture, BadSourcesAreRefusedWithTheirName) {
     FAIL() << "expected an error";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("does_not_exist"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace agenttune
+
+namespace agenttune {
+namespace {
+
+TEST(Mixture, SftMasksDecideWhichTargetsTrain) {
+  // Document d: tokens 100+i, mask 1 on every third token (a stand-in for assistant spans).
+  auto dir = testing::scratch_dir() / "sft";
+  std::filesystem::create_directories(dir);
+  TokenShardWriter w(dir, "shard_00000", 32000);
+  for (int d = 0; d < 20; ++d) {
+    std::vector<int32_t> t(50 + d);
+    std::vector<uint8_t> m(t.size());
+    for (size_t i = 0; i < t.size(); ++i) t[i] = static_cast<int32_t>(100 + i), m[i] = i % 3 == 0;
+    w.add_document(t, m);
+  }
+  auto e = w.finish();
+  ShardManifest man;
+  man.vocab_size = 32000, man.dtype = shard_dtype_for_vocab(32000), man.documents = e.documents, man.tokens = e.tokens;
+  man.has_mask = true, man.trained_tokens = e.trained_tokens, man.shards = {e};
+  man.write(dir / "manifest.json");
+
+  MixtureOptions o;
+  o.sources = {{"sft", dir, 1.0}};
+  o.seq_len = 64;
+  Mixture m(o);
+  for (int step = 0; step < 10; ++step) {
+    auto b = m.next_batch(2);
+    auto tok = b.tokens.accessor<int64_t, 2>();
+    auto tgt = b.targets.accessor<int64_t, 2>();
+    auto doc = b.doc_ids.accessor<int64_t, 2>();
+    int64_t trained = 0;
+    for (int r = 0; r < 2; ++r)
+      for (int t = 0; t + 1 < 64; ++t) {
+        bool same_doc = doc[r][t] == doc[r][t + 1];
+        bool next_is_trained = same_doc && (tok[r][t + 1] - 100) % 3 == 0;
+        EXPECT_EQ(tgt[r][t] != -100, next_is_trained) << "row " << r << " pos " << t;
+        if (tgt[r][t] != -100) {
+          EXPECT_EQ(tgt[r][t], tok[r][t + 1]);
+          ++trained;
+        }
+      }
+    for (int r = 0; r < 2; ++r) trained += tgt[r][63] != -100;
+    EXPECT_EQ(trained, b.trained_tokens);
   }
 }
 
