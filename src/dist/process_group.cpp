@@ -195,6 +195,7 @@ void Dist::run(std::string_view op, std::string_view what, F&& start) {
     c10::intrusive_ptr<c10d::Work> work = start();
     // A limit makes NCCL's otherwise stream-ordered wait block the CPU and throw on timeout.
     work->wait(wait_limit_);
+    comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } catch (const std::exception& e) {
     failed_ = true;
     auto took = std::chrono::duration_cast<ms>(std::chrono::steady_clock::now() - t0);

@@ -65,6 +65,9 @@ class Dist {
   // For callers that overlap communication with compute (FSDP streams); they own error handling.
   const c10::intrusive_ptr<c10d::Backend>& backend() const { return backend_; }
   c10d::Store& store() const { return *store_; }
+  // Wall time this rank has spent waiting in collectives so far. Collectives are synchronous, so
+  // none of it overlaps compute: the share of a step it takes is communication left exposed.
+  double comm_seconds() const { return comm_seconds_; }
 
   // `what` names the payload in error messages ("grad_norm", "layers.3 params").
   void all_reduce(at::Tensor& t, Reduce op = Reduce::Sum, std::string_view what = "tensor");
@@ -97,6 +100,7 @@ class Dist {
   DistOptions opts_;
   std::chrono::milliseconds wait_limit_{0};
   bool failed_ = false;
+  double comm_seconds_ = 0;
 };
 
 }  // namespace agenttune::dist
