@@ -49,7 +49,7 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"SFT loss on assistant tokens {rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}; "
       f"agent share of trained tokens {rows[-1]['share/agentinstruct']:.3f}")
 PY
-"$BIN" export --checkpoint "$OUT/sft/checkpoints" --out "$OUT/agent" --dtype bfloat16
+"$BIN" export --checkpoint "$OUT/sft/checkpoints" --out "$OUT/agent" --dtype bfloat16 --template agentlm
 "$BIN" generate --model "$OUT/agent" --template agentlm --prompt "How many .log files are in /var/tmp?" \
   --max-new-tokens 24
 echo "== demo done: metrics in $OUT/pretrain/metrics.jsonl and $OUT/sft/metrics.jsonl (TensorBoard: tensorboard --logdir $OUT)"

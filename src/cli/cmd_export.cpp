@@ -5,7 +5,9 @@
 
 #include <chrono>
 
+#include "agenttune/chat/template.h"
 #include "agenttune/io/hf_checkpoint.h"
+#include "agenttune/io/json_file.h"
 #include "agenttune/io/hf_config.h"
 #include "agenttune/io/safetensors.h"
 #include "agenttune/model/llama_config.h"
@@ -33,7 +35,7 @@ std::vector<TensorPlan> plan_from_layout(const LoadedCheckpoint& ck, c10::Scalar
 
 Command export_command() {
   struct Args {
-    std::string checkpoint, out, dtype = "bfloat16", tokenizer;
+    std::string checkpoint, out, dtype = "bfloat16", tokenizer, chat_template;
     uint64_t max_shard_mb = 5 * 1024;
   };
   auto a = std::make_shared<Args>();
@@ -46,6 +48,8 @@ Command export_command() {
     s->add_option("--dtype", a->dtype, "float32 | bfloat16 | float16");
     s->add_option("--tokenizer", a->tokenizer, "tokenizer .model or folder to copy (default: the run's)");
     s->add_option("--max-shard-mb", a->max_shard_mb, "largest safetensors shard in MiB")->check(CLI::PositiveNumber);
+    s->add_option("--template", a->chat_template,
+                  "chat template the model was tuned with: written into tokenizer_config.json as chat_template");
     return s;
   };
   c.run = [a] {
@@ -68,6 +72,14 @@ Command export_command() {
     std::string tok = a->tokenizer.empty() ? ck.meta.value("config", nlohmann::json::object()).value("tokenizer", "")
                                            : a->tokenizer;
     if (!tok.empty()) copy_tokenizer_files(tok, a->out);
+    if (!a->chat_template.empty()) {
+      // transformers' apply_chat_template then renders prompts exactly as training did.
+      auto tmpl = make_template(a->chat_template);
+      auto cfg_path = std::filesystem::path(a->out) / "tokenizer_config.json";
+      auto tc = std::filesystem::exists(cfg_path) ? read_json_file(cfg_path) : nlohmann::json::object();
+      tc["chat_template"] = tmpl->jinja();
+      write_file_atomic(cfg_path, tc.dump(2) + "\n");
+    }
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log::info("exported step {} of {} as {} ({} file(s), {:.1f} MB) to {} in {:.2f}s ({:.0f} MB/s)", ck.step,
               dir.string(), a->dtype, written.files.size(), written.total_bytes / 1e6, a->out, s,
