@@ -78,6 +78,21 @@ Command export_command() {
       auto cfg_path = std::filesystem::path(a->out) / "tokenizer_config.json";
       auto tc = std::filesystem::exists(cfg_path) ? read_json_file(cfg_path) : nlohmann::json::object();
       tc["chat_template"] = tmpl->jinja();
+      // Templates that add tokens (ChatML) trained with them at ids after the base vocabulary;
+      // transformers must map the same strings to the same ids.
+      auto added = tmpl->added_tokens();
+      if (!added.empty()) {
+        nlohmann::json ids = nlohmann::json::object(), decoder = nlohmann::json::object();
+        const int64_t base = cfg.vocab_size - static_cast<int64_t>(added.size());
+        for (size_t i = 0; i < added.size(); ++i) {
+          ids[added[i]] = base + static_cast<int64_t>(i);
+          decoder[std::to_string(base + static_cast<int64_t>(i))] = {
+              {"content", added[i]}, {"special", true}, {"lstrip", false}, {"rstrip", false},
+              {"normalized", false}, {"single_word", false}};
+        }
+        tc["added_tokens_decoder"] = decoder;
+        write_file_atomic(std::filesystem::path(a->out) / "added_tokens.json", ids.dump(2) + "\n");
+      }
       write_file_atomic(cfg_path, tc.dump(2) + "\n");
     }
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -177,6 +177,12 @@ PackedBatch Mixture::next_batch(int64_t batch, int rank, int world) {
   return b;
 }
 
+int64_t Mixture::max_vocab_size() const {
+  int64_t v = 0;
+  for (const auto& s : sources_) v = std::max(v, s->data.manifest().vocab_size);
+  return v;
+}
+
 void Mixture::restore(const MixtureState& s) {
   if (s.sources.size() != sources_.size())
     fail("data state has {} sources but the config lists {}", s.sources.size(), sources_.size());

@@ -1,4 +1,5 @@
 #include "agenttune/model/llama.h"
+#include "agenttune/util/error.h"
 
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
@@ -146,6 +147,31 @@ LlamaForCausalLM make_llama(const LlamaConfig& c, uint64_t seed, const at::Devic
   m->reset_parameters(seed);
   m->to(device, c.dtype);
   return m;
+}
+
+LlamaForCausalLM grow_vocab(LlamaForCausalLM& model, int64_t new_vocab) {
+  LlamaConfig c = model->config();
+  if (new_vocab < c.vocab_size)
+    fail("cannot shrink the vocabulary from {} to {} tokens", c.vocab_size, new_vocab);
+  if (new_vocab == c.vocab_size) return model;
+  const int64_t old_vocab = c.vocab_size;
+  c.vocab_size = new_vocab;
+  LlamaForCausalLM grown(c);
+  at::NoGradGuard no_grad;
+  auto old_params = model->named_parameters();
+  for (auto& item : grown->named_parameters()) {
+    const auto& src = old_params[item.key()];
+    auto& dst = item.value();
+    dst.set_data(dst.to(src.device(), src.scalar_type()));
+    if (src.sizes() == dst.sizes()) {
+      dst.copy_(src);
+    } else {  // embedding or head: [vocab, hidden]
+      dst.narrow(0, 0, old_vocab).copy_(src);
+      dst.narrow(0, old_vocab, new_vocab - old_vocab).copy_(src.mean(0, /*keepdim=*/true).expand({new_vocab - old_vocab, -1}));
+    }
+  }
+  grown->activation_checkpointing = model->activation_checkpointing;
+  return grown;
 }
 
 at::Tensor default_positions(int64_t batch, int64_t length, int64_t past_length,

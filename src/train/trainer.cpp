@@ -157,6 +157,11 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
 
   Mixture data(mixture_options(cfg));
   auto model = build_model(cfg);
+  if (data.max_vocab_size() > model->config().vocab_size) {
+    log::info("model: vocabulary grows from {} to {} tokens for the data's added tokens", model->config().vocab_size,
+              data.max_vocab_size());
+    model = grow_vocab(model, data.max_vocab_size());
+  }
   dist::ShardOptions so;
   so.strategy = dist::parse_shard_strategy(cfg.dist.strategy);
   so.compute_dtype = cfg.model.compute_dtype;

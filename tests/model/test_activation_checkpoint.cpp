@@ -9,6 +9,7 @@
 #include "agenttune/model/activation_checkpoint.h"
 #include "agenttune/model/llama.h"
 #include "agenttune/model/loss.h"
+#include "agenttune/util/error.h"
 
 namespace agenttune {
 namespace {
@@ -113,6 +114,32 @@ TEST(ActivationCheckpoint, RecomputesOnlyWhenTraining) {
   auto inference = checkpointed_layer(layer, x, rope, {});
   EXPECT_FALSE(inference.requires_grad());
   EXPECT_TRUE(at::equal(inference, out));
+}
+
+}  // namespace
+}  // namespace agenttune
+
+namespace agenttune {
+namespace {
+
+TEST(GrowVocab, KeepsOldRowsAndStartsNewOnesAtTheMean) {
+  LlamaConfig c;
+  c.vocab_size = 50, c.hidden_size = 16, c.intermediate_size = 32, c.num_hidden_layers = 1;
+  c.num_attention_heads = 2, c.num_key_value_heads = 1, c.max_position_embeddings = 32;
+  auto m = make_llama(c, 3);
+  auto grown = grow_vocab(m, 55);
+  EXPECT_EQ(grown->config().vocab_size, 55);
+  auto old_emb = m->model->embed_tokens->weight;
+  auto new_emb = grown->model->embed_tokens->weight;
+  EXPECT_TRUE(at::equal(new_emb.narrow(0, 0, 50), old_emb));
+  EXPECT_TRUE(at::allclose(new_emb[52], old_emb.mean(0)));
+  EXPECT_TRUE(at::allclose(grown->lm_head->weight[54], m->lm_head->weight.mean(0)));
+  // Old tokens give the old logits on the old columns.
+  at::NoGradGuard ng;
+  auto tokens = at::arange(0, 10, at::kLong).unsqueeze(0);
+  auto pos = default_positions(1, 10, 0, at::kCPU);
+  EXPECT_TRUE(at::allclose(grown->forward(tokens, pos).narrow(-1, 0, 50), m->forward(tokens, pos)));
+  EXPECT_THROW(grow_vocab(m, 40), Error);
 }
 
 }  // namespace

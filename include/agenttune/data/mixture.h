@@ -67,6 +67,8 @@ class Mixture {
   // Realised share of trained tokens per source so far.
   std::vector<double> shares() const;
   const MixtureOptions& options() const { return opts_; }
+  // The largest vocabulary any source was prepared with (ChatML data adds tokens to Llama-2's).
+  int64_t max_vocab_size() const;
 
   // A fresh, deterministic pass over the held-out documents, packed the same way.
   std::vector<PackedBatch> validation_batches(int64_t batch, int64_t count) const;

@@ -108,6 +108,11 @@ TORCH_MODULE(LlamaForCausalLM);
 LlamaForCausalLM make_llama(const LlamaConfig& c, uint64_t seed = 0,
                             const at::Device& device = at::kCPU);
 
+// The same model with a vocabulary grown to `new_vocab` (ChatML's added tokens): existing rows of
+// the embedding and head are kept, new rows start at the mean of the old ones (as transformers'
+// resize_token_embeddings does), so the new tokens begin as an average token, not noise.
+LlamaForCausalLM grow_vocab(LlamaForCausalLM& model, int64_t new_vocab);
+
 // positions [B, T] = past_length + arange(T).
 at::Tensor default_positions(int64_t batch, int64_t length, int64_t past_length,
                              const at::Device& device);
