@@ -4,6 +4,8 @@
 // Ranks are threads over a shared HashStore, each with its own Gloo group.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
+#include "thread_ranks.h"
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include <functional>
@@ -45,26 +47,7 @@ Batch rows_for(const Batch& b, int r, int w) {
   return {b.tokens.index_select(0, idx), b.targets.index_select(0, idx), b.positions.index_select(0, idx)};
 }
 
-void run_ranks(int n, const std::function<void(Dist&, const WorldInfo&)>& fn) {
-  auto store = c10::make_intrusive<c10d::HashStore>();
-  std::vector<std::thread> threads;
-  std::vector<std::string> errors(n);
-  for (int r = 0; r < n; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        DistOptions o;
-        o.timeout = std::chrono::seconds(30);
-        Dist d(store, r, n, c10::Device(c10::kCPU), o);
-        WorldInfo w;
-        w.rank = r, w.world_size = n, w.local_rank = r, w.local_world_size = n;
-        fn(d, w);
-      } catch (const std::exception& e) {
-        errors[r] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (int r = 0; r < n; ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
-}
+using agenttune::testing::run_ranks;
 
 // Relative difference in norm: ||a - b|| / ||b||. Rank counts change the order of fp32 sums, and
 // AdamW's normalised update magnifies that noise on single elements with near-zero gradients, so

@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <c10/core/CPUAllocator.h>
 #include <gtest/gtest.h>
+
+#include "thread_ranks.h"
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include <mutex>
@@ -93,26 +95,7 @@ class CountingScope {
   int64_t start_;
 };
 
-void run_ranks(int n, const std::function<void(Dist&, const WorldInfo&)>& fn) {
-  auto store = c10::make_intrusive<c10d::HashStore>();
-  std::vector<std::thread> threads;
-  std::vector<std::string> errors(n);
-  for (int r = 0; r < n; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        DistOptions o;
-        o.timeout = std::chrono::seconds(30);
-        Dist d(store, r, n, c10::Device(c10::kCPU), o);
-        WorldInfo w;
-        w.rank = r, w.world_size = n, w.local_rank = r, w.local_world_size = n;
-        fn(d, w);
-      } catch (const std::exception& e) {
-        errors[r] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (int r = 0; r < n; ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
-}
+using agenttune::testing::run_ranks;
 
 PlanInput input(const LlamaConfig& c, ShardStrategy s, int world, c10::ScalarType dtype, int64_t B, int64_t T) {
   PlanInput in;

@@ -1,0 +1,38 @@
+#pragma once
+// Ranks as threads in one process over a shared HashStore, each with its own Gloo group: the
+// fast way to test sharded code on 2 cores. Every rank's error is reported as a test failure.
+#include <gtest/gtest.h>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agenttune/dist/process_group.h"
+
+namespace agenttune::testing {
+
+inline void run_ranks(int n, const std::function<void(dist::Dist&, const dist::WorldInfo&)>& fn) {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(n);
+  for (int r = 0; r < n; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        dist::DistOptions o;
+        o.timeout = std::chrono::seconds(30);
+        dist::Dist d(store, r, n, c10::Device(c10::kCPU), o);
+        dist::WorldInfo w;
+        w.rank = r, w.world_size = n, w.local_rank = r, w.local_world_size = n;
+        fn(d, w);
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < n; ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
+}
+
+}  // namespace agenttune::testing
