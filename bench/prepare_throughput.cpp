@@ -1,8 +1,8 @@
 // prepare throughput, side by side in one run on the same generated corpus:
 //   agenttune prepare      prepare_corpus(): read, parse, tokenize, write shards
 //   python reference       bench/prepare_reference.py: sentencepiece in N processes, writing a .bin
-//   encoder ceilings       the texts already in memory, N threads, no I/O at all: the encoder prepare
-//                          uses (src/data/fast_bpe.h) and agenttune::Tokenizer (libsentencepiece)
+//   encoder ceilings       the texts already in memory, N threads, no I/O at all: agenttune::Tokenizer
+//                          (its exact fast BPE, src/tokenizer/fast_bpe.h) and libsentencepiece
 // usage: bench_prepare_throughput --tokenizer M [--mb 200] [--threads N] [--dir D] [--python P]
 #include <algorithm>
 #include <atomic>
@@ -15,7 +15,6 @@
 #include "agenttune/data/prepare.h"
 #include "agenttune/tokenizer/tokenizer.h"
 #include "agenttune/util/files.h"
-#include "../src/data/fast_bpe.h"
 #include "bench_corpus.h"
 
 namespace fs = std::filesystem;
@@ -130,19 +129,16 @@ int main(int argc, char** argv) {
   }
   rows.push_back(python_reference(python, model, files, dir / "reference.bin", threads));
   const auto texts = texts_of(files);
-  auto bpe = agenttune::data::FastBpe::load(model, nullptr);
-  if (bpe)
-    rows.push_back(ceiling("ceiling: prepare's encoder", texts, threads, [&] {
-      return [s = std::make_shared<agenttune::data::FastBpe::Session>(bpe), ids = std::vector<int32_t>()](
-                 const std::string& t) mutable {
-        ids.clear();
-        s->encode(t, ids);
-        return static_cast<int64_t>(ids.size()) + 2;
-      };
-    }));
-  rows.push_back(ceiling("ceiling: agenttune::Tokenizer", texts, threads, [&] {
-    return [&](const std::string& t) { return static_cast<int64_t>(tok.encode(t, true, true).size()); };
-  }));
+  const auto sp_only = agenttune::Tokenizer::load(model, /*fast_bpe=*/false);
+  for (const auto* t : {&tok, &sp_only})
+    rows.push_back(ceiling(t->uses_fast_bpe() ? "ceiling: agenttune::Tokenizer" : "ceiling: libsentencepiece", texts,
+                           threads, [t] {
+                             return [t, ids = std::vector<int32_t>()](const std::string& s) mutable {
+                               ids.clear();
+                               t->encode_into(s, ids, true, true);
+                               return static_cast<int64_t>(ids.size());
+                             };
+                           }));
 
   const Row& ours = rows[0];
   std::printf("%-30s %9s %9s %10s %10s\n", "", "seconds", "MB/s", "Mtokens/s", "tokens");

@@ -35,11 +35,9 @@ size_t decode_at(std::string_view s, size_t pos, char32_t& c) {
 // Byte span [begin, end) of each token of `ids` = tok.encode(text), found by walking the pieces
 // along the text. Llama-2's normalizer is the identity except for the dummy prefix and " " -> "▁",
 // so the walk is exact; anything else (a normalizing model, an <unk>) is an error, not a guess.
-std::vector<std::pair<size_t, size_t>> token_spans(const Tokenizer& tok, std::string_view text,
-                                                   const std::vector<int32_t>& ids,
-                                                   const std::string& tmpl) {
-  std::vector<std::pair<size_t, size_t>> spans;
-  spans.reserve(ids.size());
+void token_spans(const Tokenizer& tok, std::string_view text, const std::vector<int32_t>& ids,
+                 const std::string& tmpl, std::vector<std::pair<size_t, size_t>>& spans) {
+  spans.clear();
   size_t pos = 0;
   bool dummy_prefix = true;
   auto misaligned = [&](int32_t id) {
@@ -49,7 +47,7 @@ std::vector<std::pair<size_t, size_t>> token_spans(const Tokenizer& tok, std::st
   };
   for (int32_t id : ids) {
     size_t begin = pos;
-    std::string piece = tok.id_to_piece(id);
+    const std::string_view piece = tok.piece_view(id);
     if (id >= tok.base_vocab_size()) {
       // An added token written inside content (Tokenizer::encode matches those everywhere, as
       // transformers does); SentencePiece restarts after it, with a new dummy prefix.
@@ -60,14 +58,14 @@ std::vector<std::pair<size_t, size_t>> token_spans(const Tokenizer& tok, std::st
       continue;
     }
     if (piece.size() == 6 && piece.starts_with("<0x") && piece.back() == '>') {
-      auto byte = static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16));
+      auto byte = static_cast<char>(std::stoi(std::string(piece.substr(3, 2)), nullptr, 16));
       if (pos >= text.size() || text[pos] != byte) misaligned(id);
       ++pos;
     } else if (id == tok.unk_id()) {
       misaligned(id);
     } else {
       for (size_t i = 0; i < piece.size();) {
-        if (std::string_view(piece).substr(i, 3) == kSpaceMark) {
+        if (piece.substr(i, 3) == kSpaceMark) {
           i += 3;
           if (dummy_prefix) {
             dummy_prefix = false;
@@ -91,7 +89,6 @@ std::vector<std::pair<size_t, size_t>> token_spans(const Tokenizer& tok, std::st
   // A lone dummy-prefix "▁" covers no byte; it belongs to the character that follows it.
   for (auto& [b, e] : spans)
     if (b == e && e < text.size()) e = b + 1;
-  return spans;
 }
 
 }  // namespace
@@ -116,6 +113,11 @@ std::string Rendering::str() const {
 
 RenderedSample Rendering::encode(const Tokenizer& tok) const {
   RenderedSample out;
+  // Scratch reused across stretches: the stretch text, its ids and their byte spans.
+  std::string stretch;
+  std::vector<int32_t> ids;
+  std::vector<std::pair<size_t, size_t>> spans;
+  std::vector<std::pair<size_t, bool>> ends;  // (end byte, trained) per part
   size_t i = 0;
   while (i < parts_.size()) {
     if (parts_[i].special) {
@@ -130,14 +132,15 @@ RenderedSample Rendering::encode(const Tokenizer& tok) const {
       continue;
     }
     // One stretch: consecutive text parts, tokenized as one string.
-    std::string stretch;
-    std::vector<std::pair<size_t, bool>> ends;  // (end byte, trained) per part
+    stretch.clear();
+    ends.clear();
     for (; i < parts_.size() && !parts_[i].special; ++i) {
       stretch += parts_[i].text;
       ends.emplace_back(stretch.size(), parts_[i].trained);
     }
-    auto ids = tok.encode(stretch);
-    auto spans = token_spans(tok, stretch, ids, template_);
+    ids.clear();
+    tok.encode_into(stretch, ids);
+    token_spans(tok, stretch, ids, template_, spans);
     size_t k = 0;  // first part whose end is past the token's begin
     for (size_t t = 0; t < ids.size(); ++t) {
       auto [b, e] = spans[t];

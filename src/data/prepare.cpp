@@ -18,7 +18,6 @@
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
 #include "compressed_reader.h"
-#include "fast_bpe.h"
 #include "input_files.h"
 #include "jsonl_text.h"
 #include "prepare_progress.h"
@@ -125,7 +124,7 @@ void read_inputs(Pipeline& p, const std::vector<InputFile>& files, const Prepare
   p.cv_done.notify_all();
 }
 
-Result process(Batch& b, const std::vector<InputFile>& files, const Tokenizer& tok, FastBpe::Session* fast,
+Result process(Batch& b, const std::vector<InputFile>& files, const Tokenizer& tok,
                JsonlTextExtractor& json, const PrepareOptions& opts) {
   Result r;
   r.offsets.reserve(b.records.size() + 1);
@@ -145,14 +144,7 @@ Result process(Batch& b, const std::vector<InputFile>& files, const Tokenizer& t
         st = check_text(raw, error);
         if (st == RecordStatus::Bad) r.errors[i] = fmt::format("{}: {}", in.path.string(), error);
       }
-      if (st == RecordStatus::Ok && fast) {
-        if (opts.add_bos) r.tokens.push_back(tok.bos_id());
-        fast->encode(text, r.tokens);
-        if (opts.add_eos) r.tokens.push_back(tok.eos_id());
-      } else if (st == RecordStatus::Ok) {
-        auto ids = tok.encode(text, opts.add_bos, opts.add_eos);
-        r.tokens.insert(r.tokens.end(), ids.begin(), ids.end());
-      }
+      if (st == RecordStatus::Ok) tok.encode_into(text, r.tokens, opts.add_bos, opts.add_eos);
     }
     r.status.push_back(st);
     r.offsets.push_back(r.tokens.size());
@@ -161,10 +153,8 @@ Result process(Batch& b, const std::vector<InputFile>& files, const Tokenizer& t
 }
 
 void work(Pipeline& p, const std::vector<InputFile>& files, const Tokenizer& tok,
-          const std::shared_ptr<const FastBpe>& bpe, const PrepareOptions& opts) {
+          const PrepareOptions& opts) {
   JsonlTextExtractor json(opts.text_field);
-  std::optional<FastBpe::Session> fast;
-  if (bpe) fast.emplace(bpe);
   for (;;) {
     std::shared_ptr<Batch> b;
     {
@@ -174,7 +164,7 @@ void work(Pipeline& p, const std::vector<InputFile>& files, const Tokenizer& tok
       b = std::move(p.work.front());
       p.work.pop_front();
     }
-    Result r = process(*b, files, tok, fast ? &*fast : nullptr, json, opts);
+    Result r = process(*b, files, tok, json, opts);
     r.batch = std::move(b);
     std::lock_guard lock(p.mu);
     const uint64_t seq = r.batch->seq;
@@ -316,9 +306,6 @@ PrepareReport prepare_corpus(const PrepareOptions& opts) {
   }
   clear_stale(opts.output_dir, state.manifest);
 
-  std::string why_not;
-  auto bpe = FastBpe::load(opts.tokenizer, &why_not);
-  if (!bpe) log::info("prepare: encoding through SentencePiece: the fast BPE path does not apply ({})", why_not);
   const int threads = opts.threads > 0 ? opts.threads : std::max(1u, std::thread::hardware_concurrency());
   Pipeline p;
   p.window = 4 * static_cast<uint64_t>(threads);
@@ -335,7 +322,7 @@ PrepareReport prepare_corpus(const PrepareOptions& opts) {
     };
   };
   pool.emplace_back(guarded([&] { read_inputs(p, files, state, progress); }));
-  for (int i = 0; i < threads; ++i) pool.emplace_back(guarded([&] { work(p, files, tok, bpe, opts); }));
+  for (int i = 0; i < threads; ++i) pool.emplace_back(guarded([&] { work(p, files, tok, opts); }));
 
   PrepareState final_state;
   try {

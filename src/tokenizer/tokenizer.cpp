@@ -7,7 +7,9 @@
 
 #include "agenttune/util/error.h"
 #include "agenttune/util/files.h"
+#include "agenttune/util/log.h"
 #include "agenttune/util/sha256.h"
+#include "fast_bpe.h"
 
 namespace agenttune {
 
@@ -20,10 +22,13 @@ namespace agenttune {
 // stretch in the same way, so decode(encode(x)) == x still holds around added tokens.
 struct Tokenizer::Impl {
   std::shared_ptr<const sentencepiece::SentencePieceProcessor> sp;  // immutable, shared by copies
+  std::shared_ptr<const tokenizer_detail::FastBpe> fast;           // null: SentencePiece encodes
+  std::shared_ptr<const std::vector<std::string>> pieces;          // base vocab by id
   std::filesystem::path path;
   std::string fingerprint;
   int32_t base_size = 0;
   int32_t pad = -1;
+  int32_t bos = -1, eos = -1, unk = -1;  // SentencePiece looks these up by piece on every call
   std::vector<AddedToken> added;         // in insertion order
   std::vector<size_t> by_length;         // indices into `added`, longest content first
   std::array<bool, 256> first_byte{};    // bytes that can start an added token: a cheap pre-filter
@@ -41,6 +46,7 @@ struct Tokenizer::Impl {
 
   void encode_stretch(std::string_view s, std::vector<int32_t>& out) const {
     if (s.empty()) return;
+    if (fast && fast->encode(s, out)) return;  // declines only text that is not valid UTF-8
     std::vector<int> ids;
     auto status = sp->Encode(s, &ids);
     if (!status.ok()) fail("{}: SentencePiece encode failed: {}", path.string(), status.ToString());
@@ -54,7 +60,7 @@ struct Tokenizer::Impl {
   }
 };
 
-Tokenizer Tokenizer::load(const std::filesystem::path& model_path) {
+Tokenizer Tokenizer::load(const std::filesystem::path& model_path, bool fast_bpe) {
   std::string bytes = read_text_file(model_path);  // throws naming the file if missing
   auto sp = std::make_shared<sentencepiece::SentencePieceProcessor>();
   auto status = sp->LoadFromSerializedProto(bytes);
@@ -69,13 +75,33 @@ Tokenizer Tokenizer::load(const std::filesystem::path& model_path) {
   t.impl_->base_size = sp->GetPieceSize();
   t.impl_->next_id = t.impl_->base_size;
   t.impl_->pad = sp->pad_id();
+  t.impl_->bos = sp->bos_id();
+  t.impl_->eos = sp->eos_id();
+  t.impl_->unk = sp->unk_id();
+  auto pieces = std::make_shared<std::vector<std::string>>(t.impl_->base_size);
+  for (int32_t id = 0; id < t.impl_->base_size; ++id) (*pieces)[id] = sp->IdToPiece(id);
+  t.impl_->pieces = std::move(pieces);
+  if (fast_bpe) {
+    std::string why_not;
+    t.impl_->fast = tokenizer_detail::FastBpe::from_proto(bytes, &why_not);
+    if (!t.impl_->fast)
+      log::info("{}: encoding through libsentencepiece: agenttune's fast BPE does not apply ({})",
+                model_path.string(), why_not);
+  }
   return t;
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool add_eos) const {
-  const Impl& m = *impl_;
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
+  encode_into(text, out, add_bos, add_eos);
+  return out;
+}
+
+bool Tokenizer::uses_fast_bpe() const { return impl_->fast != nullptr; }
+
+void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& out, bool add_bos, bool add_eos) const {
+  const Impl& m = *impl_;
   if (add_bos) out.push_back(bos_id());
   size_t start = 0;
   if (!m.added.empty()) {
@@ -93,7 +119,6 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
   }
   m.encode_stretch(text.substr(start), out);
   if (add_eos) out.push_back(eos_id());
-  return out;
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
@@ -124,12 +149,14 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   return out;
 }
 
-std::string Tokenizer::id_to_piece(int32_t id) const {
+std::string Tokenizer::id_to_piece(int32_t id) const { return std::string(piece_view(id)); }
+
+std::string_view Tokenizer::piece_view(int32_t id) const {
   const Impl& m = *impl_;
   if (id < 0 || id >= m.next_id)
     fail("id_to_piece: token id {} is outside the vocabulary [0, {})", id, m.next_id);
   if (id >= m.base_size) return m.added_by_id(id)->content;
-  return m.sp->IdToPiece(id);
+  return (*m.pieces)[id];
 }
 
 std::optional<int32_t> Tokenizer::piece_to_id(std::string_view piece) const {
@@ -141,9 +168,9 @@ std::optional<int32_t> Tokenizer::piece_to_id(std::string_view piece) const {
   return id;
 }
 
-int32_t Tokenizer::bos_id() const { return impl_->sp->bos_id(); }
-int32_t Tokenizer::eos_id() const { return impl_->sp->eos_id(); }
-int32_t Tokenizer::unk_id() const { return impl_->sp->unk_id(); }
+int32_t Tokenizer::bos_id() const { return impl_->bos; }
+int32_t Tokenizer::eos_id() const { return impl_->eos; }
+int32_t Tokenizer::unk_id() const { return impl_->unk; }
 int32_t Tokenizer::pad_id() const { return impl_->pad; }
 
 void Tokenizer::set_pad_id(int32_t id) {

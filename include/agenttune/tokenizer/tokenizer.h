@@ -20,13 +20,23 @@ struct AddedToken {
 class Tokenizer {
  public:
   // Loads a SentencePiece .model; throws agenttune::Error naming the file if it is not one.
-  static Tokenizer load(const std::filesystem::path& model_path);
+  // `fast_bpe` = false keeps every encode on libsentencepiece (the parity tests' reference).
+  static Tokenizer load(const std::filesystem::path& model_path, bool fast_bpe = true);
 
   // Ids exactly as SentencePiece's own encoder gives them for each stretch of text between added
-  // tokens; BOS/EOS only when asked.
+  // tokens; BOS/EOS only when asked. Safe to call from many threads at once.
   std::vector<int32_t> encode(std::string_view text, bool add_bos = false, bool add_eos = false) const;
+  // The same ids appended to `out` (no allocation of its own when out has room).
+  void encode_into(std::string_view text, std::vector<int32_t>& out, bool add_bos = false,
+                   bool add_eos = false) const;
+  // True when encode runs agenttune's exact re-implementation of SentencePiece BPE with a word
+  // cache (src/tokenizer/fast_bpe.h; Llama-2-style models) rather than libsentencepiece, which
+  // remains the loader, the decoder and the encoder for any other model and for invalid UTF-8.
+  bool uses_fast_bpe() const;
   std::string decode(const std::vector<int32_t>& ids) const;
   std::string id_to_piece(int32_t id) const;
+  // The same piece without a copy; valid while this Tokenizer lives and gets no new token.
+  std::string_view piece_view(int32_t id) const;
   std::optional<int32_t> piece_to_id(std::string_view piece) const;  // base pieces and added tokens
 
   int32_t bos_id() const;

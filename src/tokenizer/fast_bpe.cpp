@@ -6,7 +6,7 @@
 
 #include "agenttune/util/files.h"
 
-namespace agenttune::data {
+namespace agenttune::tokenizer_detail {
 
 namespace {
 
@@ -51,10 +51,33 @@ struct Wire {
 
 enum PieceType { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
 
+// Length of the UTF-8 character at s[i] as SentencePiece's DecodeUTF8 accepts it (no overlong
+// forms, surrogates or code points past U+10FFFF), or 0 where SentencePiece would see U+FFFD.
+size_t utf8_length(std::string_view s, size_t i) {
+  const auto at = [&](size_t k) { return static_cast<uint8_t>(s[i + k]); };
+  const auto trail = [&](size_t k) { return (at(k) & 0xC0) == 0x80; };
+  const size_t left = s.size() - i;
+  const uint8_t c = at(0);
+  if (c < 0x80) return 1;
+  if (c < 0xC2) return 0;
+  if (c < 0xE0) return left >= 2 && trail(1) ? 2 : 0;
+  if (c < 0xF0) {
+    if (left < 3 || !trail(1) || !trail(2)) return 0;
+    const uint32_t cp = (c & 0x0Fu) << 12 | (at(1) & 0x3Fu) << 6 | (at(2) & 0x3Fu);
+    return cp >= 0x800 && (cp < 0xD800 || cp >= 0xE000) ? 3 : 0;
+  }
+  if (c >= 0xF5 || left < 4 || !trail(1) || !trail(2) || !trail(3)) return 0;
+  const uint32_t cp = (c & 0x07u) << 18 | (at(1) & 0x3Fu) << 12 | (at(2) & 0x3Fu) << 6 | (at(3) & 0x3Fu);
+  return cp >= 0x10000 && cp <= 0x10FFFF ? 4 : 0;
+}
+
 }  // namespace
 
 std::shared_ptr<const FastBpe> FastBpe::load(const std::filesystem::path& model, std::string* why_not) {
-  const std::string proto = read_text_file(model);
+  return from_proto(read_text_file(model), why_not);
+}
+
+std::shared_ptr<const FastBpe> FastBpe::from_proto(std::string_view proto, std::string* why_not) {
   auto bpe = std::shared_ptr<FastBpe>(new FastBpe());
   int model_type = 1, bytes_seen = 0;
   bool byte_fallback = false, suffix = false, dummy = true, extra_ws = true, escape = true, unk = false;
@@ -73,7 +96,7 @@ std::shared_ptr<const FastBpe> FastBpe::load(const std::filesystem::path& model,
         else if (f == 3) type = static_cast<int>(v);
       });
       if (type == kUserDefined || type == kUnused) reason = "it has user-defined or unused pieces";
-      if (type == kUnknown) bpe->unk_id_ = id, unk = true;
+      if (type == kUnknown) unk = true;
       if (type == kByte && piece.size() == 6) {
         bpe->byte_ids_[std::stoi(piece.substr(3, 2), nullptr, 16) & 255] = id;
         ++bytes_seen;
@@ -171,42 +194,125 @@ void FastBpe::bpe(std::string_view w, std::vector<int32_t>& out) const {
   }
 }
 
-void FastBpe::Session::encode_word(std::string_view word, std::vector<int32_t>& out) {
-  constexpr size_t kCachedWord = 64, kMaxEntries = 1 << 18;  // ~40 MB per thread at most
-  if (word.size() > kCachedWord) return bpe_->bpe(word, out);
-  if (auto it = cache_.find(word); it != cache_.end()) {
-    out.insert(out.end(), it->second.begin(), it->second.end());
-    return;
-  }
-  word_ids_.clear();
-  bpe_->bpe(word, word_ids_);
-  out.insert(out.end(), word_ids_.begin(), word_ids_.end());
-  if (cache_.size() >= kMaxEntries) cache_.clear();  // bounded memory on corpora of unique tokens
-  cache_.emplace(std::string(word), word_ids_);
-}
-
-void FastBpe::Session::encode(std::string_view text, std::vector<int32_t>& out) {
-  if (text.empty()) return;
-  normalized_.assign(kMark);
-  for (char c : text) {
-    if (c == ' ') normalized_ += kMark;
-    else normalized_ += c;
-  }
-  // Segments start where a "▁" run follows another character.
-  const std::string_view n = normalized_;
-  size_t start = 0;
-  bool after_mark = false;
-  for (size_t i = 0; i < n.size();) {
-    if (n.compare(i, kMark.size(), kMark) == 0) {
-      if (!after_mark && i > start) encode_word(n.substr(start, i - start), out), start = i;
-      after_mark = true;
-      i += kMark.size();
-    } else {
-      after_mark = false;
-      ++i;
+const int32_t* FastBpe::Cache::find(std::string_view word, uint32_t& n) const {
+  if (word.size() <= sizeof(Slot::key)) {
+    if (slots_.empty()) return nullptr;
+    const uint64_t h = Hash{}(word), mask = slots_.size() - 1;
+    for (uint64_t i = h & mask;; i = (i + 1) & mask) {
+      const Slot& s = slots_[i];
+      if (s.key_len == 0) return nullptr;
+      if (s.hash == h && s.key_len == word.size() && std::memcmp(s.key, word.data(), word.size()) == 0) {
+        n = s.n;
+        return s.ids;
+      }
     }
   }
-  encode_word(n.substr(start), out);
+  auto it = map_.find(word);
+  if (it == map_.end()) return nullptr;
+  n = it->second.size;
+  return ids_.data() + it->second.begin;
 }
 
-}  // namespace agenttune::data
+void FastBpe::Cache::add(std::string_view word, const int32_t* ids, uint32_t n) {
+  constexpr size_t kMaxEntries = 1 << 17;  // bounded memory (~20 MB) on corpora of unique words
+  if (word.empty()) return;
+  if (word.size() > sizeof(Slot::key) || n > std::size(Slot{}.ids)) {
+    if (map_.size() >= kMaxEntries) map_.clear(), ids_.clear();
+    map_.emplace(std::string(word), Span{static_cast<uint32_t>(ids_.size()), n});
+    ids_.insert(ids_.end(), ids, ids + n);
+    return;
+  }
+  if (used_ >= kMaxEntries) slots_.clear(), used_ = 0;
+  if (2 * (used_ + 1) > slots_.size()) {  // at most half full
+    std::vector<Slot> old(std::max<size_t>(4096, 2 * slots_.size()), Slot{});
+    old.swap(slots_);
+    used_ = 0;
+    for (const Slot& s : old)
+      if (s.key_len) add({s.key, s.key_len}, s.ids, s.n);
+  }
+  const uint64_t h = Hash{}(word), mask = slots_.size() - 1;
+  uint64_t i = h & mask;
+  while (slots_[i].key_len) i = (i + 1) & mask;
+  Slot& s = slots_[i];
+  s.hash = h;
+  s.key_len = static_cast<uint8_t>(word.size());
+  s.n = static_cast<uint8_t>(n);
+  std::memcpy(s.key, word.data(), word.size());
+  std::copy(ids, ids + n, s.ids);
+  ++used_;
+}
+
+void FastBpe::encode_word(std::string_view word, std::vector<int32_t>& out, Cache& cache) const {
+  constexpr size_t kCachedWord = 64;
+  uint32_t n = 0;
+  if (word.size() <= kCachedWord) {
+    if (const int32_t* ids = cache.find(word, n)) {
+      out.insert(out.end(), ids, ids + n);
+      return;
+    }
+  }
+  std::string normalized;
+  normalized.reserve(word.size() + 2 * kMark.size());
+  for (char c : word) {
+    if (c == ' ') normalized += kMark;
+    else normalized += c;
+  }
+  auto& ids = cache.word_ids_;
+  ids.clear();
+  bpe(normalized, ids);
+  out.insert(out.end(), ids.begin(), ids.end());
+  if (word.size() <= kCachedWord) cache.add(word, ids.data(), static_cast<uint32_t>(ids.size()));
+}
+
+// SentencePiece's normalizer here only prepends "▁" and maps " " to "▁", so words are cut from the
+// raw text: a word starts where a run of spaces or "▁" follows another character, and the first
+// word carries the dummy prefix (written as a space; encode_word maps spaces to "▁").
+bool FastBpe::encode(std::string_view text, std::vector<int32_t>& out, Cache& cache) const {
+  if (text.empty()) return true;
+  const size_t before = out.size();
+  size_t start = 0;
+  bool after_mark = true;  // the dummy prefix
+  auto emit = [&](size_t end) {
+    if (start == 0) {
+      cache.key_.assign(1, ' ');
+      cache.key_.append(text.data(), end);
+      encode_word(cache.key_, out, cache);
+    } else {
+      encode_word(text.substr(start, end - start), out, cache);
+    }
+    start = end;
+  };
+  for (size_t i = 0; i < text.size();) {
+    const auto c = static_cast<uint8_t>(text[i]);
+    size_t len = 1;
+    bool mark = c == ' ';
+    if (c >= 0x80) {
+      len = utf8_length(text, i);
+      if (len == 0) {
+        out.resize(before);
+        return false;
+      }
+      mark = len == 3 && text.compare(i, 3, kMark) == 0;
+    }
+    if (mark && !after_mark) emit(i);
+    after_mark = mark;
+    i += len;
+  }
+  emit(text.size());
+  return true;
+}
+
+bool FastBpe::encode(std::string_view text, std::vector<int32_t>& out) const {
+  std::unique_ptr<Cache> cache;
+  {
+    std::lock_guard lock(pool_mu_);
+    if (!pool_.empty()) cache = std::move(pool_.back()), pool_.pop_back();
+  }
+  if (!cache) cache = std::make_unique<Cache>();
+  const bool ok = encode(text, out, *cache);
+  std::lock_guard lock(pool_mu_);
+  pool_.push_back(std::move(cache));
+  return ok;
+}
+
+}  // namespace agenttune::tokenizer_detail
