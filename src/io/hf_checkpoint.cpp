@@ -13,6 +13,7 @@
 #include "agenttune/io/meta_checkpoint.h"
 #include "agenttune/io/safetensors.h"
 #include "agenttune/io/torch_bin.h"
+#include "agenttune/tokenizer/tokenizer_json.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
 #include "agenttune/util/files.h"
@@ -142,10 +143,22 @@ void copy_tokenizer_files(const fs::path& from, const fs::path& dir) {
     fs::copy_file(from, dir / "tokenizer.model", fs::copy_options::overwrite_existing);
     // A read-only source (a shared fixture) must not make the copy read-only for later saves.
     fs::permissions(dir / "tokenizer.model", fs::perms::owner_write, fs::perm_options::add);
-    // Enough for transformers' AutoTokenizer to build Llama-2's tokenizer from tokenizer.model.
-    json cfg = {{"tokenizer_class", "LlamaTokenizer"}, {"bos_token", "<s>"}, {"eos_token", "</s>"},
+    // tokenizer.json makes transformers' and vLLM's fast tokenizer give SentencePiece's ids
+    // (tokenizer_json.h). The class must be the generic PreTrainedTokenizerFast, which loads the
+    // file as it is: transformers 5's LlamaTokenizer keeps only its vocab and merges and puts back
+    // a Metaspace pre-tokenizer that drops the dummy prefix before a leading space.
+    std::string tokenizer_class = "PreTrainedTokenizerFast";
+    try {
+      write_tokenizer_json(from, dir);
+    } catch (const Error& e) {
+      // Still loadable: transformers then converts tokenizer.model itself (not always exactly).
+      log::warn("{}; no tokenizer.json written", e.what());
+      fs::remove(dir / "tokenizer.json");
+      tokenizer_class = "LlamaTokenizer";
+    }
+    json cfg = {{"tokenizer_class", tokenizer_class}, {"bos_token", "<s>"}, {"eos_token", "</s>"},
                 {"unk_token", "<unk>"}, {"add_bos_token", true}, {"add_eos_token", false},
-                {"legacy", true}, {"model_max_length", 4096}};
+                {"legacy", true}, {"clean_up_tokenization_spaces", false}, {"model_max_length", 4096}};
     write_file_atomic(dir / "tokenizer_config.json", cfg.dump(2) + "\n");
     return;
   }
