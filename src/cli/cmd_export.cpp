@@ -11,6 +11,8 @@
 #include "agenttune/io/hf_config.h"
 #include "agenttune/io/safetensors.h"
 #include "agenttune/model/llama_config.h"
+#include "agenttune/tokenizer/tokenizer.h"
+#include "agenttune/tokenizer/tokenizer_json.h"
 #include "agenttune/train/checkpoint_store.h"
 #include "agenttune/train/train_state.h"
 #include "agenttune/util/error.h"
@@ -83,14 +85,27 @@ Command export_command() {
       auto added = tmpl->added_tokens();
       if (!added.empty()) {
         nlohmann::json ids = nlohmann::json::object(), decoder = nlohmann::json::object();
-        const int64_t base = cfg.vocab_size - static_cast<int64_t>(added.size());
+        const auto model_file = std::filesystem::path(a->out) / "tokenizer.model";
+        const bool have_model = std::filesystem::exists(model_file);
+        // Training numbered them right after the SentencePiece pieces (prepare_tokenizer).
+        const int64_t base = have_model ? Tokenizer::load(model_file).base_vocab_size()
+                                        : cfg.vocab_size - static_cast<int64_t>(added.size());
+        if (cfg.vocab_size < base + static_cast<int64_t>(added.size()))
+          fail("export --template {}: the model has {} embedding rows, but the tokenizer's {} pieces and the "
+               "template's {} added tokens need {}; was it trained with this template?",
+               a->chat_template, cfg.vocab_size, base, added.size(), base + static_cast<int64_t>(added.size()));
+        std::vector<AddedToken> numbered;
         for (size_t i = 0; i < added.size(); ++i) {
-          ids[added[i]] = base + static_cast<int64_t>(i);
-          decoder[std::to_string(base + static_cast<int64_t>(i))] = {
+          const auto id = static_cast<int32_t>(base + static_cast<int64_t>(i));
+          numbered.push_back({added[i], id, true});
+          ids[added[i]] = id;
+          decoder[std::to_string(id)] = {
               {"content", added[i]}, {"special", true}, {"lstrip", false}, {"rstrip", false},
               {"normalized", false}, {"single_word", false}};
         }
         tc["added_tokens_decoder"] = decoder;
+        if (have_model && std::filesystem::exists(std::filesystem::path(a->out) / "tokenizer.json"))
+          write_tokenizer_json(model_file, a->out, numbered);
         write_file_atomic(std::filesystem::path(a->out) / "added_tokens.json", ids.dump(2) + "\n");
       }
       write_file_atomic(cfg_path, tc.dump(2) + "\n");
