@@ -69,7 +69,7 @@ MemoryPlan plan_memory(const PlanInput& in, const Hardware& hw) {
 
   const int64_t S = p.shard_world;
   const int64_t s = c10::elementSize(in.compute_dtype);
-  int64_t groups = 0, largest_unit_numel = 0;
+  int64_t groups = 0, largest_unit_numel = 0, last_unit = 0, last_group = 0;
   for (const auto& unit : unit_groups(c)) {
     int64_t unit_padded = 0, unit_numel = 0;
     for (int64_t n : unit) {
@@ -77,26 +77,32 @@ MemoryPlan plan_memory(const PlanInput& in, const Hardware& hw) {
       unit_numel += n;
       unit_padded += round_up(n, S);
       p.largest_group_padded = std::max(p.largest_group_padded, round_up(n, S));
+      p.largest_group_pair_padded = std::max(p.largest_group_pair_padded, last_group + round_up(n, S));
+      last_group = round_up(n, S);
       ++groups;
     }
     p.padded += unit_padded;
     p.largest_unit_padded = std::max(p.largest_unit_padded, unit_padded);
+    p.largest_unit_pair_padded = std::max(p.largest_unit_pair_padded, last_unit + unit_padded);
+    last_unit = unit_padded;
     largest_unit_numel = std::max(largest_unit_numel, unit_numel);
   }
   p.shard_numel = p.padded / S;
 
   p.master = 4 * p.shard_numel;
   p.optimizer = 2 * 4 * p.shard_numel + 4 * groups;
-  p.gathered = s * (resident ? p.padded : p.largest_unit_padded);
+  p.gathered = s * (resident ? p.padded : in.prefetch ? p.largest_unit_pair_padded : p.largest_unit_padded);
   p.shard_grads = 4 * p.shard_numel;
   if (per_unit) {
-    // Inside one unit's backward: autograd's grads of that unit, flattened group by group.
+    // Inside one unit's backward: autograd's grads of that unit, flattened group by group (with
+    // prefetch, all of its groups, while the following unit's flat grads are still reducing).
     p.compute_grads = s * largest_unit_numel;
-    p.grad_flat = 4 * p.largest_group_padded;
+    p.grad_flat = 4 * (in.prefetch ? p.largest_unit_pair_padded : p.largest_group_padded);
   } else if (in.strategy == ShardStrategy::ShardGradOp) {
-    // finish_backward's first group: every module grad still alive, one group flattened.
+    // finish_backward's first group: every module grad still alive, one group flattened (with
+    // prefetch, bounded by two neighbouring groups: one reducing while the next is flattened).
     p.compute_grads = s * p.numel;
-    p.grad_flat = 4 * p.largest_group_padded;
+    p.grad_flat = 4 * (in.prefetch ? p.largest_group_pair_padded : p.largest_group_padded);
   } else {
     // no_shard's flat buffer becomes the shard grad; by the last group all others are fp32 already.
     p.compute_grads = s * (p.largest_group_padded);

@@ -12,8 +12,10 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
@@ -187,37 +189,94 @@ void Dist::shutdown() {
 }
 
 template <typename F>
-void Dist::run(std::string_view op, std::string_view what, F&& start) {
+Pending Dist::issue(std::string_view op, std::string_view what, std::vector<at::Tensor> keep, F&& start) {
   if (failed_) fail("{} of '{}' on rank {} of {}: the process group already failed", op, what, rank_, world_size_);
   if (!backend_) fail("{} of '{}' on rank {} of {}: the process group is shut down", op, what, rank_, world_size_);
+  Pending p;
+  p.dist_ = this;
+  p.op_ = op;
+  p.what_ = what;
+  p.keep_ = std::move(keep);
+  p.issued_ = std::chrono::steady_clock::now();
+  try {
+    p.work_ = start();
+  } catch (const std::exception& e) {
+    fail_collective(p, e);
+  }
+  if (backend_name_ == "gloo") track_inflight(p);
+  comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - p.issued_).count();
+  return p;
+}
+
+// Gloo completes a work on its own thread and runs its future's callbacks there: that moment ends
+// the collective's time in flight.
+void Dist::track_inflight(const Pending& p) {
+  auto inf = inflight_;
+  {
+    std::lock_guard<std::mutex> lock(inf->mu);
+    if (inf->running++ == 0) inf->since = p.issued_;
+  }
+  p.work_->getFuture()->addCallback([inf](c10::ivalue::Future&) {
+    std::lock_guard<std::mutex> lock(inf->mu);
+    if (--inf->running == 0)
+      inf->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - inf->since).count();
+  });
+}
+
+void Pending::wait() {
+  if (!work_.defined()) return;
+  dist_->finish(*this);
+}
+
+void Dist::finish(Pending& p) {
   auto t0 = std::chrono::steady_clock::now();
   try {
-    c10::intrusive_ptr<c10d::Work> work = start();
-    // A limit makes NCCL's otherwise stream-ordered wait block the CPU and throw on timeout.
-    work->wait(wait_limit_);
+    // The limit counts from the issue, as if the caller had waited at once. A limit also makes
+    // NCCL's otherwise stream-ordered wait block the CPU and throw on timeout.
+    auto left = std::max(ms(1), wait_limit_ - std::chrono::duration_cast<ms>(t0 - p.issued_));
+    p.work_->wait(left);
     comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } catch (const std::exception& e) {
-    failed_ = true;
-    auto took = std::chrono::duration_cast<ms>(std::chrono::steady_clock::now() - t0);
-    std::string msg = cause(e);
-    if (looks_like_timeout(msg) || took >= opts_.timeout)
-      fail("{} of '{}' on rank {} of {} timed out after {} ({}: {})", op, what, rank_, world_size_,
-           secs(opts_.timeout), backend_name_, msg);
-    fail("{} of '{}' on rank {} of {} failed after {:.1f} s ({}; a peer rank probably exited or lost its "
-         "connection): {}",
-         op, what, rank_, world_size_, took.count() / 1000.0, backend_name_, msg);
+    fail_collective(p, e);
   }
+  p.work_.reset();
+  p.keep_.clear();
+  if (p.then_) std::exchange(p.then_, nullptr)();
+}
+
+void Dist::fail_collective(const Pending& p, const std::exception& e) {
+  failed_ = true;
+  auto took = std::chrono::duration_cast<ms>(std::chrono::steady_clock::now() - p.issued_);
+  std::string msg = cause(e);
+  if (looks_like_timeout(msg) || took >= opts_.timeout)
+    fail("{} of '{}' on rank {} of {} timed out after {} ({}: {})", p.op_, p.what_, rank_, world_size_,
+         secs(opts_.timeout), backend_name_, msg);
+  fail("{} of '{}' on rank {} of {} failed after {:.1f} s ({}; a peer rank probably exited or lost its "
+       "connection): {}",
+       p.op_, p.what_, rank_, world_size_, took.count() / 1000.0, backend_name_, msg);
+}
+
+double Dist::inflight_seconds() const {
+  if (backend_name_ != "gloo") return std::nan("");
+  std::lock_guard<std::mutex> lock(inflight_->mu);
+  double s = inflight_->seconds;
+  if (inflight_->running > 0)
+    s += std::chrono::duration<double>(std::chrono::steady_clock::now() - inflight_->since).count();
+  return s;
 }
 
 at::Tensor Dist::on_device(const at::Tensor& cpu) const { return cpu.to(device_); }
 
-void Dist::all_reduce(at::Tensor& t, Reduce op, std::string_view what) {
+Pending Dist::all_reduce_async(at::Tensor& t, Reduce op, std::string_view what) {
   std::vector<at::Tensor> ts{t.is_contiguous() ? t : t.contiguous()};
   c10d::AllreduceOptions o;
   o.reduceOp = to_c10d(op);
-  run("all_reduce", what, [&] { return backend_->allreduce(ts, o); });
-  if (!ts[0].is_same(t)) t.copy_(ts[0]);
+  auto p = issue("all_reduce", what, ts, [&] { return backend_->allreduce(ts, o); });
+  if (!ts[0].is_same(t)) p.then_ = [t, c = ts[0]]() mutable { t.copy_(c); };
+  return p;
 }
+
+void Dist::all_reduce(at::Tensor& t, Reduce op, std::string_view what) { all_reduce_async(t, op, what).wait(); }
 
 double Dist::all_reduce(double value, Reduce op, std::string_view what) {
   auto t = on_device(at::full({1}, value, at::kDouble));
@@ -231,32 +290,52 @@ void Dist::broadcast(at::Tensor& t, int root, std::string_view what) {
   std::vector<at::Tensor> ts{t.is_contiguous() ? t : t.contiguous()};
   c10d::BroadcastOptions o;
   o.rootRank = root;
-  run("broadcast", what, [&] { return backend_->broadcast(ts, o); });
+  issue("broadcast", what, ts, [&] { return backend_->broadcast(ts, o); }).wait();
   if (!ts[0].is_same(t)) t.copy_(ts[0]);
 }
 
 void Dist::barrier(std::string_view what) {
   c10d::BarrierOptions o;
   if (device_.is_cuda()) o.device_ids = {device_.index()};
-  run("barrier", what, [&] { return backend_->barrier(o); });
+  issue("barrier", what, {}, [&] { return backend_->barrier(o); }).wait();
 }
 
-void Dist::all_gather_into_tensor(at::Tensor& out, const at::Tensor& in, std::string_view what) {
+Pending Dist::all_gather_into_tensor_async(at::Tensor& out, const at::Tensor& in, std::string_view what) {
   if (out.numel() != in.numel() * world_size_ || out.scalar_type() != in.scalar_type() || !out.is_contiguous())
     fail("all_gather_into_tensor of '{}': output must be contiguous {} with {} x {} elements, got {} {}", what,
          c10::toString(in.scalar_type()), world_size_, in.numel(), c10::toString(out.scalar_type()), out.numel());
   at::Tensor src = in.contiguous();
-  run("all_gather_into_tensor", what, [&] { return backend_->_allgather_base(out, src); });
+  return issue("all_gather_into_tensor", what, {out, src}, [&] { return backend_->_allgather_base(out, src); });
 }
 
-void Dist::reduce_scatter_tensor(at::Tensor& out, const at::Tensor& in, std::string_view what) {
+void Dist::all_gather_into_tensor(at::Tensor& out, const at::Tensor& in, std::string_view what) {
+  all_gather_into_tensor_async(out, in, what).wait();
+}
+
+Pending Dist::reduce_scatter_tensor_async(at::Tensor& out, const at::Tensor& in, std::string_view what) {
   if (in.numel() != out.numel() * world_size_ || out.scalar_type() != in.scalar_type() || !out.is_contiguous())
     fail("reduce_scatter_tensor of '{}': input must be {} with {} x {} elements, got {} {}", what,
          c10::toString(out.scalar_type()), world_size_, out.numel(), c10::toString(in.scalar_type()), in.numel());
+  if (backend_name_ == "gloo") {
+    // Gloo's own reduce-scatter is exactly this, an all-reduce of a copy and then this rank's
+    // slice, but wrapped in a work that copies the slice inside wait() (so only one thread may
+    // wait on it) and has no completion future. Done here, the sums are the same and the
+    // all-reduce's completion is observed like every other collective's.
+    std::vector<at::Tensor> buf{in.clone(at::MemoryFormat::Contiguous)};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    auto p = issue("reduce_scatter_tensor", what, {out, buf[0]}, [&] { return backend_->allreduce(buf, o); });
+    p.then_ = [out, b = buf[0], n = world_size_, r = rank_]() mutable { out.copy_(b.chunk(n)[r]); };
+    return p;
+  }
   at::Tensor src = in.contiguous();
   c10d::ReduceScatterOptions o;
   o.reduceOp = c10d::ReduceOp::SUM;
-  run("reduce_scatter_tensor", what, [&] { return backend_->_reduce_scatter_base(out, src, o); });
+  return issue("reduce_scatter_tensor", what, {out, src}, [&] { return backend_->_reduce_scatter_base(out, src, o); });
+}
+
+void Dist::reduce_scatter_tensor(at::Tensor& out, const at::Tensor& in, std::string_view what) {
+  reduce_scatter_tensor_async(out, in, what).wait();
 }
 
 std::vector<std::string> Dist::all_gather_bytes(std::string_view bytes, std::string_view what) {

@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 
+#include <algorithm>
 #include <cmath>
 
 #include "agenttune/model/activation_checkpoint.h"
@@ -24,6 +25,7 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
     ctx->saved_data["unit"] = unit;
     ctx->saved_data["owner"] = owner;
     self->gather_unit(static_cast<size_t>(unit));
+    self->prefetch_unit(unit + 1);  // its all-gather runs while this unit computes
     at::Tensor out;
     {
       at::NoGradGuard ng;
@@ -39,6 +41,7 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
     auto unit = static_cast<size_t>(ctx->saved_data["unit"].toInt());
     at::Tensor x = ctx->get_saved_variables()[0];
     self->gather_unit(unit);
+    self->prefetch_unit(static_cast<int64_t>(unit) - 1);  // backward walks the units in reverse
     at::Tensor xin = x.is_floating_point() ? x.detach().requires_grad_(true) : x;
     auto params = self->unit_module_params(unit);
     at::Tensor out;
@@ -53,8 +56,9 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
     at::Tensor grad_x;
     if (xin.requires_grad()) grad_x = grads[0], grads.erase(grads.begin());
     self->reduce_unit_grads(unit, grads);
+    grads.clear();
     self->free_unit(unit);
-    // reduce_unit_grads accumulated the grads into the shards' .grad itself (summed over ranks
+    // reduce_unit_grads accumulates the grads into the shards' .grad itself (summed over ranks
     // first), so the shard inputs get no gradient from autograd: it would add them twice.
     torch::autograd::variable_list result{grad_x, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     return result;
@@ -165,7 +169,7 @@ void ShardedModel::build_groups() {
   // The model's own storage is released: from here on its parameters are views of gathered
   // buffers (resident for shard_grad_op / no_shard, per unit for full and hybrid sharding).
   for (size_t u = 0; u < num_units_; ++u) free_unit(u);
-  if (opts_.strategy == ShardStrategy::ShardGradOp || opts_.strategy == ShardStrategy::NoShard)
+  if (!per_unit())
     for (size_t u = 0; u < num_units_; ++u) gather_unit(u);
 }
 
@@ -183,32 +187,73 @@ std::vector<at::Tensor> ShardedModel::unit_module_params(size_t unit) const {
   return out;
 }
 
-void ShardedModel::gather_group(FlatGroup& g) {
-  at::NoGradGuard ng;
-  auto local = g.shard.detach().to(opts_.compute_dtype);
-  at::Tensor full;
-  if (shard_world() == 1) {
-    full = local.clone();
-  } else {
-    full = at::empty({g.padded}, local.options());
-    Dist& group = opts_.strategy == ShardStrategy::HybridShard ? *shard_group_ : dist_;
-    group.all_gather_into_tensor(full, local, g.name);
-  }
-  g.full = full;
-  for (size_t k = 0; k < g.params.size(); ++k)
-    g.module_params[k].set_data(full.narrow(0, g.params[k].offset, g.params[k].numel).view(g.params[k].shape));
+bool ShardedModel::per_unit() const {
+  return opts_.strategy == ShardStrategy::FullShard || opts_.strategy == ShardStrategy::HybridShard;
 }
 
-void ShardedModel::gather_unit(size_t unit) {
-  for (size_t gi : unit_groups(unit))
-    if (!groups_[gi].full.defined()) gather_group(groups_[gi]);
+Dist& ShardedModel::shard_dist() { return opts_.strategy == ShardStrategy::HybridShard ? *shard_group_ : dist_; }
+
+// Allocates the group's compute-dtype buffer, points the module's parameters at it and starts
+// filling it; the views must not be read before `gathering` is waited on.
+void ShardedModel::issue_gather(FlatGroup& g) {
+  at::NoGradGuard ng;
+  auto local = g.shard.detach().to(opts_.compute_dtype);
+  if (shard_world() == 1) {
+    g.full = local.clone();
+  } else {
+    g.full = at::empty({g.padded}, local.options());
+    g.gathering = shard_dist().all_gather_into_tensor_async(g.full, local, g.name);
+  }
+  for (size_t k = 0; k < g.params.size(); ++k)
+    g.module_params[k].set_data(g.full.narrow(0, g.params[k].offset, g.params[k].numel).view(g.params[k].shape));
+}
+
+// Re-gathers the groups whose buffers are not resident (or are still being gathered) and waits.
+// Without prefetch each group is waited on before the next is issued, as a synchronous gather.
+void ShardedModel::gather_groups(const std::vector<size_t>& groups) {
+  for (size_t gi : groups) {
+    auto& g = groups_[gi];
+    if (!g.full.defined()) issue_gather(g);
+    if (!opts_.prefetch) g.gathering.wait();
+  }
+  note_resident();
+  for (size_t gi : groups) groups_[gi].gathering.wait();
+}
+
+void ShardedModel::gather_unit(size_t unit) { gather_groups(unit_groups(unit)); }
+
+void ShardedModel::prefetch_unit(int64_t unit) {
+  if (!opts_.prefetch || !per_unit() || unit < 0 || unit >= static_cast<int64_t>(num_units_)) return;
+  bool issued = false;
+  for (size_t gi : unit_groups(static_cast<size_t>(unit))) {
+    if (groups_[gi].full.defined()) continue;
+    issue_gather(groups_[gi]);
+    issued = true;
+  }
+  if (!issued) return;
+  ++stats_.prefetches;
+  note_resident();
+}
+
+void ShardedModel::note_resident() {
+  std::vector<bool> resident(num_units_, false);
+  int64_t bytes = 0;
+  for (const auto& g : groups_) {
+    if (!g.full.defined()) continue;
+    resident[g.unit] = true;
+    bytes += static_cast<int64_t>(g.full.nbytes());
+  }
+  stats_.peak_resident_units =
+      std::max<int64_t>(stats_.peak_resident_units, std::count(resident.begin(), resident.end(), true));
+  stats_.peak_gathered_bytes = std::max(stats_.peak_gathered_bytes, bytes);
 }
 
 void ShardedModel::free_unit(size_t unit) {
-  bool resident = opts_.strategy == ShardStrategy::ShardGradOp || opts_.strategy == ShardStrategy::NoShard;
+  const bool resident = !per_unit();
   for (size_t gi : unit_groups(unit)) {
     auto& g = groups_[gi];
     if (resident && g.full.defined()) continue;
+    g.gathering.wait();  // a collective every rank issued must complete before its buffer goes
     for (auto& p : g.module_params) p.set_data(at::empty({0}, p.options()));
     g.full = at::Tensor();
   }
@@ -220,8 +265,7 @@ at::Tensor ShardedModel::run_unit(size_t unit, const at::Tensor& x) {
   if (unit + 1 == num_units_) return m.logits(m.model->norm(x));
   // Resident strategies run the plain layer; activation checkpointing still applies to them
   // (per-unit sharding recomputes in its own backward already).
-  bool resident = opts_.strategy == ShardStrategy::ShardGradOp || opts_.strategy == ShardStrategy::NoShard;
-  if (resident && m.activation_checkpointing && at::GradMode::is_enabled())
+  if (!per_unit() && m.activation_checkpointing && at::GradMode::is_enabled())
     return checkpointed_layer(m.model->layers[unit - 1], x, rope_, spec_);
   return m.model->layers[unit - 1](x, rope_, spec_, nullptr);
 }
@@ -236,39 +280,58 @@ at::Tensor ShardedModel::flatten_grads(const FlatGroup& g, const std::vector<at:
   return at::cat(parts);
 }
 
-// Sums a full fp32 flat grad over the shard group into this rank's slice, accumulating into the
-// shard's .grad (micro-batches add up, as autograd would).
-void ShardedModel::reduce_group_grad(FlatGroup& g, const at::Tensor& flat_grad) {
+// Starts summing a full fp32 flat grad over the replicas (no_shard: all-reduce) or the shard group
+// (reduce-scatter into this rank's slice); land_grads() puts the result in the shard's .grad.
+void ShardedModel::issue_grad_reduce(size_t gi, const at::Tensor& flat_grad, bool assign) {
   at::NoGradGuard ng;
-  at::Tensor mine;
-  if (shard_world() == 1) {
-    mine = flat_grad;
-  } else {
-    mine = at::empty({g.padded / shard_world()}, flat_grad.options());
-    Dist& group = opts_.strategy == ShardStrategy::HybridShard ? *shard_group_ : dist_;
-    group.reduce_scatter_tensor(mine, flat_grad, g.name + " grads");
+  auto& g = groups_[gi];
+  GradInFlight f;
+  f.group = gi;
+  f.assign = assign;
+  f.reduced = flat_grad;
+  if (opts_.strategy == ShardStrategy::NoShard) {
+    if (dist_.world_size() > 1) f.pending = dist_.all_reduce_async(f.reduced, Reduce::Sum, g.name + " grads");
+  } else if (shard_world() > 1) {
+    f.reduced = at::empty({g.padded / shard_world()}, flat_grad.options());
+    f.pending = shard_dist().reduce_scatter_tensor_async(f.reduced, flat_grad, g.name + " grads");
   }
-  if (g.shard.grad().defined()) g.shard.mutable_grad().add_(mine);
-  else g.shard.mutable_grad() = mine.clone();
+  grads_in_flight_.push_back(std::move(f));
+  if (!opts_.prefetch) land_all_grads();
 }
 
+void ShardedModel::land_grads(size_t n) {
+  at::NoGradGuard ng;
+  for (size_t i = 0; i < n; ++i) {
+    auto& f = grads_in_flight_[i];
+    f.pending.wait();
+    auto& shard = groups_[f.group].shard;
+    // Micro-batches add up, as autograd would.
+    if (!f.assign && shard.grad().defined()) shard.mutable_grad().add_(f.reduced);
+    else shard.mutable_grad() = f.reduced;
+  }
+  grads_in_flight_.erase(grads_in_flight_.begin(), grads_in_flight_.begin() + static_cast<int64_t>(n));
+}
+
+// The previous unit's reductions (issued in its backward) land once this unit's are issued: one
+// unit's reduce-scatter is in flight while the next unit's backward computes.
 void ShardedModel::reduce_unit_grads(size_t unit, const std::vector<at::Tensor>& full_grads) {
+  const size_t earlier = grads_in_flight_.size();
   size_t k = 0;
   for (size_t gi : unit_groups(unit)) {
     auto& g = groups_[gi];
     std::vector<at::Tensor> mine(full_grads.begin() + k, full_grads.begin() + k + g.params.size());
     k += g.params.size();
-    reduce_group_grad(g, flatten_grads(g, mine));
+    issue_grad_reduce(gi, flatten_grads(g, mine), /*assign=*/false);
   }
+  land_grads(std::min(earlier, grads_in_flight_.size()));
 }
 
 at::Tensor ShardedModel::forward(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec) {
   rope_ = model_->rope().tables(positions.to(dist_.device()), opts_.compute_dtype);
   spec_ = spec;
   at::Tensor h = tokens.to(dist_.device());
-  const bool per_unit = opts_.strategy == ShardStrategy::FullShard || opts_.strategy == ShardStrategy::HybridShard;
   for (size_t u = 0; u < num_units_; ++u) {
-    if (per_unit && at::GradMode::is_enabled()) {
+    if (per_unit() && at::GradMode::is_enabled()) {
       auto gs = unit_groups(u);
       // Autograd wants defined inputs; a one-group unit passes its shard twice (the function
       // gives the shards no autograd gradient either way, see UnitFunction::backward).
@@ -276,44 +339,49 @@ at::Tensor ShardedModel::forward(const at::Tensor& tokens, const at::Tensor& pos
       h = UnitFunction::apply(h, s0, s1, static_cast<int64_t>(u), reinterpret_cast<int64_t>(this));
     } else {
       gather_unit(u);
+      prefetch_unit(static_cast<int64_t>(u) + 1);
       h = run_unit(u, h);
-      if (per_unit) free_unit(u);
+      if (per_unit()) free_unit(u);
     }
   }
   return h;
 }
 
 void ShardedModel::finish_backward() {
-  if (opts_.strategy == ShardStrategy::ShardGradOp || opts_.strategy == ShardStrategy::NoShard) {
-    for (auto& g : groups_) {
+  land_all_grads();  // the per-unit strategies' last reduce-scatters (the embedding's)
+  if (!per_unit()) {
+    // One group's reduction in flight while the next is flattened.
+    for (size_t gi = 0; gi < groups_.size(); ++gi) {
+      auto& g = groups_[gi];
       std::vector<at::Tensor> grads;
       for (auto& p : g.module_params) grads.push_back(p.grad());
       auto flat = flatten_grads(g, grads);
-      if (opts_.strategy == ShardStrategy::NoShard && dist_.world_size() > 1) dist_.all_reduce(flat, Reduce::Sum, g.name + " grads");
-      if (opts_.strategy == ShardStrategy::NoShard) {
-        g.shard.mutable_grad() = flat;
-      } else {
-        g.shard.mutable_grad() = at::Tensor();
-        reduce_group_grad(g, flat);
-      }
       for (auto& p : g.module_params) p.mutable_grad().reset();
+      const size_t earlier = grads_in_flight_.size();
+      issue_grad_reduce(gi, flat, /*assign=*/true);
+      land_grads(std::min(earlier, grads_in_flight_.size()));
     }
+    land_all_grads();
   }
-  if (opts_.strategy == ShardStrategy::HybridShard && replica_group_->world_size() > 1)
-    for (auto& g : groups_)
-      if (g.shard.grad().defined()) replica_group_->all_reduce(g.shard.mutable_grad(), Reduce::Sum, g.name + " replica grads");
+  if (opts_.strategy == ShardStrategy::HybridShard && replica_group_->world_size() > 1) {
+    std::vector<Pending> replicas;
+    for (auto& g : groups_) {
+      if (!g.shard.grad().defined()) continue;
+      replicas.push_back(replica_group_->all_reduce_async(g.shard.mutable_grad(), Reduce::Sum, g.name + " replica grads"));
+      if (!opts_.prefetch) replicas.back().wait();
+    }
+    for (auto& p : replicas) p.wait();
+  }
 }
 
 double ShardedModel::clip_grad_norm(double max_norm) {
+  land_all_grads();  // nothing in flight after finish_backward; a guard for callers that skip it
   at::NoGradGuard ng;
   double sq = 0;
   for (auto& g : groups_)
     if (g.shard.grad().defined()) sq += g.shard.grad().to(at::kDouble).pow(2).sum().item<double>();
   // Each shard group holds the whole gradient once; replicas hold copies, so only the shard group sums.
-  if (shard_world() > 1) {
-    Dist& group = opts_.strategy == ShardStrategy::HybridShard ? *shard_group_ : dist_;
-    sq = group.all_reduce(sq, Reduce::Sum, "grad_norm");
-  }
+  if (shard_world() > 1) sq = shard_dist().all_reduce(sq, Reduce::Sum, "grad_norm");
   double norm = std::sqrt(sq);
   if (!std::isfinite(norm) || max_norm <= 0) return norm;
   double factor = max_norm / (norm + 1e-6);
@@ -324,8 +392,13 @@ double ShardedModel::clip_grad_norm(double max_norm) {
 }
 
 void ShardedModel::after_optimizer_step() {
-  if (opts_.strategy == ShardStrategy::ShardGradOp || opts_.strategy == ShardStrategy::NoShard)
-    for (auto& g : groups_) gather_group(g);
+  if (per_unit()) return;
+  std::vector<size_t> all(groups_.size());
+  for (size_t gi = 0; gi < all.size(); ++gi) {
+    all[gi] = gi;
+    groups_[gi].full = at::Tensor();  // stale: the shards changed
+  }
+  gather_groups(all);
 }
 
 std::vector<std::pair<std::string, at::Tensor>> ShardedModel::shard_params() const {
@@ -371,8 +444,7 @@ NamedTensors ShardedModel::gather_group_params(size_t gi) {
   at::Tensor full = local;
   if (shard_world() > 1) {
     full = at::empty({g.padded}, local.options());
-    Dist& group = opts_.strategy == ShardStrategy::HybridShard ? *shard_group_ : dist_;
-    group.all_gather_into_tensor(full, local, g.name);
+    shard_dist().all_gather_into_tensor(full, local, g.name);
   }
   NamedTensors out;
   for (const auto& p : g.params) out.emplace_back(p.name, full.narrow(0, p.offset, p.numel).view(p.shape).cpu().clone());

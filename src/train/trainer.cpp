@@ -166,6 +166,7 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
   so.strategy = dist::parse_shard_strategy(cfg.dist.strategy);
   so.compute_dtype = cfg.model.compute_dtype;
   so.hybrid_group_size = cfg.dist.hybrid_group_size;
+  so.prefetch = cfg.dist.prefetch;
   model->activation_checkpointing = cfg.model.activation_checkpointing;
   model->to(dist->device());
   dist::ShardedModel sharded(model, *dist, world, so);
@@ -203,7 +204,7 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
 
   while (prog.step < cfg.train.max_steps) {
     auto t0 = std::chrono::steady_clock::now();
-    double comm0 = dist->comm_seconds();
+    double comm0 = dist->comm_seconds(), inflight0 = dist->inflight_seconds();
     auto o = forward_backward(sharded, data, cfg, plan.micro_batches, *dist);
     o.grad_norm = sharded.clip_grad_norm(cfg.train.clip_grad_norm);
     double lr = sched.lr(prog.step);
@@ -226,6 +227,7 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
 
     double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     double comm = dist->comm_seconds() - comm0;
+    double inflight = dist->inflight_seconds() - inflight0;  // NaN (written as null) on NCCL
     double tps = step_tokens / std::max(dt, 1e-9);
     double mfu = peak > 0 ? flops.full * tps / peak : -1.0;  // negative: unknown, not shown
     bool eval = cfg.train.eval_interval > 0 && prog.step % cfg.train.eval_interval == 0;
@@ -234,7 +236,7 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
       std::vector<std::pair<std::string, double>> row = {
           {"loss", o.loss}, {"lr", lr}, {"grad_norm", o.grad_norm}, {"tokens", static_cast<double>(prog.tokens)},
           {"trained_tokens", static_cast<double>(o.trained)}, {"tokens_per_s", tps}, {"step_seconds", dt},
-          {"comm_seconds", comm}};
+          {"comm_seconds", comm}, {"comm_inflight_seconds", inflight}};
       // Without a known peak (CPU) MFU is written as null rather than left out or faked.
       row.emplace_back("mfu", mfu >= 0 ? mfu : std::nan(""));
       auto shares = data.shares();

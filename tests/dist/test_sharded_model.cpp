@@ -156,4 +156,141 @@ INSTANTIATE_TEST_SUITE_P(Strategies, Sharded,
                                   (info.param.hybrid_group ? "_g" + std::to_string(info.param.hybrid_group) : "");
                          });
 
+
+// Prefetch on and off: the same collectives in the same order, so every loss, shard grad and
+// weight is bit-identical (not merely close) over steps of two micro-batches each, which makes
+// the per-unit strategies accumulate reduce-scattered grads across micro-batches.
+struct Run {
+  std::vector<double> losses;                   // rank 0's, per step
+  std::map<std::string, at::Tensor> per_rank;   // "r<rank>/<group>/{grad,weight}"
+  ShardStats stats;                             // rank 0's
+};
+
+Run run_prefetch(const Case& c, bool prefetch, c10::ScalarType dtype, int steps) {
+  Run out;
+  std::mutex mu;
+  run_ranks(c.world, [&](Dist& d, const WorldInfo& w) {
+    ShardOptions o;
+    o.strategy = parse_shard_strategy(c.strategy);
+    o.hybrid_group_size = c.hybrid_group;
+    o.compute_dtype = dtype;
+    o.prefetch = prefetch;
+    ShardedModel sm(make_llama(tiny(), 7), d, w, o);
+    AdamW opt(sm.shard_params(), {}, sm.shard_decay());
+    for (int step = 0; step < steps; ++step) {
+      double denom = 0, sum = 0;
+      std::vector<Batch> micro;
+      for (int m = 0; m < 2; ++m) {
+        auto batch = global_batch(2 * step + m);
+        denom += static_cast<double>(count_trained(batch.targets));
+        micro.push_back(rows_for(batch, d.rank(), d.world_size()));
+      }
+      for (auto& mb : micro) {
+        auto loss = cross_entropy_sum(sm.forward(mb.tokens, mb.positions, {}), mb.targets);
+        (loss / denom).backward();
+        sum += loss.item<double>();
+      }
+      sm.finish_backward();
+      double loss = d.all_reduce(sum, Reduce::Sum, "loss") / denom;
+      sm.clip_grad_norm(1.0);
+      {
+        std::lock_guard<std::mutex> lock(mu);  // not held across collectives: the peers would wait on it
+        for (const auto& [name, t] : sm.shard_params())
+          out.per_rank["r" + std::to_string(d.rank()) + "/" + name + "/grad/" + std::to_string(step)] = t.grad().clone();
+        if (d.is_main()) out.losses.push_back(loss);
+      }
+      opt.step(3e-3);
+      opt.zero_grad();
+      sm.after_optimizer_step();
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    for (const auto& [name, t] : sm.shard_params())
+      out.per_rank["r" + std::to_string(d.rank()) + "/" + name + "/weight"] = t.detach().clone();
+    if (d.is_main()) out.stats = sm.stats();
+  });
+  return out;
+}
+
+class Prefetch : public ::testing::TestWithParam<Case> {};
+
+TEST_P(Prefetch, OnAndOffAreBitIdentical) {
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    auto off = run_prefetch(GetParam(), false, dtype, 3);
+    auto on = run_prefetch(GetParam(), true, dtype, 3);
+    ASSERT_EQ(on.losses.size(), 3u);
+    for (size_t i = 0; i < on.losses.size(); ++i) EXPECT_EQ(on.losses[i], off.losses[i]) << i;
+    ASSERT_EQ(on.per_rank.size(), off.per_rank.size());
+    for (auto& [name, t] : off.per_rank) {
+      ASSERT_TRUE(on.per_rank.count(name)) << name;
+      EXPECT_TRUE(at::equal(on.per_rank.at(name), t)) << name << " " << c10::toString(dtype);
+    }
+    EXPECT_EQ(off.stats.prefetches, 0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Strategies, Prefetch,
+                         ::testing::Values(Case{"full_shard", 2}, Case{"shard_grad_op", 2}, Case{"no_shard", 2},
+                                           Case{"hybrid_shard", 4, 2}),
+                         [](const auto& info) {
+                           return info.param.strategy + "_w" + std::to_string(info.param.world) +
+                                  (info.param.hybrid_group ? "_g" + std::to_string(info.param.hybrid_group) : "");
+                         });
+
+// full_shard with 2 layers has 4 units (embed, 2 layers, head). Each micro-batch prefetches units
+// 1..3 in forward and 2..0 in backward; at most the current and the prefetched unit are gathered,
+// so the peak is the largest pair of neighbouring units, in bytes as well.
+TEST(Prefetch, AtMostTwoUnitsGatheredAtOnce) {
+  const auto c = tiny();
+  const int64_t D = c.hidden_size, hd = D / c.num_attention_heads;
+  const int64_t layer = D * hd * (2 * c.num_attention_heads + 2 * c.num_key_value_heads) +
+                        3 * D * c.intermediate_size + 2 * D;  // divisible by 2: no padding
+  const int64_t embed = c.vocab_size * D, head = c.vocab_size * D + D;
+  for (bool prefetch : {false, true}) {
+    auto r = run_prefetch({"full_shard", 2}, prefetch, at::kFloat, 2);
+    EXPECT_EQ(r.stats.peak_resident_units, prefetch ? 2 : 1);
+    EXPECT_EQ(r.stats.prefetches, prefetch ? 2 * 2 * 6 : 0);  // 2 steps x 2 micro-batches x 6
+    const int64_t peak = prefetch ? std::max({embed + layer, 2 * layer, layer + head}) : std::max(layer, head);
+    EXPECT_EQ(r.stats.peak_gathered_bytes, 4 * peak);
+  }
+}
+
+// A peer that dies while this rank's prefetched all-gather is in flight: the wait reports the
+// prefetched collective by name, in forward and in backward (through the autograd engine).
+TEST(Prefetch, PeerDyingDuringAPrefetchGivesTheNamedError) {
+  for (bool in_backward : {false, true}) {
+    std::string error;
+    int64_t prefetches = 0;
+    run_ranks(
+        2,
+        [&](Dist& d, const WorldInfo& w) {
+          ShardedModel sm(make_llama(tiny(), 7), d, w, {});
+          auto b = rows_for(global_batch(0), d.rank(), 2);
+          if (d.rank() == 1) {
+            // Takes part in what rank 0 waits for first, then leaves (its group shuts down).
+            if (in_backward) {
+              sm.forward(b.tokens, b.positions, {});
+              sm.gather_unit(3);  // the head, gathered again at the start of backward
+            } else {
+              sm.gather_unit(0);
+            }
+            return;
+          }
+          try {
+            auto logits = sm.forward(b.tokens, b.positions, {});
+            if (in_backward) cross_entropy_sum(logits, b.targets).backward();
+          } catch (const std::exception& e) {
+            error = e.what();
+          }
+          prefetches = sm.stats().prefetches;
+        },
+        std::chrono::seconds(5));
+    // Forward dies waiting for unit 1 (layers.0), prefetched during the embedding; backward for
+    // unit 2 (layers.1), prefetched during the head's backward.
+    const std::string want = in_backward ? "all_gather_into_tensor of 'layers.1.decay' on rank 0 of 2"
+                                         : "all_gather_into_tensor of 'layers.0.decay' on rank 0 of 2";
+    EXPECT_NE(error.find(want), std::string::npos) << error;
+    EXPECT_EQ(prefetches, in_backward ? 4 : 1);
+  }
+}
+
 }  // namespace

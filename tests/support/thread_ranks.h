@@ -14,7 +14,8 @@
 
 namespace agenttune::testing {
 
-inline void run_ranks(int n, const std::function<void(dist::Dist&, const dist::WorldInfo&)>& fn) {
+inline void run_ranks(int n, const std::function<void(dist::Dist&, const dist::WorldInfo&)>& fn,
+                      std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
   auto store = c10::make_intrusive<c10d::HashStore>();
   std::vector<std::thread> threads;
   std::vector<std::string> errors(n);
@@ -22,7 +23,7 @@ inline void run_ranks(int n, const std::function<void(dist::Dist&, const dist::W
     threads.emplace_back([&, r] {
       try {
         dist::DistOptions o;
-        o.timeout = std::chrono::seconds(30);
+        o.timeout = timeout;
         dist::Dist d(store, r, n, c10::Device(c10::kCPU), o);
         dist::WorldInfo w;
         w.rank = r, w.world_size = n, w.local_rank = r, w.local_world_size = n;

@@ -82,6 +82,7 @@ struct DistSection {
   std::string device = "auto";   // auto = cuda:<local_rank> when CUDA is available, else cpu
   double timeout_s = 600;        // a collective slower than this fails on every rank
   int hybrid_group_size = 0;     // ranks that shard together under hybrid_shard; 0 = one node
+  bool prefetch = true;          // overlap collectives with compute (bit-identical results either way)
 };
 
 struct TrainConfig {
@@ -163,6 +164,7 @@ void visit(V& v, DistSection& d) {
   v("device", d.device);
   v("timeout_s", d.timeout_s);
   v("hybrid_group_size", d.hybrid_group_size);
+  v("prefetch", d.prefetch);
 }
 
 template <class V>

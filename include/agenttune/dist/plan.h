@@ -7,11 +7,14 @@
 //  - every unit's parameters live in flat groups (decayed matrices, undecayed vectors), each padded
 //    to a multiple of the shard group; a rank keeps 1/S of each as an fp32 master, its fp32 grad
 //    and two fp32 AdamW moments (plus a 4-byte step per group);
-//  - full_shard / hybrid_shard gather one unit at a time in the compute dtype, synchronously (no
-//    prefetch), and recompute it in backward; so one unit's full params and grads exist at once,
-//    and only each unit's input stays saved between forward and backward;
+//  - full_shard / hybrid_shard gather one unit at a time in the compute dtype and recompute it in
+//    backward, so only each unit's input stays saved between forward and backward; with prefetch
+//    the next unit is gathering while one computes (two neighbouring units' full params at once)
+//    and one unit's fp32 flat grads are in flight while the next unit's are flattened; without
+//    prefetch one unit's params and one group's flat grads;
 //  - shard_grad_op / no_shard keep every unit gathered in the compute dtype, and autograd keeps
-//    full compute-dtype grads until finish_backward() flattens them group by group into fp32.
+//    full compute-dtype grads until finish_backward() flattens them group by group into fp32
+//    (with prefetch, one group's reduction in flight while the next is flattened).
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
@@ -34,6 +37,7 @@ struct PlanInput {
   c10::ScalarType compute_dtype = c10::ScalarType::BFloat16;
   // Only changes no_shard / shard_grad_op: the per-unit strategies always recompute.
   bool activation_checkpointing = false;
+  bool prefetch = true;  // dist.prefetch: overlapped collectives hold a second unit / flat group
 };
 
 struct Hardware {
@@ -47,6 +51,8 @@ struct MemoryPlan {
   int shard_world = 1, replicas = 1;
   int64_t numel = 0, padded = 0, shard_numel = 0;  // padded: sum of groups padded to shard_world
   int64_t largest_unit_padded = 0, largest_group_padded = 0;
+  // The largest two neighbouring units / groups together (in build order): what prefetch holds.
+  int64_t largest_unit_pair_padded = 0, largest_group_pair_padded = 0;
 
   int64_t master = 0;         // fp32 shards (AdamW updates these)
   int64_t gathered = 0;       // compute-dtype full params resident at the peak

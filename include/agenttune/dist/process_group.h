@@ -1,10 +1,13 @@
 #pragma once
 // One process group for the whole job: a c10d store for rendezvous plus one c10d backend (NCCL on
-// CUDA, Gloo on CPU). Every collective here is synchronous, on NCCL too (the CPU waits, up to the
-// timeout), and turns a backend failure or timeout into an agenttune::Error that names the
-// collective, what it carried, this rank and the world ("all_reduce of 'grad_norm' on rank 1 of 2
-// timed out after 30 s"), so a dead or stuck peer makes every other rank exit non-zero instead of
-// hanging. Code that overlaps communication with compute drives backend() itself.
+// CUDA, Gloo on CPU). Every collective is issued asynchronously (`*_async` returns a Pending) and
+// the plain calls are issue + wait. Pending::wait() blocks the CPU until the collective completes,
+// bounded by the timeout counted from the issue, and turns a backend failure or timeout into an
+// agenttune::Error that names the collective, what it carried, this rank and the world
+// ("all_reduce of 'grad_norm' on rank 1 of 2 timed out after 30 s"), so a dead or stuck peer makes
+// every other rank exit non-zero instead of hanging. Between issue and wait the caller computes:
+// Gloo runs the collective on its own threads, NCCL on ProcessGroupNCCL's stream (and wait() makes
+// the current stream wait for it), which is how the sharded model overlaps communication.
 //
 // After one failed collective the group is unusable (the backend's connections are broken); later
 // calls throw at once, and teardown aborts instead of waiting for peers.
@@ -17,7 +20,9 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,6 +32,29 @@
 namespace agenttune::dist {
 
 enum class Reduce { Sum, Max, Min };
+
+class Dist;
+
+// A collective in flight. wait() (once; later calls do nothing) throws the same named error as the
+// synchronous calls. Dropping a Pending without waiting leaves the collective running (the backend
+// keeps its tensors alive), but its result is never copied back: wait on everything you issue.
+class Pending {
+ public:
+  Pending() = default;
+  Pending(Pending&&) noexcept = default;
+  Pending& operator=(Pending&&) noexcept = default;
+  bool active() const { return work_.defined(); }
+  void wait();
+
+ private:
+  friend class Dist;
+  Dist* dist_ = nullptr;
+  c10::intrusive_ptr<c10d::Work> work_;
+  std::string op_, what_;
+  std::chrono::steady_clock::time_point issued_;
+  std::vector<at::Tensor> keep_;  // buffers that must outlive the collective
+  std::function<void()> then_;    // after completion (all_reduce of a non-contiguous tensor copies back)
+};
 
 struct DistOptions {
   // auto: NCCL when the device is CUDA, Gloo otherwise. gloo | nccl force one.
@@ -62,12 +90,18 @@ class Dist {
   c10::Device device() const { return device_; }
   const std::string& backend_name() const { return backend_name_; }
   std::chrono::milliseconds timeout() const { return opts_.timeout; }
-  // For callers that overlap communication with compute (FSDP streams); they own error handling.
+  // The raw c10d backend (prefer the *_async calls, which keep the named errors).
   const c10::intrusive_ptr<c10d::Backend>& backend() const { return backend_; }
   c10d::Store& store() const { return *store_; }
-  // Wall time this rank has spent waiting in collectives so far. Collectives are synchronous, so
-  // none of it overlaps compute: the share of a step it takes is communication left exposed.
+  // Wall time this rank's CPU has spent blocked in collectives so far (issuing them and waiting
+  // for them): communication left exposed, not hidden behind compute.
   double comm_seconds() const { return comm_seconds_; }
+  // Wall time during which at least one of this rank's collectives was in flight (issue to
+  // completion, overlaps counted once), so 1 - exposed / in-flight is the share hidden behind
+  // compute. Completion is when Gloo marks the work done on its own thread (its reduce-scatter is
+  // run as the all-reduce it is inside Gloo, to observe that); NCCL's completion is on the GPU and
+  // is not observed here, so this is NaN on NCCL.
+  double inflight_seconds() const;
 
   // `what` names the payload in error messages ("grad_norm", "layers.3 params").
   void all_reduce(at::Tensor& t, Reduce op = Reduce::Sum, std::string_view what = "tensor");
@@ -81,14 +115,30 @@ class Dist {
   // Every rank's bytes, indexed by rank (for consistency checks: config hashes, data fingerprints).
   std::vector<std::string> all_gather_bytes(std::string_view bytes, std::string_view what);
 
+  // The same collectives, returned in flight. The tensors must not be touched until wait().
+  Pending all_reduce_async(at::Tensor& t, Reduce op = Reduce::Sum, std::string_view what = "tensor");
+  Pending all_gather_into_tensor_async(at::Tensor& out, const at::Tensor& in, std::string_view what = "tensor");
+  Pending reduce_scatter_tensor_async(at::Tensor& out, const at::Tensor& in, std::string_view what = "tensor");
+
   // Tears the backend down; called by the destructor. After a failed collective the backend is
   // aborted rather than drained, so exiting never blocks on a dead peer.
   void shutdown();
 
  private:
+  friend class Pending;
+  struct Inflight {  // shared with the backend's completion callbacks, which may outlive a call
+    std::mutex mu;
+    int running = 0;
+    std::chrono::steady_clock::time_point since;
+    double seconds = 0;
+  };
+
   void init_backend(const DistOptions& opts);
   template <typename F>
-  void run(std::string_view op, std::string_view what, F&& start);
+  Pending issue(std::string_view op, std::string_view what, std::vector<at::Tensor> keep, F&& start);
+  void finish(Pending& p);
+  void track_inflight(const Pending& p);
+  [[noreturn]] void fail_collective(const Pending& p, const std::exception& e);
   at::Tensor on_device(const at::Tensor& cpu) const;
 
   c10::intrusive_ptr<c10d::Store> store_;
@@ -101,6 +151,7 @@ class Dist {
   std::chrono::milliseconds wait_limit_{0};
   bool failed_ = false;
   double comm_seconds_ = 0;
+  std::shared_ptr<Inflight> inflight_ = std::make_shared<Inflight>();
 };
 
 }  // namespace agenttune::dist

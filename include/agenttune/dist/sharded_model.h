@@ -16,6 +16,15 @@
 //   hybrid_shard         full_shard inside groups of `hybrid_group_size` ranks (a node), and the
 //                        shard grads all-reduced across the groups (replicas).
 // A single process is a world of one on the same path.
+//
+// With `prefetch` (the default) communication overlaps compute: the per-unit strategies issue the
+// all-gather of the next unit (forward) or of the previous one (backward) before computing the
+// current one, so at most two units are gathered at once, and each unit's grad reduce-scatter runs
+// while the next unit's backward computes (it lands, in order, after that unit's own reduction is
+// issued, or in finish_backward). shard_grad_op / no_shard keep one group's grad reduction in
+// flight while finish_backward flattens the next; hybrid_shard issues the replica all-reduces of
+// all groups before waiting. The collectives, their order and every sum are the same as without
+// prefetch, so the results are bit-identical.
 #include <ATen/core/Tensor.h>
 
 #include <memory>
@@ -37,6 +46,14 @@ struct ShardOptions {
   ShardStrategy strategy = ShardStrategy::FullShard;
   c10::ScalarType compute_dtype = c10::ScalarType::Float;
   int hybrid_group_size = 0;  // ranks per shard group for hybrid_shard; 0 = LOCAL_WORLD_SIZE
+  bool prefetch = true;       // overlap collectives with compute (dist.prefetch)
+};
+
+// What the engine did, for tests and benchmarks.
+struct ShardStats {
+  int64_t prefetches = 0;           // unit all-gathers issued before the unit that needs them
+  int64_t peak_resident_units = 0;  // most units with gathered (or gathering) parameters at once
+  int64_t peak_gathered_bytes = 0;  // most compute-dtype bytes of gathered parameters at once
 };
 
 struct FlatParam {
@@ -56,6 +73,7 @@ struct FlatGroup {
   int64_t padded = 0;
   at::Tensor shard;  // fp32 master slice, requires_grad: what AdamW updates
   at::Tensor full;   // gathered compute-dtype buffer while resident
+  Pending gathering; // the all-gather filling `full`, while in flight
 };
 
 class ShardedModel {
@@ -92,9 +110,13 @@ class ShardedModel {
   int shard_rank() const;
   int shard_world() const;
   LlamaForCausalLM& model() { return model_; }
+  const ShardStats& stats() const { return stats_; }
 
-  // Used by the per-unit autograd function.
+  // Used by the per-unit autograd function. gather_unit waits for a prefetched unit; prefetch_unit
+  // issues a unit's all-gather without waiting (nothing when prefetch is off, the unit does not
+  // exist or it is gathered already).
   void gather_unit(size_t unit);
+  void prefetch_unit(int64_t unit);
   void free_unit(size_t unit);
   at::Tensor run_unit(size_t unit, const at::Tensor& x);
   void reduce_unit_grads(size_t unit, const std::vector<at::Tensor>& full_grads);
@@ -102,9 +124,25 @@ class ShardedModel {
   std::vector<size_t> unit_groups(size_t unit) const;
 
  private:
+  // A group's grad reduction in flight; `assign` replaces the shard grad (the resident strategies
+  // reduce once per step), otherwise it accumulates (per-unit strategies, once per micro-batch).
+  struct GradInFlight {
+    size_t group = 0;
+    bool assign = false;
+    Pending pending;
+    at::Tensor reduced;
+  };
+
   void build_groups();
-  void gather_group(FlatGroup& g);
-  void reduce_group_grad(FlatGroup& g, const at::Tensor& flat_grad);
+  bool per_unit() const;
+  Dist& shard_dist();
+  void issue_gather(FlatGroup& g);
+  void gather_groups(const std::vector<size_t>& groups);
+  void note_resident();
+  void issue_grad_reduce(size_t group, const at::Tensor& flat_grad, bool assign);
+  // Waits for the `n` oldest grad reductions, in issue order, and adds them to the shard grads.
+  void land_grads(size_t n);
+  void land_all_grads() { land_grads(grads_in_flight_.size()); }
   at::Tensor flatten_grads(const FlatGroup& g, const std::vector<at::Tensor>& grads) const;
 
   LlamaForCausalLM model_;
@@ -112,6 +150,8 @@ class ShardedModel {
   ShardOptions opts_;
   std::unique_ptr<Dist> shard_group_, replica_group_;  // hybrid_shard only
   std::vector<FlatGroup> groups_;
+  std::vector<GradInFlight> grads_in_flight_;
+  ShardStats stats_;
   size_t num_units_ = 0;
   // Per forward: what the units need besides their input.
   RopeTables rope_;
