@@ -7,6 +7,7 @@
 #include "agenttune/dist/plan.h"
 #include "agenttune/io/hf_checkpoint.h"
 #include "agenttune/model/flops.h"
+#include "agenttune/train/data_plan.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
 #include "commands.h"
@@ -51,8 +52,7 @@ Command plan_command() {
     LlamaConfig model = cfg.model.shape;
     if (!cfg.model.init_from.empty()) model = read_model_config(cfg.model.init_from, detect_weight_format(cfg.model.init_from));
     if (a->strategies.empty()) a->strategies = {cfg.dist.strategy};
-    int64_t seqs = cfg.train.global_batch_sequences;
-    if (seqs == 0) seqs = std::max<int64_t>(1, (cfg.train.global_batch_tokens + cfg.data.seq_len - 1) / cfg.data.seq_len);
+    const int64_t seqs = global_batch_sequences(cfg);
     dist::Hardware hw{a->peak_tflops, a->nvlink_gbs, a->link_gbps / 8.0};
 
     std::cout << fmt::format(

@@ -1,5 +1,6 @@
 #include "agenttune/config/train_config.h"
 
+#include <cmath>
 #include <set>
 
 #include "agenttune/util/error.h"
@@ -18,7 +19,18 @@ void TrainConfig::validate(const std::string& src) const {
   if (data.seq_len < 2) fail("{}: data.seq_len must be at least 2, got {}", src, data.seq_len);
   if (data.validation_fraction < 0 || data.validation_fraction >= 1)
     fail("{}: data.validation_fraction must be in [0, 1), got {}", src, data.validation_fraction);
-  if (train.max_steps <= 0) fail("{}: train.max_steps must be positive, got {}", src, train.max_steps);
+  if (train.max_steps <= 0 && !(train.epochs > 0))
+    fail("{}: train.max_steps must be positive (or train.epochs set), got {}", src, train.max_steps);
+  if (train.epochs < 0 || !std::isfinite(train.epochs))
+    fail("{}: train.epochs must be >= 0 (0 = use max_steps), got {}", src, train.epochs);
+  if (data.agent_share) {
+    if (!(*data.agent_share >= 0 && *data.agent_share <= 1))
+      fail("{}: data.agent_share must be in [0, 1], got {}", src, *data.agent_share);
+    for (size_t i = 0; i < data.sources.size(); ++i)
+      if (data.sources[i].weight != 1.0)
+        fail("{}: data.sources[{}].weight is set, but data.agent_share decides the weights; remove one of them", src,
+             i);
+  }
   if (train.micro_batch_size <= 0) fail("{}: train.micro_batch_size must be positive", src);
   if ((train.global_batch_sequences > 0) == (train.global_batch_tokens > 0))
     fail("{}: set exactly one of train.global_batch_sequences and train.global_batch_tokens", src);

@@ -31,6 +31,10 @@ std::vector<int64_t> permutation(const std::vector<int64_t>& items, uint64_t see
   return p;
 }
 
+// Any id works (it is never trained nor attended to by real tokens); 0 is Llama-2's <unk>, the
+// pad id most Llama fine-tunes use.
+constexpr int64_t kPadToken = 0;
+
 }  // namespace
 
 struct Mixture::Source {
@@ -96,8 +100,8 @@ std::pair<size_t, int64_t> Mixture::next_document(size_t i) {
 // Packs documents into one window of T tokens. Targets are the next token of the same document;
 // the target across a document boundary (predicting the next document's BOS) is never trained,
 // and a document cut by the window end continues, with positions from 0, in the next window.
-void Mixture::fill_window(int64_t* tokens, int64_t* targets, int64_t* positions, int64_t* doc_ids,
-                          std::vector<int64_t>& source_tokens) {
+int64_t Mixture::fill_window(int64_t* tokens, int64_t* targets, int64_t* positions, int64_t* doc_ids,
+                             std::vector<int64_t>& source_tokens) {
   const int64_t T = opts_.seq_len;
   int64_t filled = 0, segment = 0;
   std::vector<int64_t> buf;
@@ -148,8 +152,18 @@ void Mixture::fill_window(int64_t* tokens, int64_t* targets, int64_t* positions,
     ++segment;
     state_.carry_offset += take;
     if (state_.carry_offset >= len) state_.carry_doc = -1, state_.carry_source = -1, state_.carry_offset = 0;
+    if (opts_.packing == Packing::Pad) break;
   }
+  // Padding is a segment of its own: untrained, and isolated under document attention.
+  if (tokens != nullptr)
+    for (int64_t k = filled; k < T; ++k) {
+      tokens[k] = kPadToken;
+      targets[k] = kIgnoreIndex;
+      positions[k] = k - filled;
+      doc_ids[k] = segment;
+    }
   ++state_.windows;
+  return filled;
 }
 
 PackedBatch Mixture::next_batch(int64_t batch, int rank, int world) {
@@ -163,17 +177,28 @@ PackedBatch Mixture::next_batch(int64_t batch, int rank, int world) {
   b.doc_ids = at::empty({batch, T}, opts);
   b.source_tokens.assign(sources_.size(), 0);
   std::vector<int64_t> ignored(sources_.size(), 0);
+  int64_t longest = 0;
   for (int64_t g = 0; g < batch * world; ++g) {
     bool mine = g % world == rank;
     int64_t row = g / world;
     if (mine) {
-      fill_window(b.tokens[row].data_ptr<int64_t>(), b.targets[row].data_ptr<int64_t>(),
-                  b.positions[row].data_ptr<int64_t>(), b.doc_ids[row].data_ptr<int64_t>(), b.source_tokens);
+      int64_t placed = fill_window(b.tokens[row].data_ptr<int64_t>(), b.targets[row].data_ptr<int64_t>(),
+                                   b.positions[row].data_ptr<int64_t>(), b.doc_ids[row].data_ptr<int64_t>(),
+                                   b.source_tokens);
+      b.real_tokens += placed;
+      longest = std::max(longest, placed);
     } else {
       fill_window(nullptr, nullptr, nullptr, nullptr, ignored);
     }
   }
   b.trained_tokens = std::accumulate(b.source_tokens.begin(), b.source_tokens.end(), int64_t{0});
+  if (opts_.packing == Packing::Pad) {
+    // Columns past the longest row are all padding: drop them. Multiples of 8 keep matmul shapes
+    // friendly and limit the number of distinct shapes a run sees.
+    const int64_t width = std::min(T, (longest + 7) / 8 * 8);
+    for (at::Tensor* t : {&b.tokens, &b.targets, &b.positions, &b.doc_ids})
+      *t = t->narrow(1, 0, std::max<int64_t>(width, 1)).contiguous();
+  }
   return b;
 }
 

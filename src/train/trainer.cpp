@@ -14,6 +14,7 @@
 #include "agenttune/io/hf_checkpoint.h"
 #include "agenttune/model/flops.h"
 #include "agenttune/model/loss.h"
+#include "agenttune/train/data_plan.h"
 #include "agenttune/train/metrics.h"
 #include "agenttune/train/stop_signal.h"
 #include "agenttune/train/train_state.h"
@@ -51,8 +52,7 @@ struct StepPlan {
 
 StepPlan plan_steps(const TrainConfig& cfg, int world) {
   // The global batch is fixed by the config; the world size only changes how it is split.
-  int64_t seqs = cfg.train.global_batch_sequences;
-  if (seqs == 0) seqs = std::max<int64_t>(1, (cfg.train.global_batch_tokens + cfg.data.seq_len - 1) / cfg.data.seq_len);
+  const int64_t seqs = global_batch_sequences(cfg);
   int64_t per_micro = cfg.train.micro_batch_size * world;
   if (seqs % per_micro != 0)
     fail("global batch of {} sequences is not a multiple of micro_batch_size {} x {} rank(s)", seqs,
@@ -69,6 +69,8 @@ struct StepOutcome {
   double loss = 0;
   double grad_norm = 0;
   int64_t trained = 0;
+  int64_t real = 0;   // tokens that are not padding, all ranks
+  int64_t slots = 0;  // token positions computed (padded micro-batches are cut to their longest row)
   std::vector<int64_t> source_tokens;
 };
 
@@ -80,13 +82,24 @@ StepOutcome forward_backward(dist::ShardedModel& model, Mixture& data, const Tra
   std::vector<PackedBatch> batches;
   StepOutcome out;
   out.source_tokens.assign(cfg.data.sources.size(), 0);
-  int64_t local = 0;
+  int64_t local_trained = 0, local_real = 0, local_slots = 0;
   for (int64_t i = 0; i < micro_batches; ++i) {
     batches.push_back(data.next_batch(cfg.train.micro_batch_size, dist.rank(), dist.world_size()));
-    local += batches.back().trained_tokens;
+    local_trained += batches.back().trained_tokens;
+    local_real += batches.back().real_tokens;
+    local_slots += batches.back().tokens.numel();
     for (size_t s = 0; s < out.source_tokens.size(); ++s) out.source_tokens[s] += batches.back().source_tokens[s];
   }
-  out.trained = static_cast<int64_t>(dist.all_reduce(static_cast<double>(local), dist::Reduce::Sum, "trained tokens"));
+  // Token counts are exact in a double up to 2^53.
+  auto counts = at::tensor({static_cast<double>(local_trained), static_cast<double>(local_real),
+                            static_cast<double>(local_slots)},
+                           at::kDouble)
+                    .to(dist.device());
+  dist.all_reduce(counts, dist::Reduce::Sum, "token counts");
+  counts = counts.cpu();
+  out.trained = static_cast<int64_t>(counts[0].item<double>());
+  out.real = static_cast<int64_t>(counts[1].item<double>());
+  out.slots = static_cast<int64_t>(counts[2].item<double>());
   const double denom = static_cast<double>(std::max<int64_t>(out.trained, 1));
   double loss_sum = 0;
   for (auto& b : batches) {
@@ -125,20 +138,11 @@ c10::Device pick_device(const TrainConfig& cfg, const dist::WorldInfo& world) {
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank));
 }
 
-MixtureOptions mixture_options(const TrainConfig& cfg) {
-  MixtureOptions m;
-  m.sources = cfg.data.sources;
-  m.seq_len = cfg.data.seq_len;
-  m.seed = cfg.train.seed;
-  m.validation_fraction = cfg.data.validation_fraction;
-  m.attention = cfg.data.attention;
-  if (!cfg.data.tokenizer.empty()) m.tokenizer_sha256 = sha256_file_hex(cfg.data.tokenizer);
-  return m;
-}
 
 }  // namespace
 
-TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
+TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
+  const TrainConfig cfg = resolve_data_plan(config);
   auto world = dist::world_from_env(dist::process_env());
   if (!world.is_main()) log::set_level(log::Level::Warn);  // one voice: rank 0 reports
   dist::DistOptions dopts;
@@ -197,7 +201,6 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
   auto flops = training_flops_per_token(model->config(), cfg.data.seq_len);
   double peak = peak_flops_per_second();
   StopSignal stop;
-  const int64_t step_tokens = plan.sequences * cfg.data.seq_len;
   log::info("training: {} steps x {} sequences x {} tokens on {} rank(s) ({}, {}), {} micro-batch(es) of {} per rank",
             cfg.train.max_steps, plan.sequences, cfg.data.seq_len, dist->world_size(), cfg.dist.strategy,
             dist->backend_name(), plan.micro_batches, cfg.train.micro_batch_size);
@@ -222,6 +225,8 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
     }
     opt.zero_grad();
     ++prog.step;
+    // Tokens the model read (padding excluded): what throughput and MFU are honest about.
+    const int64_t step_tokens = o.real;
     prog.tokens += step_tokens;
     result.losses.push_back(o.loss);
 
@@ -241,6 +246,8 @@ TrainResult train(const TrainConfig& cfg, const TrainOptions& opts) {
       row.emplace_back("mfu", mfu >= 0 ? mfu : std::nan(""));
       auto shares = data.shares();
       for (size_t s = 0; s < shares.size(); ++s) row.emplace_back("share/" + cfg.data.sources[s].name, shares[s]);
+      if (cfg.data.packing == Packing::Pad)
+        row.emplace_back("pad_fraction", 1.0 - static_cast<double>(o.real) / static_cast<double>(std::max<int64_t>(o.slots, 1)));
       if (eval) row.emplace_back("val_loss", val);
       if (prog.step % cfg.train.log_interval == 0 || prog.step == cfg.train.max_steps) metrics->log(prog.step, row);
       if (opts.progress) progress.update(prog.step, o.loss, lr, tps, mfu);

@@ -193,3 +193,75 @@ TEST(Mixture, SftMasksDecideWhichTargetsTrain) {
 
 }  // namespace
 }  // namespace agenttune
+
+namespace agenttune {
+namespace {
+
+MixtureOptions padded(const std::filesystem::path& root, int64_t seq_len) {
+  MixtureOptions o;
+  // 40 documents of 20..400 copies of token 1000+d: a row's tokens say which document it holds.
+  o.sources = {{"chat", testing::make_synthetic_source(root / "chat", 40, 1000, 3), 1.0}};
+  o.seq_len = seq_len;
+  o.packing = Packing::Pad;
+  return o;
+}
+
+TEST(Mixture, PaddingHoldsOneDocumentPerRowAndCutsTheBatchToItsLongestRow) {
+  Mixture m(padded(testing::scratch_dir(), 512));
+  std::multiset<int64_t> seen;
+  int64_t narrower = 0;
+  for (int step = 0; step < 10; ++step) {  // 40 rows: exactly one epoch
+    auto b = m.next_batch(4);
+    const int64_t width = b.tokens.size(1);
+    auto tok = b.tokens.accessor<int64_t, 2>();
+    auto tgt = b.targets.accessor<int64_t, 2>();
+    auto pos = b.positions.accessor<int64_t, 2>();
+    int64_t longest = 0, real = 0, trained = 0;
+    for (int r = 0; r < 4; ++r) {
+      const int64_t doc = tok[r][0];
+      seen.insert(doc);
+      int64_t len = 0;
+      while (len < width && tok[r][len] == doc) ++len;
+      // The document ends in EOS (2); the rest of the row is padding (0), never trained.
+      if (len < width && tok[r][len] == 2) ++len;
+      for (int64_t t = 0; t < len; ++t) EXPECT_EQ(pos[r][t], t);
+      for (int64_t t = len; t < width; ++t) {
+        EXPECT_EQ(tok[r][t], 0) << "row " << r << " pos " << t;
+        EXPECT_EQ(tgt[r][t], -100);
+      }
+      for (int64_t t = 0; t + 1 < len; ++t) EXPECT_EQ(tgt[r][t], tok[r][t + 1]);
+      EXPECT_EQ(tgt[r][len - 1], -100) << "the last token has no target";
+      for (int64_t t = 0; t < width; ++t) trained += tgt[r][t] != -100;
+      longest = std::max(longest, len);
+      real += len;
+    }
+    EXPECT_EQ(width, std::min<int64_t>(512, (longest + 7) / 8 * 8));
+    EXPECT_EQ(b.real_tokens, real);
+    EXPECT_EQ(b.trained_tokens, trained);
+    narrower += width < 512;
+  }
+  EXPECT_EQ(seen.size(), 40u);
+  EXPECT_EQ(std::set<int64_t>(seen.begin(), seen.end()).size(), 40u) << "each document once per epoch";
+  EXPECT_GT(narrower, 0) << "no batch was cut: the test data has no short batch";
+}
+
+TEST(Mixture, PaddingContinuesALongDocumentAloneInTheNextRow) {
+  Mixture m(padded(testing::scratch_dir(), 64));
+  int64_t continued = 0, prev_doc = -1;
+  for (int step = 0; step < 30; ++step) {
+    auto b = m.next_batch(1);
+    auto tok = b.tokens.accessor<int64_t, 2>();
+    auto pos = b.positions.accessor<int64_t, 2>();
+    const int64_t doc = tok[0][0];
+    if (doc == 2) continue;  // a lone EOS left over from the previous row's document
+    for (int64_t t = 0; t < b.tokens.size(1); ++t)
+      EXPECT_TRUE(tok[0][t] == doc || tok[0][t] == 2 || tok[0][t] == 0) << "two documents in one padded row";
+    EXPECT_EQ(pos[0][0], 0);
+    continued += doc == prev_doc;
+    prev_doc = doc;
+  }
+  EXPECT_GT(continued, 0) << "no document was long enough to continue";
+}
+
+}  // namespace
+}  // namespace agenttune

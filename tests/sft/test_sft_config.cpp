@@ -169,3 +169,49 @@ TEST(AgentShare, RejectsBadEtaAndMissingGroups) {
 
 }  // namespace
 }  // namespace agenttune
+
+#include "agenttune/config/train_config.h"
+
+namespace agenttune {
+namespace {
+
+// The shipped paper configs load (every key valid) and carry the published numbers
+// (../shared/spec/recipes.md §3.2-§3.4).
+TEST(PaperConfigs, CarryThePublishedNumbers) {
+  const auto dir = testing::source_dir() / "configs";
+  for (const char* size : {"7b", "13b", "70b"}) {
+    auto c = load_config<TrainConfig>(dir / "agenttuning" / (std::string("agentlm_") + size + ".yaml"));
+    EXPECT_EQ(c.train.lr, std::string(size) == "70b" ? 1e-5 : 5e-5) << size;
+    EXPECT_EQ(c.train.global_batch_sequences, 64);
+    EXPECT_EQ(c.data.seq_len, 4096);
+    EXPECT_EQ(c.data.agent_share, 0.2);
+    EXPECT_EQ(c.data.weight_unit, ShareUnit::Samples);
+    EXPECT_TRUE(c.data.sources.at(0).agent);
+    EXPECT_EQ(c.train.beta2, 0.95);
+    EXPECT_EQ(c.train.weight_decay, 0.1);
+  }
+  auto flan = load_config<TrainConfig>(dir / "agentflan" / "agentflan_7b.yaml");
+  EXPECT_EQ(flan.train.lr, 2e-5);
+  EXPECT_EQ(flan.train.epochs, 1);
+  EXPECT_EQ(flan.train.global_batch_sequences, 32);
+  EXPECT_EQ(flan.data.agent_share, 0.5);
+  auto lemur = load_config<TrainConfig>(dir / "lemur" / "chat_70b.yaml");
+  EXPECT_EQ(lemur.train.epochs, 2);
+  EXPECT_EQ(lemur.train.lr, 2e-5);
+  EXPECT_EQ(lemur.train.global_batch_sequences, 128);
+
+  auto at_data = load_config<SftPrepareConfig>(dir / "agenttuning" / "data.yaml");
+  EXPECT_EQ(at_data.chat_template, "agentlm");
+  EXPECT_EQ(at_data.datasets.at(1).max_samples, 4 * 3670);  // GPT-3.5 : GPT-4 = 0.8 : 0.2
+  auto flan_data = load_config<SftPrepareConfig>(dir / "agentflan" / "data.yaml");
+  EXPECT_EQ(flan_data.chat_template, "agent-flan");
+  EXPECT_EQ(flan_data.transforms.align.keep_react_fraction, 0.1);
+  EXPECT_EQ(flan_data.transforms.balance.weights.retrieval, 0.25);
+  EXPECT_EQ(flan_data.transforms.balance.weights.understanding, 0.75);
+  EXPECT_EQ(flan_data.transforms.format_following.samples, 2000);
+  auto lemur_data = load_config<SftPrepareConfig>(dir / "lemur" / "chat_data.yaml");
+  EXPECT_EQ(lemur_data.chat_template, "chatml");
+}
+
+}  // namespace
+}  // namespace agenttune

@@ -3,11 +3,13 @@
 // Keys the outside world relies on: output_dir, train.max_steps, train.seed, checkpoint.interval.
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "agenttune/config/model_config.h"
 #include "agenttune/data/mixture.h"
+#include "agenttune/data/sft_mix.h"
 #include "agenttune/train/lr_schedule.h"
 
 namespace agenttune {
@@ -16,6 +18,18 @@ template <>
 struct EnumNames<AttentionMode> {
   static constexpr std::array<std::pair<AttentionMode, std::string_view>, 2> values = {
       {{AttentionMode::Causal, "causal"}, {AttentionMode::Document, "document"}}};
+};
+
+template <>
+struct EnumNames<Packing> {
+  static constexpr std::array<std::pair<Packing, std::string_view>, 2> values = {
+      {{Packing::Pack, "pack"}, {Packing::Pad, "pad"}}};
+};
+
+template <>
+struct EnumNames<ShareUnit> {
+  static constexpr std::array<std::pair<ShareUnit, std::string_view>, 2> values = {
+      {{ShareUnit::TrainedTokens, "trained_tokens"}, {ShareUnit::Samples, "samples"}}};
 };
 
 template <>
@@ -36,8 +50,15 @@ struct ModelSection {
 
 struct DataSection {
   std::vector<MixtureSource> sources;
+  // What sources[].weight counts: trained tokens (the mixture's own unit) or samples (documents,
+  // i.e. conversations for SFT data; converted with each source's trained tokens per sample).
+  ShareUnit weight_unit = ShareUnit::TrainedTokens;
+  // AgentTuning's eta: sources with agent: true get this share (in weight_unit) and the others the
+  // rest, each group split by its sources' sizes. Exclusive with explicit weights.
+  std::optional<double> agent_share;
   int64_t seq_len = 2048;
   AttentionMode attention = AttentionMode::Causal;
+  Packing packing = Packing::Pack;  // pack | pad (one document per sequence; see data/mixture.h)
   double validation_fraction = 0.0;
   // The SentencePiece model the shards must have been made with (checked by fingerprint).
   std::filesystem::path tokenizer;
@@ -45,6 +66,9 @@ struct DataSection {
 
 struct TrainSection {
   int64_t max_steps = 1000;
+  // > 0: train this many passes over the data instead of max_steps (Agent-FLAN: 1, Lemur-Chat: 2).
+  // A pass is every source's tokens once (packed) or every document once (padded), in all.
+  double epochs = 0;
   uint64_t seed = 0;
   int64_t micro_batch_size = 1;         // sequences per forward/backward on one rank
   int64_t global_batch_sequences = 0;   // per optimizer step, all ranks; or:
@@ -102,6 +126,7 @@ void visit(V& v, MixtureSource& s) {
   v("name", s.name);
   v("path", s.path);
   v("weight", s.weight);
+  v("agent", s.agent);
 }
 
 template <class V>
@@ -116,8 +141,11 @@ void visit(V& v, ModelSection& m) {
 template <class V>
 void visit(V& v, DataSection& d) {
   v("sources", d.sources);
+  v("weight_unit", d.weight_unit);
+  v("agent_share", d.agent_share);
   v("seq_len", d.seq_len);
   v("attention", d.attention);
+  v("packing", d.packing);
   v("validation_fraction", d.validation_fraction);
   v("tokenizer", d.tokenizer);
 }
@@ -125,6 +153,7 @@ void visit(V& v, DataSection& d) {
 template <class V>
 void visit(V& v, TrainSection& t) {
   v("max_steps", t.max_steps);
+  v("epochs", t.epochs);
   v("seed", t.seed);
   v("micro_batch_size", t.micro_batch_size);
   v("global_batch_sequences", t.global_batch_sequences);

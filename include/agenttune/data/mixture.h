@@ -23,10 +23,20 @@ namespace agenttune {
 
 enum class AttentionMode { Causal, Document };
 
+// pack: documents are concatenated into full windows (no compute wasted on padding).
+// pad:  one document per window (a document longer than seq_len continues alone in the next
+//       window), the rest padded; a micro-batch is cut to its longest row (rounded up to a
+//       multiple of 8), so short conversations do not pay for seq_len. Padding is never trained
+//       and, being after the document, never attended to by its tokens.
+enum class Packing { Pack, Pad };
+
 struct MixtureSource {
   std::string name;
   std::filesystem::path path;  // a prepared folder (manifest.json + shards)
+  // The mixture meets it in trained tokens; a train config may state it in samples or through an
+  // agent share instead (train/data_plan.h resolves those to this).
   double weight = 1.0;
+  bool agent = false;  // agent data, for data.agent_share (AgentTuning's eta)
 };
 
 struct MixtureOptions {
@@ -35,6 +45,7 @@ struct MixtureOptions {
   uint64_t seed = 0;
   double validation_fraction = 0.0;  // documents held out of training (chosen by a seeded hash)
   AttentionMode attention = AttentionMode::Causal;
+  Packing packing = Packing::Pack;
   std::string tokenizer_sha256;  // when set, every source must have been made with it
 };
 
@@ -76,7 +87,8 @@ class Mixture {
  private:
   struct Source;
   // Fills one window; out pointers may be null to skip materialising another rank's window.
-  void fill_window(int64_t* tokens, int64_t* targets, int64_t* positions, int64_t* doc_ids,
+  // Returns the tokens placed (seq_len unless padding).
+  int64_t fill_window(int64_t* tokens, int64_t* targets, int64_t* positions, int64_t* doc_ids,
                    std::vector<int64_t>& source_tokens);
   size_t pick_source() const;
   std::pair<size_t, int64_t> next_document(size_t src);

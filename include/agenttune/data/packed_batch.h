@@ -1,5 +1,6 @@
 #pragma once
-// What the trainer consumes: B sequences of T tokens packed from whole documents.
+// What the trainer consumes: B sequences of T tokens packed from whole documents (T = seq_len,
+// or less for a padded micro-batch cut to its longest row).
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -13,6 +14,7 @@ struct PackedBatch {
   at::Tensor positions;  // [B, T] int64, restarting at 0 at each document (and window) start
   at::Tensor doc_ids;    // [B, T] int64, equal within a document inside a row (for isolation)
   int64_t trained_tokens = 0;
+  int64_t real_tokens = 0;  // tokens that are not padding, in this rank's rows
   std::vector<int64_t> source_tokens;  // trained tokens per mixture source
 };
 
