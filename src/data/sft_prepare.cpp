@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -115,11 +116,13 @@ struct Renderer {
   }
 };
 
-void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uint64_t seed) {
+void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uint64_t seed,
+                 const SftPrepareHooks& hooks) {
   auto& rep = p.report;
   const std::string tname = r.tmpl.name();
   const size_t n = p.convs.size();
-  SftOutput out(rep.output, r.tok, cfg.shard_tokens);
+  std::optional<SftOutput> out;
+  if (hooks.write) out.emplace(rep.output, r.tok, cfg.shard_tokens);
   constexpr size_t kBlock = 8192;  // bounds memory: renderings are written block by block
   const auto whole = static_cast<int64_t>(std::floor(p.upsample));
   std::vector<size_t> kept;  // indices into convs of the samples kept
@@ -128,7 +131,7 @@ void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uin
   std::vector<std::string> errors;
   auto write = [&](const RenderedSample& s, const Conversation& c, int64_t copies) {
     for (int64_t k = 0; k < copies; ++k) {
-      out.add(s, c.file);
+      if (out) out->add(s, c.file);
       ++rep.documents;
       rep.tokens += static_cast<int64_t>(s.ids.size());
       rep.trained_tokens += s.num_trained();
@@ -142,7 +145,7 @@ void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uin
       const Conversation& c = p.convs[idx[j]];
       auto drop = [&](const char* reason) {
         ++rep.dropped[reason];
-        out.skipped(c.file);
+        if (out) out->skipped(c.file);
       };
       if (!errors[j].empty()) {
         if (p.on_render_error == OnProblem::Error)
@@ -169,6 +172,7 @@ void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uin
       }
       if (s.ids.size() != before) ++rep.truncated;
       kept.push_back(idx[j]);
+      if (hooks.on_kept) hooks.on_kept(rep.name, c, s);
       write(s, c, whole);
     }
   }
@@ -192,12 +196,12 @@ void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uin
       write(rendered[j], p.convs[idx[j]], 1);
     }
   }
-  rep.manifest = out.finish();
+  if (out) rep.manifest = out->finish();
 }
 
 }  // namespace
 
-SftPrepareReport prepare_sft(const SftPrepareConfig& cfg) {
+SftPrepareReport prepare_sft(const SftPrepareConfig& cfg, const SftPrepareHooks& hooks) {
   const auto t0 = std::chrono::steady_clock::now();
   auto lap = [last = t0]() mutable {
     const auto now = std::chrono::steady_clock::now();
@@ -274,7 +278,7 @@ SftPrepareReport prepare_sft(const SftPrepareConfig& cfg) {
   const int threads = cfg.threads > 0 ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
   const Renderer renderer{*tmpl, tok, threads};
   for (auto& p : pending) {
-    prepare_one(p, cfg, renderer, sft_detail::stream_seed(cfg.seed, p.report.name, "upsample"));
+    prepare_one(p, cfg, renderer, sft_detail::stream_seed(cfg.seed, p.report.name, "upsample"), hooks);
     p.convs = {};
     report.datasets.push_back(std::move(p.report));
     if (cfg.progress) log::info("sft prepare: {}", report.datasets.back().summary_line());

@@ -12,6 +12,7 @@
 // sample share such as AgentTuning's eta into those weights.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -95,9 +96,17 @@ struct SftPrepareReport {
   std::string summary() const;
 };
 
+// A prepare that looks without writing (`agenttune inspect`): the same pipeline and report, and
+// each distinct kept sample handed over as it would be written (after truncation, before
+// upsampling copies).
+struct SftPrepareHooks {
+  bool write = true;  // false: no folders are created or touched
+  std::function<void(const std::string& dataset, const Conversation&, const RenderedSample&)> on_kept;
+};
+
 // Throws agenttune::Error naming the dataset (and template) for unreadable data, a rendering the
 // template cannot express (bad_record: error), or a dataset whose rendering trains no token.
-SftPrepareReport prepare_sft(const SftPrepareConfig& config);
+SftPrepareReport prepare_sft(const SftPrepareConfig& config, const SftPrepareHooks& hooks = {});
 
 // Cuts a rendered sample (ids and mask together) to max_len tokens under `policy` (0 = no
 // limit); false when the policy drops it. Exposed for tests.

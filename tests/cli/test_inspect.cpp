@@ -1,0 +1,123 @@
+// `agenttune inspect` through the real command line: its counts are exactly what `prepare`
+// writes, it writes nothing itself, and the highlighted spans are the assistant answers.
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "agenttune/data/token_shards.h"
+#include "cli_test_util.h"
+#include "test_paths.h"
+
+namespace agenttune {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Run {
+  int rc;
+  std::string out;
+};
+
+Run agenttune(const std::string& args) {
+  Run r;
+  r.rc = testing::run_command(testing::agenttune_bin() + " " + args, &r.out);
+  return r;
+}
+
+// The tiny SFT prepare config with its outputs moved into `dir`.
+std::string tiny_sft(const fs::path& dir) {
+  const auto cfg = testing::source_dir() / "configs/tiny/sft_prepare.yaml";
+  return "--config " + cfg.string() + " --set datasets.0.output=" + (dir / "agentinstruct").string() +
+         " --set datasets.1.output=" + (dir / "sharegpt").string();
+}
+
+std::vector<std::string> trained_spans(const std::string& text) {
+  std::vector<std::string> spans;
+  const std::string open = "⟦", close = "⟧";
+  // After the legend line, which shows the markers itself.
+  for (size_t at = text.find(open, text.find("\n── ")); at != std::string::npos; at = text.find(open, at)) {
+    size_t end = text.find(close, at);
+    if (end == std::string::npos) break;
+    spans.push_back(text.substr(at + open.size(), end - at - open.size()));
+    at = end;
+  }
+  return spans;
+}
+
+class Inspect : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (testing::shared_fixture("llama2-tokenizer.model").empty()) GTEST_SKIP() << "no Llama-2 tokenizer fixture";
+  }
+};
+
+TEST_F(Inspect, SftCountsEqualWhatPrepareWritesAndNothingIsWritten) {
+  auto dir = testing::scratch_dir();
+  auto r = agenttune("inspect --plain --samples 2 " + tiny_sft(dir / "inspect"));
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_FALSE(fs::exists(dir / "inspect")) << "inspect wrote output folders";
+
+  auto p = agenttune("prepare --no-progress " + tiny_sft(dir / "prepared"));
+  ASSERT_EQ(p.rc, 0) << p.out;
+  for (const std::string name : {"agentinstruct", "sharegpt"}) {
+    auto m = ShardManifest::read(dir / "prepared" / name / "manifest.json");
+    // dataset samples kept truncated documents tokens trained ...
+    std::regex row("\n" + name + R"( +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) )");
+    std::smatch mm;
+    ASSERT_TRUE(std::regex_search(r.out, mm, row)) << "no count row for " << name << " in:\n" << r.out;
+    EXPECT_EQ(std::stoll(mm[4]), m.documents) << name;
+    EXPECT_EQ(std::stoll(mm[5]), m.tokens) << name;
+    EXPECT_EQ(std::stoll(mm[6]), m.trained_tokens) << name;
+  }
+}
+
+TEST_F(Inspect, TrainedSpansAreTheAssistantAnswersWithTheirEos) {
+  auto r = agenttune("inspect --plain --samples 3 --dataset sharegpt " + tiny_sft(testing::scratch_dir()));
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_EQ(r.out.find("── agentinstruct sample"), std::string::npos) << "--dataset did not filter";
+  ASSERT_NE(r.out.find("── sharegpt sample"), std::string::npos) << r.out;
+  auto spans = trained_spans(r.out);
+  ASSERT_GE(spans.size(), 3u) << r.out;
+  for (const auto& s : spans) {
+    // llama-2-chat trains the answer and the EOS closing its pair, never the prompt markers.
+    EXPECT_TRUE(s.size() >= 4 && s.compare(s.size() - 4, 4, "</s>") == 0) << "span: " << s;
+    EXPECT_EQ(s.find("[INST]"), std::string::npos) << "span: " << s;
+    EXPECT_EQ(s.find("<<SYS>>"), std::string::npos) << "span: " << s;
+  }
+  // The prompt side stays outside the spans.
+  EXPECT_NE(r.out.find("[/INST]⟦"), std::string::npos) << r.out;
+}
+
+TEST_F(Inspect, ColourMarksTrainedTokensAndPlainHasNoEscapes) {
+  auto args = " --samples 1 --dataset sharegpt " + tiny_sft(testing::scratch_dir());
+  auto colour = agenttune("inspect --color" + args);
+  ASSERT_EQ(colour.rc, 0) << colour.out;
+  EXPECT_NE(colour.out.find("\x1b[1;32m"), std::string::npos);
+  auto plain = agenttune("inspect --plain" + args);  // and stdout is a pipe here: no colour by default
+  EXPECT_EQ(plain.out.find("\x1b["), std::string::npos);
+  EXPECT_EQ(agenttune("inspect" + args).out.find("\x1b["), std::string::npos);
+  EXPECT_NE(agenttune("inspect --plain --color" + args).rc, 0) << "the two styles exclude each other";
+}
+
+TEST_F(Inspect, TrainConfigShowsPaddedRowsAndSourceShares) {
+  auto dir = testing::scratch_dir();
+  ASSERT_EQ(agenttune("prepare --no-progress " + tiny_sft(dir)).rc, 0);
+  const auto cfg = testing::source_dir() / "configs/tiny/sft.yaml";
+  auto r = agenttune("inspect --plain --samples 4 --config " + cfg.string() + " --set data.packing=pad" +
+                     " --set data.sources.0.path=" + (dir / "agentinstruct").string() +
+                     " --set data.sources.1.path=" + (dir / "sharegpt").string());
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("── row 4:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" pad]"), std::string::npos) << "padded rows should show their padding:\n" << r.out;
+  EXPECT_NE(r.out.find("\nagentinstruct "), std::string::npos);
+  EXPECT_NE(r.out.find("\nsharegpt "), std::string::npos);
+}
+
+TEST_F(Inspect, AnUnknownDatasetIsAnErrorNamingIt) {
+  auto r = agenttune("inspect --dataset nosuch " + tiny_sft(testing::scratch_dir()));
+  EXPECT_EQ(r.rc, 2) << r.out;
+  EXPECT_NE(r.out.find("nosuch"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace agenttune
