@@ -207,7 +207,9 @@ TEST(ExportChatTemplate, ApplyChatTemplateOnExportMatchesRenderer) {
     exports[name] = dir.string();
     auto gen = run_ok(testing::agenttune_bin() + " generate --model " + dir.string() + " --template " + name +
                       " --prompt hi --max-new-tokens 1 --json");
-    const auto at = gen.rfind("{\"prompt_ids\"");
+    // The JSON result is the last line that opens an object (log lines come before it).
+    const auto nl = gen.rfind("\n{");
+    const auto at = nl == std::string::npos ? (gen.rfind('{', 0) == 0 ? 0 : std::string::npos) : nl + 1;
     ASSERT_NE(at, std::string::npos) << gen;
     cli_hi[name] = json::parse(gen.substr(at, gen.find('\n', at) - at)).at("prompt_ids").get<std::vector<int32_t>>();
 
@@ -279,7 +281,7 @@ TEST(ExportChatTemplate, ApplyChatTemplateOnExportMatchesRenderer) {
   }
   EXPECT_GT(chatml_newlines, 5u);  // the relation above is really exercised
   std::cout << "apply_chat_template on " << exports.size() << " exports: " << rows.size()
-            << " conversations; assistant masks equal to our loss masks on " << masks_equal << ", equal after "
+            << " cases (" << rows.size() - exports.size() << " full conversations); assistant masks equal to our loss masks on " << masks_equal << ", equal after "
             << "dropping the " << chatml_newlines << " ChatML end-of-turn <0x0A> tokens on " << masks_as_stated << "\n";
 }
 
