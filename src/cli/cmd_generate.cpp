@@ -12,6 +12,7 @@
 #include "agenttune/util/error.h"
 #include "agenttune/util/strings.h"
 #include "commands.h"
+#include "decoding.h"
 
 namespace agenttune::cli {
 
@@ -73,19 +74,9 @@ int run_generate(GenerateArgs& a) {
     if (id < 0 || id >= vocab) fail("prompt token id {} is outside the model's vocabulary [0, {})", id, vocab);
 
   a.sampling.stop_ids = a.stop_ids.empty() ? loaded.eos_token_ids : a.stop_ids;
-  // Stream text, not pieces: decode everything so far and print what is new, holding back while
-  // the tail is an incomplete UTF-8 sequence (byte-fallback tokens arrive one byte at a time).
-  std::vector<int32_t> so_far;
-  size_t printed = 0;
-  auto stream = [&](int64_t id) {
-    if (a.json || !tok) return;
-    so_far.push_back(static_cast<int32_t>(id));
-    std::string text = tok->decode(so_far);
-    if (text.size() >= 3 && text.compare(text.size() - 3, 3, "\xEF\xBF\xBD") == 0) return;
-    if (text.size() > printed) std::cout << text.substr(printed) << std::flush;
-    printed = text.size();
-  };
-  auto res = generate(loaded.model, prompt, a.sampling, a.json ? std::function<void(int64_t)>{} : stream);
+  std::function<void(int64_t)> stream;
+  if (!a.json && tok) stream = TextStream(*tok);
+  auto res = generate(loaded.model, prompt, a.sampling, stream);
   double tps = res.decode_seconds > 0 ? (res.tokens.size() - 1) / res.decode_seconds : 0.0;
   if (a.json) {
     nlohmann::json j = {{"prompt_ids", prompt}, {"new_ids", res.tokens}, {"stopped", res.stopped}};
@@ -113,11 +104,7 @@ Command generate_command() {
     auto* pi = s->add_option("--prompt-ids", a->prompt_ids, "prompt as comma-separated token ids");
     p->excludes(pi);
     s->add_option("--tokenizer", a->tokenizer, "SentencePiece .model (default: MODEL/tokenizer.model)");
-    s->add_option("--max-new-tokens", a->sampling.max_new_tokens, "tokens to generate")->check(CLI::PositiveNumber);
-    s->add_option("--temperature", a->sampling.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
-    s->add_option("--top-p", a->sampling.top_p, "nucleus sampling mass")->check(CLI::Range(0.0, 1.0));
-    s->add_option("--stop-id", a->stop_ids, "stop after this token id (repeatable; default: eos)");
-    s->add_option("--seed", a->sampling.seed, "sampling seed");
+    add_sampling_options(s, a->sampling, a->stop_ids);
     s->add_option("--dtype", a->dtype, "float32 | bfloat16 | float16 (default: the checkpoint's)");
     s->add_flag("--no-bos", a->no_bos, "do not prepend BOS to the prompt");
     s->add_option("--template", a->chat_template,

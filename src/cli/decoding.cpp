@@ -1,0 +1,21 @@
+#include "decoding.h"
+
+namespace agenttune::cli {
+
+void add_sampling_options(CLI::App* s, SamplingOptions& sampling, std::vector<int64_t>& stop_ids) {
+  s->add_option("--max-new-tokens", sampling.max_new_tokens, "tokens to generate")->check(CLI::PositiveNumber);
+  s->add_option("--temperature", sampling.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
+  s->add_option("--top-p", sampling.top_p, "nucleus sampling mass")->check(CLI::Range(0.0, 1.0));
+  s->add_option("--stop-id", stop_ids, "stop after this token id (repeatable; default: eos or the template's)");
+  s->add_option("--seed", sampling.seed, "sampling seed");
+}
+
+void TextStream::operator()(int64_t id) {
+  ids_.push_back(static_cast<int32_t>(id));
+  std::string text = tok_.decode(ids_);
+  if (text.size() >= 3 && text.compare(text.size() - 3, 3, "\xEF\xBF\xBD") == 0) return;
+  if (text.size() > printed_) out_ << text.substr(printed_) << std::flush;
+  printed_ = text.size();
+}
+
+}  // namespace agenttune::cli

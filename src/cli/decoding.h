@@ -1,0 +1,35 @@
+#pragma once
+// What `generate` and `chat` share: the sampling flags, and printing tokens as text while they
+// are produced.
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "agenttune/model/generation.h"
+#include "agenttune/tokenizer/tokenizer.h"
+
+namespace agenttune::cli {
+
+// --max-new-tokens, --temperature, --top-p, --stop-id, --seed.
+void add_sampling_options(CLI::App* app, SamplingOptions& sampling, std::vector<int64_t>& stop_ids);
+
+// Streams text, not pieces: decodes everything so far and prints what is new, holding back while
+// the tail is an incomplete UTF-8 sequence (byte-fallback tokens arrive one byte at a time).
+class TextStream {
+ public:
+  TextStream(const Tokenizer& tok, std::ostream& out = std::cout) : tok_(tok), out_(out) {}
+  void operator()(int64_t id);
+  // Everything streamed so far, as decoded text.
+  std::string text() const { return tok_.decode(ids_); }
+
+ private:
+  const Tokenizer& tok_;
+  std::ostream& out_;
+  std::vector<int32_t> ids_;
+  size_t printed_ = 0;
+};
+
+}  // namespace agenttune::cli
