@@ -251,13 +251,16 @@ class ShardSink {
   int64_t shard_tokens_ = 0;
 };
 
-// Shards and partial files a resumed run will not reuse; an old manifest is stale from here on.
+// Shards and partial files a resumed run will not reuse, and the temporaries of atomic writes a
+// killed run left behind ("prepare_state.json.tmp.<pid>"); an old manifest is stale from here on.
 void clear_stale(const fs::path& dir, const ShardManifest& kept) {
   std::set<std::string> keep;
   for (const auto& e : kept.shards) keep.insert(e.name + ".bin"), keep.insert(e.name + ".idx");
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
-    if ((name.rfind("shard_", 0) == 0 && !keep.count(name)) || name == "manifest.json")
+    const bool temporary =
+        name.rfind(std::string(kStateFile) + ".tmp.", 0) == 0 || name.rfind("manifest.json.tmp.", 0) == 0;
+    if ((name.rfind("shard_", 0) == 0 && !keep.count(name)) || name == "manifest.json" || temporary)
       fs::remove(entry.path());
   }
 }
