@@ -25,7 +25,9 @@ std::string lr_decay_name(LrDecay decay) {
 }
 
 double LrSchedule::lr(int64_t step) const {
-  if (step < warmup_steps) return peak_lr * static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
+  if (step < warmup_steps)
+    return peak_lr * warmup_start_ratio +
+           peak_lr * (1.0 - warmup_start_ratio) * static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
   if (decay == LrDecay::Constant) return peak_lr;
   const int64_t span = total_steps - warmup_steps;
   // A schedule with no room to decay (total <= warmup) sits at the floor once warmup ends.

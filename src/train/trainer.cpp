@@ -176,7 +176,8 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   dist::ShardedModel sharded(model, *dist, world, so);
   AdamW opt(sharded.shard_params(), {cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay},
             sharded.shard_decay());
-  LrSchedule sched{cfg.train.lr, cfg.train.warmup_steps, cfg.train.max_steps, cfg.train.decay, cfg.train.min_lr_ratio};
+  LrSchedule sched{cfg.train.lr,           cfg.train.warmup_steps, cfg.train.max_steps,
+                   cfg.train.decay,        cfg.train.min_lr_ratio, cfg.train.warmup_start_ratio};
   auto plan = plan_steps(cfg, dist->world_size());
   CheckpointStore store(cfg.checkpoint.dir.empty() ? cfg.output_dir / "checkpoints" : cfg.checkpoint.dir,
                         cfg.checkpoint.keep_last);

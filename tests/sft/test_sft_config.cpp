@@ -192,6 +192,7 @@ TEST(PaperConfigs, CarryThePublishedNumbers) {
   }
   auto flan = load_config<TrainConfig>(dir / "agentflan" / "agentflan_7b.yaml");
   EXPECT_EQ(flan.train.lr, 2e-5);
+  EXPECT_DOUBLE_EQ(flan.train.warmup_start_ratio * flan.train.lr, 4e-6);
   EXPECT_EQ(flan.train.epochs, 1);
   EXPECT_EQ(flan.train.global_batch_sequences, 32);
   EXPECT_EQ(flan.data.agent_share, 0.5);

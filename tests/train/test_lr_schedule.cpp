@@ -63,3 +63,20 @@ TEST(LrSchedule, DecayNamesRoundTrip) {
 
 }  // namespace
 }  // namespace agenttune
+
+namespace agenttune {
+namespace {
+
+TEST(LrSchedule, WarmupRisesFromTheStartRatio) {
+  LrSchedule s{.peak_lr = 2e-5, .warmup_steps = 10, .total_steps = 100, .decay = LrDecay::Cosine,
+               .min_lr_ratio = 0.0, .warmup_start_ratio = 0.2};
+  EXPECT_NEAR(s.lr(0), 2e-5 * (0.2 + 0.8 / 10), 1e-18);
+  EXPECT_NEAR(s.lr(4), 2e-5 * (0.2 + 0.8 * 5 / 10), 1e-18);
+  EXPECT_DOUBLE_EQ(s.lr(9), 2e-5);
+  // Ratio 0 is the plain warmup, to the bit.
+  s.warmup_start_ratio = 0;
+  for (int64_t k = 0; k < 10; ++k) EXPECT_EQ(s.lr(k), 2e-5 * static_cast<double>(k + 1) / 10.0);
+}
+
+}  // namespace
+}  // namespace agenttune

@@ -76,6 +76,7 @@ struct TrainSection {
   double lr = 3e-4;
   double min_lr_ratio = 0.1;
   int64_t warmup_steps = 0;
+  double warmup_start_ratio = 0.0;  // warmup starts at lr * this (0 = from zero)
   LrDecay decay = LrDecay::Cosine;
   double beta1 = 0.9;
   double beta2 = 0.95;
@@ -161,6 +162,7 @@ void visit(V& v, TrainSection& t) {
   v("lr", t.lr);
   v("min_lr_ratio", t.min_lr_ratio);
   v("warmup_steps", t.warmup_steps);
+  v("warmup_start_ratio", t.warmup_start_ratio);
   v("decay", t.decay);
   v("beta1", t.beta1);
   v("beta2", t.beta2);

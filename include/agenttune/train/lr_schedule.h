@@ -18,8 +18,11 @@ struct LrSchedule {
   int64_t total_steps = 1;
   LrDecay decay = LrDecay::Cosine;
   double min_lr_ratio = 0.1;  // floor = peak * ratio (Lemur: cosine to 10 %)
+  // Warmup rises from peak * ratio (Agent-FLAN: 4e-6 of 2e-5 = 0.2) rather than from 0.
+  double warmup_start_ratio = 0.0;
 
-  // lr for the update that produces step `step` (0-based): warmup is (step+1)/warmup * peak, then
+  // lr for the update that produces step `step` (0-based): warmup is
+  // peak * (start + (1 - start) * (step+1)/warmup) with start = warmup_start_ratio, then
   // the decay runs over progress = (step - warmup) / (total - warmup), clamped to [0, 1].
   double lr(int64_t step) const;
 };
