@@ -12,6 +12,7 @@
 
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
+#include "negative_pairs.h"
 #include "sft_output.h"
 
 namespace agenttune {
@@ -244,7 +245,12 @@ SftPrepareReport prepare_sft(const SftPrepareConfig& cfg, const SftPrepareHooks&
   if (!pool.empty()) {
     std::map<std::string, int64_t> before;
     for (const auto& c : pool) ++before[c.source];
-    pool = apply_transforms(std::move(pool), cfg.transforms, report.transforms);
+    TransformConfig transforms = cfg.transforms;
+    if (!transforms.negatives.pairs_file.empty() && transforms.negatives.enabled) {
+      auto more = sft_detail::read_negative_pairs(transforms.negatives.pairs_file);
+      transforms.negatives.pairs.insert(transforms.negatives.pairs.end(), more.begin(), more.end());
+    }
+    pool = apply_transforms(std::move(pool), transforms, report.transforms);
     const auto& ff = cfg.transforms.format_following;
     const auto& neg = cfg.transforms.negatives;
     Pending gen_ff, gen_neg;

@@ -3,6 +3,8 @@
 // general chat stays as read.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "agenttune/util/error.h"
 #include "sft_test_util.h"
 
@@ -85,6 +87,32 @@ TEST(SftTransforms, GeneratedSamplesNeedAnOutput) {
   }
   cfg.transforms.negatives.enabled = false;
   EXPECT_NO_THROW(prepare_sft(cfg));
+}
+
+TEST(SftTransforms, NegativePairsFromAFileJoinTheInlineOnes) {
+  REQUIRE_TOKENIZER();
+  auto dir = testing::scratch_dir();
+  auto cfg = agent_config(dir);
+  cfg.transforms.negatives.pairs_file = dir / "pairs.jsonl";
+  std::ofstream(cfg.transforms.negatives.pairs_file)
+      << R"({"query": "Book me a flight to Oslo.", "answer": "I cannot book flights, but here is how to do it."})"
+      << "\n\n"
+      << R"({"query": "What is 2 + 2?", "answer": "4."})" << "\n"
+      << R"({"query": "Is it raining in Lima?", "answer": "I have no live weather data."})" << "\n";
+  auto report = prepare_sft(cfg);
+  ASSERT_EQ(report.datasets.back().name, "negatives");
+  EXPECT_EQ(report.datasets.back().kept, 5);  // 2 inline + 3 from the file
+
+  std::ofstream(cfg.transforms.negatives.pairs_file) << R"({"query": "q", "answer": "a"})" << "\n"
+                                                     << R"({"query": "q2", "reply": "a2"})" << "\n";
+  try {
+    prepare_sft(cfg);
+    FAIL() << "a pair without an answer was accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("pairs.jsonl:2"), std::string::npos) << m;
+    EXPECT_NE(m.find("\"answer\""), std::string::npos) << m;
+  }
 }
 
 }  // namespace

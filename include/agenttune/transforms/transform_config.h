@@ -5,6 +5,7 @@
 // 1 : 0.25 : 0.75, 2,000 format-following samples, negatives split half with tools, half without.
 // The elicit and request phrasings are ours: the released Agent-FLAN wording is unverified.
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,9 @@ struct NegativesConfig {
   bool enabled = true;
   uint64_t seed = 0;
   std::vector<NegativePair> pairs;
+  // More pairs from a file: JSON Lines or a JSON array of {"query": ..., "answer": ...} (e.g. the
+  // 761 ToolBench queries answered without tools); added after `pairs`.
+  std::filesystem::path pairs_file;
   // Share of pairs shown with a ToolBench tool list in the system turn (kind b); the rest get
   // no tools (kind a). Agent-FLAN appended irrelevant tool lists to half of its 761 queries.
   double with_tools_fraction = 0.5;
@@ -148,6 +152,7 @@ void visit(V& v, NegativesConfig& c) {
   v("enabled", c.enabled);
   v("seed", c.seed);
   v("pairs", c.pairs);
+  v("pairs_file", c.pairs_file);
   v("with_tools_fraction", c.with_tools_fraction);
   v("max_tools", c.max_tools);
   v("tools_header", c.tools_header);
