@@ -192,7 +192,7 @@ TEST(TransformConfig, VisitOffersEveryKey) {
       "format_following.samples", "format_following.json_fraction",
       "format_following.json_requests", "format_following.string_requests",
       "format_following.tools_header", "format_following.source", "negatives.enabled",
-      "negatives.seed", "negatives.pairs", "negatives.with_tools_fraction", "negatives.max_tools",
+      "negatives.seed", "negatives.pairs", "negatives.pairs_file", "negatives.with_tools_fraction", "negatives.max_tools",
       "negatives.tools_header", "negatives.system_without_tools", "negatives.source"};
   EXPECT_EQ(r.keys, want);
   KeyRecorder p;
