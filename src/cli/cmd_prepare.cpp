@@ -21,7 +21,7 @@ Command prepare_command() {
   auto a = std::make_shared<Args>();
   Command c;
   c.attach_fn = [a](CLI::App& app) {
-    auto* s = app.add_subcommand("prepare", "Tokenize raw corpora into token shards");
+    auto* s = app.add_subcommand("prepare", "Tokenize raw corpora (corpora:) or chat datasets (datasets:) into token shards");
     s->add_option("--config", a->config, "YAML config (see configs/tiny/prepare.yaml)")->required()->check(CLI::ExistingFile);
     s->add_option("--set", a->overrides, "override a config key: a.b=value (repeatable)");
     s->add_option("--on-error", a->on_error, "fail (default) or skip bad records, counting them")

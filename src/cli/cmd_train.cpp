@@ -17,7 +17,7 @@ Command train_command() {
   auto a = std::make_shared<Args>();
   Command c;
   c.attach_fn = [a](CLI::App& app) {
-    auto* s = app.add_subcommand("train", "Train (continued pretraining) from a YAML config");
+    auto* s = app.add_subcommand("train", "Train from a YAML config: continued pretraining or agent SFT, 1 to N ranks");
     s->add_option("--config", a->config, "YAML config (see configs/tiny/pretrain.yaml)")->required()->check(CLI::ExistingFile);
     s->add_option("--set", a->overrides, "override a config key: a.b=value (repeatable)");
     s->add_option("--resume", a->resume, "auto (newest complete checkpoint, if any) or a checkpoint folder");
