@@ -15,6 +15,8 @@ import time
 import numpy as np
 import sentencepiece as spm
 
+from jsonl_chunks import chunks
+
 _sp = None
 
 
@@ -31,20 +33,6 @@ def _encode(lines):
     return np.asarray(flat, dtype=np.uint16).tobytes(), len(flat)
 
 
-def _chunks(files, size=1 << 20):
-    for name in files:
-        with open(name, "rb") as f:
-            chunk, n = [], 0
-            for line in f:
-                chunk.append(line)
-                n += len(line)
-                if n >= size:
-                    yield chunk
-                    chunk, n = [], 0
-            if chunk:
-                yield chunk
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -55,7 +43,7 @@ def main():
     t0 = time.perf_counter()
     tokens = 0
     with mp.Pool(a.processes, initializer=_init, initargs=(a.model,)) as pool, open(a.out, "wb") as out:
-        for data, n in pool.imap(_encode, _chunks(a.files)):
+        for data, n in pool.imap(_encode, chunks(a.files)):
             out.write(data)
             tokens += n
     print(json.dumps({"seconds": time.perf_counter() - t0, "tokens": tokens}))

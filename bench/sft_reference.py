@@ -23,6 +23,8 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 import numpy as np  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
+from jsonl_chunks import chunks
+
 _tok = None
 
 
@@ -65,20 +67,6 @@ def _render(lines):
     return np.asarray(ids, dtype=np.uint16).tobytes(), np.asarray(mask, dtype=np.uint8).tobytes(), len(lines), len(ids), sum(mask)
 
 
-def _chunks(files, size=1 << 20):
-    for name in files:
-        with open(name, "rb") as f:
-            chunk, n = [], 0
-            for line in f:
-                chunk.append(line)
-                n += len(line)
-                if n >= size:
-                    yield chunk
-                    chunk, n = [], 0
-            if chunk:
-                yield chunk
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokenizer-dir", required=True)
@@ -93,7 +81,7 @@ def main():
         # Loading (converting tokenizer.model) is start-up, not throughput: wait for it untimed.
         pool.map(_ready, range(a.processes), chunksize=1)
         t0 = time.perf_counter()
-        for ids, mask, c, t, tr in pool.imap(_render, _chunks(a.files)):
+        for ids, mask, c, t, tr in pool.imap(_render, chunks(a.files)):
             out_ids.write(ids)
             out_mask.write(mask)
             convs, tokens, trained = convs + c, tokens + t, trained + tr

@@ -19,6 +19,7 @@
 #include "agenttune/data/sft_prepare.h"
 #include "agenttune/train/data_plan.h"
 #include "agenttune/util/error.h"
+#include "agenttune/util/strings.h"
 #include "commands.h"
 #include "token_view.h"
 
@@ -72,12 +73,6 @@ std::string percent(int64_t part, int64_t whole) {
   return whole > 0 ? fmt::format("{:.1f}%", 100.0 * static_cast<double>(part) / static_cast<double>(whole)) : "-";
 }
 
-std::string counts_text(const std::map<std::string, int64_t>& m) {
-  std::string s;
-  for (const auto& [k, v] : m) s += fmt::format("{}{}={}", s.empty() ? "" : " ", k, v);
-  return s.empty() ? "-" : s;
-}
-
 int inspect_sft(const InspectArgs& a, const TokenViewStyle& style) {
   auto overrides = a.overrides;
   overrides.push_back("progress=false");
@@ -126,7 +121,7 @@ int inspect_sft(const InspectArgs& a, const TokenViewStyle& style) {
                              d.samples_in, d.kept, d.truncated, d.documents, d.tokens, d.trained_tokens,
                              percent(d.trained_tokens, d.tokens),
                              d.documents ? static_cast<double>(d.trained_tokens) / static_cast<double>(d.documents) : 0.0,
-                             counts_text(d.dropped));
+                             d.dropped.empty() ? std::string("-") : join_counts(d.dropped, " "));
   std::cout << fmt::format("trained tokens in all: {}; share by dataset:", all_trained);
   for (const auto& d : report.datasets) std::cout << fmt::format(" {} {}", d.name, percent(d.trained_tokens, all_trained));
   std::cout << "\n";
@@ -144,7 +139,7 @@ int inspect_train(const InspectArgs& a, const TokenViewStyle& style) {
   Tokenizer tok = Tokenizer::load(cfg.data.tokenizer);
   std::vector<ShardManifest> manifests;
   for (const auto& s : cfg.data.sources) {
-    manifests.push_back(TokenDataset::open(s.path).manifest());
+    manifests.push_back(ShardManifest::read(s.path / "manifest.json"));
     for (const auto& t : manifests.back().added_tokens) tok.add_token(t);
   }
   Mixture data(mixture_options(cfg));

@@ -10,17 +10,11 @@
 #include "agenttune/model/loss.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
+#include "agenttune/util/seeded.h"
 
 namespace agenttune {
 
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 // Fisher-Yates with our own index draw: std::shuffle's algorithm is unspecified, and the order
 // must be identical on every platform for exact resume.

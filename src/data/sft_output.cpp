@@ -11,29 +11,8 @@ namespace agenttune::sft_detail {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-uint64_t fnv1a(std::string_view s) {
-  uint64_t h = 0xCBF29CE484222325ull;
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001B3ull;
-  return h;
-}
-
-}  // namespace
-
-Rng::Rng(uint64_t seed) : state_(splitmix64(seed)) {}
-uint64_t Rng::next() { return splitmix64(state_++); }
-uint64_t Rng::below(uint64_t n) { return n == 0 ? 0 : next() % n; }
-
 uint64_t stream_seed(uint64_t seed, std::string_view dataset, std::string_view purpose) {
-  return splitmix64(seed ^ splitmix64(fnv1a(dataset) ^ splitmix64(fnv1a(purpose))));
+  return splitmix64(seed ^ splitmix64(hash_text(dataset) ^ splitmix64(hash_text(purpose))));
 }
 
 std::vector<size_t> seeded_subset(size_t n, size_t k, uint64_t seed) {

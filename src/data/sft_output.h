@@ -11,18 +11,9 @@
 
 #include "agenttune/chat/template.h"
 #include "agenttune/data/token_shards.h"
+#include "agenttune/util/seeded.h"
 
 namespace agenttune::sft_detail {
-
-// splitmix64-based: the standard distributions differ between libraries, a seed must not.
-class Rng {
- public:
-  explicit Rng(uint64_t seed);
-  uint64_t next();
-  uint64_t below(uint64_t n);  // modulo bias < 2^-40 at dataset sizes
- private:
-  uint64_t state_;
-};
 
 // A stream per (seed, dataset, purpose): datasets sharing the default seed stay independent.
 uint64_t stream_seed(uint64_t seed, std::string_view dataset, std::string_view purpose);

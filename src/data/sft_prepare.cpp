@@ -12,6 +12,7 @@
 
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
+#include "agenttune/util/strings.h"
 #include "negative_pairs.h"
 #include "sft_output.h"
 
@@ -71,12 +72,6 @@ bool fit_to_length(RenderedSample& s, int64_t max_len, Truncation policy, int32_
 }
 
 namespace {
-
-std::string format_counts(const std::map<std::string, int64_t>& m) {
-  std::string s;
-  for (const auto& [k, v] : m) s += fmt::format("{}{}={}", s.empty() ? "" : ", ", k, v);
-  return s;
-}
 
 // One dataset on its way to disk: its conversations after reading (and transforms).
 struct Pending {
@@ -182,7 +177,7 @@ void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uin
   if (rep.kept == 0)
     fail("dataset {} (template {}): none of its {} samples is left to write (dropped: {}); see "
          "max_seq_len/truncation and the reader's report: {}",
-         rep.name, tname, rep.samples_in, format_counts(rep.dropped), rep.read.summary());
+         rep.name, tname, rep.samples_in, join_counts(rep.dropped), rep.read.summary());
   // The fractional part of upsample: a seeded subset of the kept samples, written once more. It is
   // rendered again rather than held in memory; rendering is deterministic.
   const double frac = p.upsample - static_cast<double>(whole);
@@ -298,7 +293,7 @@ std::string SftDatasetReport::summary_line() const {
   const double share = tokens > 0 ? 100.0 * static_cast<double>(trained_tokens) / static_cast<double>(tokens) : 0;
   return fmt::format("{} -> {}: {} samples in, {} kept, dropped {{{}}}, {} truncated; {} documents, "
                      "{} tokens, {} trained ({:.1f}%)",
-                     name, output.string(), samples_in, kept, format_counts(dropped), truncated,
+                     name, output.string(), samples_in, kept, join_counts(dropped), truncated,
                      documents, tokens, trained_tokens, share);
 }
 

@@ -58,4 +58,13 @@ std::vector<std::string> split(std::string_view s, char sep) {
   return out;
 }
 
+std::string join_counts(const std::map<std::string, int64_t>& counts, std::string_view sep) {
+  std::string s;
+  for (const auto& [k, v] : counts) {
+    if (!s.empty()) s += sep;
+    s += k + "=" + std::to_string(v);
+  }
+  return s;
+}
+
 }  // namespace agenttune

@@ -16,6 +16,17 @@ inline std::string agenttune_bin() {
   return b ? b : (binary_dir() / "agenttune").string();
 }
 
+// `agenttune ARGS` with its exit code and stdout+stderr.
+struct Run {
+  int rc;
+  std::string out;
+};
+inline Run agenttune(const std::string& args) {
+  Run r;
+  r.rc = run_command(agenttune_bin() + " " + args, &r.out);
+  return r;
+}
+
 // step -> loss from <run>/metrics.jsonl.
 inline std::map<int64_t, double> run_losses(const std::filesystem::path& run) {
   std::map<int64_t, double> out;

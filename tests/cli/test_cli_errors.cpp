@@ -17,16 +17,8 @@ namespace fs = std::filesystem;
 
 std::string bin() { return testing::agenttune_bin(); }
 
-struct Run {
-  int rc;
-  std::string out;
-};
-
-Run agenttune(const std::string& args) {
-  Run r;
-  r.rc = testing::run_command(bin() + " " + args, &r.out);
-  return r;
-}
+using testing::agenttune;
+using testing::Run;
 
 void write(const fs::path& p, const std::string& text) { std::ofstream(p) << text; }
 

@@ -13,16 +13,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Run {
-  int rc;
-  std::string out;
-};
-
-Run agenttune(const std::string& args) {
-  Run r;
-  r.rc = testing::run_command(testing::agenttune_bin() + " " + args, &r.out);
-  return r;
-}
+using testing::agenttune;
+using testing::Run;
 
 // The tiny SFT prepare config with its outputs moved into `dir`.
 std::string tiny_sft(const fs::path& dir) {

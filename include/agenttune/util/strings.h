@@ -1,4 +1,6 @@
 #pragma once
+#include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -12,5 +14,8 @@ size_t levenshtein(std::string_view a, std::string_view b);
 std::string nearest(std::string_view key, const std::vector<std::string>& candidates);
 
 std::vector<std::string> split(std::string_view s, char sep);
+
+// "a=1, b=2" for named counts (drop reasons, transform counts), in key order; "" when empty.
+std::string join_counts(const std::map<std::string, int64_t>& counts, std::string_view sep = ", ");
 
 }  // namespace agenttune
