@@ -40,6 +40,9 @@ void TrainConfig::validate(const std::string& src) const {
   if (train.warmup_steps < 0) fail("{}: train.warmup_steps must be >= 0", src);
   if (train.warmup_start_ratio < 0 || train.warmup_start_ratio > 1)
     fail("{}: train.warmup_start_ratio must be in [0, 1], got {}", src, train.warmup_start_ratio);
+  if (train.spike_zscore < 0 || !std::isfinite(train.spike_zscore))
+    fail("{}: train.spike_zscore must be >= 0 (0 = no spike detection), got {}", src, train.spike_zscore);
+  if (train.spike_window < 2) fail("{}: train.spike_window must be at least 2, got {}", src, train.spike_window);
   if (train.log_interval <= 0) fail("{}: train.log_interval must be positive", src);
   if (checkpoint.interval <= 0) fail("{}: checkpoint.interval must be positive, got {}", src, checkpoint.interval);
   const std::set<std::string> strategies = {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard"};

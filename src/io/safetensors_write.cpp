@@ -51,10 +51,13 @@ class AtomicWriter {
         if (errno == EINTR) continue;
         fail("{}: write failed: {}", tmp_.string(), std::strerror(errno));
       }
+      digest_.update(p, static_cast<size_t>(k));
       p += k;
       n -= static_cast<size_t>(k);
     }
   }
+  // Of every byte written so far: the file's digest once committed, with no second read.
+  FileDigest digest() const { return digest_.result(); }
   void commit() {
     if (::fsync(fd_) != 0) fail("{}: fsync failed: {}", tmp_.string(), std::strerror(errno));
     int rc = ::close(fd_);
@@ -76,6 +79,7 @@ class AtomicWriter {
  private:
   fs::path path_, tmp_;
   int fd_ = -1;
+  DigestBuilder digest_;
 };
 
 uint64_t tensor_bytes(const at::Tensor& t) {
@@ -84,8 +88,8 @@ uint64_t tensor_bytes(const at::Tensor& t) {
 
 }  // namespace
 
-void write_safetensors(const fs::path& path, const NamedTensors& tensors,
-                       std::map<std::string, std::string> metadata) {
+FileDigest write_safetensors(const fs::path& path, const NamedTensors& tensors,
+                             std::map<std::string, std::string> metadata) {
   metadata["format"] = "pt";
   // Widest elements first (stable, so same-width tensors keep the caller's order): every tensor
   // then starts aligned to its element size without padding, as the reference writer ensures.
@@ -130,6 +134,7 @@ void write_safetensors(const fs::path& path, const NamedTensors& tensors,
     if (t.numel() > 0) out.write(t.data_ptr(), tensor_bytes(t));
   }
   out.commit();
+  return out.digest();
 }
 
 ShardedSafetensorsWriter::ShardedSafetensorsWriter(fs::path dir, const std::vector<TensorPlan>& plan,

@@ -5,12 +5,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "../io/safetensors_dtype.h"
+#include "agenttune/io/file_digest.h"
 #include "agenttune/io/safetensors.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/files.h"
@@ -68,6 +70,48 @@ void rename_or_fail(const fs::path& from, const fs::path& to) {
   std::error_code ec;
   fs::rename(from, to, ec);
   if (ec) fail("{}: cannot rename to {}: {}", from.string(), to.string(), ec.message());
+}
+
+[[noreturn]] void rethrow_as_error(const std::exception& e, const fs::path& root) {
+  if (dynamic_cast<const Error*>(&e)) throw Error(e.what());
+  fail("{}: checkpoint save failed: {}", root.string(), e.what());
+}
+
+fs::path digest_sidecar(const fs::path& rank_file) {
+  fs::path p = rank_file;
+  p += ".digest";
+  return p;
+}
+
+FileDigest read_digest_sidecar(const fs::path& sidecar) {
+  json j = json::parse(read_text_file(sidecar), nullptr, false);
+  return FileDigest::from_json(j, sidecar.string());
+}
+
+// The per-file digests COMPLETE records; none for checkpoints saved before digests existed
+// (their COMPLETE holds just the step), which still load, with a warning.
+std::optional<std::map<std::string, FileDigest>> read_complete_digests(const fs::path& dir) {
+  const fs::path path = dir / kComplete;
+  json j = json::parse(read_text_file(path), nullptr, false);
+  if (j.is_number_integer()) {
+    log::warn("{}: no file digests (saved by an older agenttune): its files cannot be verified", path.string());
+    return std::nullopt;
+  }
+  if (!j.is_object() || !j.contains("files") || !j["files"].is_object())
+    fail("{}: expected {{\"step\": N, \"files\": {{name: digest}}}}; the marker is damaged", path.string());
+  std::map<std::string, FileDigest> out;
+  for (const auto& [name, d] : j["files"].items()) out.emplace(name, FileDigest::from_json(d, path.string()));
+  return out;
+}
+
+void verify_digest(const fs::path& file, const FileDigest& actual, const std::map<std::string, FileDigest>& expected) {
+  const std::string name = file.filename().string();
+  auto it = expected.find(name);
+  if (it == expected.end())
+    fail("{}: {} records no digest for this file; the checkpoint is damaged", file.string(), kComplete);
+  if (it->second != actual)
+    fail("{}: corrupt: {} records {}, the file has {} (resume from an older checkpoint with --resume DIR)",
+         file.string(), kComplete, it->second.to_string(), actual.to_string());
 }
 
 std::optional<c10::ScalarType> dtype_for_tag(const std::string& tag) {
@@ -134,10 +178,15 @@ fs::path CheckpointStore::save(const CheckpointWrite& w) {
   if (w.step < 0) fail("{}: cannot save negative step {}", root_.string(), w.step);
   // The pid keeps a concurrent leftover of a killed run from being mistaken for ours.
   fs::path tmp = root_ / fmt::format("{}{:08d}_{}", kTmpPrefix, w.step, ::getpid());
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  write_safetensors(tmp / rank_file_name(0), w.tensors, {{"step", std::to_string(w.step)}});
-  return finish(tmp, w.step, w.meta, 1);
+  try {
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    FileDigest d = write_safetensors(tmp / rank_file_name(0), w.tensors, {{"step", std::to_string(w.step)}});
+    return finish(tmp, w.step, w.meta, {d});
+  } catch (const std::exception& e) {
+    remove_quietly(tmp);  // a failed save (full disk, ...) leaves nothing behind
+    rethrow_as_error(e, root_);
+  }
 }
 
 fs::path CheckpointStore::stage(const CheckpointWrite& w) {
@@ -146,49 +195,76 @@ fs::path CheckpointStore::stage(const CheckpointWrite& w) {
   if (w.step < 0) fail("{}: cannot save negative step {}", root_.string(), w.step);
   // Named by step alone so every rank, in any process, writes into the same folder.
   fs::path tmp = root_ / fmt::format("{}{:08d}", kTmpPrefix, w.step);
-  fs::create_directories(tmp);
   fs::path file = tmp / rank_file_name(w.rank);
-  write_safetensors(file, w.tensors,
-                    {{"step", std::to_string(w.step)}, {"world_size", std::to_string(w.world_size)}});
+  fs::path sidecar = digest_sidecar(file);
+  try {
+    fs::create_directories(tmp);
+    FileDigest d = write_safetensors(
+        file, w.tensors, {{"step", std::to_string(w.step)}, {"world_size", std::to_string(w.world_size)}});
+    // Rank 0 gathers every rank's digest from these into COMPLETE at commit (no collective needed).
+    write_file_atomic(sidecar, d.to_json().dump() + "\n");
+  } catch (const std::exception& e) {
+    std::error_code ec;
+    fs::remove(file, ec);
+    fs::remove(sidecar, ec);
+    rethrow_as_error(e, root_);
+  }
   return file;
 }
 
 fs::path CheckpointStore::commit(int64_t step, const json& meta, int world_size) {
   fs::path tmp = root_ / fmt::format("{}{:08d}", kTmpPrefix, step);
   if (!fs::is_directory(tmp)) fail("{}: nothing staged for step {}", tmp.string(), step);
-  for (int r = 0; r < world_size; ++r) {
-    fs::path f = tmp / rank_file_name(r);
-    if (!fs::is_regular_file(f))
-      fail("{}: rank {} of {} has not staged its file (every rank must stage before commit)",
-           f.string(), r, world_size);
-    // A leftover from an earlier attempt at this step with another world size must not slip in.
-    const auto& md = SafetensorsFile::open(f).metadata();
-    auto ws = md.find("world_size");
-    if (ws == md.end() || ws->second != std::to_string(world_size))
-      fail("{}: staged for world size {}, committing {}", f.string(),
-           ws == md.end() ? "?" : ws->second, world_size);
+  try {
+    std::vector<FileDigest> digests;
+    for (int r = 0; r < world_size; ++r) {
+      fs::path f = tmp / rank_file_name(r);
+      if (!fs::is_regular_file(f) || !fs::is_regular_file(digest_sidecar(f)))
+        fail("{}: rank {} of {} has not staged its file (every rank must stage before commit)",
+             f.string(), r, world_size);
+      // A leftover from an earlier attempt at this step with another world size must not slip in.
+      const auto& md = SafetensorsFile::open(f).metadata();
+      auto ws = md.find("world_size");
+      if (ws == md.end() || ws->second != std::to_string(world_size))
+        fail("{}: staged for world size {}, committing {}", f.string(),
+             ws == md.end() ? "?" : ws->second, world_size);
+      digests.push_back(read_digest_sidecar(digest_sidecar(f)));
+    }
+    // Only the expected rank files travel into the checkpoint: not partial writes of killed ranks,
+    // nor files of ranks beyond this world size, nor the digest sidecars (COMPLETE holds them).
+    for (const auto& e : fs::directory_iterator(tmp)) {
+      std::string name = e.path().filename().string();
+      int r = -1;
+      if (std::sscanf(name.c_str(), "rank_%d", &r) != 1 || r >= world_size ||
+          name != rank_file_name(r))
+        remove_quietly(e.path());
+    }
+    return finish(tmp, step, meta, digests);
+  } catch (const std::exception& e) {
+    remove_quietly(tmp);
+    rethrow_as_error(e, root_);
   }
-  // Only the expected rank files travel into the checkpoint: not partial writes of killed ranks,
-  // nor files of ranks beyond this world size.
-  for (const auto& e : fs::directory_iterator(tmp)) {
-    std::string name = e.path().filename().string();
-    int r = -1;
-    if (std::sscanf(name.c_str(), "rank_%d", &r) != 1 || r >= world_size ||
-        name != rank_file_name(r))
-      remove_quietly(e.path());
-  }
-  return finish(tmp, step, meta, world_size);
 }
 
-fs::path CheckpointStore::finish(const fs::path& tmp, int64_t step, const json& meta, int world_size) {
+fs::path CheckpointStore::finish(const fs::path& tmp, int64_t step, const json& meta,
+                                 const std::vector<FileDigest>& rank_digests) {
   if (!meta.is_null() && !meta.is_object())
     fail("{}: checkpoint meta must be a JSON object", root_.string());
+  const int world_size = static_cast<int>(rank_digests.size());
   json m = meta.is_null() ? json::object() : meta;
   m["step"] = step;
   m["world_size"] = world_size;
-  write_file_atomic(tmp / kMeta, m.dump(2) + "\n");
-  write_file_atomic(tmp / kComplete, fmt::format("{}\n", step));  // fsyncs tmp as well
+  const std::string meta_text = m.dump(2) + "\n";
+  write_file_atomic(tmp / kMeta, meta_text);
+  // COMPLETE, written last, carries the digest of every other file: a flipped byte anywhere
+  // (weights, moments, data cursors in meta.json) is caught at load, naming the file.
+  json files = json::object();
+  files[kMeta] = digest_of(meta_text).to_json();
+  for (int r = 0; r < world_size; ++r) files[rank_file_name(r)] = rank_digests[r].to_json();
+  json complete = {{"step", step}, {"files", files}};
+  write_file_atomic(tmp / kComplete, complete.dump(2) + "\n");  // fsyncs tmp as well
 
+  set_aside_newer_than(step);
   fs::path dest = root_ / folder_name(step);
   if (fs::exists(dest)) {
     // A resumed run reaching a saved step again: rename() cannot replace a non-empty folder, so
@@ -206,6 +282,21 @@ fs::path CheckpointStore::finish(const fs::path& tmp, int64_t step, const json& 
   write_file_atomic(root_ / kLatest, folder_name(step) + "\n");
   prune(step);
   return dest;
+}
+
+void CheckpointStore::set_aside_newer_than(int64_t step) const {
+  // Newer checkpoints than the one being saved belong to a timeline this run left (it resumed from
+  // an older checkpoint, or started afresh): kept for the user, but out of resume's reach.
+  for (const auto& [s, path] : complete_checkpoints(root_)) {
+    if (s <= step) continue;
+    fs::path aside = root_ / ("abandoned_" + folder_name(s));
+    if (fs::exists(aside)) aside += fmt::format("_{}", ::getpid());
+    rename_or_fail(path, aside);
+    fsync_dir(root_);
+    log::warn("{}: newer than the step {} this run saves, so it belongs to an abandoned run; moved to {} (delete "
+              "it when no longer needed)",
+              path.string(), step, aside.filename().string());
+  }
 }
 
 void CheckpointStore::prune(int64_t just_written) const {
@@ -242,22 +333,24 @@ void CheckpointStore::prune(int64_t just_written) const {
 }
 
 std::optional<fs::path> CheckpointStore::latest() const {
-  fs::path pointer = root_ / kLatest;
-  std::error_code ec;
-  if (fs::is_regular_file(pointer, ec)) {
-    try {
-      std::string name = read_text_file(pointer);
-      while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
-      if (parse_step(name, kStepPrefix, false) && is_complete(root_ / name)) return root_ / name;
-      log::warn("{}: names '{}', which is not a complete checkpoint; scanning {}", pointer.string(),
-                name, root_.string());
-    } catch (const Error& e) {
-      log::warn("{}; scanning {}", e.what(), root_.string());
-    }
-  }
+  // By scanning, not through `latest`: a kill between a checkpoint's rename and the pointer's
+  // update leaves the pointer one checkpoint behind, and resuming there would redo steps.
   auto all = complete_checkpoints(root_);
   if (all.empty()) return std::nullopt;
   return all.back().second;
+}
+
+void CheckpointStore::remove_leftovers() const {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root_, ec)) {
+    std::string name = e.path().filename().string();
+    bool tmp = parse_step(name, kTmpPrefix, true).has_value();
+    bool incomplete = parse_step(name, kStepPrefix, false) && !is_complete(e.path());
+    if (tmp || incomplete || name.starts_with(std::string(kLatest) + ".tmp.")) {
+      log::info("checkpoints: removing {} left by an interrupted save", e.path().string());
+      remove_quietly(e.path());
+    }
+  }
 }
 
 LoadedCheckpoint open_checkpoint(const fs::path& dir) {
@@ -266,8 +359,11 @@ LoadedCheckpoint open_checkpoint(const fs::path& dir) {
     fail("{}: incomplete checkpoint (no {} marker: its save was interrupted)", dir.string(), kComplete);
   LoadedCheckpoint ck;
   ck.dir = dir;
+  ck.digests = read_complete_digests(dir);
+  std::string meta_text = read_text_file(dir / kMeta);
+  if (ck.digests) verify_digest(dir / kMeta, digest_of(meta_text), *ck.digests);
   try {
-    ck.meta = json::parse(read_text_file(dir / kMeta));
+    ck.meta = json::parse(meta_text);
   } catch (const json::exception& e) {
     fail("{}: {} is not valid JSON: {}", dir.string(), kMeta, e.what());
   }
@@ -287,6 +383,7 @@ LoadedCheckpoint open_checkpoint(const fs::path& dir) {
 std::unique_ptr<TensorSource> open_rank_tensors(const fs::path& dir, int rank) {
   fs::path f = dir / CheckpointStore::rank_file_name(rank);
   if (!fs::is_regular_file(f)) fail("{}: no such rank file in the checkpoint", f.string());
+  if (auto digests = read_complete_digests(dir)) verify_digest(f, digest_of_file(f), *digests);
   return std::make_unique<RankTensors>(f);
 }
 

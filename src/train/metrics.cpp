@@ -14,20 +14,30 @@ namespace agenttune {
 
 namespace fs = std::filesystem;
 
-MetricsLogger::MetricsLogger(const fs::path& output_dir, bool tensorboard, int64_t resume_step) {
+namespace {
+
+// Cuts the file back to its last newline: what follows it is a line a killed run left half
+// written, and appending after it would glue the next row onto the fragment.
+void drop_torn_tail(const fs::path& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec || size == 0) return;
+  auto map = MappedFile::open(path);
+  const auto* begin = reinterpret_cast<const char*>(map->data());
+  size_t keep = size;
+  while (keep > 0 && begin[keep - 1] != '\n') --keep;
+  if (keep == size) return;
+  map.reset();
+  fs::resize_file(path, keep, ec);
+  if (ec) fail("{}: cannot cut its torn last line: {}", path.string(), ec.message());
+}
+
+}  // namespace
+
+MetricsLogger::MetricsLogger(const fs::path& output_dir, bool tensorboard) {
   fs::create_directories(output_dir);
   fs::path path = output_dir / "metrics.jsonl";
-  if (fs::exists(path)) {
-    std::istringstream in(read_text_file(path));
-    std::string kept, line;
-    while (std::getline(in, line)) {
-      auto j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
-          j["step"].get<int64_t>() < resume_step)
-        kept += line + "\n";
-    }
-    write_file_atomic(path, kept);
-  }
+  drop_torn_tail(path);
   jsonl_.open(path, std::ios::app);
   if (!jsonl_) fail("{}: cannot open for appending", path.string());
   if (tensorboard) tb_ = std::make_unique<TensorBoardWriter>(output_dir / "tb");

@@ -4,8 +4,13 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include <algorithm>
+#include <set>
+
 #include "agenttune/io/hf_config.h"
+#include "agenttune/config/train_config.h"
 #include "agenttune/util/error.h"
+#include "agenttune/util/log.h"
 
 namespace agenttune {
 
@@ -49,6 +54,8 @@ std::filesystem::path save_train_state(CheckpointStore& store, dist::ShardedMode
     nlohmann::json meta = {{"step", p.step},
                            {"tokens", p.tokens},
                            {"nonfinite_in_a_row", p.nonfinite_in_a_row},
+                           {"loss_window", p.loss_window},
+                           {"data_plan", data_plan_json(data.options())},
                            {"data", data.state().to_json()},
                            {"rng", {{"cpu", rng_state_hex()}}},
                            {"model_config", llama_config_to_json(model.model()->config())},
@@ -77,9 +84,76 @@ at::Tensor CheckpointGroups::full(const std::string& prefix, const std::string& 
   return all.narrow(0, 0, numel);
 }
 
+nlohmann::json data_plan_json(const MixtureOptions& o) {
+  nlohmann::json sources = nlohmann::json::array();
+  for (const auto& s : o.sources) {
+    // Sizes rather than paths: a corpus may move between clusters, but not change.
+    auto m = ShardManifest::read(s.path / "manifest.json");
+    sources.push_back({{"name", s.name}, {"weight", s.weight}, {"documents", m.documents}, {"tokens", m.tokens}});
+  }
+  return {{"seq_len", o.seq_len},
+          {"seed", o.seed},
+          {"validation_fraction", o.validation_fraction},
+          {"attention", ConfigScalar<AttentionMode>::format(o.attention)},
+          {"packing", ConfigScalar<Packing>::format(o.packing)},
+          {"sources", sources}};
+}
+
+std::string first_difference(const nlohmann::json& a, const nlohmann::json& b, const std::string& path) {
+  if (a.is_object() && b.is_object()) {
+    std::set<std::string> keys;
+    for (const auto& [k, v] : a.items()) keys.insert(k);
+    for (const auto& [k, v] : b.items()) keys.insert(k);
+    for (const auto& k : keys) {
+      const std::string sub = path.empty() ? k : path + "." + k;
+      if (!a.contains(k) || !b.contains(k)) return sub;
+      if (auto d = first_difference(a[k], b[k], sub); !d.empty()) return d;
+    }
+    return "";
+  }
+  if (a.is_array() && b.is_array()) {
+    for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+      if (auto d = first_difference(a[i], b[i], fmt::format("{}[{}]", path, i)); !d.empty()) return d;
+    return a.size() == b.size() ? "" : fmt::format("{} (length)", path);
+  }
+  return a == b ? "" : (path.empty() ? "(value)" : path);
+}
+
+namespace {
+
+std::string value_at(const nlohmann::json& j, const std::string& dotted) {
+  // "sources[1].weight" -> /sources/1/weight; a path that does not exist prints as "absent".
+  std::string ptr;
+  for (char c : dotted) ptr += (c == '.' || c == '[') ? '/' : (c == ']' ? '\0' : c);
+  ptr.erase(std::remove(ptr.begin(), ptr.end(), '\0'), ptr.end());
+  auto cut = ptr.find(" (length)");
+  if (cut != std::string::npos) ptr.resize(cut);
+  try {
+    const auto& v = j.at(nlohmann::json::json_pointer("/" + ptr));
+    return cut != std::string::npos && v.is_array() ? fmt::format("{} entries", v.size()) : v.dump();
+  } catch (const nlohmann::json::exception&) {
+    return "absent";
+  }
+}
+
+void check_same(const LoadedCheckpoint& ck, const char* what, const nlohmann::json& saved, const nlohmann::json& now) {
+  auto key = first_difference(saved, now);
+  if (key.empty()) return;
+  fail("{}/meta.json: cannot resume: {}.{} is {} in the checkpoint but {} in this run (resume with the "
+       "checkpoint's {}, or start a new run)",
+       ck.dir.string(), what, key, value_at(saved, key), value_at(now, key), what);
+}
+
+}  // namespace
+
 TrainProgress load_train_state(const std::filesystem::path& dir, dist::ShardedModel& model, AdamW& opt,
                                Mixture& data) {
   auto ck = open_checkpoint(dir);
+  check_same(ck, "model_config", checkpoint_model_config_json(ck), llama_config_to_json(model.model()->config()));
+  if (ck.meta.contains("data_plan"))
+    check_same(ck, "data_plan", ck.meta["data_plan"], data_plan_json(data.options()));
+  else
+    log::warn("{}/meta.json: no data_plan (saved by an older agenttune): the data cannot be checked", dir.string());
   CheckpointGroups groups(ck);
   model.load_full_groups([&](const std::string& g, int64_t n) { return groups.full("flat.", g, n); });
   // The optimizer moments are sliced exactly like the parameters they belong to.
@@ -102,15 +176,20 @@ TrainProgress load_train_state(const std::filesystem::path& dir, dist::ShardedMo
     p.step = ck.meta.at("step").get<int64_t>();
     p.tokens = ck.meta.at("tokens").get<int64_t>();
     p.nonfinite_in_a_row = ck.meta.value("nonfinite_in_a_row", int64_t{0});
+    p.loss_window = ck.meta.value("loss_window", std::vector<double>{});
     return p;
   } catch (const nlohmann::json::exception& e) {
     fail("{}/meta.json: {}", dir.string(), e.what());
   }
 }
 
-LlamaConfig checkpoint_model_config(const LoadedCheckpoint& ck) {
+nlohmann::json checkpoint_model_config_json(const LoadedCheckpoint& ck) {
   if (!ck.meta.contains("model_config")) fail("{}/meta.json: no model_config", ck.dir.string());
-  return llama_config_from_json(ck.meta["model_config"], (ck.dir / "meta.json").string());
+  return ck.meta["model_config"];
+}
+
+LlamaConfig checkpoint_model_config(const LoadedCheckpoint& ck) {
+  return llama_config_from_json(checkpoint_model_config_json(ck), (ck.dir / "meta.json").string());
 }
 
 void for_each_checkpoint_tensor(const LoadedCheckpoint& ck, c10::ScalarType dtype,

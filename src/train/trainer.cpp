@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 
 #include "agenttune/config/load.h"
 #include "agenttune/dist/process_group.h"
@@ -15,7 +16,9 @@
 #include "agenttune/model/flops.h"
 #include "agenttune/model/loss.h"
 #include "agenttune/train/data_plan.h"
+#include "agenttune/train/loss_spike.h"
 #include "agenttune/train/metrics.h"
+#include "agenttune/train/run_lock.h"
 #include "agenttune/train/stop_signal.h"
 #include "agenttune/train/train_state.h"
 #include "agenttune/util/error.h"
@@ -139,6 +142,79 @@ c10::Device pick_device(const TrainConfig& cfg, const dist::WorldInfo& world) {
 }
 
 
+// Why a step's update must not be applied ("" when it may): a non-finite loss or grad norm, or
+// a loss spike when train.spike_zscore is set. Every rank sees the same reduced numbers, so every
+// rank reaches the same verdict.
+std::string judge_step(const StepOutcome& o, const TrainSection& t, const LossSpikeDetector& spikes) {
+  if (!std::isfinite(o.loss) || !std::isfinite(o.grad_norm))
+    return fmt::format("non-finite loss {} or grad norm {}", o.loss, o.grad_norm);
+  if (t.spike_zscore > 0) {
+    double z = spikes.zscore(o.loss);
+    if (z > t.spike_zscore)
+      return fmt::format("loss spike {:.4f} ({:.1f} standard deviations above the last {} steps)", o.loss, z,
+                         t.spike_window);
+  }
+  return "";
+}
+
+// train.on_nonfinite: rollback. Weights, optimizer, step and RNG return to the last good
+// checkpoint; the data stream does not, so the windows that led to the bad step are skipped
+// (Megatron re-runs the same data, llm.c skips one update; neither does both).
+TrainProgress roll_back(const fs::path& good, dist::ShardedModel& model, AdamW& opt, Mixture& data,
+                        const TrainProgress& now, const TrainConfig& cfg, std::map<int64_t, int64_t>& rollbacks_to) {
+  const MixtureState stream = data.state();
+  TrainProgress back = load_train_state(good, model, opt, data);
+  const int64_t skipped = stream.windows - data.state().windows;
+  data.restore(stream);
+  back.nonfinite_in_a_row = now.nonfinite_in_a_row;  // the streak ends only with a good step
+  if (++rollbacks_to[back.step] > cfg.train.max_nonfinite_in_a_row)
+    fail("rolled back to {} {} times and the run still goes bad; stopping (lower train.lr, or check the data)",
+         good.string(), rollbacks_to[back.step] - 1);
+  log::warn("rollback: step {} reloaded from {}; the {} sequence(s) of steps {}..{} that led here are skipped",
+            back.step, good.string(), skipped, back.step + 1, now.step + 1);
+  return back;
+}
+
+// Checked before each save only: a pass over the shards, with one flag reduced over the ranks.
+bool weights_finite(dist::ShardedModel& model, dist::Dist& dist) {
+  bool ok = true;
+  for (const auto& [name, t] : model.shard_params()) ok = ok && at::isfinite(t).all().item<bool>();
+  return dist.all_reduce(ok ? 1.0 : 0.0, dist::Reduce::Min, "weights finite") > 0;
+}
+
+// A source prepared with the chat template's added tokens (ChatML) may grow the model by exactly
+// those; a manifest that claims more than the model plus its listed added tokens is wrong data.
+void check_vocab_growth(const MixtureOptions& opts, int64_t model_vocab) {
+  for (const auto& s : opts.sources) {
+    const auto path = s.path / "manifest.json";
+    auto m = ShardManifest::read(path);
+    const int64_t base = m.vocab_size - static_cast<int64_t>(m.added_tokens.size());
+    if (m.vocab_size > model_vocab && base > model_vocab)
+      fail("{}: vocab_size {} exceeds the model's {} by {}, but the manifest lists {} added token(s); only a "
+           "chat template's added tokens may grow the model (was it prepared with another tokenizer?)",
+           path.string(), m.vocab_size, model_vocab, m.vocab_size - model_vocab, m.added_tokens.size());
+  }
+}
+
+// Rank 0 takes the run lock and clears what interrupted saves left; every rank learns the
+// outcome, so a refused run ends on all ranks at once instead of timing out in a collective.
+std::unique_ptr<RunLock> lock_output_dir(const TrainConfig& cfg, CheckpointStore& store, dist::Dist& dist) {
+  std::unique_ptr<RunLock> lock;
+  std::string error;
+  if (dist.is_main()) {
+    try {
+      lock = std::make_unique<RunLock>(cfg.output_dir);
+      if (fs::is_directory(store.root())) store.remove_leftovers();
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  }
+  bool refused = dist.all_reduce(error.empty() ? 0.0 : 1.0, dist::Reduce::Max, "run lock") > 0;
+  if (!error.empty()) throw Error(error);
+  if (refused) fail("{}: rank 0 could not lock the output folder (its log says why)", cfg.output_dir.string());
+  return lock;
+}
+
 }  // namespace
 
 TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
@@ -150,17 +226,18 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   dopts.timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist.timeout_s * 1000));
   auto dist = dist::Dist::create(world, pick_device(cfg, world), dopts);
   const bool main = dist->is_main();
+  CheckpointStore store(cfg.checkpoint.dir.empty() ? cfg.output_dir / "checkpoints" : cfg.checkpoint.dir,
+                        cfg.checkpoint.keep_last);
+  auto lock = lock_output_dir(cfg, store, *dist);
 
-  if (main) {
-    std::filesystem::create_directories(cfg.output_dir);
-    write_resolved_config(cfg.output_dir / "config.yaml", cfg);
-  }
+  if (main) write_resolved_config(cfg.output_dir / "config.yaml", cfg);
   // Stored in every checkpoint: the resolved YAML, and the tokenizer that export copies.
   nlohmann::json config_json = {{"yaml", dump_config(cfg)}, {"tokenizer", cfg.data.tokenizer.string()}};
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
 
   Mixture data(mixture_options(cfg));
   auto model = build_model(cfg);
+  check_vocab_growth(data.options(), model->config().vocab_size);
   if (data.max_vocab_size() > model->config().vocab_size) {
     log::info("model: vocabulary grows from {} to {} tokens for the data's added tokens", model->config().vocab_size,
               data.max_vocab_size());
@@ -179,8 +256,6 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   LrSchedule sched{cfg.train.lr,           cfg.train.warmup_steps, cfg.train.max_steps,
                    cfg.train.decay,        cfg.train.min_lr_ratio, cfg.train.warmup_start_ratio};
   auto plan = plan_steps(cfg, dist->world_size());
-  CheckpointStore store(cfg.checkpoint.dir.empty() ? cfg.output_dir / "checkpoints" : cfg.checkpoint.dir,
-                        cfg.checkpoint.keep_last);
 
   TrainProgress prog;
   TrainResult result;
@@ -190,6 +265,10 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
       prog = load_train_state(*from, sharded, opt, data);
       result.last_checkpoint = *from;
       log::info("resumed from {} at step {} ({} tokens)", from->string(), prog.step, prog.tokens);
+      if (auto newest = store.latest(); newest && *newest != *from && opts.resume != "auto")
+        log::warn("{} holds a newer checkpoint ({}) than {}: this run's first save moves it to abandoned_{}",
+                  store.root().string(), newest->filename().string(), from->filename().string(),
+                  newest->filename().string());
     } else {
       log::info("--resume auto: no complete checkpoint in {}, starting fresh", store.root().string());
     }
@@ -197,7 +276,10 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   result.start_step = prog.step;
 
   std::unique_ptr<MetricsLogger> metrics;
-  if (main) metrics = std::make_unique<MetricsLogger>(cfg.output_dir, cfg.metrics.tensorboard, prog.step + 1);
+  if (main) metrics = std::make_unique<MetricsLogger>(cfg.output_dir, cfg.metrics.tensorboard);
+  LossSpikeDetector spikes(cfg.train.spike_window);
+  spikes.restore(prog.loss_window);
+  std::map<int64_t, int64_t> rollbacks_to;  // checkpoint step -> rollbacks to it in this process
   ProgressLine progress(cfg.train.max_steps, prog.step);
   auto flops = training_flops_per_token(model->config(), cfg.data.seq_len);
   double peak = peak_flops_per_second();
@@ -212,15 +294,26 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
     auto o = forward_backward(sharded, data, cfg, plan.micro_batches, *dist);
     o.grad_norm = sharded.clip_grad_norm(cfg.train.clip_grad_norm);
     double lr = sched.lr(prog.step);
-    if (!std::isfinite(o.loss) || !std::isfinite(o.grad_norm)) {
+    const std::string bad = judge_step(o, cfg.train, spikes);
+    if (!bad.empty()) {
       ++prog.nonfinite_in_a_row;
-      log::warn("step {}: non-finite loss {} or grad norm {}: update skipped ({} in a row)", prog.step + 1, o.loss,
-                o.grad_norm, prog.nonfinite_in_a_row);
-      if (prog.nonfinite_in_a_row >= cfg.train.max_nonfinite_in_a_row)
-        fail("stopping after {} non-finite steps in a row; the last good checkpoint is {}", prog.nonfinite_in_a_row,
-             result.last_checkpoint.empty() ? std::string("(none yet)") : result.last_checkpoint.string());
+      const std::string last_good =
+          result.last_checkpoint.empty() ? std::string("(none yet)") : result.last_checkpoint.string();
+      log::warn("step {}: {}: update skipped ({} in a row)", prog.step + 1, bad, prog.nonfinite_in_a_row);
+      if (cfg.train.on_nonfinite == NonfiniteAction::Stop || prog.nonfinite_in_a_row >= cfg.train.max_nonfinite_in_a_row)
+        fail("stopping after {} bad step(s) in a row (train.on_nonfinite: {}); the last good checkpoint is {}",
+             prog.nonfinite_in_a_row, ConfigScalar<NonfiniteAction>::format(cfg.train.on_nonfinite), last_good);
+      if (cfg.train.on_nonfinite == NonfiniteAction::Rollback && !result.last_checkpoint.empty()) {
+        opt.zero_grad();
+        if (main) metrics->log(prog.step + 1, {{"loss", o.loss}, {"lr", lr}, {"grad_norm", o.grad_norm}, {"skipped", 1.0}});
+        prog = roll_back(result.last_checkpoint, sharded, opt, data, prog, cfg, rollbacks_to);
+        spikes.restore(prog.loss_window);
+        continue;
+      }
     } else {
       prog.nonfinite_in_a_row = 0;
+      spikes.push(o.loss);
+      prog.loss_window = spikes.values();
       opt.step(lr);
       sharded.after_optimizer_step();
     }
@@ -250,6 +343,7 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
       if (cfg.data.packing == Packing::Pad)
         row.emplace_back("pad_fraction", 1.0 - static_cast<double>(o.real) / static_cast<double>(std::max<int64_t>(o.slots, 1)));
       if (eval) row.emplace_back("val_loss", val);
+      if (!bad.empty()) row.emplace_back("skipped", 1.0);
       if (prog.step % cfg.train.log_interval == 0 || prog.step == cfg.train.max_steps) metrics->log(prog.step, row);
       if (opts.progress) progress.update(prog.step, o.loss, lr, tps, mfu);
     }
@@ -257,15 +351,29 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
     // Ranks see a signal at different moments: agree on it so they all checkpoint the same step.
     bool stopping = dist->all_reduce(StopSignal::requested() ? 1.0 : 0.0, dist::Reduce::Max, "stop signal") > 0;
     bool exiting = opts.exit_after_steps > 0 && prog.step >= opts.exit_after_steps;
-    if (prog.step % cfg.checkpoint.interval == 0 || prog.step == cfg.train.max_steps || stopping || exiting)
+    const bool due = prog.step % cfg.checkpoint.interval == 0 || prog.step == cfg.train.max_steps || stopping || exiting;
+    if (due && prog.nonfinite_in_a_row > 0) {
+      // The weights are those of the last good step, but the streak's outcome is open: a save now
+      // could prune the good checkpoint the streak may need to roll back to.
+      log::warn("step {}: no checkpoint during a streak of {} bad step(s); the last good one is {}", prog.step,
+                prog.nonfinite_in_a_row,
+                result.last_checkpoint.empty() ? std::string("(none yet)") : result.last_checkpoint.string());
+    } else if (due && !weights_finite(sharded, *dist)) {
+      // A finite step can still overflow the weights in its update (a huge learning rate); the
+      // next step's loss will say so, but a checkpoint of them must never be called good.
+      ++prog.nonfinite_in_a_row;
+      log::warn("step {}: the update left non-finite weights: not saved; the last good checkpoint is {}", prog.step,
+                result.last_checkpoint.empty() ? std::string("(none yet)") : result.last_checkpoint.string());
+    } else if (due) {
       result.last_checkpoint = save_train_state(store, sharded, opt, data, prog, config_json, *dist);
+    }
     if (exiting && !stopping) {
-      log::info("--exit-after-steps {}: checkpointed to {}", opts.exit_after_steps, result.last_checkpoint.string());
+      log::info("--exit-after-steps {}: last checkpoint {}", opts.exit_after_steps, result.last_checkpoint.string());
       break;
     }
     if (stopping) {
       if (metrics) metrics->flush();
-      log::warn("stop signal: checkpointed step {} to {}; exiting", prog.step, result.last_checkpoint.string());
+      log::warn("stop signal at step {}: last checkpoint {}; exiting", prog.step, result.last_checkpoint.string());
       result.interrupted = true;
       break;
     }

@@ -34,30 +34,9 @@ std::string torchrun(int n) {
 }
 
 fs::path write_config(const fs::path& root, const std::string& strategy) {
-  testing::make_synthetic_source(root / "code", 200, 1000, 1, 20, 300, 4096);
-  testing::make_synthetic_source(root / "text", 40, 3000, 2, 20, 300, 4096);
-  auto cfg = root / "train.yaml";
-  std::ofstream(cfg) << R"(output_dir: run
-model:
-  shape: {vocab_size: 4096, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2,
-          num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 256}
-data:
-  sources:
-    - {name: code, path: code, weight: 10}
-    - {name: text, path: text, weight: 1}
-  seq_len: 64
-train:
-  max_steps: 12
-  micro_batch_size: 2
-  global_batch_sequences: 8
-  lr: 1.0e-2
-  warmup_steps: 1
-  threads: 1
-checkpoint: {interval: 6, keep_last: 4}
-metrics: {tensorboard: false}
-dist: {strategy: )" << strategy << R"(, timeout_s: 20}
-)";
-  return cfg;
+  testing::TinyRun r;
+  r.extra = "dist: {strategy: " + strategy + ", timeout_s: 20}\n";
+  return testing::write_tiny_run(root, r);
 }
 
 int run(const std::string& cmd, const fs::path& log) {

@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "agenttune/io/file_digest.h"
 #include "agenttune/train/checkpoint_store.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/files.h"
@@ -126,13 +127,14 @@ TEST(CheckpointStore, KeepLastPrunesOldestAndResaveReplaces) {
   EXPECT_EQ(entries(root / "a"), (std::set<std::string>{"latest", "step_00000004", "step_00000005"}));
   EXPECT_EQ(store.latest(), root / "a" / "step_00000005");
 
-  // A run resumed from step 3 reaching step 4 again replaces it and moves latest back to it.
+  // A run resumed from step 3 reaching step 4 again replaces it; step 5 belongs to the abandoned
+  // timeline, so it moves out of resume's reach (kept for the user) and latest is step 4 again.
   CheckpointWrite again = write_for(4);
   again.meta["attempt"] = 2;
   store.save(again);
   EXPECT_EQ(store.latest(), root / "a" / "step_00000004");
   EXPECT_EQ(open_checkpoint(root / "a" / "step_00000004").meta["attempt"], 2);
-  EXPECT_EQ(entries(root / "a"), (std::set<std::string>{"latest", "step_00000004", "step_00000005"}));
+  EXPECT_EQ(entries(root / "a"), (std::set<std::string>{"latest", "step_00000004", "abandoned_step_00000005"}));
   expect_valid(root / "a" / "step_00000004");
 
   CheckpointStore all(root / "b", 0);
@@ -168,6 +170,7 @@ TEST(CheckpointStore, InterruptedSavesFallBackToPreviousComplete) {
   expect_error([&] { open_checkpoint(root / "broken"); }, {"broken", "meta.json"});
   fs::remove(root / "broken" / "rank_00000.safetensors");
   write_file_atomic(root / "broken" / "meta.json", R"({"step": 2, "world_size": 1})");
+  write_file_atomic(root / "broken" / "COMPLETE", "2\n");  // an older marker, without digests
   expect_error([&] { open_checkpoint(root / "broken"); }, {"broken", "rank_00000.safetensors"});
   fs::remove_all(root / "broken");
 
@@ -194,11 +197,13 @@ TEST(CheckpointStore, TwoRanksStageThenCommit) {
   expect_valid(root / "step_00000010", 2);
   EXPECT_EQ(rank1.latest(), root / "step_00000010");
 
-  // Commit refuses while a rank has not staged, and latest stays put.
+  // Commit refuses while a rank has not staged, latest stays put, and the failed save leaves no
+  // temporary folder: the ranks stage again.
   rank0.stage(write_for(20, 0, 2));
   expect_error([&] { rank0.commit(20, {{"tokens", 20000}}, 2); }, {"rank_00001.safetensors", "stage"});
   EXPECT_EQ(rank0.latest(), root / "step_00000010");
-  rank1.stage(write_for(20, 1, 2));
+  EXPECT_FALSE(fs::exists(root / ".tmp_step_00000020"));
+  stage_both(20);
   rank0.commit(20, {{"tokens", 20000}}, 2);
   expect_valid(root / "step_00000020", 2);
   EXPECT_EQ(entries(root / "step_00000020"),
@@ -267,6 +272,86 @@ TEST(CheckpointStore, SigkillAtRandomMomentsKeepsLatestLoadable) {
   EXPECT_TRUE(names.count("latest") && names.count(CheckpointStore::folder_name(last + 1)));
   for (const auto& n : names) EXPECT_FALSE(n.starts_with(".tmp_") || n.starts_with("latest.tmp")) << n;
   expect_valid(*store.latest());
+}
+
+TEST(CheckpointDigest, Crc32KnownVectors) {
+  EXPECT_EQ(digest_of("123456789").crc32, 0xCBF43926u);  // the CRC-32 check value (ISO-HDLC)
+  EXPECT_EQ(digest_of("").crc32, 0u);
+  EXPECT_EQ(digest_of("123456789").bytes, 9u);
+  DigestBuilder b;  // incremental equals one shot
+  b.update("12345", 5);
+  b.update("6789", 4);
+  EXPECT_EQ(b.result(), digest_of("123456789"));
+  EXPECT_EQ(FileDigest::from_json(digest_of("123456789").to_json(), "x"), digest_of("123456789"));
+  expect_error([] { FileDigest::from_json(json{{"bytes", 9}, {"crc32", "zz"}}, "COMPLETE"); }, {"COMPLETE", "crc32"});
+}
+
+// Every single-byte change to a rank file or meta.json is caught at load, naming the file.
+TEST(CheckpointDigest, FlippedBytesAndEditedMetaAreNamed) {
+  auto root = scratch_dir();
+  CheckpointStore store(root, 2);
+  fs::path dir = store.save(write_for(7));
+  json complete = json::parse(read_text_file(dir / "COMPLETE"));
+  EXPECT_EQ(complete["step"], 7);
+  EXPECT_EQ(FileDigest::from_json(complete["files"]["rank_00000.safetensors"], "COMPLETE"),
+            digest_of_file(dir / "rank_00000.safetensors"));
+  EXPECT_EQ(FileDigest::from_json(complete["files"]["meta.json"], "COMPLETE"), digest_of_file(dir / "meta.json"));
+
+  const fs::path rank = dir / "rank_00000.safetensors";
+  const std::string original = read_text_file(rank);
+  std::mt19937 rng(7);
+  int caught = 0, tried = 0;
+  for (int i = 0; i < 40; ++i, ++tried) {
+    std::string bad = original;
+    size_t at = i < 8 ? static_cast<size_t>(i) : rng() % bad.size();  // the header length, then anywhere
+    bad[at] = static_cast<char>(bad[at] ^ (1 << (rng() % 8)));
+    write_file_atomic(rank, bad);
+    try {
+      open_rank_tensors(dir, 0);
+    } catch (const Error& e) {
+      caught += std::string(e.what()).find("rank_00000.safetensors: corrupt") != std::string::npos;
+    }
+  }
+  write_file_atomic(rank, original.substr(0, original.size() - 1));  // truncated
+  expect_error([&] { open_rank_tensors(dir, 0); }, {"rank_00000.safetensors", "corrupt"});
+  write_file_atomic(rank, original);
+  EXPECT_EQ(caught, tried);
+  std::cout << "flipped bytes caught: " << caught << " of " << tried << "\n";
+
+  // A changed cursor in meta.json, still valid JSON, is refused too.
+  std::string meta = read_text_file(dir / "meta.json");
+  auto pos = meta.find("7000");
+  ASSERT_NE(pos, std::string::npos);
+  write_file_atomic(dir / "meta.json", meta.substr(0, pos) + "7001" + meta.substr(pos + 4));
+  expect_error([&] { open_checkpoint(dir); }, {"meta.json: corrupt", "crc32"});
+  write_file_atomic(dir / "meta.json", meta);
+  expect_valid(dir);
+}
+
+TEST(CheckpointStore, FailedSaveLeavesNoTemporaryFolder) {
+  auto root = scratch_dir();
+  CheckpointStore store(root, 2);
+  store.save(write_for(1));
+  CheckpointWrite w = write_for(2);
+  w.tensors.emplace_back("undefined", at::Tensor());
+  expect_error([&] { store.save(w); }, {"undefined"});
+  EXPECT_EQ(entries(root), (std::set<std::string>{"latest", "step_00000001"}));
+}
+
+TEST(CheckpointStore, NewestCompleteWinsOverAStaleLatestAndLeftoversGo) {
+  auto root = scratch_dir();
+  CheckpointStore store(root, 5);
+  store.save(write_for(1));
+  store.save(write_for(2));
+  // A kill between step 2's rename and the pointer's update leaves latest one behind.
+  write_file_atomic(root / "latest", "step_00000001\n");
+  EXPECT_EQ(store.latest(), root / "step_00000002");
+  fs::create_directories(root / ".tmp_step_00000009_1234");
+  fs::create_directories(root / ".tmp_step_00000003");
+  fs::create_directories(root / "step_00000005");  // no COMPLETE
+  std::ofstream(root / "latest.tmp.777") << "x";
+  store.remove_leftovers();
+  EXPECT_EQ(entries(root), (std::set<std::string>{"latest", "step_00000001", "step_00000002"}));
 }
 
 }  // namespace

@@ -85,7 +85,7 @@ TEST(TensorBoard, PythonOracleReadsBackScalars) {
 TEST(Metrics, JsonlLinesParseInOrder) {
   auto dir = scratch_dir();
   {
-    MetricsLogger m(dir, true, 0);
+    MetricsLogger m(dir, true);
     for (int64_t s = 1; s <= 3; ++s) m.log(s, {{"loss", 4.0 - s * 0.5}, {"lr", 1e-4 * s}});
     m.log(4, {{"loss", std::nan("")}, {"grad_norm", INFINITY}});
   }
@@ -104,10 +104,10 @@ TEST(Metrics, JsonlLinesParseInOrder) {
   EXPECT_EQ(tb_files, 1);
 }
 
-TEST(Metrics, ResumeDropsLaterStepsAndTornLines) {
+TEST(Metrics, ResumeAppendsAndNeverTruncates) {
   auto dir = scratch_dir();
   {
-    MetricsLogger m(dir, false, 0);
+    MetricsLogger m(dir, false);
     for (int64_t s = 1; s <= 5; ++s) m.log(s, {{"loss", 1.0 * s}});
   }
   {
@@ -115,18 +115,19 @@ TEST(Metrics, ResumeDropsLaterStepsAndTornLines) {
     torn << R"({"step":6,"lo)";  // killed mid-write
   }
   {
-    MetricsLogger m(dir, false, 3);  // resumed from the step-3 checkpoint
-    m.log(3, {{"loss", 30.0}});
+    MetricsLogger m(dir, false);  // resumed from the step-3 checkpoint
+    m.log(4, {{"loss", 40.0}});
   }
   auto lines = read_jsonl(dir / "metrics.jsonl");
-  ASSERT_EQ(lines.size(), 3u);
-  EXPECT_EQ(lines[0]["step"], 1);
-  EXPECT_EQ(lines[1]["step"], 2);
-  EXPECT_EQ(lines[2]["step"], 3);
-  EXPECT_DOUBLE_EQ(lines[2]["loss"].get<double>(), 30.0);
+  // The first run's five rows survive; the torn fragment is gone; the resumed row follows them.
+  ASSERT_EQ(lines.size(), 6u);
+  for (int64_t s = 1; s <= 5; ++s) EXPECT_EQ(lines[s - 1]["step"], s);
+  EXPECT_EQ(lines[5]["step"], 4);
+  EXPECT_DOUBLE_EQ(lines[5]["loss"].get<double>(), 40.0);
   EXPECT_FALSE(fs::exists(dir / "tb"));
-  { MetricsLogger fresh(dir, false, 0); }  // a fresh run starts an empty file
-  EXPECT_EQ(fs::file_size(dir / "metrics.jsonl"), 0u);
+  const auto size = fs::file_size(dir / "metrics.jsonl");
+  { MetricsLogger again(dir, false); }  // a fresh start truncates nothing either
+  EXPECT_EQ(fs::file_size(dir / "metrics.jsonl"), size);
 }
 
 TEST(Progress, FormatEta) {

@@ -38,6 +38,17 @@ struct EnumNames<LrDecay> {
       {{LrDecay::Cosine, "cosine"}, {LrDecay::Linear, "linear"}, {LrDecay::Constant, "constant"}}};
 };
 
+// What a non-finite step (or a loss spike, when train.spike_zscore is set) does: skip its update
+// (stop after train.max_nonfinite_in_a_row in a row), roll back to the last good checkpoint and
+// skip the data that led there, or stop at once. Checkpoints are never written during a streak.
+enum class NonfiniteAction { Skip, Rollback, Stop };
+
+template <>
+struct EnumNames<NonfiniteAction> {
+  static constexpr std::array<std::pair<NonfiniteAction, std::string_view>, 3> values = {
+      {{NonfiniteAction::Skip, "skip"}, {NonfiniteAction::Rollback, "rollback"}, {NonfiniteAction::Stop, "stop"}}};
+};
+
 struct ModelSection {
   // A Hugging Face or Meta folder to continue from; empty = a fresh model of `shape`.
   std::filesystem::path init_from;
@@ -83,7 +94,12 @@ struct TrainSection {
   double eps = 1e-8;
   double weight_decay = 0.1;
   double clip_grad_norm = 1.0;  // 0 = no clipping
-  int64_t max_nonfinite_in_a_row = 5;
+  int64_t max_nonfinite_in_a_row = 5;  // also: rollbacks to one checkpoint before giving up
+  NonfiniteAction on_nonfinite = NonfiniteAction::Skip;
+  // > 0: a step whose loss lies this many standard deviations above the mean of the last
+  // spike_window accepted steps counts as non-finite (llm.c's outlier detector); 0 = off.
+  double spike_zscore = 0;
+  int64_t spike_window = 128;
   int64_t log_interval = 1;
   int64_t eval_interval = 0;  // 0 = never
   int64_t eval_batches = 4;
@@ -170,6 +186,9 @@ void visit(V& v, TrainSection& t) {
   v("weight_decay", t.weight_decay);
   v("clip_grad_norm", t.clip_grad_norm);
   v("max_nonfinite_in_a_row", t.max_nonfinite_in_a_row);
+  v("on_nonfinite", t.on_nonfinite);
+  v("spike_zscore", t.spike_zscore);
+  v("spike_window", t.spike_window);
   v("log_interval", t.log_interval);
   v("eval_interval", t.eval_interval);
   v("eval_batches", t.eval_batches);

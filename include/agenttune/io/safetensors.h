@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "agenttune/io/file_digest.h"
 #include "agenttune/io/tensor_source.h"
 
 namespace agenttune {
@@ -46,8 +47,9 @@ class SafetensorsFile {
 
 // Writes one safetensors file atomically (temp file, fsync, rename). Tensors are written
 // contiguous, widest element size first (stable), so every tensor's bytes stay aligned. `metadata` always gets "format": "pt".
-void write_safetensors(const std::filesystem::path& path, const NamedTensors& tensors,
-                       std::map<std::string, std::string> metadata = {});
+// Returns the digest of the bytes written (computed while writing).
+FileDigest write_safetensors(const std::filesystem::path& path, const NamedTensors& tensors,
+                             std::map<std::string, std::string> metadata = {});
 
 struct ShardedWrite {
   std::vector<std::filesystem::path> files;

@@ -38,10 +38,10 @@ class TensorBoardWriter {
 
 class MetricsLogger {
  public:
-  // Keeps the lines of metrics.jsonl with step < resume_step (all of them are dropped on a fresh
-  // run, resume_step 0), so a crash between a log line and its checkpoint leaves no duplicate
-  // steps after resuming; unparsable (torn) lines are dropped too. The rewrite is atomic.
-  MetricsLogger(const std::filesystem::path& output_dir, bool tensorboard, int64_t resume_step);
+  // Appends to metrics.jsonl and never rewrites it: a resumed run adds its rows after the killed
+  // run's, so steps after the resumed checkpoint appear twice and the later row is the one the
+  // final weights went through. Only a torn last line (a kill mid-write) is cut, as it is not a row.
+  MetricsLogger(const std::filesystem::path& output_dir, bool tensorboard);
   // One step's scalars, in insertion order after "step"; written to JSONL (non-finite values as
   // null) and TensorBoard, and flushed so a live viewer or a crash sees whole lines.
   void log(int64_t step, const std::vector<std::pair<std::string, double>>& scalars);

@@ -6,6 +6,8 @@
 // lets a checkpoint saved at one world size resume at another and export stream group by group.
 #include <filesystem>
 #include <functional>
+#include <string>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "agenttune/data/mixture.h"
@@ -19,6 +21,7 @@ struct TrainProgress {
   int64_t step = 0;    // completed optimizer steps
   int64_t tokens = 0;  // tokens consumed (all ranks)
   int64_t nonfinite_in_a_row = 0;
+  std::vector<double> loss_window;  // the spike detector's accepted losses (train/loss_spike.h)
 };
 
 // Collective: every rank stages its file, rank 0 commits. Returns the checkpoint folder.
@@ -26,9 +29,18 @@ std::filesystem::path save_train_state(CheckpointStore& store, dist::ShardedMode
                                        const Mixture& data, const TrainProgress& p, const nlohmann::json& config,
                                        dist::Dist& dist);
 
-// Restores model shards, optimizer and data state in place, whatever world size saved it.
+// Restores model shards, optimizer and data state in place, whatever world size saved it. The
+// model's config and the data plan (sources, their sizes and weights, seq_len, packing, ...) must
+// equal the checkpoint's: a mismatch is an error naming the first differing key, never a silent
+// load into the wrong shapes or a cursor into different data.
 TrainProgress load_train_state(const std::filesystem::path& dir, dist::ShardedModel& model, AdamW& opt,
                                Mixture& data);
+
+// What must not change across a resume for the data cursors to mean the same documents.
+nlohmann::json data_plan_json(const MixtureOptions& opts);
+
+// The first key (a dotted path, "sources[1].weight") where two JSON values differ, or "".
+std::string first_difference(const nlohmann::json& a, const nlohmann::json& b, const std::string& path = "");
 
 // Reassembles checkpoint tensor `prefix + group` (unpadded, fp32) from the rank files that hold
 // its slices: the pieces a sharded checkpoint was cut into, in rank order.
@@ -45,6 +57,7 @@ class CheckpointGroups {
 };
 
 LlamaConfig checkpoint_model_config(const LoadedCheckpoint& ck);
+nlohmann::json checkpoint_model_config_json(const LoadedCheckpoint& ck);
 
 // Streams a checkpoint's weights group by group (one group's tensors in memory at a time) to
 // `sink`, under HF names, cast to `dtype`.
