@@ -14,6 +14,7 @@
 #include <map>
 #include <random>
 
+#include "agenttune/data/source_dataset.h"
 #include "agenttune/config/load.h"
 #include "agenttune/data/mixture.h"
 #include "agenttune/data/sft_prepare.h"
@@ -139,7 +140,7 @@ int inspect_train(const InspectArgs& a, const TokenViewStyle& style) {
   Tokenizer tok = Tokenizer::load(cfg.data.tokenizer);
   std::vector<ShardManifest> manifests;
   for (const auto& s : cfg.data.sources) {
-    manifests.push_back(ShardManifest::read(s.path / "manifest.json"));
+    manifests.push_back(source_manifest(s));
     for (const auto& t : manifests.back().added_tokens) tok.add_token(t);
   }
   Mixture data(mixture_options(cfg));

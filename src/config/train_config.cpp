@@ -7,6 +7,27 @@
 
 namespace agenttune {
 
+namespace {
+
+void validate_source_format(const MixtureSource& s, const std::string& where) {
+  if (s.format == SourceFormat::Prepared) {
+    if (s.vocab_size != 0 || !s.tokenizer_sha256.empty())
+      fail("{}: vocab_size and tokenizer_sha256 are for format: megatron; a prepared folder's manifest states them",
+           where);
+    return;
+  }
+  if (s.vocab_size <= 0)
+    fail("{}: format: megatron needs vocab_size (the tokenizer's vocabulary; the files do not record it)", where);
+  const bool hex64 = s.tokenizer_sha256.size() == 64 &&
+                     s.tokenizer_sha256.find_first_not_of("0123456789abcdef") == std::string::npos;
+  if (!hex64)
+    fail("{}: format: megatron needs tokenizer_sha256, the sha256 of the tokenizer that made the files (64 "
+         "lowercase hex digits, e.g. from `sha256sum tokenizer.model`), got '{}'",
+         where, s.tokenizer_sha256);
+}
+
+}  // namespace
+
 void TrainConfig::validate(const std::string& src) const {
   if (output_dir.empty()) fail("{}: output_dir is required", src);
   if (model.init_from.empty()) model.shape.validate(src + " (model.shape)");
@@ -15,6 +36,7 @@ void TrainConfig::validate(const std::string& src) const {
     const auto& s = data.sources[i];
     if (s.path.empty()) fail("{}: data.sources[{}].path is required", src, i);
     if (!(s.weight > 0)) fail("{}: data.sources[{}].weight must be positive, got {}", src, i, s.weight);
+    validate_source_format(s, fmt::format("{}: data.sources[{}]", src, i));
   }
   if (data.seq_len < 2) fail("{}: data.seq_len must be at least 2, got {}", src, data.seq_len);
   if (data.validation_fraction < 0 || data.validation_fraction >= 1)

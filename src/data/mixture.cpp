@@ -1,3 +1,4 @@
+#include "agenttune/data/source_dataset.h"
 #include "agenttune/data/mixture.h"
 
 #include <ATen/ATen.h>
@@ -44,7 +45,7 @@ Mixture::Mixture(MixtureOptions opts) : opts_(std::move(opts)) {
   for (size_t i = 0; i < opts_.sources.size(); ++i) {
     const auto& s = opts_.sources[i];
     if (!(s.weight > 0)) fail("data.sources[{}] '{}': weight must be positive, got {}", i, s.name, s.weight);
-    auto src = std::make_shared<Source>(Source{TokenDataset::open(s.path, opts_.tokenizer_sha256), {}, {}, -1, {}});
+    auto src = std::make_shared<Source>(Source{open_source(s, opts_.tokenizer_sha256), {}, {}, -1, {}});
     for (int64_t d = 0; d < src->data.num_documents(); ++d) {
       if (src->data.document_length(d) == 0) continue;
       uint64_t h = splitmix64(opts_.seed * 0x100000001b3ULL ^ splitmix64(i * 0x9e37ULL + static_cast<uint64_t>(d)));

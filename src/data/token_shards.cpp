@@ -271,10 +271,39 @@ struct TokenDataset::Impl {
   struct Shard {
     std::shared_ptr<MappedFile> bin, idx, mask;
     const uint64_t* offsets = nullptr;
+    std::vector<uint64_t> owned_offsets;  // when they are computed (Megatron), not mapped
   };
   std::vector<Shard> shards;
   std::vector<int64_t> first_doc;  // global index of each shard's first document, plus the total
 };
+
+namespace {
+
+void check_tokenizer(const fs::path& where, const std::string& made_with, const std::string& expected) {
+  if (!expected.empty() && expected != made_with)
+    fail("{}: made with tokenizer sha256 {}, but the tokenizer in use (data.tokenizer) has sha256 {}; "
+         "re-tokenize the corpus with this tokenizer",
+         where.string(), made_with, expected);
+}
+
+}  // namespace
+
+TokenDataset TokenDataset::from_megatron(MegatronIndex index, ShardManifest manifest,
+                                         const std::string& expected_tokenizer_sha256) {
+  check_tokenizer(index.prefix, manifest.tokenizer_sha256, expected_tokenizer_sha256);
+  auto impl = std::make_shared<Impl>();
+  impl->manifest = std::move(manifest);
+  impl->u16 = index.element_size == 2;
+  Impl::Shard s;
+  s.bin = index.bin;
+  s.owned_offsets = std::move(index.doc_offsets);
+  s.offsets = s.owned_offsets.data();  // stays valid: the vector's buffer moves with it
+  impl->first_doc = {0, static_cast<int64_t>(s.owned_offsets.size()) - 1};
+  impl->shards.push_back(std::move(s));
+  TokenDataset d;
+  d.impl_ = std::move(impl);
+  return d;
+}
 
 TokenDataset TokenDataset::open(const fs::path& dir, const std::string& expected_tokenizer_sha256) {
   auto impl = std::make_shared<Impl>();
@@ -282,10 +311,7 @@ TokenDataset TokenDataset::open(const fs::path& dir, const std::string& expected
   const fs::path manifest_path = dir / "manifest.json";
   m.manifest = ShardManifest::read(manifest_path);
   const auto& man = m.manifest;
-  if (!expected_tokenizer_sha256.empty() && expected_tokenizer_sha256 != man.tokenizer_sha256)
-    fail("{}: prepared with tokenizer sha256 {}, but the tokenizer in use has sha256 {}; re-run "
-         "prepare with this tokenizer",
-         dir.string(), man.tokenizer_sha256, expected_tokenizer_sha256);
+  check_tokenizer(dir, man.tokenizer_sha256, expected_tokenizer_sha256);
   if (man.dtype != shard_dtype_for_vocab(man.vocab_size))
     fail("{}: dtype {} does not fit vocab_size {}", manifest_path.string(), man.dtype, man.vocab_size);
   m.u16 = man.dtype == "uint16";

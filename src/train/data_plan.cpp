@@ -1,3 +1,4 @@
+#include "agenttune/data/source_dataset.h"
 #include "agenttune/train/data_plan.h"
 
 #include <fmt/format.h>
@@ -32,7 +33,7 @@ TrainConfig resolve_data_plan(const TrainConfig& cfg) {
   if (count)
     for (const auto& s : sources) {
       try {
-        manifests.push_back(ShardManifest::read(s.path / "manifest.json"));
+        manifests.push_back(source_manifest(s));
       } catch (const std::exception& e) {
         fail("data.sources '{}': the data plan needs its prepared folder: {}", s.name, e.what());
       }

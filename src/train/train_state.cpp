@@ -1,3 +1,4 @@
+#include "agenttune/data/source_dataset.h"
 #include "agenttune/train/train_state.h"
 
 #include <ATen/ATen.h>
@@ -88,7 +89,7 @@ nlohmann::json data_plan_json(const MixtureOptions& o) {
   nlohmann::json sources = nlohmann::json::array();
   for (const auto& s : o.sources) {
     // Sizes rather than paths: a corpus may move between clusters, but not change.
-    auto m = ShardManifest::read(s.path / "manifest.json");
+    auto m = source_manifest(s);
     sources.push_back({{"name", s.name}, {"weight", s.weight}, {"documents", m.documents}, {"tokens", m.tokens}});
   }
   return {{"seq_len", o.seq_len},

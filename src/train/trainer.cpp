@@ -1,3 +1,4 @@
+#include "agenttune/data/source_dataset.h"
 #include "agenttune/train/trainer.h"
 
 #include <ATen/ATen.h>
@@ -186,8 +187,8 @@ bool weights_finite(dist::ShardedModel& model, dist::Dist& dist) {
 // those; a manifest that claims more than the model plus its listed added tokens is wrong data.
 void check_vocab_growth(const MixtureOptions& opts, int64_t model_vocab) {
   for (const auto& s : opts.sources) {
-    const auto path = s.path / "manifest.json";
-    auto m = ShardManifest::read(path);
+    const auto path = s.format == SourceFormat::Megatron ? s.path : s.path / "manifest.json";
+    auto m = source_manifest(s);
     const int64_t base = m.vocab_size - static_cast<int64_t>(m.added_tokens.size());
     if (m.vocab_size > model_vocab && base > model_vocab)
       fail("{}: vocab_size {} exceeds the model's {} by {}, but the manifest lists {} added token(s); only a "

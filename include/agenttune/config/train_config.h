@@ -21,6 +21,12 @@ struct EnumNames<AttentionMode> {
 };
 
 template <>
+struct EnumNames<SourceFormat> {
+  static constexpr std::array<std::pair<SourceFormat, std::string_view>, 2> values = {
+      {{SourceFormat::Prepared, "prepared"}, {SourceFormat::Megatron, "megatron"}}};
+};
+
+template <>
 struct EnumNames<Packing> {
   static constexpr std::array<std::pair<Packing, std::string_view>, 2> values = {
       {{Packing::Pack, "pack"}, {Packing::Pad, "pad"}}};
@@ -142,6 +148,9 @@ template <class V>
 void visit(V& v, MixtureSource& s) {
   v("name", s.name);
   v("path", s.path);
+  v("format", s.format);
+  v("vocab_size", s.vocab_size);
+  v("tokenizer_sha256", s.tokenizer_sha256);
   v("weight", s.weight);
   v("agent", s.agent);
 }

@@ -30,13 +30,23 @@ enum class AttentionMode { Causal, Document };
 //       and, being after the document, never attended to by its tokens.
 enum class Packing { Pack, Pad };
 
+// prepared: a folder `agenttune prepare` wrote (manifest.json + shards); megatron: a Megatron-LM
+// indexed dataset, `path` being its prefix (PATH.bin + PATH.idx; data/megatron_dataset.h).
+enum class SourceFormat { Prepared, Megatron };
+
 struct MixtureSource {
   std::string name;
-  std::filesystem::path path;  // a prepared folder (manifest.json + shards)
+  std::filesystem::path path;  // a prepared folder, or a Megatron prefix
   // The mixture meets it in trained tokens; a train config may state it in samples or through an
   // agent share instead (train/data_plan.h resolves those to this).
   double weight = 1.0;
   bool agent = false;  // agent data, for data.agent_share (AgentTuning's eta)
+  SourceFormat format = SourceFormat::Prepared;
+  // Megatron files do not say which tokenizer made them, so the config does (required there,
+  // refused for prepared folders, whose manifest says it): the vocabulary size, checked against
+  // the model, and the tokenizer's sha256, checked against data.tokenizer when that is set.
+  int64_t vocab_size = 0;
+  std::string tokenizer_sha256;
 };
 
 struct MixtureOptions {

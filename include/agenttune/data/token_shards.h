@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "agenttune/data/megatron_dataset.h"
+
 namespace agenttune {
 
 class MappedFile;
@@ -83,6 +85,10 @@ class TokenDataset {
   // Opens `dir`/manifest.json and its shards; checks sizes against the manifest. When
   // `expected_tokenizer_sha256` is non-empty and differs, refuses with a message naming both.
   static TokenDataset open(const std::filesystem::path& dir, const std::string& expected_tokenizer_sha256 = "");
+  // A Megatron indexed dataset (data/megatron_dataset.h) as one shard; `manifest` states what
+  // the files cannot (vocabulary, tokenizer fingerprint) and their counts.
+  static TokenDataset from_megatron(MegatronIndex index, ShardManifest manifest,
+                                    const std::string& expected_tokenizer_sha256 = "");
 
   const ShardManifest& manifest() const;
   int64_t num_documents() const;
