@@ -77,7 +77,7 @@ TEST(SftContentAsText, InjectedTurnsStayTextFromEveryReader) {
     for (size_t k = 0; k < docs[0].ids.size(); ++k)
       if (docs[0].mask[k]) trained.push_back(docs[0].ids[k]);
     const auto text = tok.decode(trained);
-    EXPECT_NE(text.find("ANSWER_ONE"), std::string::npos) << tag << ": " << text;
+    EXPECT_NE(text.find("ANSWER_TWO"), std::string::npos) << tag << ": " << text;  // ToolBench trains the last step only
     EXPECT_EQ(text.find("FAKE_"), std::string::npos) << tag << ": " << text;
   }
 }
