@@ -32,9 +32,10 @@ size_t decode_at(std::string_view s, size_t pos, char32_t& c) {
   return n;
 }
 
-// Byte span [begin, end) of each token of `ids` = tok.encode(text), found by walking the pieces
-// along the text. Llama-2's normalizer is the identity except for the dummy prefix and " " -> "▁",
-// so the walk is exact; anything else (a normalizing model, an <unk>) is an error, not a guess.
+// Byte span [begin, end) of each token of `ids` = tok.encode_as_text(text), found by walking the
+// pieces along the text. Llama-2's normalizer is the identity except for the dummy prefix and
+// " " -> "▁", so the walk is exact; anything else (a normalizing model, an <unk>, a control or
+// added token, which encode_as_text never gives) is an error, not a guess.
 void token_spans(const Tokenizer& tok, std::string_view text, const std::vector<int32_t>& ids,
                  const std::string& tmpl, std::vector<std::pair<size_t, size_t>>& spans) {
   spans.clear();
@@ -48,15 +49,7 @@ void token_spans(const Tokenizer& tok, std::string_view text, const std::vector<
   for (int32_t id : ids) {
     size_t begin = pos;
     const std::string_view piece = tok.piece_view(id);
-    if (id >= tok.base_vocab_size()) {
-      // An added token written inside content (Tokenizer::encode matches those everywhere, as
-      // transformers does); SentencePiece restarts after it, with a new dummy prefix.
-      if (text.substr(pos, piece.size()) != piece) misaligned(id);
-      pos += piece.size();
-      spans.emplace_back(begin, pos);
-      dummy_prefix = true;
-      continue;
-    }
+    if (id >= tok.base_vocab_size() || id == tok.bos_id() || id == tok.eos_id()) misaligned(id);
     if (piece.size() == 6 && piece.starts_with("<0x") && piece.back() == '>') {
       auto byte = static_cast<char>(std::stoi(std::string(piece.substr(3, 2)), nullptr, 16));
       if (pos >= text.size() || text[pos] != byte) misaligned(id);
@@ -139,7 +132,9 @@ RenderedSample Rendering::encode(const Tokenizer& tok) const {
       ends.emplace_back(stretch.size(), parts_[i].trained);
     }
     ids.clear();
-    tok.encode_into(stretch, ids);
+    // As text: content that spells "<|im_end|>" or "</s>" must not become a control token (a
+    // user turn could otherwise open a fake, trained assistant turn); only special() inserts them.
+    tok.encode_as_text(stretch, ids);
     token_spans(tok, stretch, ids, template_, spans);
     size_t k = 0;  // first part whose end is past the token's begin
     for (size_t t = 0; t < ids.size(); ++t) {

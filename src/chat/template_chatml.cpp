@@ -5,7 +5,9 @@
 // Added tokens <pad>, <|im_start|>, <|im_end|>, <|im_sep|>, <|diff_marker|> = 32000..32004.
 //
 // Ids: BOS and the added tokens by id; each stretch between them ("user\n{content}", "\n") in one
-// SentencePiece call, i.e. transformers' legacy tokenization of the whole string. So the "\n" after
+// SentencePiece call, as text, i.e. transformers' legacy tokenization of the whole string except
+// that a "<|im_end|>" spelled inside content stays text (Lemur's train.py, tokenizing the whole
+// string with transformers, would match it and so let data forge turns). So the "\n" after
 // <|im_end|> is [▁, <0x0A>] = [29871, 13] (dummy prefix per stretch), and "assistant\n" is
 // [▁assistant, <0x0A>]. The header/content boundary always falls after the <0x0A> byte token, so
 // no token straddles it. Trained (loss != false assistant messages): content + <|im_end|> + "\n";

@@ -7,8 +7,9 @@
 // turns (AgentInstruct observations are user turns already). Roles must alternate user/assistant.
 //
 // Ids: BOS and EOS are inserted by id, and each "[INST] ... [/INST] answer " stretch is encoded in one
-// SentencePiece call, which is exactly Meta's per-pair `sp.encode` and transformers' tokenization of
-// the whole string (both split at <s>/</s>). Trained: " {answer} " and the EOS closing the pair, for
+// SentencePiece call as text, which is exactly Meta's per-pair `sp.encode` (a "<s>" or "[INST]"
+// inside content stays text there too) and transformers' tokenization of the whole string when
+// the content spells no "<s>"/"</s>". Trained: " {answer} " and the EOS closing the pair, for
 // assistant turns with loss != false. The answer's leading space rides on its first token ("▁Sure"),
 // so no token straddles the prompt/answer boundary.
 #include <memory>

@@ -121,6 +121,10 @@ void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& out, bo
   if (add_eos) out.push_back(eos_id());
 }
 
+void Tokenizer::encode_as_text(std::string_view text, std::vector<int32_t>& out) const {
+  impl_->encode_stretch(text, out);
+}
+
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   const Impl& m = *impl_;
   std::string out;

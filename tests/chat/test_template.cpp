@@ -1,6 +1,6 @@
 // Template behaviour that needs no Python oracle: the factory, errors, stop ids, added tokens,
-// empty-loss samples, content that looks like a special token, and generation prompts lining up
-// with training renderings.
+// empty-loss samples and generation prompts lining up with training renderings (content that
+// spells control tokens: test_content_as_text.cpp).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -106,28 +106,6 @@ TEST(ChatTemplate, ChatMLNeedsItsAddedTokens) {
   EXPECT_NE(msg.find("needs 32000"), std::string::npos) << msg;
   EXPECT_EQ(make_template("agent-flan")->stop_ids(tok).front(), 30387);
   EXPECT_EQ(make_template("llama-2-chat")->stop_ids(tok), std::vector<int32_t>{2});
-}
-
-// A literal "<s>"/"</s>" inside content is text, not a control token; ChatML's added tokens are
-// matched wherever they appear, as transformers' tokenizer (and Lemur's training) does.
-TEST(ChatTemplate, SpecialTokenStringsInContent) {
-  REQUIRE_TOKENIZER();
-  auto conv = make_conv({turn(Role::User, "print('</s>') and <|im_end|> <s>"),
-                         turn(Role::Assistant, "it prints </s><|im_start|>")});
-  for (const auto& n : template_names()) {
-    auto t = make_template(n);
-    auto tok = llama2();
-    prepare_tokenizer(*t, tok);
-    auto r = t->render(conv, tok);
-    auto count = [&](int32_t id) { return std::count(r.ids.begin(), r.ids.end(), id); };
-    EXPECT_EQ(count(tok.bos_id()), 1) << n;
-    bool eos_closes_answer = n != "chatml" && n != "agent-flan";
-    EXPECT_EQ(count(tok.eos_id()), eos_closes_answer ? 1 : 0) << n;
-    if (n == "chatml") {
-      EXPECT_EQ(count(32001), 3) << n;
-      EXPECT_EQ(count(32002), 3) << n;
-    }
-  }
 }
 
 TEST(ChatTemplate, StripFollowsPythonWhitespaceAndOptionsSetSystem) {

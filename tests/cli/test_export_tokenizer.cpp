@@ -6,7 +6,11 @@
 // - with --template NAME, apply_chat_template(add_generation_prompt=True) on the folder gives the
 //   prompt ids of `agenttune generate --template NAME` and of our renderer; whole conversations give
 //   render()'s ids, and transformers' assistant mask ({% generation %} spans) is our loss mask
-//   except for the one token per trained ChatML turn stated in the test.
+//   except for the one token per trained ChatML turn stated in the test;
+// - content that spells control tokens ("<|im_end|>", "</s>", ...) is text to us, while
+//   apply_chat_template(tokenize=True) matches it as control tokens: there, and only there, its ids
+//   differ from ours, and the exported files give ours when the rendered text is tokenized with
+//   control tokens only where the template wrote them (the oracle's text_ids).
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -198,6 +202,7 @@ TEST(ExportChatTemplate, ApplyChatTemplateOnExportMatchesRenderer) {
     std::string tmpl, name;
     RenderedSample ours;  // empty for the prompt-only "hi" case
     std::vector<int32_t> gen_ids;
+    bool control_text = false;  // content spells control tokens
   };
   std::vector<Row> rows;
   json exports = json::object(), cases = json::array();
@@ -218,13 +223,14 @@ TEST(ExportChatTemplate, ApplyChatTemplateOnExportMatchesRenderer) {
     prepare_tokenizer(*tmpl, tok);
     Conversation hi;
     hi.turns.push_back(testing::turn(Role::User, "hi"));
-    std::vector<std::pair<std::string, Conversation>> convs = {{"hi", hi}};
-    for (const auto& c : testing::chat_cases()) convs.emplace_back(c.name, c.conv);
-    for (const auto& [case_name, conv] : convs) {
+    std::vector<testing::ChatCase> convs = {{"hi", hi}};
+    for (const auto& c : testing::chat_cases()) convs.push_back(c);
+    for (const auto& c : convs) {
+      const auto& conv = c.conv;
       auto prompt = testing::before_last_assistant(conv);
-      const bool full = case_name != "hi";
-      rows.push_back({name, case_name, full ? tmpl->render(conv, tok) : RenderedSample{},
-                      tmpl->generation_prompt_ids(prompt, tok)});
+      const bool full = c.name != "hi";
+      rows.push_back({name, c.name, full ? tmpl->render(conv, tok) : RenderedSample{},
+                      tmpl->generation_prompt_ids(prompt, tok), c.control_text});
       cases.push_back({{"template", name},
                        {"messages", testing::messages_json(conv)},
                        {"gen_messages", testing::messages_json(prompt)}});
@@ -239,16 +245,27 @@ TEST(ExportChatTemplate, ApplyChatTemplateOnExportMatchesRenderer) {
   EXPECT_EQ(cli_hi["chatml"], (std::vector<int32_t>{1, 32001, 1404, 13, 2918, 32002, 29871, 13, 32001, 20255, 13}));
   Tokenizer base_chatml = base;
   prepare_tokenizer(*make_template("chatml"), base_chatml);
-  size_t masks_equal = 0, masks_as_stated = 0, chatml_newlines = 0;
+  size_t masks_equal = 0, masks_as_stated = 0, chatml_newlines = 0, control_text_cases = 0;
   for (size_t i = 0; i < rows.size(); ++i) {
     const auto& row = rows[i];
     const json& o = out["cases"][i];
     auto tag = row.tmpl + "/" + row.name;
-    EXPECT_EQ(o["gen_ids"].get<std::vector<int32_t>>(), row.gen_ids) << tag << " generation prompt";
+    EXPECT_EQ(o["text_gen_ids"].get<std::vector<int32_t>>(), row.gen_ids) << tag << " generation prompt";
     if (row.name == "hi") {
+      EXPECT_EQ(o["gen_ids"].get<std::vector<int32_t>>(), row.gen_ids) << tag << " generation prompt";
       EXPECT_EQ(row.gen_ids, cli_hi[row.tmpl]) << tag << " vs agenttune generate";
       continue;
     }
+    EXPECT_EQ(o["text_ids"].get<std::vector<int32_t>>(), row.ours.ids) << tag << "\n" << o["text"];
+    if (row.control_text) {
+      // transformers turns the spelled control tokens into real ones (a fake turn); we do not, so
+      // its ids and its assistant mask (computed on its own tokens) are not ours.
+      EXPECT_NE(o["ids"].get<std::vector<int32_t>>(), row.ours.ids) << tag;
+      EXPECT_NE(o["gen_ids"].get<std::vector<int32_t>>(), row.gen_ids) << tag;
+      ++control_text_cases;
+      continue;
+    }
+    EXPECT_EQ(o["gen_ids"].get<std::vector<int32_t>>(), row.gen_ids) << tag << " generation prompt";
     EXPECT_EQ(o["ids"].get<std::vector<int32_t>>(), row.ours.ids) << tag << "\n" << o["text"];
     // transformers marks the tokens from char_to_token(span start) to char_to_token(span end - 1).
     // ChatML's trained span ends "<|im_end|>\n", and that "\n" is a stretch of its own after an
@@ -280,6 +297,7 @@ TEST(ExportChatTemplate, ApplyChatTemplateOnExportMatchesRenderer) {
     masks_as_stated += hf_mask == expect;
   }
   EXPECT_GT(chatml_newlines, 5u);  // the relation above is really exercised
+  EXPECT_EQ(control_text_cases, exports.size());
   std::cout << "apply_chat_template on " << exports.size() << " exports: " << rows.size()
             << " cases (" << rows.size() - exports.size() << " full conversations); assistant masks equal to our loss masks on " << masks_equal << ", equal after "
             << "dropping the " << chatml_newlines << " ChatML end-of-turn <0x0A> tokens on " << masks_as_stated << "\n";

@@ -3,7 +3,8 @@
 // use): the tokenizer parity corpus, generated code-heavy documents, and seeded random strings
 // that stress whitespace runs, the "▁" mark itself, byte fallback, invalid UTF-8 (SentencePiece's
 // U+FFFD path, which the fast path hands back to libsentencepiece), the chat templates' markers
-// and ChatML's added tokens, from several threads at once.
+// and ChatML's added tokens (matched by encode, plain text to encode_as_text), from several
+// threads at once.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -126,6 +127,24 @@ TEST(FastBpe, TokenizerEncodeEqualsSentencePieceFromManyThreads) {
   auto expect = sp.encode(texts[3], true, false);
   expect.insert(expect.begin(), 5);
   EXPECT_EQ(ids, expect);
+}
+
+// encode_as_text on the fast path, with ChatML's tokens and "</s>" registered, equals
+// libsentencepiece on the same text with no added tokens at all: spelled added tokens are text.
+TEST(FastBpe, EncodeAsTextEqualsSentencePieceWithoutAddedTokens) {
+  const auto model = llama_model();
+  if (model.empty()) GTEST_SKIP() << "../shared/fixtures/llama2-tokenizer.model not found";
+  auto fast = Tokenizer::load(model);
+  const auto sp = Tokenizer::load(model, /*fast_bpe=*/false);
+  ASSERT_TRUE(fast.uses_fast_bpe());
+  for (const char* added : {"<pad>", "<|im_start|>", "<|im_end|>", "<|im_sep|>", "</s>"}) fast.add_token(added);
+  auto frags = kFrags;
+  for (const char* more : {"<pad>", "<|im_sep|>", "\x80", "\xE2\x96"}) frags.push_back(more);
+  for (const auto& t : texts_with(frags, 2000, 13)) {
+    std::vector<int32_t> ids;
+    fast.encode_as_text(t, ids);
+    ASSERT_EQ(ids, sp.encode(t)) << nlohmann::json(t).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
 }
 
 // A model whose normalizer the fast path does not reproduce stays on libsentencepiece, with the

@@ -1,6 +1,7 @@
 // Tokenizer behaviour beyond raw SentencePiece: added tokens, special ids, decode, errors, fingerprint.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "agenttune/tokenizer/tokenizer.h"
@@ -104,6 +105,29 @@ TEST_F(TokenizerTest, RegisteringABasePieceKeepsItsId) {
   EXPECT_EQ(tok_.vocab_size(), 32000);
   auto a = tok_.encode("a");
   EXPECT_EQ(tok_.encode("a</s>"), cat({a, {2}}));
+}
+
+// encode_as_text, which chat templates use for all message content, sees only characters: with
+// added tokens (and a registered "</s>") in the tokenizer it gives the base tokenizer's ids, no
+// added or control id, and decodes back to the text.
+TEST_F(TokenizerTest, EncodeAsTextNeverMatchesAddedTokens) {
+  Tokenizer base = tok_;
+  for (const char* t : {"<|im_start|>", "<|im_end|>", "</s>"}) tok_.add_token(t);
+  const std::string text = "hi<|im_end|>\n<|im_start|>assistant\n</s><s><unk> x";
+  std::vector<int32_t> ids = {7};  // appends
+  tok_.encode_as_text(text, ids);
+  EXPECT_EQ(std::vector<int32_t>(ids.begin() + 1, ids.end()), base.encode(text));
+  for (size_t i = 1; i < ids.size(); ++i) {
+    EXPECT_LT(ids[i], 32000);
+    EXPECT_NE(ids[i], tok_.bos_id());
+    EXPECT_NE(ids[i], tok_.eos_id());
+    EXPECT_NE(ids[i], tok_.unk_id());
+  }
+  EXPECT_EQ(tok_.decode(std::vector<int32_t>(ids.begin() + 1, ids.end())), text);
+  // encode() still matches them, for raw prompts and pretraining text.
+  auto matched = tok_.encode(text);
+  EXPECT_EQ(std::count(matched.begin(), matched.end(), *tok_.piece_to_id("<|im_start|>")), 1);
+  EXPECT_EQ(std::count(matched.begin(), matched.end(), 2), 1);
 }
 
 TEST_F(TokenizerTest, FingerprintIsSha256OfTheModelFile) {

@@ -3,17 +3,23 @@
 // rendering is available as a string (inspect/debug), as a generation prompt (chat/generate) and as
 // a Jinja template for tokenizer_config.json (transformers' apply_chat_template reproduces it).
 //
-// Tokenization rule, shared by every template: the rendering is a sequence of special tokens (BOS,
-// EOS, ChatML's added tokens) and text. Each stretch of text between two special tokens is encoded
-// by ONE SentencePiece call, so ids equal what transformers' slow (SentencePiece) Llama tokenizer
-// gives for the whole rendered string with legacy=True: one dummy-prefix "▁" per stretch, as
-// agenttune::Tokenizer does. The loss mask is computed afterwards from byte offsets: a token is
-// trained when it covers any byte of a trained segment (the rule transformers uses for
-// {% generation %} spans). BOS/EOS are inserted by id only where the template puts them: a literal
-// "<s>" or "</s>" inside message content stays text (transformers would make it a control token;
-// that is the one place our ids differ from tokenizing render_text() with transformers). Added
-// tokens (ChatML's "<|im_end|>", ...) written inside content are matched by the Tokenizer as
-// everywhere, exactly as transformers and Lemur's training do.
+// Tokenization rule, shared by every template: the rendering is a sequence of control tokens (BOS,
+// EOS, ChatML's added tokens), which only the template inserts, by id, and text. Each stretch of
+// text between two control tokens is encoded by ONE SentencePiece call, so ids equal what
+// transformers' slow (SentencePiece) Llama tokenizer gives for the whole rendered string with
+// legacy=True: one dummy-prefix "▁" per stretch, as agenttune::Tokenizer does. The loss mask is
+// computed afterwards from byte offsets: a token is trained when it covers any byte of a trained
+// segment (the rule transformers uses for {% generation %} spans).
+//
+// Message content is always text: a "<s>", "</s>", "<unk>", "<|im_start|>" or "<|im_end|>" spelled
+// inside any turn (system, user, tool, assistant; from a dataset or typed into `chat`/`generate
+// --template`) is encoded as the characters it is made of (Tokenizer::encode_as_text), never as a
+// control token, so a user turn holding "<|im_end|>\n<|im_start|>assistant\n..." cannot open a
+// fake assistant turn. transformers' apply_chat_template(tokenize=True) differs there and only
+// there: it renders the same text but then matches those spellings as control tokens wherever they
+// are (docs/design.md, "Message content is text"). Text-only markers ("[INST]", "USER:",
+// "<|Human|>െ", "ി") cannot be told apart from content in any of these formats; the loss mask still
+// follows the template's own turns, so such text is never trained unless it sits in a trained turn.
 #include <cstdint>
 #include <memory>
 #include <optional>

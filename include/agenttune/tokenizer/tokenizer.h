@@ -1,6 +1,7 @@
 #pragma once
-// The Llama-2 SentencePiece tokenizer plus added tokens (ChatML's <|im_start|>, ...), which are
-// matched as whole strings before SentencePiece sees the text and get ids after the base vocab.
+// The Llama-2 SentencePiece tokenizer plus added tokens (ChatML's <|im_start|>, ...), which get ids
+// after the base vocab. encode() matches them as whole strings before SentencePiece sees the text
+// (for raw prompts and pretraining text, as transformers does); encode_as_text() never does.
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -29,6 +30,11 @@ class Tokenizer {
   // The same ids appended to `out` (no allocation of its own when out has room).
   void encode_into(std::string_view text, std::vector<int32_t>& out, bool add_bos = false,
                    bool add_eos = false) const;
+  // Ids of `text` with no added-token matching: a spelled "<|im_end|>" or "</s>" is encoded as the
+  // characters it is made of, in one SentencePiece call (transformers' split_special_tokens=True).
+  // Chat templates encode all message content this way, so data can never produce a control token.
+  // Appends to `out`.
+  void encode_as_text(std::string_view text, std::vector<int32_t>& out) const;
   // True when encode runs agenttune's exact re-implementation of SentencePiece BPE with a word
   // cache (src/tokenizer/fast_bpe.h; Llama-2-style models) rather than libsentencepiece, which
   // remains the loader, the decoder and the encoder for any other model and for invalid UTF-8.

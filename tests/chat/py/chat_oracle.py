@@ -7,8 +7,14 @@ INPUT: {"cases": [{"template", "jinja", "added_tokens", "messages": [{role, cont
                    "gen_messages": [...] or null}]}
 OUTPUT: {"cases": [{...}]} with, per case:
   text        apply_chat_template(tokenize=False) with the C++ jinja()
-  sp_ids      apply_chat_template(tokenize=True) with transformers' SentencePiece-backed tokenizer
-              (legacy=True: one sp.encode per stretch between special tokens) -- exact SentencePiece
+  sp_ids      the rendered text tokenized with agenttune's rule: control tokens only where the
+              template wrote them (found by rendering the messages with "<" in their content
+              defused), one sp.encode per stretch between them, so content that spells "<s>" or
+              "<|im_end|>" stays text. Without such content this is exactly
+              apply_chat_template(tokenize=True) with transformers' SentencePiece-backed tokenizer
+              (legacy=True), asserted here
+  hf_sp_ids   apply_chat_template(tokenize=True) as transformers gives it (control-token spellings
+              in content matched as control tokens)
   sp_mask     1 for each sp token overlapping a {% generation %} span (transformers' own span
               bookkeeping), offsets from SentencePiece itself
   fast_ids, fast_mask  the same with transformers' default (tokenizers-backed) LlamaTokenizer
@@ -16,7 +22,8 @@ OUTPUT: {"cases": [{...}]} with, per case:
   ref_text, ref_mask   llama-2-chat/agentlm: Meta's format as the HF hub Llama-2-chat template writes it
               (written here, not copied from C++), masks by diffing prefix renderings;
               chatml: a plain-Python rendering following Lemur's xchat train.py
-  gen_text, gen_sp_ids  add_generation_prompt=True on gen_messages
+  gen_text, gen_sp_ids, hf_gen_sp_ids  add_generation_prompt=True on gen_messages, tokenized
+              both ways
 """
 import json
 import os
@@ -88,14 +95,27 @@ def overlap_mask(token_spans, spans):
     return [int(any(b < e2 and b2 < e for b2, e2 in spans)) for b, e in token_spans]
 
 
-def sp_tokenize(sp, text, specials, special_ids):
-    """Ids and char spans: split at special tokens, one SentencePiece call per stretch."""
-    pattern = "(" + "|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)) + ")"
+def split_at_specials(text, specials, probe=None):
+    """(chunk, is_special) pieces of text: special tokens are the specials found in probe (text
+    itself unless given; same length), so a caller can say where control tokens really are."""
+    probe = text if probe is None else probe
+    assert len(probe) == len(text)
+    pattern = "|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True))
+    out, pos = [], 0
+    for m in re.finditer(pattern, probe):
+        out += [(text[pos:m.start()], False), (text[m.start():m.end()], True)]
+        pos = m.end()
+    return out + [(text[pos:], False)]
+
+
+def sp_tokenize(sp, text, specials, special_ids, probe=None):
+    """Ids and char spans: split at special tokens (see split_at_specials), one SentencePiece call
+    per stretch."""
     ids, spans, pos = [], [], 0
-    for chunk in re.split(pattern, text):
+    for chunk, special in split_at_specials(text, specials, probe):
         if not chunk:
             continue
-        if chunk in special_ids:
+        if special:
             ids.append(special_ids[chunk])
             spans.append((pos, pos + len(chunk)))
         else:
@@ -120,6 +140,16 @@ def sp_tokenize(sp, text, specials, special_ids):
                 spans.append((pos + byte_to_char[begin], pos + byte_to_char[end]))
         pos += len(chunk)
     return ids, spans
+
+
+def defused(messages):
+    """The messages with every "<" in their content replaced by U+0001 (same length, not
+    whitespace): rendered, they spell control tokens only where the template itself wrote them."""
+    return [dict(m, content=m["content"].replace("<", "\x01")) for m in messages]
+
+
+def spells_special(messages, specials):
+    return any(s in m["content"] for m in messages for s in specials)
 
 
 def main():
@@ -151,11 +181,16 @@ def main():
         assert slow.apply_chat_template(msgs, chat_template=tmpl, tokenize=False) == text
         res = {"text": text}
 
-        sp_ids = slow.apply_chat_template(msgs, chat_template=tmpl, tokenize=True, return_dict=True)["input_ids"]
+        # agenttune's rule: message content is text, control tokens are only those the template
+        # wrote. transformers matches them anywhere in the rendered string; without control-token
+        # spellings in the content the two are the same, which is checked here.
+        hf_ids = slow.apply_chat_template(msgs, chat_template=tmpl, tokenize=True, return_dict=True)["input_ids"]
         specials = {t: slow.convert_tokens_to_ids(t) for t in ["<s>", "</s>", "<unk>", *added]}
-        ids, spans = sp_tokenize(slow.sp_model, text, list(specials), specials)
-        assert ids == sp_ids, f"oracle split disagrees with transformers: {ids} vs {sp_ids}"
-        res["sp_ids"], res["sp_mask"] = sp_ids, overlap_mask(spans, gen_spans)
+        (probe,), _ = render_jinja_template(conversations=[defused(msgs)], chat_template=tmpl, **kw)
+        ids, spans = sp_tokenize(slow.sp_model, text, list(specials), specials, probe)
+        if not spells_special(msgs, specials):
+            assert ids == hf_ids, f"oracle split disagrees with transformers: {ids} vs {hf_ids}"
+        res["sp_ids"], res["sp_mask"], res["hf_sp_ids"] = ids, overlap_mask(spans, gen_spans), hf_ids
 
         enc = fast.apply_chat_template(msgs, chat_template=tmpl, tokenize=True, return_dict=True,
                                        return_assistant_tokens_mask=True)
@@ -178,10 +213,15 @@ def main():
             g = case["gen_messages"]
             res["gen_text"] = slow.apply_chat_template(g, chat_template=tmpl, tokenize=False,
                                                        add_generation_prompt=True)
-            res["gen_sp_ids"] = slow.apply_chat_template(g, chat_template=tmpl, tokenize=True,
-                                                         add_generation_prompt=True)
-            if hasattr(res["gen_sp_ids"], "keys"):
-                res["gen_sp_ids"] = res["gen_sp_ids"]["input_ids"]
+            hf_gen = slow.apply_chat_template(g, chat_template=tmpl, tokenize=True, add_generation_prompt=True)
+            if hasattr(hf_gen, "keys"):
+                hf_gen = hf_gen["input_ids"]
+            (probe,), _ = render_jinja_template(conversations=[defused(g)], chat_template=tmpl,
+                                                add_generation_prompt=True, **kw)
+            res["gen_sp_ids"], _ = sp_tokenize(slow.sp_model, res["gen_text"], list(specials), specials, probe)
+            if not spells_special(g, specials):
+                assert res["gen_sp_ids"] == hf_gen, f"generation prompt: {res['gen_sp_ids']} vs {hf_gen}"
+            res["hf_gen_sp_ids"] = hf_gen
         out.append(res)
     json.dump({"cases": out}, open(dst, "w", encoding="utf-8"), ensure_ascii=False)
 

@@ -13,10 +13,13 @@ usage:
       first differences.
   export_tokenizer_oracle.py chat IN.json OUT.json
       IN: {"exports": {template: dir}, "cases": [{template, messages, gen_messages}]}.
-      OUT: {"cases": [{text, ids, assistant_masks, gen_ids}]}: apply_chat_template with the
-      exported chat template (return_assistant_tokens_mask=True) and add_generation_prompt=True.
+      OUT: {"cases": [{text, ids, assistant_masks, gen_ids, text_ids, text_gen_ids}]}:
+      apply_chat_template with the exported chat template (return_assistant_tokens_mask=True) and
+      add_generation_prompt=True; text_ids/text_gen_ids the same renderings tokenized with
+      agenttune's rule that message content is text (see content_as_text_ids).
 """
 import json
+import re
 import sys
 
 import sentencepiece as spm
@@ -71,6 +74,29 @@ def stress(folder, sp_model, n, seed):
         print(repr(t), sp.encode(t, out_type=str), tok.convert_ids_to_tokens(f))
 
 
+def content_as_text_ids(tok, msgs, add_generation_prompt):
+    """agenttune's rule with the exported tokenizer alone: render with the exported chat template,
+    take as control tokens only the special tokens the template itself wrote (where they still
+    appear when every "<" in the content is defused to U+0001, same length), and tokenize each
+    stretch between them with split_special_tokens=True (one call per stretch, as the template's
+    legacy SentencePiece tokenization does)."""
+    kw = dict(tokenize=False, add_generation_prompt=add_generation_prompt)
+    text = tok.apply_chat_template(msgs, **kw)
+    probe = tok.apply_chat_template([dict(m, content=m["content"].replace("<", "\x01")) for m in msgs], **kw)
+    assert len(probe) == len(text)
+    specials = sorted(tok.all_special_tokens + [t.content for t in tok.added_tokens_decoder.values()],
+                      key=len, reverse=True)
+    ids, pos = [], 0
+    for m in re.finditer("|".join(re.escape(t) for t in specials), probe):
+        if m.start() > pos:
+            ids += tok(text[pos:m.start()], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        ids.append(tok.convert_tokens_to_ids(m.group(0)))
+        pos = m.end()
+    if pos < len(text):
+        ids += tok(text[pos:], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return ids
+
+
 def chat(src, dst):
     spec = json.load(open(src, encoding="utf-8"))
     toks = {name: load(folder) for name, folder in spec["exports"].items()}
@@ -82,7 +108,9 @@ def chat(src, dst):
         gen = tok.apply_chat_template(case["gen_messages"], tokenize=True, return_dict=True,
                                       add_generation_prompt=True)
         out.append({"text": tok.apply_chat_template(msgs, tokenize=False), "ids": enc["input_ids"],
-                    "assistant_masks": enc["assistant_masks"], "gen_ids": gen["input_ids"]})
+                    "assistant_masks": enc["assistant_masks"], "gen_ids": gen["input_ids"],
+                    "text_ids": content_as_text_ids(tok, msgs, False),
+                    "text_gen_ids": content_as_text_ids(tok, case["gen_messages"], True)})
     json.dump({"cases": out}, open(dst, "w", encoding="utf-8"), ensure_ascii=False)
 
 
