@@ -17,6 +17,7 @@ void TrainConfig::validate(const std::string& src) const {
     if (!(s.weight > 0)) fail("{}: data.sources[{}].weight must be positive, got {}", src, i, s.weight);
   }
   if (data.seq_len < 2) fail("{}: data.seq_len must be at least 2, got {}", src, data.seq_len);
+  if (model.init_from.empty()) model.shape.check_seq_len(data.seq_len, src + " (model.shape)");
   if (data.validation_fraction < 0 || data.validation_fraction >= 1)
     fail("{}: data.validation_fraction must be in [0, 1), got {}", src, data.validation_fraction);
   if (train.max_steps <= 0 && !(train.epochs > 0))
@@ -40,6 +41,9 @@ void TrainConfig::validate(const std::string& src) const {
   if (train.warmup_steps < 0) fail("{}: train.warmup_steps must be >= 0", src);
   if (train.warmup_start_ratio < 0 || train.warmup_start_ratio > 1)
     fail("{}: train.warmup_start_ratio must be in [0, 1], got {}", src, train.warmup_start_ratio);
+  if (train.max_nonfinite_in_a_row < 1)
+    fail("{}: train.max_nonfinite_in_a_row must be at least 1 (the non-finite steps in a row that stop the run), got {}",
+         src, train.max_nonfinite_in_a_row);
   if (train.log_interval <= 0) fail("{}: train.log_interval must be positive", src);
   if (checkpoint.interval <= 0) fail("{}: checkpoint.interval must be positive, got {}", src, checkpoint.interval);
   const std::set<std::string> strategies = {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard"};
