@@ -415,11 +415,11 @@ TEST(FuzzInputs, EveryDamagedInputEndsWithExit0Or2) {
   const Base& b = base();
   ASSERT_TRUE(fs::exists(b.run / "run/checkpoints/step_00000002/meta.json"));
   CaseMaker make(b);
-  make.configs(75);
-  make.datasets(50);
-  make.shards(60);
-  make.models(60);
-  make.checkpoints(45);
+  make.configs(54);
+  make.datasets(40);
+  make.shards(45);
+  make.models(40);
+  make.checkpoints(30);
   const auto outcomes = run_all(make.cases());
 
   std::map<std::string, std::map<std::string, int>> table;  // category -> exit -> count
