@@ -89,7 +89,7 @@ int run_chat(ChatArgs& a) {
     const std::string text = tok.decode(reply);
     if (a.json) {
       std::cout << nlohmann::json{{"prompt_ids", prompt}, {"new_ids", res.tokens}, {"stopped", res.stopped},
-                                  {"text", text}}.dump()
+                                  {"text", text}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                 << "\n" << std::flush;
     } else {
       std::cout << "\n" << std::flush;

@@ -84,7 +84,8 @@ int run_generate(GenerateArgs& a) {
       std::vector<int32_t> ids(res.tokens.begin(), res.tokens.end());
       j["text"] = tok->decode(ids);
     }
-    std::cout << j.dump() << "\n";
+    // Replace, not throw: sampled byte-fallback tokens may end inside a UTF-8 sequence.
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     std::cout << "\n";
   }

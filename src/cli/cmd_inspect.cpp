@@ -208,7 +208,7 @@ Command inspect_command() {
   c.run = [a] {
     TokenViewStyle style;
     style.color = a->color || (!a->plain && isatty(STDOUT_FILENO));
-    if (parse_yaml(read_text_file(a->config), a->config)["datasets"]) return inspect_sft(*a, style);
+    if (config_has_key(a->config, "datasets")) return inspect_sft(*a, style);
     return inspect_train(*a, style);
   };
   return c;

@@ -33,7 +33,7 @@ Command prepare_command() {
   c.run = [a] {
     auto overrides = a->overrides;
     if (a->threads >= 0) overrides.push_back("threads=" + std::to_string(a->threads));
-    if (parse_yaml(read_text_file(a->config), a->config)["datasets"]) {
+    if (config_has_key(a->config, "datasets")) {
       if (!a->on_error.empty())
         fail("--on-error applies to pretraining corpora; SFT datasets set datasets[].policies.bad_record");
       if (a->no_progress) overrides.push_back("progress=false");
@@ -45,6 +45,7 @@ Command prepare_command() {
     auto cfg = load_config<PrepareConfig>(a->config, overrides);
     for (const auto& corpus : cfg.corpora) {
       PrepareOptions o;
+      o.name = corpus.name;
       for (const auto& in : corpus.inputs) o.inputs.push_back(in.string());
       o.output_dir = corpus.output;
       o.tokenizer = cfg.tokenizer;

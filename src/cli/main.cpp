@@ -5,6 +5,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <filesystem>
+
 #include "agenttune/util/error.h"
 #include "agenttune/version.h"
 #include "commands.h"
@@ -22,7 +24,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 prints the message; its own codes (105 for a missing --config file, ...) become the
+    // one code every user error has. --help and --version are ParseErrors with code 0.
+    return app.exit(e) == 0 ? 0 : 2;
   }
 
   if (verbose) agenttune::log::set_level(agenttune::log::Level::Debug);
@@ -30,6 +34,11 @@ int main(int argc, char** argv) {
     for (auto& c : commands)
       if (c.selected()) return c.run();
   } catch (const agenttune::Error& e) {
+    agenttune::log::error("{}", e.what());
+    return 2;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // The user's files or disk (permissions, a file where a folder belongs, no space): what()
+    // names the operation, the paths and the OS's reason.
     agenttune::log::error("{}", e.what());
     return 2;
   } catch (const c10::Error& e) {

@@ -9,11 +9,22 @@
 namespace agenttune {
 
 YAML::Node parse_yaml(std::string_view text, const std::string& file) {
+  YAML::Node root;
   try {
-    return YAML::Load(std::string(text));
+    root = YAML::Load(std::string(text));
   } catch (const YAML::Exception& e) {
     fail("{}:{}:{}: invalid YAML: {}", file, e.mark.line + 1, e.mark.column + 1, e.msg);
   }
+  if (root.IsDefined() && !root.IsNull() && !root.IsMap())
+    fail("{}: (top level): expected a mapping, got {}", ConfigSource{file, {}, {}}.where(root, ""),
+         describe_node(root));
+  return root;
+}
+
+bool config_has_key(const std::filesystem::path& path, const std::string& key) {
+  const YAML::Node root = parse_yaml(read_text_file(path), path.string());
+  // A const node: lookup never inserts, and a null root (an empty file) simply has no keys.
+  return root.IsMap() && root[key].IsDefined();
 }
 
 namespace {

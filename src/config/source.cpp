@@ -2,12 +2,29 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
+#include "agenttune/util/utf8.h"
+
 namespace agenttune {
 namespace {
 
 bool is_within(const std::string& path, const std::string& root) {
   if (path.size() < root.size() || path.compare(0, root.size(), root) != 0) return false;
   return path.size() == root.size() || path[root.size()] == '.' || path[root.size()] == '[';
+}
+
+// Line breaks as spaces and bytes that are not UTF-8 as \xNN, so a message stays one readable line.
+std::string printable(std::string_view s) {
+  std::string out;
+  while (!s.empty()) {
+    const size_t bad = std::min(first_invalid_utf8(s), s.size());
+    for (char c : s.substr(0, bad)) out += c == '\n' || c == '\r' ? ' ' : c;
+    if (bad == s.size()) break;
+    out += fmt::format("\\x{:02X}", static_cast<unsigned char>(s[bad]));
+    s.remove_prefix(bad + 1);
+  }
+  return out;
 }
 
 }  // namespace
@@ -34,7 +51,12 @@ std::string ConfigSource::where(const YAML::Node& node, const std::string& path)
 std::string describe_node(const YAML::Node& node) {
   switch (node.Type()) {
     case YAML::NodeType::Null: return "null";
-    case YAML::NodeType::Scalar: return fmt::format("'{}'", node.Scalar());
+    case YAML::NodeType::Scalar: {
+      // One line, and short: the scalar may be a whole mangled file.
+      std::string text = printable(node.Scalar());
+      if (text.size() > 60) text = text.substr(0, 57) + "...";
+      return fmt::format("'{}'", text);
+    }
     case YAML::NodeType::Sequence: return "a list";
     case YAML::NodeType::Map: return "a mapping";
     case YAML::NodeType::Undefined: break;

@@ -39,6 +39,7 @@ void TrainConfig::validate(const std::string& src) const {
     validate_source_format(s, fmt::format("{}: data.sources[{}]", src, i));
   }
   if (data.seq_len < 2) fail("{}: data.seq_len must be at least 2, got {}", src, data.seq_len);
+  if (model.init_from.empty()) model.shape.check_seq_len(data.seq_len, src + " (model.shape)");
   if (data.validation_fraction < 0 || data.validation_fraction >= 1)
     fail("{}: data.validation_fraction must be in [0, 1), got {}", src, data.validation_fraction);
   if (train.max_steps <= 0 && !(train.epochs > 0))
@@ -65,6 +66,9 @@ void TrainConfig::validate(const std::string& src) const {
   if (train.spike_zscore < 0 || !std::isfinite(train.spike_zscore))
     fail("{}: train.spike_zscore must be >= 0 (0 = no spike detection), got {}", src, train.spike_zscore);
   if (train.spike_window < 2) fail("{}: train.spike_window must be at least 2, got {}", src, train.spike_window);
+  if (train.max_nonfinite_in_a_row < 1)
+    fail("{}: train.max_nonfinite_in_a_row must be at least 1 (the non-finite steps in a row that stop the run), got {}",
+         src, train.max_nonfinite_in_a_row);
   if (train.log_interval <= 0) fail("{}: train.log_interval must be positive", src);
   if (checkpoint.interval <= 0) fail("{}: checkpoint.interval must be positive, got {}", src, checkpoint.interval);
   const std::set<std::string> strategies = {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard"};

@@ -32,9 +32,6 @@ class JsonlTextExtractor {
 // Plain-text documents: Ok, Empty or Bad (invalid UTF-8 at byte N).
 RecordStatus check_text(std::string_view text, std::string& error);
 
-// Offset of the first byte that is not valid UTF-8, or npos.
-size_t first_invalid_utf8(std::string_view s);
-
 bool is_blank(std::string_view s);
 
 }  // namespace agenttune::data

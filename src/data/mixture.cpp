@@ -37,6 +37,8 @@ struct Mixture::Source {
   std::vector<int64_t> train_docs, val_docs;
   int64_t cached_epoch = -1;
   std::vector<int64_t> perm;
+  // Ids at or above this are refused: the source's vocab_size, lowered to the model's once known.
+  int64_t id_limit = 0;
 };
 
 Mixture::Mixture(MixtureOptions opts) : opts_(std::move(opts)) {
@@ -45,7 +47,15 @@ Mixture::Mixture(MixtureOptions opts) : opts_(std::move(opts)) {
   for (size_t i = 0; i < opts_.sources.size(); ++i) {
     const auto& s = opts_.sources[i];
     if (!(s.weight > 0)) fail("data.sources[{}] '{}': weight must be positive, got {}", i, s.name, s.weight);
-    auto src = std::make_shared<Source>(Source{open_source(s, opts_.tokenizer_sha256), {}, {}, -1, {}});
+    auto src = std::make_shared<Source>(Source{open_source(s), {}, {}, -1, {}, 0});
+    const auto& made_with = src->data.manifest().tokenizer_sha256;
+    if (!opts_.tokenizer_sha256.empty() && made_with != opts_.tokenizer_sha256)
+      fail("{}: data.sources[{}] '{}' was prepared with the tokenizer of sha256 {}, but data.tokenizer {} has "
+           "sha256 {}; re-run prepare with this tokenizer, or set data.tokenizer to the one the source was "
+           "prepared with",
+           (s.path / "manifest.json").string(), i, s.name, made_with,
+           opts_.tokenizer.empty() ? std::string("(unnamed)") : opts_.tokenizer.string(), opts_.tokenizer_sha256);
+    src->id_limit = src->data.manifest().vocab_size;
     for (int64_t d = 0; d < src->data.num_documents(); ++d) {
       if (src->data.document_length(d) == 0) continue;
       uint64_t h = splitmix64(opts_.seed * 0x100000001b3ULL ^ splitmix64(i * 0x9e37ULL + static_cast<uint64_t>(d)));
@@ -126,6 +136,7 @@ int64_t Mixture::fill_window(int64_t* tokens, int64_t* targets, int64_t* positio
     if (materialise) {
       buf.resize(peek);
       src.data.read(state_.carry_doc, state_.carry_offset, peek, buf.data());
+      check_ids(state_.carry_source, state_.carry_doc, state_.carry_offset, buf);
       for (int64_t k = 0; k < take; ++k) {
         tokens[filled + k] = buf[k];
         bool trained_target = k + 1 < peek && (!masked || mask[k + 1] != 0);
@@ -201,6 +212,37 @@ int64_t Mixture::max_vocab_size() const {
   int64_t v = 0;
   for (const auto& s : sources_) v = std::max(v, s->data.manifest().vocab_size);
   return v;
+}
+
+void Mixture::set_model_vocab(int64_t vocab_size) {
+  for (size_t i = 0; i < sources_.size(); ++i) {
+    auto& src = *sources_[i];
+    src.id_limit = std::min(src.data.manifest().vocab_size, vocab_size);
+    const auto& shards = src.data.manifest().shards;
+    for (size_t k = 0; k < shards.size(); ++k) {
+      if (shards[k].max_token_id < src.id_limit) continue;
+      auto bad = src.data.first_id_at_least(k, src.id_limit);
+      // The manifest's figure alone when the shard itself holds no such id (a corrupt manifest).
+      if (!bad)
+        fail("data.sources[{}] '{}' ({}): shard {} records max_token_id {}, outside the model's vocabulary of {} "
+             "tokens; re-run prepare with the model's tokenizer",
+             i, opts_.sources[i].name, opts_.sources[i].path.string(), shards[k].name, shards[k].max_token_id,
+             src.id_limit);
+      fail("{}: token id {} is outside the vocabulary of {} tokens (data.sources[{}] '{}', shard max_token_id {}); "
+           "re-run prepare with the model's tokenizer",
+           src.data.locate(bad->doc, bad->offset), bad->id, src.id_limit, i, opts_.sources[i].name,
+           shards[k].max_token_id);
+    }
+  }
+}
+
+void Mixture::check_ids(size_t i, int64_t doc, int64_t offset, const std::vector<int64_t>& ids) const {
+  const auto& src = *sources_[i];
+  for (size_t k = 0; k < ids.size(); ++k)
+    if (ids[k] >= src.id_limit)
+      fail("{}: token id {} is outside the vocabulary of {} tokens (data.sources[{}] '{}'); the shard is "
+           "corrupt or was prepared with another tokenizer",
+           src.data.locate(doc, offset + static_cast<int64_t>(k)), ids[k], src.id_limit, i, opts_.sources[i].name);
 }
 
 void Mixture::restore(const MixtureState& s) {

@@ -16,7 +16,9 @@
 
 #include "agenttune/tokenizer/tokenizer.h"
 #include "agenttune/util/error.h"
+#include "agenttune/util/files.h"
 #include "agenttune/util/log.h"
+#include "agenttune/util/strings.h"
 #include "compressed_reader.h"
 #include "input_files.h"
 #include "jsonl_text.h"
@@ -219,6 +221,7 @@ class ShardSink {
 
   PrepareState finish() {
     if (shard_) close_shard();
+    if (st_.manifest.documents == 0) fail_empty();
     st_.complete = true;
     st_.write(opts_.output_dir / kStateFile);
     st_.manifest.write(opts_.output_dir / "manifest.json");
@@ -245,6 +248,15 @@ class ShardSink {
     st_.write(opts_.output_dir / kStateFile);
   }
 
+  [[noreturn]] void fail_empty() const {
+    std::vector<std::string> paths;
+    for (const auto& f : st_.manifest.sources) paths.push_back(f.path);
+    fail("corpus '{}': no document to write to {}: its {} input file(s) ({}) hold {} empty and {} skipped bad "
+         "record(s) and nothing else",
+         opts_.name.empty() ? opts_.output_dir.string() : opts_.name, opts_.output_dir.string(), paths.size(),
+         join_first(paths), st_.empty_documents, st_.bad_records);
+  }
+
   const PrepareOptions& opts_;
   PrepareState st_;
   std::unique_ptr<TokenShardWriter> shard_;
@@ -261,7 +273,7 @@ void clear_stale(const fs::path& dir, const ShardManifest& kept) {
     const bool temporary =
         name.rfind(std::string(kStateFile) + ".tmp.", 0) == 0 || name.rfind("manifest.json.tmp.", 0) == 0;
     if ((name.rfind("shard_", 0) == 0 && !keep.count(name)) || name == "manifest.json" || temporary)
-      fs::remove(entry.path());
+      remove_file(entry.path());
   }
 }
 
@@ -285,7 +297,7 @@ PrepareReport prepare_corpus(const PrepareOptions& opts) {
   if (opts.text_field.empty()) fail("prepare: text_field must not be empty");
   const auto files = expand_inputs(opts.inputs);
   const Tokenizer tok = Tokenizer::load(opts.tokenizer);
-  fs::create_directories(opts.output_dir);
+  create_dirs(opts.output_dir);
 
   const std::string key = prepare_key(opts, tok.fingerprint(), files);
   PrepareState state;

@@ -21,7 +21,8 @@ std::string prepare_key(const PrepareOptions& opts, const std::string& tokenizer
                       {"format", ShardManifest::kFormatVersion}};
   for (const auto& f : files)
     j["inputs"].push_back({f.path.string(), f.bytes, f.mtime_ns, static_cast<int>(f.format)});
-  return sha256_hex(j.dump());
+  // Replace, not throw: file names need not be UTF-8 (the key only has to tell inputs apart).
+  return sha256_hex(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 void PrepareState::write(const fs::path& file) const {

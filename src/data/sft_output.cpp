@@ -28,8 +28,8 @@ std::vector<size_t> seeded_subset(size_t n, size_t k, uint64_t seed) {
 
 SftOutput::SftOutput(fs::path dir, const Tokenizer& tok, int64_t shard_tokens)
     : dir_(std::move(dir)), shard_tokens_(shard_tokens) {
-  fs::create_directories(dir_);
-  fs::remove(dir_ / "manifest.json");
+  create_dirs(dir_);
+  remove_file(dir_ / "manifest.json");
   manifest_.tokenizer_sha256 = tok.fingerprint();
   manifest_.vocab_size = tok.vocab_size();
   manifest_.dtype = shard_dtype_for_vocab(tok.vocab_size());
@@ -72,7 +72,7 @@ ShardManifest SftOutput::finish() {
     for (const char* ext : {".bin", ".idx", ".mask"}) keep.insert(e.name + ext);
   for (const auto& entry : fs::directory_iterator(dir_)) {
     const std::string name = entry.path().filename().string();
-    if (name.starts_with("shard_") && !keep.contains(name)) fs::remove(entry.path());
+    if (name.starts_with("shard_") && !keep.contains(name)) remove_file(entry.path());
   }
   for (auto& [path, f] : files_) {
     if (path.empty()) continue;  // generated samples

@@ -79,6 +79,14 @@ struct Pending {
   std::vector<Conversation> convs;
   OnProblem on_render_error = OnProblem::Error;
   double upsample = 1.0;
+  std::vector<fs::path> paths;  // empty for the transforms' generated datasets
+
+  // "name (file, ...)" or "name (generated)": errors say which files to look at.
+  std::string label() const {
+    std::vector<std::string> shown;
+    for (const auto& p : paths) shown.push_back(p.string());
+    return fmt::format("{} ({})", report.name, shown.empty() ? std::string("generated") : join_first(shown));
+  }
 };
 
 struct Renderer {
@@ -145,7 +153,7 @@ void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uin
       };
       if (!errors[j].empty()) {
         if (p.on_render_error == OnProblem::Error)
-          fail("dataset {} (template {}): {}", rep.name, tname, errors[j]);
+          fail("dataset {} (template {}): {}", p.label(), tname, errors[j]);
         drop("render_error");
         continue;
       }
@@ -172,12 +180,12 @@ void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uin
       write(s, c, whole);
     }
   }
-  if (rendered_ok > 0) require_trained_tokens(rep.name, tname, trained_any);
+  if (rendered_ok > 0) require_trained_tokens(p.label(), tname, trained_any);
   rep.kept = static_cast<int64_t>(kept.size());
   if (rep.kept == 0)
     fail("dataset {} (template {}): none of its {} samples is left to write (dropped: {}); see "
          "max_seq_len/truncation and the reader's report: {}",
-         rep.name, tname, rep.samples_in, join_counts(rep.dropped), rep.read.summary());
+         p.label(), tname, rep.samples_in, join_counts(rep.dropped), rep.read.summary());
   // The fractional part of upsample: a seeded subset of the kept samples, written once more. It is
   // rendered again rather than held in memory; rendering is deterministic.
   const double frac = p.upsample - static_cast<double>(whole);
@@ -219,6 +227,7 @@ SftPrepareReport prepare_sft(const SftPrepareConfig& cfg, const SftPrepareHooks&
     p.report.output = d.output;
     p.on_render_error = d.policies.bad_record;
     p.upsample = d.upsample;
+    p.paths = d.paths;
     p.convs = read_dataset(DatasetSpec{d.name, d.paths, d.format, d.policies}, p.report.read);
     p.report.samples_in = static_cast<int64_t>(p.convs.size());
     if (d.max_samples > 0 && p.convs.size() > static_cast<size_t>(d.max_samples)) {

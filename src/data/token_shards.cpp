@@ -70,6 +70,7 @@ ShardManifest manifest_from_json(const nlohmann::json& j, const fs::path& f) {
     ShardEntry e{field<std::string>(s, "name", f, where), field<int64_t>(s, "documents", f, where),
                  field<int64_t>(s, "tokens", f, where)};
     e.trained_tokens = s.contains("trained_tokens") ? field<int64_t>(s, "trained_tokens", f, where) : e.tokens;
+    if (s.contains("max_token_id")) e.max_token_id = field<int64_t>(s, "max_token_id", f, where);
     m.shards.push_back(std::move(e));
   }
   // Optional (SFT) keys: absent in pretraining manifests.
@@ -98,6 +99,7 @@ nlohmann::ordered_json manifest_to_json(const ShardManifest& m) {
   for (const auto& s : shards) {
     nlohmann::ordered_json e = {{"name", s.name}, {"documents", s.documents}, {"tokens", s.tokens}};
     if (has_mask) e["trained_tokens"] = s.trained_tokens;
+    if (s.max_token_id >= 0) e["max_token_id"] = s.max_token_id;
     j["shards"].push_back(std::move(e));
   }
   if (has_mask) {
@@ -182,6 +184,7 @@ struct TokenShardWriter::Impl {
   uint64_t tokens = 0;
   uint64_t trained = 0;
   int64_t documents = 0;
+  int64_t max_id = -1;
   bool finished = false;
   std::vector<uint16_t> narrow;
 };
@@ -213,9 +216,11 @@ TokenShardWriter::~TokenShardWriter() {
 void TokenShardWriter::add_document(std::span<const int32_t> tokens, std::span<const uint8_t> mask) {
   auto& m = *impl_;
   if (m.finished) fail("{}: add_document after finish()", m.name);
-  for (int32_t t : tokens)
+  for (int32_t t : tokens) {
     if (t < 0 || t >= m.vocab)
       fail("{}: token id {} is outside the vocabulary [0, {})", m.name, t, m.vocab);
+    m.max_id = std::max<int64_t>(m.max_id, t);
+  }
   if (!mask.empty() && mask.size() != tokens.size())
     fail("{}: document {} has {} tokens but a mask of {}", m.name, m.documents, tokens.size(), mask.size());
   for (uint8_t b : mask)
@@ -254,18 +259,20 @@ ShardEntry TokenShardWriter::finish() {
   m.idx->close_synced();
   if (m.mask) m.mask->close_synced();
   // The .idx lands last: a reader that sees it also sees the matching .bin (and .mask).
-  fs::rename(m.bin->path(), m.dir / (m.name + ".bin"));
-  if (m.mask) fs::rename(m.mask->path(), m.dir / (m.name + ".mask"));
-  fs::rename(m.idx->path(), m.dir / (m.name + ".idx"));
+  rename_file(m.bin->path(), m.dir / (m.name + ".bin"));
+  if (m.mask) rename_file(m.mask->path(), m.dir / (m.name + ".mask"));
+  rename_file(m.idx->path(), m.dir / (m.name + ".idx"));
   fsync_dir(m.dir);
   m.finished = true;
-  return {m.name, m.documents, static_cast<int64_t>(m.tokens), m.mask != nullptr, static_cast<int64_t>(m.trained)};
+  return {m.name, m.documents, static_cast<int64_t>(m.tokens), m.mask != nullptr, static_cast<int64_t>(m.trained),
+          m.max_id};
 }
 
 // ---------------------------------------------------------------------------------------------
 // Reader
 
 struct TokenDataset::Impl {
+  fs::path dir;
   ShardManifest manifest;
   bool u16 = true;
   struct Shard {
@@ -309,6 +316,7 @@ TokenDataset TokenDataset::open(const fs::path& dir, const std::string& expected
   auto impl = std::make_shared<Impl>();
   auto& m = *impl;
   const fs::path manifest_path = dir / "manifest.json";
+  m.dir = dir;
   m.manifest = ShardManifest::read(manifest_path);
   const auto& man = m.manifest;
   check_tokenizer(dir, man.tokenizer_sha256, expected_tokenizer_sha256);
@@ -341,6 +349,9 @@ TokenDataset TokenDataset::open(const fs::path& dir, const std::string& expected
       if (s.offsets[i + 1] < s.offsets[i])
         fail("{}: offsets decrease at document {} ({} -> {})", idx_path.string(), i, s.offsets[i],
              s.offsets[i + 1]);
+    if (e.max_token_id >= man.vocab_size)
+      fail("{}: shards[{}] '{}' has max_token_id {}, outside its vocab_size {}", manifest_path.string(),
+           m.shards.size(), e.name, e.max_token_id, man.vocab_size);
     if (s.offsets[e.documents] != static_cast<uint64_t>(e.tokens))
       fail("{}: last offset {} differs from the {} tokens of {}.bin", idx_path.string(),
            s.offsets[e.documents], e.tokens, e.name);
@@ -364,7 +375,7 @@ int64_t TokenDataset::num_tokens() const { return impl_->manifest.tokens; }
 namespace {
 
 // (shard, local document) of a global document index.
-std::pair<size_t, int64_t> locate(const std::vector<int64_t>& first_doc, int64_t doc) {
+std::pair<size_t, int64_t> find_shard(const std::vector<int64_t>& first_doc, int64_t doc) {
   if (doc < 0 || doc >= first_doc.back())
     fail("token dataset: document {} is outside [0, {})", doc, first_doc.back());
   size_t s = std::upper_bound(first_doc.begin(), first_doc.end(), doc) - first_doc.begin() - 1;
@@ -374,13 +385,13 @@ std::pair<size_t, int64_t> locate(const std::vector<int64_t>& first_doc, int64_t
 }  // namespace
 
 int64_t TokenDataset::document_length(int64_t doc) const {
-  auto [s, local] = locate(impl_->first_doc, doc);
+  auto [s, local] = find_shard(impl_->first_doc, doc);
   const uint64_t* o = impl_->shards[s].offsets;
   return static_cast<int64_t>(o[local + 1] - o[local]);
 }
 
 void TokenDataset::read(int64_t doc, int64_t begin, int64_t count, int64_t* out) const {
-  auto [s, local] = locate(impl_->first_doc, doc);
+  auto [s, local] = find_shard(impl_->first_doc, doc);
   const auto& shard = impl_->shards[s];
   const uint64_t start = shard.offsets[local];
   const int64_t length = static_cast<int64_t>(shard.offsets[local + 1] - start);
@@ -399,8 +410,27 @@ void TokenDataset::read(int64_t doc, int64_t begin, int64_t count, int64_t* out)
 
 bool TokenDataset::has_mask() const { return impl_->manifest.has_mask; }
 
+std::string TokenDataset::locate(int64_t doc, int64_t offset) const {
+  auto [s, local] = find_shard(impl_->first_doc, doc);
+  const uint64_t start = impl_->shards[s].offsets[local];
+  return fmt::format("{} token {} (document {} of that shard, position {})",
+                     impl_->shards[s].bin->path().string(), start + static_cast<uint64_t>(offset), local, offset);
+}
+
+std::optional<TokenDataset::TokenAt> TokenDataset::first_id_at_least(size_t shard, int64_t limit) const {
+  const int64_t first = impl_->first_doc.at(shard), end = impl_->first_doc.at(shard + 1);
+  std::vector<int64_t> buf;
+  for (int64_t d = first; d < end; ++d) {
+    buf.resize(static_cast<size_t>(document_length(d)));
+    read(d, 0, static_cast<int64_t>(buf.size()), buf.data());
+    for (size_t k = 0; k < buf.size(); ++k)
+      if (buf[k] >= limit) return TokenAt{d, static_cast<int64_t>(k), buf[k]};
+  }
+  return std::nullopt;
+}
+
 void TokenDataset::read_mask(int64_t doc, int64_t begin, int64_t count, uint8_t* out) const {
-  auto [s, local] = locate(impl_->first_doc, doc);
+  auto [s, local] = find_shard(impl_->first_doc, doc);
   const auto& shard = impl_->shards[s];
   const uint64_t start = shard.offsets[local];
   const int64_t length = static_cast<int64_t>(shard.offsets[local + 1] - start);

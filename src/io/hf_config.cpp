@@ -32,19 +32,42 @@ void read_req(const json& j, const char* key, T& out, const std::string& source)
   if (!read_opt(j, key, out, source)) fail("{}: required key '{}' is missing", source, key);
 }
 
+// j[key] as a string, `fallback` when absent or null; any other type names the key.
+std::string read_string(const json& j, const char* key, const std::string& fallback, const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_string()) fail("{}: key '{}' has the wrong type: expected a string, got {}", source, key, it->dump());
+  return it->get<std::string>();
+}
+
+bool read_flag(const json& j, const char* key, const std::string& source) {
+  bool v = false;
+  read_opt(j, key, v, source);
+  return v;
+}
+
 void read_rope(const json& j, LlamaConfig& c, const std::string& source) {
   read_opt(j, "rope_theta", c.rope_theta, source);
   // transformers >= 5 folds theta and scaling into rope_parameters; 4.x had rope_scaling.
-  const json* scaling = nullptr;
-  if (auto it = j.find("rope_parameters"); it != j.end() && it->is_object()) scaling = &*it;
-  else if (auto it2 = j.find("rope_scaling"); it2 != j.end() && it2->is_object()) scaling = &*it2;
-  if (!scaling) return;
-  read_opt(*scaling, "rope_theta", c.rope_theta, source + " (rope_parameters)");
-  std::string type = scaling->value("rope_type", scaling->value("type", std::string("default")));
+  const char* key = nullptr;
+  for (const char* k : {"rope_parameters", "rope_scaling"}) {
+    auto it = j.find(k);
+    if (it == j.end() || it->is_null()) continue;
+    if (!it->is_object())
+      fail("{}: key '{}' must be an object such as {{\"rope_type\": \"linear\", \"factor\": 2.0}} or null, got {}",
+           source, k, it->dump());
+    key = k;
+    break;
+  }
+  if (!key) return;
+  const json& scaling = j.at(key);
+  const std::string where = fmt::format("{} ({})", source, key);
+  read_opt(scaling, "rope_theta", c.rope_theta, where);
+  std::string type = read_string(scaling, "rope_type", read_string(scaling, "type", "default", where), where);
   if (type == "linear") {
-    read_req(*scaling, "factor", c.rope_scaling_factor, source + " (rope scaling)");
+    read_req(scaling, "factor", c.rope_scaling_factor, where);
   } else if (type != "default") {
-    fail("{}: rope scaling type '{}' is not supported (supported: default, linear)", source, type);
+    fail("{}: {}: rope scaling type '{}' is not supported (supported: default, linear)", source, key, type);
   }
 }
 
@@ -52,11 +75,11 @@ void read_rope(const json& j, LlamaConfig& c, const std::string& source) {
 
 LlamaConfig llama_config_from_json(const json& j, const std::string& source) {
   if (!j.is_object()) fail("{}: expected a JSON object", source);
-  std::string model_type = j.value("model_type", std::string("llama"));
+  std::string model_type = read_string(j, "model_type", "llama", source);
   if (model_type != "llama") fail("{}: model_type '{}' is not supported (expected 'llama')", source, model_type);
-  if (j.value("hidden_act", std::string("silu")) != "silu")
-    fail("{}: hidden_act '{}' is not supported (expected 'silu')", source, j.value("hidden_act", ""));
-  if (j.value("attention_bias", false) || j.value("mlp_bias", false))
+  if (std::string act = read_string(j, "hidden_act", "silu", source); act != "silu")
+    fail("{}: hidden_act '{}' is not supported (expected 'silu')", source, act);
+  if (read_flag(j, "attention_bias", source) || read_flag(j, "mlp_bias", source))
     fail("{}: attention_bias/mlp_bias are not supported (Llama-2 has no biases)", source);
 
   LlamaConfig c;

@@ -1,5 +1,7 @@
 #include "agenttune/model/llama_config.h"
 
+#include <cmath>
+
 #include "agenttune/util/error.h"
 
 namespace agenttune {
@@ -15,6 +17,7 @@ void LlamaConfig::validate(const std::string& source) const {
   positive("num_attention_heads", num_attention_heads);
   positive("num_key_value_heads", num_key_value_heads);
   positive("max_position_embeddings", max_position_embeddings);
+  if (head_dim < 0) fail("{}: 'head_dim' must be positive (or 0 = hidden_size / num_attention_heads), got {}", source, head_dim);
   if (head_dim == 0 && hidden_size % num_attention_heads != 0)
     fail("{}: hidden_size {} is not divisible by num_attention_heads {}", source, hidden_size,
          num_attention_heads);
@@ -23,10 +26,20 @@ void LlamaConfig::validate(const std::string& source) const {
          num_attention_heads, num_key_value_heads);
   if (resolved_head_dim() % 2 != 0)
     fail("{}: head_dim {} must be even for rotary embeddings", source, resolved_head_dim());
-  if (rope_theta <= 0) fail("{}: rope_theta must be positive, got {}", source, rope_theta);
-  if (rope_scaling_factor < 1.0)
+  // Negated comparisons so that NaN fails too.
+  if (!(rope_theta > 0) || !std::isfinite(rope_theta))
+    fail("{}: rope_theta must be a positive number, got {}", source, rope_theta);
+  if (!(rope_scaling_factor >= 1.0) || !std::isfinite(rope_scaling_factor))
     fail("{}: rope_scaling.factor must be >= 1, got {}", source, rope_scaling_factor);
-  if (rms_norm_eps <= 0) fail("{}: rms_norm_eps must be positive, got {}", source, rms_norm_eps);
+  if (!(rms_norm_eps > 0)) fail("{}: rms_norm_eps must be positive, got {}", source, rms_norm_eps);
+}
+
+void LlamaConfig::check_seq_len(int64_t seq_len, const std::string& source) const {
+  if (seq_len <= max_positions()) return;
+  fail("{}: data.seq_len {} is longer than the model's {} positions (max_position_embeddings {}{}); shorten "
+       "data.seq_len or use a model with linear rope scaling that covers it",
+       source, seq_len, max_positions(), max_position_embeddings,
+       rope_scaling_factor != 1.0 ? fmt::format(" x linear rope_scaling factor {}", rope_scaling_factor) : "");
 }
 
 c10::ScalarType parse_dtype(const std::string& name) {

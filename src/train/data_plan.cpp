@@ -98,6 +98,7 @@ MixtureOptions mixture_options(const TrainConfig& cfg) {
   m.attention = cfg.data.attention;
   m.packing = cfg.data.packing;
   if (!cfg.data.tokenizer.empty()) m.tokenizer_sha256 = sha256_file_hex(cfg.data.tokenizer);
+  m.tokenizer = cfg.data.tokenizer;
   return m;
 }
 

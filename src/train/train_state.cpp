@@ -172,7 +172,13 @@ TrainProgress load_train_state(const std::filesystem::path& dir, dist::ShardedMo
   opt.load_state(optim);
   try {
     data.restore(MixtureState::from_json(ck.meta.at("data"), data.options().sources.size()));
-    if (ck.meta.contains("rng")) set_rng_state_hex(ck.meta["rng"].at("cpu").get<std::string>());
+    if (ck.meta.contains("rng")) {
+      try {
+        set_rng_state_hex(ck.meta["rng"].at("cpu").get<std::string>());
+      } catch (const c10::Error&) {
+        fail("{}/meta.json: rng.cpu is not a CPU generator state", dir.string());
+      }
+    }
     TrainProgress p;
     p.step = ck.meta.at("step").get<int64_t>();
     p.tokens = ck.meta.at("tokens").get<int64_t>();

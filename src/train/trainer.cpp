@@ -19,6 +19,7 @@
 #include "agenttune/train/data_plan.h"
 #include "agenttune/train/loss_spike.h"
 #include "agenttune/train/metrics.h"
+#include "agenttune/train/model_fit.h"
 #include "agenttune/train/run_lock.h"
 #include "agenttune/train/stop_signal.h"
 #include "agenttune/train/train_state.h"
@@ -236,6 +237,7 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   nlohmann::json config_json = {{"yaml", dump_config(cfg)}, {"tokenizer", cfg.data.tokenizer.string()}};
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
 
+  check_seq_len_fits_model(cfg);
   Mixture data(mixture_options(cfg));
   auto model = build_model(cfg);
   check_vocab_growth(data.options(), model->config().vocab_size);
@@ -244,6 +246,7 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
               data.max_vocab_size());
     model = grow_vocab(model, data.max_vocab_size());
   }
+  data.set_model_vocab(model->config().vocab_size);
   dist::ShardOptions so;
   so.strategy = dist::parse_shard_strategy(cfg.dist.strategy);
   so.compute_dtype = cfg.model.compute_dtype;

@@ -43,6 +43,8 @@ MappedFile::~MappedFile() {
 }
 
 std::string read_text_file(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) fail("{}: is a folder, expected a file", path.string());
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open: {}", path.string(), std::strerror(errno));
   std::ostringstream ss;
@@ -57,11 +59,35 @@ void fsync_dir(const fs::path& dir) {
   ::close(fd);
 }
 
+void rename_file(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  fs::rename(from, to, ec);
+  if (ec) fail("{}: cannot rename to {}: {}", from.string(), to.string(), ec.message());
+}
+
+void create_dirs(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) fail("{}: cannot create the folder: {}", dir.string(), ec.message());
+}
+
+void remove_file(const fs::path& path) {
+  std::error_code ec;
+  fs::remove(path, ec);
+  if (ec) fail("{}: cannot remove: {}", path.string(), ec.message());
+}
+
 void write_file_atomic(const fs::path& path, std::string_view contents) {
   fs::path tmp = path;
   tmp += ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail("{}: cannot create: {}", tmp.string(), std::strerror(errno));
+  // On any failure the temporary goes (best effort: the error being reported matters more).
+  auto give_up = [&tmp](const char* what, int err) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    fail("{}: {}: {}", tmp.string(), what, std::strerror(err));
+  };
   size_t done = 0;
   while (done < contents.size()) {
     ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
@@ -69,16 +95,23 @@ void write_file_atomic(const fs::path& path, std::string_view contents) {
       if (errno == EINTR) continue;
       int e = errno;
       ::close(fd);
-      fs::remove(tmp);
-      fail("{}: write failed: {}", tmp.string(), std::strerror(e));
+      give_up("write failed", e);
     }
     done += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    fs::remove(tmp);
-    fail("{}: fsync/close failed: {}", tmp.string(), std::strerror(errno));
+  if (::fsync(fd) != 0) {
+    int e = errno;
+    ::close(fd);
+    give_up("fsync failed", e);
   }
-  fs::rename(tmp, path);
+  if (::close(fd) != 0) give_up("close failed", errno);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    fail("{}: cannot replace it with {}: {}", path.string(), tmp.string(), ec.message());
+  }
   fsync_dir(path.has_parent_path() ? path.parent_path() : fs::path("."));
 }
 

@@ -67,4 +67,13 @@ std::string join_counts(const std::map<std::string, int64_t>& counts, std::strin
   return s;
 }
 
+std::string join_first(const std::vector<std::string>& items, size_t shown, std::string_view sep) {
+  std::string s;
+  for (size_t i = 0; i < items.size() && i <= shown; ++i) {
+    if (i > 0) s += sep;
+    s += i < shown ? items[i] : std::string("...");
+  }
+  return s;
+}
+
 }  // namespace agenttune

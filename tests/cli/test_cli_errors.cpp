@@ -22,32 +22,10 @@ using testing::Run;
 
 void write(const fs::path& p, const std::string& text) { std::ofstream(p) << text; }
 
-const char* kTinyYaml = R"(model:
-  vocab_size: 300
-  hidden_size: 32
-  intermediate_size: 64
-  num_hidden_layers: 2
-  num_attention_heads: 4
-  num_key_value_heads: 2
-seed: 3
-)";
+using testing::expect_clean_error;
+using testing::kTinyYaml;
 
-// A valid tiny model folder to break in one way per test.
-fs::path make_model(const fs::path& dir) {
-  write(dir / "tiny.yaml", kTinyYaml);
-  auto r = agenttune("init --config " + (dir / "tiny.yaml").string() + " --out " + (dir / "m").string());
-  EXPECT_EQ(r.rc, 0) << r.out;
-  return dir / "m";
-}
-
-// Exactly one error line, exit code 2, and every expected fragment in it.
-void expect_clean_error(const Run& r, std::initializer_list<std::string> fragments) {
-  EXPECT_EQ(r.rc, 2) << r.out;
-  size_t n = 0;
-  for (size_t pos = 0; (pos = r.out.find("] error ", pos)) != std::string::npos; ++pos) ++n;
-  EXPECT_EQ(n, 1u) << r.out;
-  for (const auto& f : fragments) EXPECT_NE(r.out.find(f), std::string::npos) << "missing '" << f << "' in:\n" << r.out;
-}
+fs::path make_model(const fs::path& dir) { return testing::make_tiny_model(dir); }
 
 std::string gen(const fs::path& m) { return "generate --model " + m.string() + " --prompt-ids 1,5,9 --max-new-tokens 2"; }
 

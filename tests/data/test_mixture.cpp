@@ -3,11 +3,15 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "agenttune/data/mixture.h"
 #include "agenttune/data/token_shards.h"
+#include "agenttune/util/error.h"
+#include "agenttune/util/files.h"
 #include "synthetic_corpus.h"
 #include "test_paths.h"
 
@@ -261,6 +265,72 @@ TEST(Mixture, PaddingContinuesALongDocumentAloneInTheNextRow) {
     prev_doc = doc;
   }
   EXPECT_GT(continued, 0) << "no document was long enough to continue";
+}
+
+// Token ids past the vocabulary never reach the model (issue 14): a recorded max_token_id at or
+// above the model's vocabulary fails when the vocabulary is set, naming the shard file and the
+// first such id; a shard damaged after prepare (its recorded max says nothing) fails on the host
+// when the document comes up, naming the file and the position.
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(Mixture, ModelVocabBelowARecordedMaxTokenIdIsAnErrorNamingTheShard) {
+  auto root = testing::scratch_dir();
+  MixtureOptions o;
+  // Document d holds token 1000+d: ids 1000..1039, recorded max 1039.
+  o.sources = {{"code", make_synthetic_source(root / "code", 40, 1000, 1, 20, 40, 4096), 1.0}};
+  o.seq_len = 64;
+  Mixture m(o);
+  m.set_model_vocab(1040);  // every id fits
+  const std::string msg = error_of([&] { m.set_model_vocab(1020); });
+  EXPECT_NE(msg.find((root / "code/shard_00000.bin").string() + " token "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(document 20 of that shard, position 0): token id 1020 is outside the vocabulary of 1020 "
+                     "tokens (data.sources[0] 'code', shard max_token_id 1039)"),
+            std::string::npos)
+      << msg;
+}
+
+TEST(Mixture, AnIdPastTheVocabInADamagedShardIsCaughtOnTheHost) {
+  auto root = testing::scratch_dir();
+  MixtureOptions o;
+  o.sources = {{"code", make_synthetic_source(root / "code", 30, 1000, 1, 20, 40, 4096), 1.0}};
+  o.seq_len = 64;
+  // Token 5 of document 0 becomes 5000 (uint16 shard; vocab 4096): the manifest still says 1029.
+  const fs::path bin = root / "code/shard_00000.bin";
+  std::string bytes = read_text_file(bin);
+  const uint16_t bad = 5000;
+  std::memcpy(bytes.data() + 5 * sizeof(uint16_t), &bad, sizeof bad);
+  write_file_atomic(bin, bytes);
+  Mixture m(o);
+  m.set_model_vocab(4096);  // the recorded maximum passes: only reading finds it
+  const std::string msg = error_of([&] {
+    for (int i = 0; i < 100; ++i) m.next_batch(2);
+  });
+  EXPECT_NE(msg.find(bin.string() + " token 5 (document 0 of that shard, position 5): token id 5000 is outside the "
+                                    "vocabulary of 4096 tokens (data.sources[0] 'code')"),
+            std::string::npos)
+      << msg;
+}
+
+TEST(Mixture, TokenizerMismatchNamesTheTokenizerFile) {
+  auto root = testing::scratch_dir();
+  MixtureOptions o;
+  o.sources = {{"code", make_synthetic_source(root / "code", 10, 1000, 1, 20, 40, 4096), 1.0}};
+  o.tokenizer_sha256 = std::string(64, 'c');
+  o.tokenizer = root / "other.model";
+  const std::string msg = error_of([&] { Mixture m(o); });
+  EXPECT_NE(msg.find((root / "code/manifest.json").string() + ": data.sources[0] 'code' was prepared with"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("but data.tokenizer " + (root / "other.model").string() + " has sha256 " + o.tokenizer_sha256),
+            std::string::npos)
+      << msg;
 }
 
 }  // namespace

@@ -99,5 +99,23 @@ TEST(PrepareErrors, CorruptOrMissingInputNamesTheFile) {
   EXPECT_NE(msg.find("*.parquet: no input files found"), std::string::npos) << msg;
 }
 
+// An empty corpus fails at prepare, naming it and its inputs, and leaves no manifest a trainer
+// could open (before issue 14 it was written and training failed much later).
+TEST(PrepareErrors, ACorpusWithoutADocumentIsAnErrorNamingIt) {
+  REQUIRE_TOKENIZER();
+  auto dir = scratch_dir();
+  write_plain(dir / "blank.jsonl", R"({"text": ""})" "\n" R"({"text": "  "})" "\n");
+  write_plain(dir / "empty.txt", "");
+  auto opts = options({(dir / "blank.jsonl").string(), (dir / "empty.txt").string()}, dir / "out");
+  opts.name = "prose";
+  const std::string msg = prepare_error(opts);
+  EXPECT_NE(msg.find("corpus 'prose': no document to write to " + (dir / "out").string() + ": its 2 input file(s) (" +
+                     (dir / "blank.jsonl").string() + ", " + (dir / "empty.txt").string() +
+                     ") hold 3 empty and 0 skipped bad record(s) and nothing else"),
+            std::string::npos)
+      << msg;
+  EXPECT_FALSE(fs::exists(dir / "out" / "manifest.json"));
+}
+
 }  // namespace
 }  // namespace agenttune

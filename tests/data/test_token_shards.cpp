@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "agenttune/data/token_shards.h"
 #include "agenttune/util/error.h"
@@ -167,6 +168,53 @@ TEST(TokenShards, CorruptShardsRefusedNamingTheFile) {
     std::ofstream(dir / "shard_0.bin", std::ios::app) << "xx";
     expect_error("shard_0.bin");
   }
+}
+
+// The writer records each shard's largest id, so a trainer can refuse ids its model lacks
+// before the first step (issue 14).
+TEST(ShardManifest, RecordsEachShardsMaxTokenId) {
+  auto dir = testing::scratch_dir();
+  write_corpus(dir, {{{1, 2, 3}, {4, 31999}}, {{7, 5}}}, 32000);
+  auto r = ShardManifest::read(dir / "manifest.json");
+  ASSERT_EQ(r.shards.size(), 2u);
+  EXPECT_EQ(r.shards[0].max_token_id, 31999);
+  EXPECT_EQ(r.shards[1].max_token_id, 7);
+  // Manifests written before the key read as unknown.
+  std::string text = read_text_file(dir / "manifest.json");
+  auto j = nlohmann::json::parse(text);
+  for (auto& e : j["shards"]) e.erase("max_token_id");
+  write_file_atomic(dir / "manifest.json", j.dump(1));
+  EXPECT_EQ(ShardManifest::read(dir / "manifest.json").shards[0].max_token_id, -1);
+}
+
+TEST(TokenShards, RecordedMaxTokenIdPastTheVocabIsRefused) {
+  auto dir = testing::scratch_dir();
+  write_corpus(dir, {{{1, 2, 3}}}, 32000);
+  auto j = nlohmann::json::parse(read_text_file(dir / "manifest.json"));
+  j["shards"][0]["max_token_id"] = 32000;
+  write_file_atomic(dir / "manifest.json", j.dump(1));
+  try {
+    TokenDataset::open(dir);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("manifest.json: shards[0] 'shard_0' has max_token_id 32000, outside its "
+                                         "vocab_size 32000"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(TokenShards, LocateNamesTheShardFileAndPosition) {
+  auto dir = testing::scratch_dir();
+  write_corpus(dir, {{{1, 2, 3}}, {{4, 5}, {6, 7, 8}}}, 32000);
+  auto d = TokenDataset::open(dir);
+  EXPECT_EQ(d.locate(2, 1), (dir / "shard_1.bin").string() + " token 3 (document 1 of that shard, position 1)");
+  auto bad = d.first_id_at_least(1, 7);
+  ASSERT_TRUE(bad.has_value());
+  EXPECT_EQ(bad->doc, 2);
+  EXPECT_EQ(bad->offset, 1);
+  EXPECT_EQ(bad->id, 7);
+  EXPECT_FALSE(d.first_id_at_least(0, 4).has_value());
 }
 
 }  // namespace

@@ -254,8 +254,10 @@ TEST(SftPrepare, AllMaskedDatasetIsAnErrorNamingDatasetAndTemplate) {
       FAIL() << "no error for an all-masked dataset";
     } catch (const Error& e) {
       std::string msg = e.what();
-      EXPECT_NE(msg.find("all_masked_set"), std::string::npos) << msg;
-      EXPECT_NE(msg.find(tmpl), std::string::npos) << msg;
+      // The dataset, its file and the template (issue 14: the file was missing).
+      EXPECT_NE(msg.find("dataset all_masked_set (" + f.string() + "): no token is trained under chat template " + tmpl),
+                std::string::npos)
+          << msg;
     }
     EXPECT_FALSE(fs::exists(dir / "out" / "manifest.json"));
   }
@@ -276,7 +278,8 @@ TEST(SftPrepare, RenderErrorsFollowBadRecordPolicy) {
     prepare_sft(cfg);
     FAIL() << "no error for a rendering the template cannot express";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("dataset mid (template llama-2-chat)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("dataset mid (" + f.string() + ") (template llama-2-chat)"), std::string::npos)
+        << e.what();
   }
   cfg.datasets[0].policies.bad_record = OnProblem::Drop;
   auto r = prepare_sft(cfg).datasets.at(0);

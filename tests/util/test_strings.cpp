@@ -26,5 +26,12 @@ TEST(Strings, SplitKeepsEmptyParts) {
   EXPECT_EQ(split("", '.'), (std::vector<std::string>{""}));
 }
 
+TEST(Strings, JoinFirstShowsAFewThenAnEllipsis) {
+  EXPECT_EQ(join_first({}), "");
+  EXPECT_EQ(join_first({"a", "b", "c"}), "a, b, c");
+  EXPECT_EQ(join_first({"a", "b", "c", "d", "e"}), "a, b, c, ...");
+  EXPECT_EQ(join_first({"a", "b"}, 1, " "), "a ...");
+}
+
 }  // namespace
 }  // namespace agenttune

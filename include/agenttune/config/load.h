@@ -15,8 +15,14 @@
 
 namespace agenttune {
 
-// Parses YAML, naming `file` and the line/column in a syntax error.
+// Parses a config's YAML, naming `file` and the line/column in a syntax error. The top level must
+// be a mapping (or empty): every loader goes through here, so a scalar or a list there ("hello", a
+// truncated file) is the same one-line error whichever command reads it.
 YAML::Node parse_yaml(std::string_view text, const std::string& file);
+
+// Whether the config file has `key` at its top level: how prepare and inspect tell an SFT config
+// (datasets:) from the others before choosing the struct to load.
+bool config_has_key(const std::filesystem::path& path, const std::string& key);
 
 // Applies "a.b.c=value" assignments in order. The value is parsed as YAML (scalar, [flow, list],
 // {flow: map}); an empty value is the empty string. Missing intermediate mappings are created,

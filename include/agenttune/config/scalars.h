@@ -13,6 +13,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "agenttune/util/utf8.h"
+
 namespace agenttune {
 
 template <class T>
@@ -78,8 +80,13 @@ struct ConfigScalar<bool> {
 
 template <>
 struct ConfigScalar<std::string> {
-  static constexpr std::string_view expected = "a string";
-  static std::optional<std::string> parse(std::string_view s) { return std::string(s); }
+  static constexpr std::string_view expected = "a string (UTF-8)";
+  // Strings end up in JSON (manifests, state files, keys such as text_field), which must be UTF-8:
+  // refused here, the error names the file, line and key instead of failing later without them.
+  static std::optional<std::string> parse(std::string_view s) {
+    if (first_invalid_utf8(s) != std::string_view::npos) return std::nullopt;
+    return std::string(s);
+  }
   static std::string format(const std::string& v) { return v; }
 };
 

@@ -57,6 +57,7 @@ struct MixtureOptions {
   AttentionMode attention = AttentionMode::Causal;
   Packing packing = Packing::Pack;
   std::string tokenizer_sha256;  // when set, every source must have been made with it
+  std::filesystem::path tokenizer;  // the file tokenizer_sha256 is of, named when a source differs
 };
 
 struct SourceCursor {
@@ -90,6 +91,11 @@ class Mixture {
   const MixtureOptions& options() const { return opts_; }
   // The largest vocabulary any source was prepared with (ChatML data adds tokens to Llama-2's).
   int64_t max_vocab_size() const;
+  // The vocabulary of the model being trained: every shard's recorded max_token_id must be below
+  // it (else an error naming the shard and the first such id), and from now on every window is
+  // checked against it as well as against its source's vocab_size. Ids never reach the device
+  // unchecked: an id past the embedding would otherwise fail mid-run inside the model.
+  void set_model_vocab(int64_t vocab_size);
 
   // A fresh, deterministic pass over the held-out documents, packed the same way.
   std::vector<PackedBatch> validation_batches(int64_t batch, int64_t count) const;
@@ -102,6 +108,9 @@ class Mixture {
                    std::vector<int64_t>& source_tokens);
   size_t pick_source() const;
   std::pair<size_t, int64_t> next_document(size_t src);
+  // Fails naming the shard file and position of the first id in `ids` (tokens of document `doc`
+  // of source `src` from `offset` on) that is outside the source's vocabulary.
+  void check_ids(size_t src, int64_t doc, int64_t offset, const std::vector<int64_t>& ids) const;
 
   MixtureOptions opts_;
   std::vector<std::shared_ptr<Source>> sources_;

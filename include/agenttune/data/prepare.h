@@ -13,6 +13,7 @@ namespace agenttune {
 enum class OnError { Fail, Skip };
 
 struct PrepareOptions {
+  std::string name;                  // the corpus, as messages name it (default: the output folder)
   std::vector<std::string> inputs;   // files, folders (recursive) or globs
   std::filesystem::path output_dir;  // gets manifest.json and shard_NNNNN.{bin,idx}
   std::filesystem::path tokenizer;   // SentencePiece .model
@@ -34,6 +35,8 @@ struct PrepareReport {
   uint64_t input_bytes = 0;
 };
 
+// A corpus without a single document is an error naming it and its inputs (before any manifest is
+// written), so an empty source fails here rather than when training opens it.
 PrepareReport prepare_corpus(const PrepareOptions& opts);
 
 }  // namespace agenttune

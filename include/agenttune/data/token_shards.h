@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -37,6 +38,9 @@ struct ShardEntry {
   int64_t tokens = 0;
   bool has_mask = false;       // the writer wrote NAME.mask
   int64_t trained_tokens = 0;  // mask ones (= tokens without a mask)
+  // The largest token id in NAME.bin, so a trainer can refuse ids its model has no embedding for
+  // before the first step; -1 when unknown (an empty shard, or a manifest from before the key).
+  int64_t max_token_id = -1;
 };
 
 struct ShardManifest {
@@ -99,6 +103,17 @@ class TokenDataset {
   // Whether the corpus carries loss masks (SFT); read_mask gives all ones when it does not.
   bool has_mask() const;
   void read_mask(int64_t doc, int64_t begin, int64_t count, uint8_t* out) const;
+
+  // Where token `offset` of document `doc` is stored, for error messages:
+  // "DIR/NAME.bin token 1234 (document 5 of that shard, position 7)".
+  std::string locate(int64_t doc, int64_t offset) const;
+  // The first token of shard `shard` (an index into manifest().shards) whose id is >= `limit`, as
+  // (global document, offset in it, id); nullopt when there is none. A full scan of the shard: it
+  // only runs to report a corruption the manifest already revealed.
+  struct TokenAt {
+    int64_t doc = 0, offset = 0, id = 0;
+  };
+  std::optional<TokenAt> first_id_at_least(size_t shard, int64_t limit) const;
 
  private:
   struct Impl;

@@ -32,8 +32,14 @@ struct LlamaConfig {
   int64_t resolved_head_dim() const {
     return head_dim > 0 ? head_dim : hidden_size / num_attention_heads;
   }
+  // Positions the model is meant for: max_position_embeddings, stretched by linear RoPE scaling.
+  int64_t max_positions() const {
+    return static_cast<int64_t>(static_cast<double>(max_position_embeddings) * rope_scaling_factor);
+  }
   // Throws agenttune::Error naming `source` if the shape is inconsistent (heads not dividing, ...).
   void validate(const std::string& source) const;
+  // Throws naming `source` when `seq_len` is past max_positions().
+  void check_seq_len(int64_t seq_len, const std::string& source) const;
 };
 
 // "float32" | "bfloat16" | "float16" (and the aliases fp32/bf16/fp16/float/half) <-> ScalarType.

@@ -37,6 +37,12 @@ std::string read_text_file(const fs::path& path);
 // file or the new one, never a torn one.
 void write_file_atomic(const fs::path& path, std::string_view contents);
 
+// std::filesystem calls that fail with agenttune::fail naming the paths and the OS's reason,
+// instead of throwing a raw filesystem_error (exit 3).
+void rename_file(const fs::path& from, const fs::path& to);
+void create_dirs(const fs::path& dir);
+void remove_file(const fs::path& path);  // absent is fine
+
 // fsync a directory so a rename inside it survives a power cut.
 void fsync_dir(const fs::path& dir);
 

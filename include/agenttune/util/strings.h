@@ -18,4 +18,7 @@ std::vector<std::string> split(std::string_view s, char sep);
 // "a=1, b=2" for named counts (drop reasons, transform counts), in key order; "" when empty.
 std::string join_counts(const std::map<std::string, int64_t>& counts, std::string_view sep = ", ");
 
+// "a, b, c, ..." : the first `shown` items, for messages that name a few of many files.
+std::string join_first(const std::vector<std::string>& items, size_t shown = 3, std::string_view sep = ", ");
+
 }  // namespace agenttune
