@@ -83,6 +83,8 @@ int run_generate(GenerateArgs& a) {
     if (tok) {
       std::vector<int32_t> ids(res.tokens.begin(), res.tokens.end());
       j["text"] = tok->decode(ids);
+      // The prompt as the template rendered it, so a caller can show exactly what the model saw.
+      j["prompt_text"] = tok->decode(std::vector<int32_t>(prompt.begin(), prompt.end()));
     }
     // Replace, not throw: sampled byte-fallback tokens may end inside a UTF-8 sequence.
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
@@ -112,7 +114,7 @@ Command generate_command() {
                   "chat template (llama-2-chat, agentlm, agent-flan, chatml, toolllama, vicuna): treat --prompt as a "
                   "user turn and stop at the template's end of turn");
     s->add_option("--system", a->system, "system prompt for --template");
-    s->add_flag("--json", a->json, "print {prompt_ids, new_ids, text} as JSON");
+    s->add_flag("--json", a->json, "print {prompt_ids, prompt_text, new_ids, text, stopped} as JSON");
     return s;
   };
   c.run = [a] {

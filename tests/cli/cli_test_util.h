@@ -51,14 +51,14 @@ inline std::string agenttune_bin() {
   return b ? b : (binary_dir() / "agenttune").string();
 }
 
-// `agenttune ARGS` with its exit code and stdout+stderr.
+// `[ENV] agenttune ARGS` with its exit code and stdout+stderr; `env` is "NAME=value ..." or empty.
 struct Run {
   int rc;
   std::string out;
 };
-inline Run agenttune(const std::string& args) {
+inline Run agenttune(const std::string& args, const std::string& env = "") {
   Run r;
-  r.rc = run_command(agenttune_bin() + " " + args, &r.out);
+  r.rc = run_command((env.empty() ? "" : env + " ") + agenttune_bin() + " " + args, &r.out);
   return r;
 }
 

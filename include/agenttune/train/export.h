@@ -1,0 +1,64 @@
+#pragma once
+// `agenttune export`: a training checkpoint (any world size) to a Hugging Face folder that
+// transformers and vLLM load directly, proved before it is published. The folder is written as a
+// hidden temporary sibling of the destination, reloaded with our own loader and checked against
+// the checkpoint (every tensor exact after rounding to the export dtype, the config, and the logits
+// of a fixed probe batch within a tolerance stated per dtype), optionally loaded in transformers
+// too, and only then renamed into place. A failed check leaves nothing under the destination name
+// (an existing export there is kept) and is an agenttune::Error.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+namespace agenttune {
+
+enum class ExportVerify {
+  None,          // write only (a model whose float32 copy does not fit in memory)
+  Ours,          // reload with load_pretrained and compare with the checkpoint
+  Transformers,  // Ours, then transformers' LlamaForCausalLM and AutoTokenizer on the folder
+};
+ExportVerify parse_export_verify(const std::string& name);  // "none" | "ours" | "transformers"
+
+struct ExportOptions {
+  std::filesystem::path checkpoint;  // a step_N folder, or a checkpoints/ root (newest complete one)
+  std::filesystem::path out;
+  c10::ScalarType dtype = c10::ScalarType::BFloat16;
+  std::filesystem::path tokenizer;  // .model file or folder to copy; empty = the run's
+  std::string chat_template;        // written into tokenizer_config.json when set
+  uint64_t max_shard_bytes = 5ull << 30;
+  ExportVerify verify = ExportVerify::Ours;
+  // For ExportVerify::Transformers; empty = the .venv of the checkout the binary was built in.
+  std::filesystem::path python;
+};
+
+// What the check measured: logits of the export (as our loader reads it) against the checkpoint's
+// float32 weights, both computed in float32 on the probe batch.
+struct ExportCheck {
+  double max_dlogit = 0;  // max |Δlogit|
+  double tolerance = 0;
+  double max_abs_logit = 0;
+  std::optional<double> transformers_max_dlogit;  // transformers' logits against ours, same weights
+  std::optional<double> transformers_tolerance;
+  std::optional<size_t> tokenizer_ids;  // how many probe-text ids transformers' tokenizer matched
+};
+
+struct ExportResult {
+  std::filesystem::path checkpoint_dir;  // the step folder exported
+  int64_t step = 0;
+  size_t files = 0;
+  uint64_t bytes = 0;
+  std::optional<ExportCheck> check;
+};
+
+ExportResult export_checkpoint(const ExportOptions& opts);
+
+// The unit roundoff of a weight dtype (2^-8 bfloat16, 2^-11 float16, 0 float32) and the logits
+// tolerance it justifies for a model of `layers` decoder layers whose largest probe logit is
+// `max_abs_logit` (the derivation is at the definition).
+double unit_roundoff(c10::ScalarType dtype);
+double export_logits_tolerance(c10::ScalarType dtype, int64_t layers, double max_abs_logit);
+
+}  // namespace agenttune

@@ -1,0 +1,205 @@
+// Writing an export into a temporary sibling folder and publishing it only once verified. Weights
+// stream group by group from the rank files into shard files: the whole model is never assembled
+// in memory while writing (verification holds one float32 copy; ExportVerify::None skips it).
+#include "agenttune/train/export.h"
+
+#include <ATen/ATen.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "agenttune/chat/template.h"
+#include "agenttune/io/hf_checkpoint.h"
+#include "agenttune/io/hf_config.h"
+#include "agenttune/io/json_file.h"
+#include "agenttune/io/safetensors.h"
+#include "agenttune/tokenizer/tokenizer.h"
+#include "agenttune/tokenizer/tokenizer_json.h"
+#include "agenttune/train/checkpoint_store.h"
+#include "agenttune/train/train_state.h"
+#include "agenttune/util/error.h"
+#include "agenttune/util/files.h"
+#include "agenttune/util/log.h"
+#include "export_verify.h"
+
+namespace agenttune {
+
+ExportVerify parse_export_verify(const std::string& name) {
+  if (name == "none") return ExportVerify::None;
+  if (name == "ours") return ExportVerify::Ours;
+  if (name == "transformers") return ExportVerify::Transformers;
+  fail("--verify {}: expected none, ours or transformers", name);
+}
+
+namespace {
+
+std::vector<TensorPlan> plan_from_layout(const LoadedCheckpoint& ck, c10::ScalarType dtype) {
+  std::vector<TensorPlan> plan;
+  for (const auto& g : ck.meta.at("layout").at("groups"))
+    for (const auto& p : g.at("params")) {
+      uint64_t n = 1;
+      for (auto d : p.at("shape")) n *= d.get<uint64_t>();
+      plan.push_back({p.at("name").get<std::string>(), n * c10::elementSize(dtype)});
+    }
+  return plan;
+}
+
+fs::path resolve_checkpoint(const fs::path& given) {
+  if (fs::exists(given / "meta.json")) return given;
+  auto latest = CheckpointStore(given, 1).latest();
+  if (!latest) fail("{}: neither a checkpoint folder nor a folder holding complete checkpoints", given.string());
+  return *latest;
+}
+
+// Templates that add tokens (ChatML) trained with them at ids right after the SentencePiece pieces
+// (prepare_tokenizer); transformers must map the same strings to the same ids.
+void write_added_tokens(const std::string& name, const std::vector<std::string>& added, const LlamaConfig& cfg,
+                        const fs::path& dir, nlohmann::json& tc) {
+  nlohmann::json ids = nlohmann::json::object(), decoder = nlohmann::json::object();
+  const auto model_file = dir / "tokenizer.model";
+  const bool have_model = fs::exists(model_file);
+  const int64_t base = have_model ? Tokenizer::load(model_file).base_vocab_size()
+                                  : cfg.vocab_size - static_cast<int64_t>(added.size());
+  if (cfg.vocab_size < base + static_cast<int64_t>(added.size()))
+    fail("export --template {}: the model has {} embedding rows, but the tokenizer's {} pieces and the "
+         "template's {} added tokens need {}; was it trained with this template?",
+         name, cfg.vocab_size, base, added.size(), base + static_cast<int64_t>(added.size()));
+  std::vector<AddedToken> numbered;
+  for (size_t i = 0; i < added.size(); ++i) {
+    const auto id = static_cast<int32_t>(base + static_cast<int64_t>(i));
+    numbered.push_back({added[i], id, true});
+    ids[added[i]] = id;
+    decoder[std::to_string(id)] = {{"content", added[i]}, {"special", true},     {"lstrip", false},
+                                   {"rstrip", false},     {"normalized", false}, {"single_word", false}};
+  }
+  tc["added_tokens_decoder"] = decoder;
+  if (have_model && fs::exists(dir / "tokenizer.json")) write_tokenizer_json(model_file, dir, numbered);
+  write_file_atomic(dir / "added_tokens.json", ids.dump(2) + "\n");
+}
+
+// transformers' apply_chat_template then renders prompts exactly as training did.
+void write_chat_template(const std::string& name, const LlamaConfig& cfg, const fs::path& dir) {
+  auto tmpl = make_template(name);
+  auto cfg_path = dir / "tokenizer_config.json";
+  auto tc = fs::exists(cfg_path) ? read_json_file(cfg_path) : nlohmann::json::object();
+  tc["chat_template"] = tmpl->jinja();
+  if (auto added = tmpl->added_tokens(); !added.empty()) write_added_tokens(name, added, cfg, dir, tc);
+  write_file_atomic(cfg_path, tc.dump(2) + "\n");
+}
+
+// Refuses a destination we must not replace: a file, or a folder holding anything but a model
+// (an empty folder or an earlier export is fine). Replacing `--out ~` wholesale would be a disaster.
+void check_destination(const fs::path& out) {
+  if (!fs::exists(out)) return;
+  if (!fs::is_directory(out)) fail("--out {}: exists and is not a folder", out.string());
+  if (fs::is_empty(out) || fs::exists(out / "config.json")) return;
+  fail("--out {}: a non-empty folder without config.json (not a model folder); refusing to replace it",
+       out.string());
+}
+
+std::string temp_prefix(const fs::path& out) { return "." + out.filename().string() + ".export-"; }
+
+// Temporary folders of exports to the same destination whose process is gone (killed mid-export).
+void remove_dead_temporaries(const fs::path& out) {
+  const auto parent = out.parent_path().empty() ? fs::path(".") : out.parent_path();
+  const auto prefix = temp_prefix(out);
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(parent, ec)) {
+    const auto n = e.path().filename().string();
+    if (n.rfind(prefix, 0) != 0) continue;
+    const long pid = std::strtol(n.c_str() + prefix.size(), nullptr, 10);
+    if (pid > 0 && kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) fs::remove_all(e.path(), ec);
+  }
+}
+
+// Removes the temporary folder unless it was published: any failure leaves no trace.
+struct TempFolder {
+  fs::path path;
+  bool keep = false;
+  ~TempFolder() {
+    std::error_code ec;
+    if (!keep) fs::remove_all(path, ec);
+  }
+};
+
+// Puts `tmp` at `out`. An existing folder is swapped out atomically (renameat2 RENAME_EXCHANGE), so
+// readers see the old export or the new one, never a mix; then the old one is deleted.
+void publish(const fs::path& tmp, const fs::path& out) {
+  if (!fs::exists(out)) {
+    fs::rename(tmp, out);
+  } else if (renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, out.c_str(), RENAME_EXCHANGE) == 0) {
+    fs::remove_all(tmp);
+  } else {
+    // Filesystems without RENAME_EXCHANGE: move the old one aside first.
+    auto old = tmp;
+    old += ".old";
+    fs::rename(out, old);
+    fs::rename(tmp, out);
+    fs::remove_all(old);
+  }
+  fsync_dir(out.parent_path().empty() ? fs::path(".") : out.parent_path());
+}
+
+// The test-only corruption (AGENTTUNE_TEST_CORRUPT_EXPORT=<tensor name>): flips the sign bit of every
+// element of that tensor in the written files, as a writer bug or a bad disk would, so the tests
+// can show that verification catches it. Not a flag: no user should ever reach it.
+void corrupt_for_test(const fs::path& dir) {
+  const char* name = std::getenv("AGENTTUNE_TEST_CORRUPT_EXPORT");
+  if (!name || !*name) return;
+  if (!flip_tensor_signs(dir, name)) fail("AGENTTUNE_TEST_CORRUPT_EXPORT={}: no such tensor in {}", name, dir.string());
+  log::warn("AGENTTUNE_TEST_CORRUPT_EXPORT: negated {} after writing", name);
+}
+
+// Writes weights, config, generation config and tokenizer files into `dir`.
+ShardedWrite write_export(const LoadedCheckpoint& ck, const LlamaConfig& cfg, const ExportOptions& o,
+                          const fs::path& dir) {
+  fs::create_directories(dir);
+  ShardedSafetensorsWriter writer(dir, plan_from_layout(ck, cfg.dtype), o.max_shard_bytes);
+  for_each_checkpoint_tensor(ck, cfg.dtype, [&](const std::string& name, const at::Tensor& t) { writer.add(name, t); });
+  auto written = writer.finish();
+  write_hf_config(dir / "config.json", cfg);
+  write_generation_config(dir, cfg);
+  fs::path tok = o.tokenizer;
+  if (tok.empty()) tok = ck.meta.value("config", nlohmann::json::object()).value("tokenizer", "");
+  if (!tok.empty()) copy_tokenizer_files(tok, dir);
+  if (!o.chat_template.empty()) write_chat_template(o.chat_template, cfg, dir);
+  return written;
+}
+
+}  // namespace
+
+ExportResult export_checkpoint(const ExportOptions& o) {
+  ExportResult r;
+  r.checkpoint_dir = resolve_checkpoint(o.checkpoint);
+  auto ck = open_checkpoint(r.checkpoint_dir);
+  r.step = ck.step;
+  auto cfg = checkpoint_model_config(ck);
+  cfg.dtype = o.dtype;
+
+  const fs::path out = o.out.filename().empty() ? o.out.parent_path() : o.out;  // "dir/" names dir
+  check_destination(out);
+  if (!out.parent_path().empty()) fs::create_directories(out.parent_path());
+  remove_dead_temporaries(out);
+  TempFolder tmp{out.parent_path() / (temp_prefix(out) + std::to_string(getpid()))};
+  fs::remove_all(tmp.path);
+
+  auto written = write_export(ck, cfg, o, tmp.path);
+  r.files = written.files.size();
+  r.bytes = written.total_bytes;
+  corrupt_for_test(tmp.path);
+  if (o.verify != ExportVerify::None) {
+    ProbeLogits probe;
+    r.check = verify_export(ck, cfg, tmp.path, out, probe);
+    if (o.verify == ExportVerify::Transformers) verify_in_transformers(tmp.path, out, o.python, probe, *r.check);
+  }
+  publish(tmp.path, out);
+  tmp.keep = true;
+  return r;
+}
+
+}  // namespace agenttune
