@@ -1,6 +1,7 @@
 // agenttune generate --model DIR --prompt TEXT: decode from a saved model with a KV cache.
 #include "agenttune/util/log.h"
 
+#include <algorithm>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -84,7 +85,11 @@ int run_generate(GenerateArgs& a) {
       std::vector<int32_t> ids(res.tokens.begin(), res.tokens.end());
       j["text"] = tok->decode(ids);
       // The prompt as the template rendered it, so a caller can show exactly what the model saw.
-      j["prompt_text"] = tok->decode(std::vector<int32_t>(prompt.begin(), prompt.end()));
+      // Raw --prompt-ids may name rows beyond the tokenizer (a model with spare embeddings): no text then.
+      const bool decodable = std::all_of(prompt.begin(), prompt.end(),
+                                         [&](auto id) { return id >= 0 && id < tok->vocab_size(); });
+      j["prompt_text"] = decodable ? nlohmann::json(tok->decode(std::vector<int32_t>(prompt.begin(), prompt.end())))
+                                   : nlohmann::json(nullptr);
     }
     // Replace, not throw: sampled byte-fallback tokens may end inside a UTF-8 sequence.
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";

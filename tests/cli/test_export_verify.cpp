@@ -21,9 +21,11 @@ namespace fs = std::filesystem;
 
 class ExportVerify : public ::testing::Test {
  protected:
-  // One tiny two-step run shared by every test: exports only read it.
-  static void SetUpTestSuite() {
-    run_root_ = testing::binary_dir() / "test-scratch" / "ExportVerify.run";
+  // A tiny two-step run per test: ctest runs these tests in parallel processes, so a run shared
+  // between them would be retrained (and locked) under another test's export.
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    run_root_ = testing::binary_dir() / "test-scratch" / (std::string("ExportVerify.run.") + info->name());
     fs::remove_all(run_root_);
     fs::create_directories(run_root_);
     testing::TinyRun r;
@@ -35,7 +37,7 @@ class ExportVerify : public ::testing::Test {
     auto t = testing::agenttune("train --config " + cfg.string());
     ASSERT_EQ(t.rc, 0) << t.out;
   }
-  static fs::path checkpoints() { return run_root_ / "run" / "checkpoints"; }
+  fs::path checkpoints() const { return run_root_ / "run" / "checkpoints"; }
 
   testing::Run export_to(const fs::path& out, const std::string& extra, const std::string& env = "") {
     return testing::agenttune("export --checkpoint " + checkpoints().string() + " --out " + out.string() + " " + extra, env);
@@ -48,7 +50,7 @@ class ExportVerify : public ::testing::Test {
           << "left behind: " << e.path();
   }
 
-  static inline fs::path run_root_;
+  fs::path run_root_;
 };
 
 // The number after `label` in the export's log ("max |Δlogit| = ", "(tolerance ", "max |logit| ").
