@@ -208,6 +208,8 @@ PackedBatch Mixture::next_batch(int64_t batch, int rank, int world) {
   return b;
 }
 
+const ShardManifest& Mixture::manifest(size_t source) const { return sources_.at(source)->data.manifest(); }
+
 int64_t Mixture::max_vocab_size() const {
   int64_t v = 0;
   for (const auto& s : sources_) v = std::max(v, s->data.manifest().vocab_size);

@@ -1,4 +1,3 @@
-#include "agenttune/data/source_dataset.h"
 #include "agenttune/train/train_state.h"
 
 #include <ATen/ATen.h>
@@ -56,7 +55,7 @@ std::filesystem::path save_train_state(CheckpointStore& store, dist::ShardedMode
                            {"tokens", p.tokens},
                            {"nonfinite_in_a_row", p.nonfinite_in_a_row},
                            {"loss_window", p.loss_window},
-                           {"data_plan", data_plan_json(data.options())},
+                           {"data_plan", data_plan_json(data)},
                            {"data", data.state().to_json()},
                            {"rng", {{"cpu", rng_state_hex()}}},
                            {"model_config", llama_config_to_json(model.model()->config())},
@@ -85,12 +84,14 @@ at::Tensor CheckpointGroups::full(const std::string& prefix, const std::string& 
   return all.narrow(0, 0, numel);
 }
 
-nlohmann::json data_plan_json(const MixtureOptions& o) {
+nlohmann::json data_plan_json(const Mixture& data) {
+  const MixtureOptions& o = data.options();
   nlohmann::json sources = nlohmann::json::array();
-  for (const auto& s : o.sources) {
+  for (size_t i = 0; i < o.sources.size(); ++i) {
     // Sizes rather than paths: a corpus may move between clusters, but not change.
-    auto m = source_manifest(s);
-    sources.push_back({{"name", s.name}, {"weight", s.weight}, {"documents", m.documents}, {"tokens", m.tokens}});
+    const auto& m = data.manifest(i);
+    sources.push_back(
+        {{"name", o.sources[i].name}, {"weight", o.sources[i].weight}, {"documents", m.documents}, {"tokens", m.tokens}});
   }
   return {{"seq_len", o.seq_len},
           {"seed", o.seed},
@@ -152,7 +153,7 @@ TrainProgress load_train_state(const std::filesystem::path& dir, dist::ShardedMo
   auto ck = open_checkpoint(dir);
   check_same(ck, "model_config", checkpoint_model_config_json(ck), llama_config_to_json(model.model()->config()));
   if (ck.meta.contains("data_plan"))
-    check_same(ck, "data_plan", ck.meta["data_plan"], data_plan_json(data.options()));
+    check_same(ck, "data_plan", ck.meta["data_plan"], data_plan_json(data));
   else
     log::warn("{}/meta.json: no data_plan (saved by an older agenttune): the data cannot be checked", dir.string());
   CheckpointGroups groups(ck);

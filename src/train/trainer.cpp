@@ -1,4 +1,3 @@
-#include "agenttune/data/source_dataset.h"
 #include "agenttune/train/trainer.h"
 
 #include <ATen/ATen.h>
@@ -186,10 +185,12 @@ bool weights_finite(dist::ShardedModel& model, dist::Dist& dist) {
 
 // A source prepared with the chat template's added tokens (ChatML) may grow the model by exactly
 // those; a manifest that claims more than the model plus its listed added tokens is wrong data.
-void check_vocab_growth(const MixtureOptions& opts, int64_t model_vocab) {
-  for (const auto& s : opts.sources) {
+void check_vocab_growth(const Mixture& data, int64_t model_vocab) {
+  const auto& sources = data.options().sources;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const auto& s = sources[i];
     const auto path = s.format == SourceFormat::Megatron ? s.path : s.path / "manifest.json";
-    auto m = source_manifest(s);
+    const auto& m = data.manifest(i);
     const int64_t base = m.vocab_size - static_cast<int64_t>(m.added_tokens.size());
     if (m.vocab_size > model_vocab && base > model_vocab)
       fail("{}: vocab_size {} exceeds the model's {} by {}, but the manifest lists {} added token(s); only a "
@@ -240,7 +241,7 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   check_seq_len_fits_model(cfg);
   Mixture data(mixture_options(cfg));
   auto model = build_model(cfg);
-  check_vocab_growth(data.options(), model->config().vocab_size);
+  check_vocab_growth(data, model->config().vocab_size);
   if (data.max_vocab_size() > model->config().vocab_size) {
     log::info("model: vocabulary grows from {} to {} tokens for the data's added tokens", model->config().vocab_size,
               data.max_vocab_size());

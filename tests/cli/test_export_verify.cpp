@@ -137,11 +137,11 @@ TEST_F(ExportVerify, FailedReexportKeepsThePreviousExportAndAGoodOneReplacesIt) 
 TEST_F(ExportVerify, RefusesToReplaceAFolderThatIsNotAModel) {
   auto root = testing::scratch_dir();
   fs::create_directories(root / "notes");
-  std::ofstream(root / "notes" / "todo.txt") << "mine\n";
+  std::ofstream(root / "notes" / "mine.txt") << "mine\n";
   auto r = export_to(root / "notes", "");
   EXPECT_EQ(r.rc, 2) << r.out;
   EXPECT_NE(r.out.find("not a model folder"), std::string::npos) << r.out;
-  EXPECT_TRUE(fs::exists(root / "notes" / "todo.txt"));
+  EXPECT_TRUE(fs::exists(root / "notes" / "mine.txt"));
 }
 
 TEST_F(ExportVerify, TransformersCheckComparesLogitsAndTokenizerIds) {

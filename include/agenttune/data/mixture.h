@@ -91,6 +91,8 @@ class Mixture {
   const MixtureOptions& options() const { return opts_; }
   // The largest vocabulary any source was prepared with (ChatML data adds tokens to Llama-2's).
   int64_t max_vocab_size() const;
+  // Source i's manifest as opened (read once, at construction).
+  const ShardManifest& manifest(size_t source) const;
   // The vocabulary of the model being trained: every shard's recorded max_token_id must be below
   // it (else an error naming the shard and the first such id), and from now on every window is
   // checked against it as well as against its source's vocab_size. Ids never reach the device

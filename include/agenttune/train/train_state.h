@@ -37,7 +37,7 @@ TrainProgress load_train_state(const std::filesystem::path& dir, dist::ShardedMo
                                Mixture& data);
 
 // What must not change across a resume for the data cursors to mean the same documents.
-nlohmann::json data_plan_json(const MixtureOptions& opts);
+nlohmann::json data_plan_json(const Mixture& data);
 
 // The first key (a dotted path, "sources[1].weight") where two JSON values differ, or "".
 std::string first_difference(const nlohmann::json& a, const nlohmann::json& b, const std::string& path = "");
