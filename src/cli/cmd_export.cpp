@@ -32,7 +32,7 @@ Command export_command() {
                   "ours (default): reload with our loader, every tensor must equal the checkpoint's rounded to --dtype "
                   "and the probe logits must match; transformers: also load it in transformers (logits and tokenizer "
                   "ids); none: skip (needs no float32 copy of the model in memory)")
-        ->check(CLI::IsMember({"ours", "transformers", "none"}));
+        ->check(CLI::IsMember(enum_names<ExportVerify>()));
     s->add_option("--python", a->python, "Python with transformers for --verify transformers (default: the checkout's .venv)");
     return s;
   };

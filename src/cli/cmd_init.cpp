@@ -2,10 +2,10 @@
 // a Hugging Face folder (tests and the demo start from it).
 #include <chrono>
 
-#include "agenttune/config/init_config.h"
 #include "agenttune/config/load.h"
 #include "agenttune/io/hf_checkpoint.h"
 #include "agenttune/model/flops.h"
+#include "agenttune/model/init_config.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
 #include "commands.h"

@@ -3,11 +3,11 @@
 #include <iostream>
 
 #include "agenttune/config/load.h"
-#include "agenttune/config/train_config.h"
 #include "agenttune/dist/plan.h"
 #include "agenttune/io/hf_checkpoint.h"
 #include "agenttune/model/flops.h"
 #include "agenttune/train/data_plan.h"
+#include "agenttune/train/train_config.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
 #include "commands.h"
@@ -38,7 +38,7 @@ Command plan_command() {
     s->add_option("--gpus", a->gpus, "world size(s), e.g. 8,32,128")->required()->delimiter(',')
         ->check(CLI::PositiveNumber);
     s->add_option("--strategy", a->strategies, "strategies to compare (default: dist.strategy)")->delimiter(',')
-        ->check(CLI::IsMember({"full_shard", "shard_grad_op", "no_shard", "hybrid_shard"}));
+        ->check(CLI::IsMember(enum_names<dist::ShardStrategy>()));
     s->add_option("--gpu-memory", a->gpu_memory_gib, "GiB per GPU that the plan must fit in")->check(CLI::PositiveNumber);
     s->add_option("--gpus-per-node", a->gpus_per_node, "GPUs sharing NVLink (and the hybrid shard group)")
         ->check(CLI::PositiveNumber);

@@ -2,7 +2,7 @@
 // the config lists `datasets:` instead of `corpora:`, chat/agent datasets -> SFT token shards with
 // loss masks (read -> Agent-FLAN transforms -> chat template -> shards).
 #include "agenttune/config/load.h"
-#include "agenttune/config/prepare_config.h"
+#include "agenttune/data/prepare_config.h"
 #include "agenttune/data/prepare.h"
 #include "agenttune/data/sft_prepare.h"
 #include "agenttune/util/log.h"
@@ -25,7 +25,7 @@ Command prepare_command() {
     s->add_option("--config", a->config, "YAML config (see configs/tiny/prepare.yaml)")->required()->check(CLI::ExistingFile);
     s->add_option("--set", a->overrides, "override a config key: a.b=value (repeatable)");
     s->add_option("--on-error", a->on_error, "fail (default) or skip bad records, counting them")
-        ->check(CLI::IsMember({"fail", "skip"}));
+        ->check(CLI::IsMember(enum_names<OnError>()));
     s->add_option("--threads", a->threads, "tokenizer threads (0 = all cores)")->check(CLI::NonNegativeNumber);
     s->add_flag("--no-progress", a->no_progress, "no live progress line");
     return s;

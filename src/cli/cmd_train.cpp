@@ -1,6 +1,6 @@
 // agenttune train --config FILE [--set k=v ...] [--resume auto|PATH]
 #include "agenttune/config/load.h"
-#include "agenttune/config/train_config.h"
+#include "agenttune/train/train_config.h"
 #include "agenttune/train/trainer.h"
 #include "agenttune/util/log.h"
 #include "commands.h"

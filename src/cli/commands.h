@@ -6,7 +6,18 @@
 #include <string>
 #include <vector>
 
+#include "agenttune/config/scalars.h"
+
 namespace agenttune::cli {
+
+// An enum's names from its one table (EnumNames<E>), for CLI::IsMember: a flag that spells an enum
+// accepts exactly what the config key does, listed in the same order.
+template <class E>
+std::vector<std::string> enum_names() {
+  std::vector<std::string> names;
+  for (const auto& [value, name] : EnumNames<E>::values) names.emplace_back(name);
+  return names;
+}
 
 // A subcommand: `attach` adds it (and its flags) to the app, `run` executes it once parsed.
 struct Command {

@@ -305,12 +305,4 @@ MixtureState MixtureState::from_json(const nlohmann::json& j, size_t num_sources
   }
 }
 
-AttentionMode parse_attention_mode(const std::string& s) {
-  if (s == "causal") return AttentionMode::Causal;
-  if (s == "document") return AttentionMode::Document;
-  fail("attention mode '{}' is not one of: causal, document", s);
-}
-
-std::string attention_mode_name(AttentionMode m) { return m == AttentionMode::Causal ? "causal" : "document"; }
-
 }  // namespace agenttune

@@ -68,22 +68,11 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
 }  // namespace
 
 ShardStrategy parse_shard_strategy(const std::string& s) {
-  if (s == "full_shard") return ShardStrategy::FullShard;
-  if (s == "shard_grad_op") return ShardStrategy::ShardGradOp;
-  if (s == "no_shard") return ShardStrategy::NoShard;
-  if (s == "hybrid_shard") return ShardStrategy::HybridShard;
-  fail("dist.strategy '{}' is not one of: full_shard, shard_grad_op, no_shard, hybrid_shard", s);
+  if (auto v = parse_enum<ShardStrategy>(s)) return *v;
+  fail("dist.strategy '{}' is not one of: {}", s, enum_name_list<ShardStrategy>());
 }
 
-std::string shard_strategy_name(ShardStrategy s) {
-  switch (s) {
-    case ShardStrategy::FullShard: return "full_shard";
-    case ShardStrategy::ShardGradOp: return "shard_grad_op";
-    case ShardStrategy::NoShard: return "no_shard";
-    case ShardStrategy::HybridShard: return "hybrid_shard";
-  }
-  return "?";
-}
+std::string shard_strategy_name(ShardStrategy s) { return enum_name(s); }
 
 ShardedModel::ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& world, ShardOptions opts)
     : model_(std::move(model)), dist_(dist), opts_(opts) {

@@ -15,9 +15,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr DatasetFormat kFormats[] = {DatasetFormat::Auto,      DatasetFormat::AgentInstruct,
-                                      DatasetFormat::ShareGPT,  DatasetFormat::ToolBench,
-                                      DatasetFormat::AgentFlan, DatasetFormat::OpenAI};
 
 // Folders stand for their *.json / *.jsonl / *.parquet files (parquet so it is refused loudly
 // rather than skipped), in name order so the record order is reproducible.
@@ -127,29 +124,15 @@ int64_t read_file(const fs::path& file, const DatasetSpec& spec, std::vector<Con
 }  // namespace
 
 const char* format_name(DatasetFormat f) {
-  switch (f) {
-    case DatasetFormat::Auto:
-      return "auto";
-    case DatasetFormat::AgentInstruct:
-      return "agentinstruct";
-    case DatasetFormat::ShareGPT:
-      return "sharegpt";
-    case DatasetFormat::ToolBench:
-      return "toolbench";
-    case DatasetFormat::AgentFlan:
-      return "agentflan";
-    case DatasetFormat::OpenAI:
-      return "openai";
-  }
+  for (const auto& [v, name] : EnumNames<DatasetFormat>::values)
+    if (v == f) return name.data();  // the table's literals are NUL-terminated
   return "?";
 }
 
 DatasetFormat parse_format(std::string_view name) {
+  if (auto f = parse_enum<DatasetFormat>(name)) return *f;
   std::vector<std::string> names;
-  for (auto f : kFormats) {
-    if (name == format_name(f)) return f;
-    names.emplace_back(format_name(f));
-  }
+  for (const auto& [v, n] : EnumNames<DatasetFormat>::values) names.emplace_back(n);
   auto near = nearest(name, names);
   fail("unknown dataset format '{}'{} (valid: {})", name,
        near.empty() ? "" : fmt::format(", did you mean '{}'?", near), fmt::join(names, ", "));

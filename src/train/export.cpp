@@ -30,10 +30,8 @@
 namespace agenttune {
 
 ExportVerify parse_export_verify(const std::string& name) {
-  if (name == "none") return ExportVerify::None;
-  if (name == "ours") return ExportVerify::Ours;
-  if (name == "transformers") return ExportVerify::Transformers;
-  fail("--verify {}: expected none, ours or transformers", name);
+  if (auto v = parse_enum<ExportVerify>(name)) return *v;
+  fail("--verify {}: expected one of {}", name, enum_name_list<ExportVerify>());
 }
 
 namespace {

@@ -8,22 +8,6 @@
 
 namespace agenttune {
 
-LrDecay parse_lr_decay(const std::string& name) {
-  if (name == "cosine") return LrDecay::Cosine;
-  if (name == "linear") return LrDecay::Linear;
-  if (name == "constant") return LrDecay::Constant;
-  fail("unknown lr decay '{}': expected one of cosine, linear, constant", name);
-}
-
-std::string lr_decay_name(LrDecay decay) {
-  switch (decay) {
-    case LrDecay::Cosine: return "cosine";
-    case LrDecay::Linear: return "linear";
-    case LrDecay::Constant: return "constant";
-  }
-  fail("invalid LrDecay value {}", static_cast<int>(decay));
-}
-
 double LrSchedule::lr(int64_t step) const {
   if (step < warmup_steps)
     return peak_lr * warmup_start_ratio +

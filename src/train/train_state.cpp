@@ -8,7 +8,7 @@
 #include <set>
 
 #include "agenttune/io/hf_config.h"
-#include "agenttune/config/train_config.h"
+#include "agenttune/train/train_config.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
 

@@ -4,10 +4,10 @@
 // file, the line where there is one, and the key.
 #include <gtest/gtest.h>
 
-#include "agenttune/config/init_config.h"
 #include "agenttune/config/load.h"
-#include "agenttune/config/prepare_config.h"
-#include "agenttune/config/train_config.h"
+#include "agenttune/data/prepare_config.h"
+#include "agenttune/model/init_config.h"
+#include "agenttune/train/train_config.h"
 #include "config_test_util.h"
 
 namespace agenttune {

@@ -1,8 +1,8 @@
 // InitConfig and the LlamaConfig section: the tiny config, overrides, error messages, round trip.
 #include <gtest/gtest.h>
 
-#include "agenttune/config/init_config.h"
 #include "agenttune/config/load.h"
+#include "agenttune/model/init_config.h"
 #include "config_test_util.h"
 
 namespace agenttune {

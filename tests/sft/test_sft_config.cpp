@@ -170,7 +170,7 @@ TEST(AgentShare, RejectsBadEtaAndMissingGroups) {
 }  // namespace
 }  // namespace agenttune
 
-#include "agenttune/config/train_config.h"
+#include "agenttune/train/train_config.h"
 
 namespace agenttune {
 namespace {

@@ -51,14 +51,10 @@ TEST(LrSchedule, ConstantAndDegenerateSpans) {
 
 TEST(LrSchedule, DecayNamesRoundTrip) {
   for (auto decay : {LrDecay::Cosine, LrDecay::Linear, LrDecay::Constant})
-    EXPECT_EQ(parse_lr_decay(lr_decay_name(decay)), decay);
-  EXPECT_EQ(lr_decay_name(LrDecay::Linear), "linear");
-  try {
-    parse_lr_decay("cosin");
-    ADD_FAILURE() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "unknown lr decay 'cosin': expected one of cosine, linear, constant");
-  }
+    EXPECT_EQ(parse_enum<LrDecay>(enum_name(decay)), decay);
+  EXPECT_EQ(enum_name(LrDecay::Linear), "linear");
+  EXPECT_EQ(parse_enum<LrDecay>("cosin"), std::nullopt);
+  EXPECT_EQ(ConfigScalar<LrDecay>::expected, "one of cosine, linear, constant");
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 #pragma once
 // How one YAML scalar becomes one C++ value and back. Specialise ConfigScalar<T> (expected, parse,
 // format) for a new leaf type, or EnumNames<E> for an enum spelt as strings in YAML. Parsing works
-// on the scalar's text, so error messages say exactly what was written.
+// on the scalar's text, so error messages say exactly what was written. This is also the enum-name
+// helper: an enum's one name table (EnumNames<E>, kept beside the enum) serves YAML, the command
+// line and messages through enum_name, parse_enum and enum_name_list.
 #include <array>
 #include <concepts>
 #include <cstdint>
@@ -20,7 +22,8 @@ namespace agenttune {
 template <class T>
 struct ConfigScalar;  // no primary: a field of an unsupported type fails to compile
 
-// Specialise with `static constexpr std::array<std::pair<E, std::string_view>, N> values = {...}`.
+// Specialise beside the enum with
+// `static constexpr std::array<std::pair<E, std::string_view>, N> values = {...}`.
 template <class E>
 struct EnumNames;
 
@@ -100,25 +103,37 @@ struct ConfigScalar<std::filesystem::path> {
   static std::string format(const std::filesystem::path& v) { return v.string(); }
 };
 
+// An enum with a name table.
 template <class E>
-  requires std::is_enum_v<E> && requires { EnumNames<E>::values; }
+concept NamedEnum = std::is_enum_v<E> && requires { EnumNames<E>::values; };
+
+// The value's name (its number when the table lacks it).
+template <NamedEnum E>
+std::string enum_name(E e) {
+  for (const auto& [v, name] : EnumNames<E>::values)
+    if (v == e) return std::string(name);
+  return std::to_string(static_cast<int64_t>(e));
+}
+// The value named `s`; nullopt for a name not in the table.
+template <NamedEnum E>
+std::optional<E> parse_enum(std::string_view s) {
+  for (const auto& [v, name] : EnumNames<E>::values)
+    if (name == s) return v;
+  return std::nullopt;
+}
+// "a, b, c": the names in table order, for messages.
+template <NamedEnum E>
+std::string enum_name_list() {
+  std::string s;
+  for (const auto& [v, name] : EnumNames<E>::values) s += (s.empty() ? "" : ", ") + std::string(name);
+  return s;
+}
+
+template <NamedEnum E>
 struct ConfigScalar<E> {
-  static std::string expected_text() {
-    std::string s = "one of";
-    for (const auto& [v, name] : EnumNames<E>::values) s += (s.size() > 6 ? ", " : " ") + std::string(name);
-    return s;
-  }
-  static inline const std::string expected = expected_text();
-  static std::optional<E> parse(std::string_view s) {
-    for (const auto& [v, name] : EnumNames<E>::values)
-      if (name == s) return v;
-    return std::nullopt;
-  }
-  static std::string format(E e) {
-    for (const auto& [v, name] : EnumNames<E>::values)
-      if (v == e) return std::string(name);
-    return std::to_string(static_cast<int64_t>(e));
-  }
+  static inline const std::string expected = "one of " + enum_name_list<E>();
+  static std::optional<E> parse(std::string_view s) { return parse_enum<E>(s); }
+  static std::string format(E e) { return enum_name(e); }
 };
 
 // Types whose values are written as strings in YAML, so the writer quotes them: a string "true"

@@ -16,12 +16,19 @@
 #include <string>
 #include <vector>
 
+#include "agenttune/config/scalars.h"
 #include "agenttune/data/packed_batch.h"
 #include "agenttune/data/token_shards.h"
 
 namespace agenttune {
 
 enum class AttentionMode { Causal, Document };
+
+template <>
+struct EnumNames<AttentionMode> {
+  static constexpr std::array<std::pair<AttentionMode, std::string_view>, 2> values = {
+      {{AttentionMode::Causal, "causal"}, {AttentionMode::Document, "document"}}};
+};
 
 // pack: documents are concatenated into full windows (no compute wasted on padding).
 // pad:  one document per window (a document longer than seq_len continues alone in the next
@@ -30,9 +37,21 @@ enum class AttentionMode { Causal, Document };
 //       and, being after the document, never attended to by its tokens.
 enum class Packing { Pack, Pad };
 
+template <>
+struct EnumNames<Packing> {
+  static constexpr std::array<std::pair<Packing, std::string_view>, 2> values = {
+      {{Packing::Pack, "pack"}, {Packing::Pad, "pad"}}};
+};
+
 // prepared: a folder `agenttune prepare` wrote (manifest.json + shards); megatron: a Megatron-LM
 // indexed dataset, `path` being its prefix (PATH.bin + PATH.idx; data/megatron_dataset.h).
 enum class SourceFormat { Prepared, Megatron };
+
+template <>
+struct EnumNames<SourceFormat> {
+  static constexpr std::array<std::pair<SourceFormat, std::string_view>, 2> values = {
+      {{SourceFormat::Prepared, "prepared"}, {SourceFormat::Megatron, "megatron"}}};
+};
 
 struct MixtureSource {
   std::string name;
@@ -48,6 +67,18 @@ struct MixtureSource {
   int64_t vocab_size = 0;
   std::string tokenizer_sha256;
 };
+
+// A data.sources[] entry of the train config (config/reader.h's visit() convention).
+template <class V>
+void visit(V& v, MixtureSource& s) {
+  v("name", s.name);
+  v("path", s.path);
+  v("format", s.format);
+  v("vocab_size", s.vocab_size);
+  v("tokenizer_sha256", s.tokenizer_sha256);
+  v("weight", s.weight);
+  v("agent", s.agent);
+}
 
 struct MixtureOptions {
   std::vector<MixtureSource> sources;
@@ -118,8 +149,5 @@ class Mixture {
   std::vector<std::shared_ptr<Source>> sources_;
   MixtureState state_;
 };
-
-AttentionMode parse_attention_mode(const std::string& s);
-std::string attention_mode_name(AttentionMode m);
 
 }  // namespace agenttune

@@ -6,11 +6,18 @@
 #include <string>
 #include <vector>
 
+#include "agenttune/config/scalars.h"
 #include "agenttune/data/token_shards.h"
 
 namespace agenttune {
 
 enum class OnError { Fail, Skip };
+
+template <>
+struct EnumNames<OnError> {
+  static constexpr std::array<std::pair<OnError, std::string_view>, 2> values = {
+      {{OnError::Fail, "fail"}, {OnError::Skip, "skip"}}};
+};
 
 struct PrepareOptions {
   std::string name;                  // the corpus, as messages name it (default: the output folder)

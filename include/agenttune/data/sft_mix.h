@@ -17,9 +17,17 @@
 #include <string>
 #include <vector>
 
+#include "agenttune/config/scalars.h"
+
 namespace agenttune {
 
 enum class ShareUnit { Samples, TrainedTokens };
+
+template <>
+struct EnumNames<ShareUnit> {
+  static constexpr std::array<std::pair<ShareUnit, std::string_view>, 2> values = {
+      {{ShareUnit::TrainedTokens, "trained_tokens"}, {ShareUnit::Samples, "samples"}}};
+};
 
 struct ShareSource {
   std::string name;

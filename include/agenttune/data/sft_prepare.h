@@ -32,6 +32,14 @@ enum class Truncation {
   TruncateRight,  // keep the start: the prompt and the first answers survive
 };
 
+template <>
+struct EnumNames<Truncation> {
+  static constexpr std::array<std::pair<Truncation, std::string_view>, 3> values = {
+      {{Truncation::Drop, "drop"},
+       {Truncation::TruncateLeft, "truncate_left"},
+       {Truncation::TruncateRight, "truncate_right"}}};
+};
+
 struct SftDatasetConfig {
   std::string name;                          // Conversation::source, report and error messages
   std::vector<std::filesystem::path> paths;  // files, or folders of *.json / *.jsonl
@@ -111,47 +119,6 @@ SftPrepareReport prepare_sft(const SftPrepareConfig& config, const SftPrepareHoo
 // Cuts a rendered sample (ids and mask together) to max_len tokens under `policy` (0 = no
 // limit); false when the policy drops it. Exposed for tests.
 bool fit_to_length(RenderedSample& sample, int64_t max_len, Truncation policy, int32_t bos_id);
-
-template <>
-struct EnumNames<Truncation> {
-  static constexpr std::array<std::pair<Truncation, std::string_view>, 3> values = {
-      {{Truncation::Drop, "drop"},
-       {Truncation::TruncateLeft, "truncate_left"},
-       {Truncation::TruncateRight, "truncate_right"}}};
-};
-
-template <>
-struct EnumNames<DatasetFormat> {
-  static constexpr std::array<std::pair<DatasetFormat, std::string_view>, 6> values = {
-      {{DatasetFormat::Auto, "auto"},
-       {DatasetFormat::AgentInstruct, "agentinstruct"},
-       {DatasetFormat::ShareGPT, "sharegpt"},
-       {DatasetFormat::ToolBench, "toolbench"},
-       {DatasetFormat::AgentFlan, "agentflan"},
-       {DatasetFormat::OpenAI, "openai"}}};
-};
-
-template <>
-struct EnumNames<Alternation> {
-  static constexpr std::array<std::pair<Alternation, std::string_view>, 3> values = {
-      {{Alternation::Error, "error"}, {Alternation::Merge, "merge"}, {Alternation::Drop, "drop"}}};
-};
-
-template <>
-struct EnumNames<OnProblem> {
-  static constexpr std::array<std::pair<OnProblem, std::string_view>, 2> values = {
-      {{OnProblem::Error, "error"}, {OnProblem::Drop, "drop"}}};
-};
-
-// The reader knobs worth a YAML key (role aliases keep the reader's defaults).
-template <class V>
-void visit(V& v, ReadPolicies& p) {
-  v("alternation", p.alternation);
-  v("bad_record", p.bad_record);
-  v("unknown_roles", p.roles.unknown);
-  v("drop_leading_assistant", p.drop_leading_assistant);
-  v("toolbench_last_assistant_only", p.toolbench_last_assistant_only);
-}
 
 template <class V>
 void visit(V& v, SftDatasetConfig& d) {

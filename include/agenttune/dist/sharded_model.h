@@ -32,13 +32,30 @@
 #include <string>
 #include <vector>
 
+#include "agenttune/config/scalars.h"
 #include "agenttune/dist/process_group.h"
 #include "agenttune/io/tensor_source.h"
 #include "agenttune/model/llama.h"
 
 namespace agenttune::dist {
-
 enum class ShardStrategy { FullShard, ShardGradOp, NoShard, HybridShard };
+}  // namespace agenttune::dist
+
+namespace agenttune {
+// dist.strategy's names: the only table (train config validation, the engine, `agenttune plan`).
+template <>
+struct EnumNames<dist::ShardStrategy> {
+  static constexpr std::array<std::pair<dist::ShardStrategy, std::string_view>, 4> values = {
+      {{dist::ShardStrategy::FullShard, "full_shard"},
+       {dist::ShardStrategy::ShardGradOp, "shard_grad_op"},
+       {dist::ShardStrategy::NoShard, "no_shard"},
+       {dist::ShardStrategy::HybridShard, "hybrid_shard"}}};
+};
+}  // namespace agenttune
+
+namespace agenttune::dist {
+
+// A name of EnumNames<ShardStrategy>; anything else throws agenttune::Error listing them.
 ShardStrategy parse_shard_strategy(const std::string& s);
 std::string shard_strategy_name(ShardStrategy s);
 

@@ -17,17 +17,35 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "agenttune/chat/conversation.h"
+#include "agenttune/config/scalars.h"
 
 namespace agenttune {
 
 enum class DatasetFormat { Auto, AgentInstruct, ShareGPT, ToolBench, AgentFlan, OpenAI };
 
-// "auto", "agentinstruct", "sharegpt", "toolbench", "agentflan", "openai".
+template <>
+struct EnumNames<DatasetFormat> {
+  static constexpr std::array<std::pair<DatasetFormat, std::string_view>, 6> values = {
+      {{DatasetFormat::Auto, "auto"},
+       {DatasetFormat::AgentInstruct, "agentinstruct"},
+       {DatasetFormat::ShareGPT, "sharegpt"},
+       {DatasetFormat::ToolBench, "toolbench"},
+       {DatasetFormat::AgentFlan, "agentflan"},
+       {DatasetFormat::OpenAI, "openai"}}};
+};
+
+// The format's name in the table above ("auto", "agentinstruct", ...).
 const char* format_name(DatasetFormat f);
 // Inverse of format_name; throws naming the valid names (and the nearest one) otherwise.
 DatasetFormat parse_format(std::string_view name);
 
 enum class OnProblem { Error, Drop };
+
+template <>
+struct EnumNames<OnProblem> {
+  static constexpr std::array<std::pair<OnProblem, std::string_view>, 2> values = {
+      {{OnProblem::Error, "error"}, {OnProblem::Drop, "drop"}}};
+};
 
 // What to do when user/assistant turns do not alternate (after leading system turns; tool
 // results stand on the user side).
@@ -35,6 +53,12 @@ enum class Alternation {
   Error,  // throw naming the record and turn
   Merge,  // join consecutive same-role turns; a record still broken after that is dropped
   Drop,   // drop the record
+};
+
+template <>
+struct EnumNames<Alternation> {
+  static constexpr std::array<std::pair<Alternation, std::string_view>, 3> values = {
+      {{Alternation::Error, "error"}, {Alternation::Merge, "merge"}, {Alternation::Drop, "drop"}}};
 };
 
 struct RolePolicy {
@@ -59,6 +83,17 @@ struct ReadPolicies {
   // ToolLLaMA trains only the record's last assistant turn, so earlier ones get loss=false.
   bool toolbench_last_assistant_only = true;
 };
+
+// The reader knobs worth a YAML key in an SFT config's datasets[].policies (role aliases keep the
+// reader's defaults).
+template <class V>
+void visit(V& v, ReadPolicies& p) {
+  v("alternation", p.alternation);
+  v("bad_record", p.bad_record);
+  v("unknown_roles", p.roles.unknown);
+  v("drop_leading_assistant", p.drop_leading_assistant);
+  v("toolbench_last_assistant_only", p.toolbench_last_assistant_only);
+}
 
 struct DatasetSpec {
   std::string name;                            // becomes Conversation::source

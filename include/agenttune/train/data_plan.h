@@ -4,7 +4,7 @@
 // become a step count, using the prepared folders' manifests. The resolved config (what
 // output_dir/config.yaml records) states only token weights and max_steps, so it reproduces the
 // run without the conversion.
-#include "agenttune/config/train_config.h"
+#include "agenttune/train/train_config.h"
 
 namespace agenttune {
 

@@ -13,6 +13,8 @@
 #include <optional>
 #include <string>
 
+#include "agenttune/config/scalars.h"
+
 namespace agenttune {
 
 enum class ExportVerify {
@@ -20,7 +22,14 @@ enum class ExportVerify {
   Ours,          // reload with load_pretrained and compare with the checkpoint
   Transformers,  // Ours, then transformers' LlamaForCausalLM and AutoTokenizer on the folder
 };
-ExportVerify parse_export_verify(const std::string& name);  // "none" | "ours" | "transformers"
+
+// `export --verify`'s names, the default first.
+template <>
+struct EnumNames<ExportVerify> {
+  static constexpr std::array<std::pair<ExportVerify, std::string_view>, 3> values = {
+      {{ExportVerify::Ours, "ours"}, {ExportVerify::Transformers, "transformers"}, {ExportVerify::None, "none"}}};
+};
+ExportVerify parse_export_verify(const std::string& name);  // a name above, else throws listing them
 
 struct ExportOptions {
   std::filesystem::path checkpoint;  // a step_N folder, or a checkpoints/ root (newest complete one)

@@ -4,13 +4,17 @@
 #include <cstdint>
 #include <string>
 
+#include "agenttune/config/scalars.h"
+
 namespace agenttune {
 
 enum class LrDecay { Cosine, Linear, Constant };
 
-// "cosine" | "linear" | "constant"; anything else throws agenttune::Error listing those names.
-LrDecay parse_lr_decay(const std::string& name);
-std::string lr_decay_name(LrDecay decay);
+template <>
+struct EnumNames<LrDecay> {
+  static constexpr std::array<std::pair<LrDecay, std::string_view>, 3> values = {
+      {{LrDecay::Cosine, "cosine"}, {LrDecay::Linear, "linear"}, {LrDecay::Constant, "constant"}}};
+};
 
 struct LrSchedule {
   double peak_lr = 3e-4;

@@ -2,7 +2,7 @@
 // Checks between the model and the data plan that can run before any weight is loaded, so a
 // mismatch is an error at startup naming the key, not a failure (or a silent extrapolation)
 // later in the run.
-#include "agenttune/config/train_config.h"
+#include "agenttune/train/train_config.h"
 
 namespace agenttune {
 

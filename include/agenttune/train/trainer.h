@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "agenttune/config/train_config.h"
+#include "agenttune/train/train_config.h"
 
 namespace agenttune {
 

@@ -1,4 +1,4 @@
-#include "agenttune/config/prepare_config.h"
+#include "agenttune/data/prepare_config.h"
 
 #include "agenttune/util/error.h"
 

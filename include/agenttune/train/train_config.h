@@ -7,42 +7,12 @@
 #include <string>
 #include <vector>
 
-#include "agenttune/config/model_config.h"
 #include "agenttune/data/mixture.h"
 #include "agenttune/data/sft_mix.h"
+#include "agenttune/model/llama_config.h"
 #include "agenttune/train/lr_schedule.h"
 
 namespace agenttune {
-
-template <>
-struct EnumNames<AttentionMode> {
-  static constexpr std::array<std::pair<AttentionMode, std::string_view>, 2> values = {
-      {{AttentionMode::Causal, "causal"}, {AttentionMode::Document, "document"}}};
-};
-
-template <>
-struct EnumNames<SourceFormat> {
-  static constexpr std::array<std::pair<SourceFormat, std::string_view>, 2> values = {
-      {{SourceFormat::Prepared, "prepared"}, {SourceFormat::Megatron, "megatron"}}};
-};
-
-template <>
-struct EnumNames<Packing> {
-  static constexpr std::array<std::pair<Packing, std::string_view>, 2> values = {
-      {{Packing::Pack, "pack"}, {Packing::Pad, "pad"}}};
-};
-
-template <>
-struct EnumNames<ShareUnit> {
-  static constexpr std::array<std::pair<ShareUnit, std::string_view>, 2> values = {
-      {{ShareUnit::TrainedTokens, "trained_tokens"}, {ShareUnit::Samples, "samples"}}};
-};
-
-template <>
-struct EnumNames<LrDecay> {
-  static constexpr std::array<std::pair<LrDecay, std::string_view>, 3> values = {
-      {{LrDecay::Cosine, "cosine"}, {LrDecay::Linear, "linear"}, {LrDecay::Constant, "constant"}}};
-};
 
 // What a non-finite step (or a loss spike, when train.spike_zscore is set) does: skip its update
 // (stop after train.max_nonfinite_in_a_row in a row), roll back to the last good checkpoint and
@@ -143,17 +113,6 @@ struct TrainConfig {
 
   void validate(const std::string& source) const;
 };
-
-template <class V>
-void visit(V& v, MixtureSource& s) {
-  v("name", s.name);
-  v("path", s.path);
-  v("format", s.format);
-  v("vocab_size", s.vocab_size);
-  v("tokenizer_sha256", s.tokenizer_sha256);
-  v("weight", s.weight);
-  v("agent", s.agent);
-}
 
 template <class V>
 void visit(V& v, ModelSection& m) {

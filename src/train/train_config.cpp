@@ -1,8 +1,8 @@
-#include "agenttune/config/train_config.h"
+#include "agenttune/train/train_config.h"
 
 #include <cmath>
-#include <set>
 
+#include "agenttune/dist/sharded_model.h"
 #include "agenttune/util/error.h"
 
 namespace agenttune {
@@ -71,9 +71,8 @@ void TrainConfig::validate(const std::string& src) const {
          src, train.max_nonfinite_in_a_row);
   if (train.log_interval <= 0) fail("{}: train.log_interval must be positive", src);
   if (checkpoint.interval <= 0) fail("{}: checkpoint.interval must be positive, got {}", src, checkpoint.interval);
-  const std::set<std::string> strategies = {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard"};
-  if (!strategies.count(dist.strategy))
-    fail("{}: dist.strategy '{}' is not one of: full_shard, shard_grad_op, no_shard, hybrid_shard", src, dist.strategy);
+  if (!parse_enum<dist::ShardStrategy>(dist.strategy))
+    fail("{}: dist.strategy '{}' is not one of: {}", src, dist.strategy, enum_name_list<dist::ShardStrategy>());
   if (dist.backend != "auto" && dist.backend != "gloo" && dist.backend != "nccl")
     fail("{}: dist.backend '{}' is not one of: auto, gloo, nccl", src, dist.backend);
   if (dist.timeout_s <= 0) fail("{}: dist.timeout_s must be positive", src);

@@ -5,16 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "agenttune/config/scalars.h"
 #include "agenttune/data/prepare.h"
 
 namespace agenttune {
-
-template <>
-struct EnumNames<OnError> {
-  static constexpr std::array<std::pair<OnError, std::string_view>, 2> values = {
-      {{OnError::Fail, "fail"}, {OnError::Skip, "skip"}}};
-};
 
 struct CorpusSpec {
   std::string name;

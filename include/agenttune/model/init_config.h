@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <string>
 
-#include "agenttune/config/model_config.h"
+#include "agenttune/model/llama_config.h"
 
 namespace agenttune {
 
