@@ -17,7 +17,7 @@
 #include <functional>
 #include <string>
 
-#include "agenttune/dist/process_group.h"
+#include "agenttune/dist/dist.h"
 #include "agenttune/dist/sharded_model.h"
 #include "agenttune/model/autocast.h"
 #include "agenttune/model/llama.h"

@@ -18,7 +18,7 @@
 #include "agenttune/config/load.h"
 #include "agenttune/data/mixture.h"
 #include "agenttune/data/sft_prepare.h"
-#include "agenttune/train/data_plan.h"
+#include "agenttune/train/data_resolution.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/strings.h"
 #include "commands.h"
@@ -135,7 +135,7 @@ int inspect_sft(const InspectArgs& a, const TokenViewStyle& style) {
 }
 
 int inspect_train(const InspectArgs& a, const TokenViewStyle& style) {
-  auto cfg = resolve_data_plan(load_config<TrainConfig>(a.config, a.overrides));
+  auto cfg = resolve_data_config(load_config<TrainConfig>(a.config, a.overrides));
   if (cfg.data.tokenizer.empty()) fail("{}: data.tokenizer is needed to show the stream as text", a.config);
   Tokenizer tok = Tokenizer::load(cfg.data.tokenizer);
   std::vector<ShardManifest> manifests;

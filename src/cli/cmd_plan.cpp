@@ -3,10 +3,10 @@
 #include <iostream>
 
 #include "agenttune/config/load.h"
-#include "agenttune/dist/plan.h"
+#include "agenttune/dist/memory_plan.h"
 #include "agenttune/io/hf_checkpoint.h"
 #include "agenttune/model/flops.h"
-#include "agenttune/train/data_plan.h"
+#include "agenttune/train/data_resolution.h"
 #include "agenttune/train/train_config.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
@@ -70,7 +70,7 @@ Command plan_command() {
     std::cout << "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n";
     for (const auto& name : a->strategies)
       for (int world : a->gpus) {
-        dist::PlanInput in;
+        dist::MemoryPlanInput in;
         in.model = model;
         in.strategy = dist::parse_shard_strategy(name);
         in.world = world;

@@ -137,7 +137,7 @@ FileDigest write_safetensors(const fs::path& path, const NamedTensors& tensors,
   return out.digest();
 }
 
-ShardedSafetensorsWriter::ShardedSafetensorsWriter(fs::path dir, const std::vector<TensorPlan>& plan,
+ShardedSafetensorsWriter::ShardedSafetensorsWriter(fs::path dir, const std::vector<TensorSize>& plan,
                                                    uint64_t max_shard_bytes)
     : dir_(std::move(dir)) {
   fs::create_directories(dir_);
@@ -198,7 +198,7 @@ ShardedWrite ShardedSafetensorsWriter::finish() {
 }
 
 ShardedWrite write_sharded_safetensors(const fs::path& dir, const NamedTensors& tensors, uint64_t max_shard_bytes) {
-  std::vector<TensorPlan> plan;
+  std::vector<TensorSize> plan;
   for (const auto& [name, t] : tensors) plan.push_back({name, tensor_bytes(t)});
   ShardedSafetensorsWriter w(dir, plan, max_shard_bytes);
   for (const auto& [name, t] : tensors) w.add(name, t);

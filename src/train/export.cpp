@@ -36,15 +36,15 @@ ExportVerify parse_export_verify(const std::string& name) {
 
 namespace {
 
-std::vector<TensorPlan> plan_from_layout(const LoadedCheckpoint& ck, c10::ScalarType dtype) {
-  std::vector<TensorPlan> plan;
+std::vector<TensorSize> tensor_sizes_from_layout(const LoadedCheckpoint& ck, c10::ScalarType dtype) {
+  std::vector<TensorSize> sizes;
   for (const auto& g : ck.meta.at("layout").at("groups"))
     for (const auto& p : g.at("params")) {
       uint64_t n = 1;
       for (auto d : p.at("shape")) n *= d.get<uint64_t>();
-      plan.push_back({p.at("name").get<std::string>(), n * c10::elementSize(dtype)});
+      sizes.push_back({p.at("name").get<std::string>(), n * c10::elementSize(dtype)});
     }
-  return plan;
+  return sizes;
 }
 
 fs::path resolve_checkpoint(const fs::path& given) {
@@ -157,7 +157,7 @@ void corrupt_for_test(const fs::path& dir) {
 ShardedWrite write_export(const LoadedCheckpoint& ck, const LlamaConfig& cfg, const ExportOptions& o,
                           const fs::path& dir) {
   fs::create_directories(dir);
-  ShardedSafetensorsWriter writer(dir, plan_from_layout(ck, cfg.dtype), o.max_shard_bytes);
+  ShardedSafetensorsWriter writer(dir, tensor_sizes_from_layout(ck, cfg.dtype), o.max_shard_bytes);
   for_each_checkpoint_tensor(ck, cfg.dtype, [&](const std::string& name, const at::Tensor& t) { writer.add(name, t); });
   auto written = writer.finish();
   write_hf_config(dir / "config.json", cfg);

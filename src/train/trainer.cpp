@@ -9,13 +9,13 @@
 #include <map>
 
 #include "agenttune/config/load.h"
-#include "agenttune/dist/process_group.h"
+#include "agenttune/dist/dist.h"
 #include "agenttune/dist/rendezvous.h"
 #include "agenttune/dist/sharded_model.h"
 #include "agenttune/io/hf_checkpoint.h"
 #include "agenttune/model/flops.h"
 #include "agenttune/model/loss.h"
-#include "agenttune/train/data_plan.h"
+#include "agenttune/train/data_resolution.h"
 #include "agenttune/train/loss_spike.h"
 #include "agenttune/train/metrics.h"
 #include "agenttune/train/model_fit.h"
@@ -49,12 +49,12 @@ LlamaForCausalLM build_model(const TrainConfig& cfg) {
   return make_llama(shape, cfg.model.init_seed);
 }
 
-struct StepPlan {
+struct StepBatch {
   int64_t micro_batches = 1;  // per rank per step
   int64_t sequences = 0;      // per step, all ranks
 };
 
-StepPlan plan_steps(const TrainConfig& cfg, int world) {
+StepBatch split_global_batch(const TrainConfig& cfg, int world) {
   // The global batch is fixed by the config; the world size only changes how it is split.
   const int64_t seqs = global_batch_sequences(cfg);
   int64_t per_micro = cfg.train.micro_batch_size * world;
@@ -221,7 +221,7 @@ std::unique_ptr<RunLock> lock_output_dir(const TrainConfig& cfg, CheckpointStore
 }  // namespace
 
 TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
-  const TrainConfig cfg = resolve_data_plan(config);
+  const TrainConfig cfg = resolve_data_config(config);
   auto world = dist::world_from_env(dist::process_env());
   if (!world.is_main()) log::set_level(log::Level::Warn);  // one voice: rank 0 reports
   dist::DistOptions dopts;
@@ -260,7 +260,7 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
             sharded.shard_decay());
   LrSchedule sched{cfg.train.lr,           cfg.train.warmup_steps, cfg.train.max_steps,
                    cfg.train.decay,        cfg.train.min_lr_ratio, cfg.train.warmup_start_ratio};
-  auto plan = plan_steps(cfg, dist->world_size());
+  auto plan = split_global_batch(cfg, dist->world_size());
 
   TrainProgress prog;
   TrainResult result;

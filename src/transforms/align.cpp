@@ -65,9 +65,9 @@ std::vector<Conversation> align_to_chat(std::vector<Conversation> convs, const A
   const uint64_t seed = stage_seed(config.seed, "align");
   // Parse every assistant turn once; the keep-ReAct draw needs to know which conversations
   // have anything to rewrite.
-  enum class Plan { Skip, NoReact, Rewrite, KeepReact };
+  enum class Treatment { Skip, NoReact, Rewrite, KeepReact };
   std::vector<std::vector<ReactParse>> parses(convs.size());
-  std::vector<Plan> plan(convs.size(), Plan::Skip);
+  std::vector<Treatment> treatment(convs.size(), Treatment::Skip);
   std::vector<size_t> candidates;
   for (size_t i = 0; i < convs.size(); ++i) {
     report.add("conversations");
@@ -75,28 +75,28 @@ std::vector<Conversation> align_to_chat(std::vector<Conversation> convs, const A
       report.add("conversations_skipped_source");
       continue;
     }
-    plan[i] = Plan::NoReact;
+    treatment[i] = Treatment::NoReact;
     for (const Turn& t : convs[i].turns) {
       parses[i].push_back(t.role == Role::Assistant ? parse_react(t.content) : ReactParse{});
-      if (parses[i].back().match == ReactMatch::Parsed) plan[i] = Plan::Rewrite;
+      if (parses[i].back().match == ReactMatch::Parsed) treatment[i] = Treatment::Rewrite;
     }
-    if (plan[i] == Plan::Rewrite) candidates.push_back(i);
+    if (treatment[i] == Treatment::Rewrite) candidates.push_back(i);
     else report.add("conversations_without_react");
   }
   Rng rng(seed);
   rng.shuffle(candidates);
   const int64_t n_keep = share(config.keep_react_fraction, candidates.size());
-  for (int64_t k = 0; k < n_keep; ++k) plan[candidates[static_cast<size_t>(k)]] = Plan::KeepReact;
+  for (int64_t k = 0; k < n_keep; ++k) treatment[candidates[static_cast<size_t>(k)]] = Treatment::KeepReact;
 
   for (size_t i = 0; i < convs.size(); ++i) {
     Conversation& conv = convs[i];
-    if (plan[i] == Plan::Skip) {
+    if (treatment[i] == Treatment::Skip) {
       report.add("turns_out", static_cast<int64_t>(conv.turns.size()));
       continue;
     }
     // A conversation with nothing parseable is left as it is, its odd turns still counted.
-    const bool rewrite = plan[i] == Plan::Rewrite;
-    const bool keep = plan[i] == Plan::KeepReact;
+    const bool rewrite = treatment[i] == Treatment::Rewrite;
+    const bool keep = treatment[i] == Treatment::KeepReact;
     const Elicits elicits = draw_elicits(config, seed, conv, i);
     std::vector<Turn> out;
     for (size_t t = 0; t < conv.turns.size(); ++t) {

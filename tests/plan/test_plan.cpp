@@ -13,7 +13,7 @@
 #include <unordered_map>
 #include <thread>
 
-#include "agenttune/dist/plan.h"
+#include "agenttune/dist/memory_plan.h"
 #include "agenttune/model/loss.h"
 #include "agenttune/train/optimizer.h"
 
@@ -97,8 +97,8 @@ class CountingScope {
 
 using agenttune::testing::run_ranks;
 
-PlanInput input(const LlamaConfig& c, ShardStrategy s, int world, c10::ScalarType dtype, int64_t B, int64_t T) {
-  PlanInput in;
+MemoryPlanInput input(const LlamaConfig& c, ShardStrategy s, int world, c10::ScalarType dtype, int64_t B, int64_t T) {
+  MemoryPlanInput in;
   in.model = c;
   in.strategy = s;
   in.world = world;

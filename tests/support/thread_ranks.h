@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "agenttune/dist/process_group.h"
+#include "agenttune/dist/dist.h"
 
 namespace agenttune::testing {
 

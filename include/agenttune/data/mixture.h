@@ -57,7 +57,7 @@ struct MixtureSource {
   std::string name;
   std::filesystem::path path;  // a prepared folder, or a Megatron prefix
   // The mixture meets it in trained tokens; a train config may state it in samples or through an
-  // agent share instead (train/data_plan.h resolves those to this).
+  // agent share instead (train/data_resolution.h resolves those to this).
   double weight = 1.0;
   bool agent = false;  // agent data, for data.agent_share (AgentTuning's eta)
   SourceFormat format = SourceFormat::Prepared;

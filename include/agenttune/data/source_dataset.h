@@ -1,6 +1,6 @@
 #pragma once
 // A data.sources[] entry opened, whatever its format: a folder `agenttune prepare` wrote, or a
-// Megatron indexed dataset. Everything that reads a source's counts (the data plan, the resume
+// Megatron indexed dataset. Everything that reads a source's counts (the data resolution, the resume
 // check, inspect, the trainer's vocabulary check) goes through source_manifest, so both formats
 // answer the same questions the same way.
 #include <string>

@@ -33,9 +33,9 @@
 #include <vector>
 
 #include "agenttune/config/scalars.h"
-#include "agenttune/dist/process_group.h"
-#include "agenttune/io/tensor_source.h"
+#include "agenttune/dist/dist.h"
 #include "agenttune/model/llama.h"
+#include "agenttune/model/named_tensors.h"
 
 namespace agenttune::dist {
 enum class ShardStrategy { FullShard, ShardGradOp, NoShard, HybridShard };

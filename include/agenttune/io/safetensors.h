@@ -63,7 +63,7 @@ struct ShardedWrite {
 ShardedWrite write_sharded_safetensors(const std::filesystem::path& dir, const NamedTensors& tensors,
                                        uint64_t max_shard_bytes);
 
-struct TensorPlan {
+struct TensorSize {
   std::string name;
   uint64_t bytes = 0;
 };
@@ -73,7 +73,7 @@ struct TensorPlan {
 // sharded checkpoint this way without assembling the model).
 class ShardedSafetensorsWriter {
  public:
-  ShardedSafetensorsWriter(std::filesystem::path dir, const std::vector<TensorPlan>& plan, uint64_t max_shard_bytes);
+  ShardedSafetensorsWriter(std::filesystem::path dir, const std::vector<TensorSize>& plan, uint64_t max_shard_bytes);
   void add(const std::string& name, const at::Tensor& t);  // in plan order
   ShardedWrite finish();                                    // the index (if sharded) and cleanup
 

@@ -10,10 +10,9 @@
 #include <utility>
 #include <vector>
 
-namespace agenttune {
+#include "agenttune/model/named_tensors.h"
 
-// Ordered name -> tensor list: the unit in which weights are written.
-using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+namespace agenttune {
 
 class TensorSource {
  public:

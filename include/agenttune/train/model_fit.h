@@ -1,5 +1,5 @@
 #pragma once
-// Checks between the model and the data plan that can run before any weight is loaded, so a
+// Checks between the model and the data settings that can run before any weight is loaded, so a
 // mismatch is an error at startup naming the key, not a failure (or a silent extrapolation)
 // later in the run.
 #include "agenttune/train/train_config.h"

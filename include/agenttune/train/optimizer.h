@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "agenttune/io/tensor_source.h"
+#include "agenttune/model/named_tensors.h"
 
 namespace agenttune {
 

@@ -14,15 +14,9 @@
 #include "agenttune/dist/sharded_model.h"
 #include "agenttune/train/checkpoint_store.h"
 #include "agenttune/train/optimizer.h"
+#include "agenttune/train/train_progress.h"
 
 namespace agenttune {
-
-struct TrainProgress {
-  int64_t step = 0;    // completed optimizer steps
-  int64_t tokens = 0;  // tokens consumed (all ranks)
-  int64_t nonfinite_in_a_row = 0;
-  std::vector<double> loss_window;  // the spike detector's accepted losses (train/loss_spike.h)
-};
 
 // Collective: every rank stages its file, rank 0 commits. Returns the checkpoint folder.
 std::filesystem::path save_train_state(CheckpointStore& store, dist::ShardedModel& model, const AdamW& opt,

@@ -16,7 +16,7 @@
 #include <string>
 #include <thread>
 
-#include "agenttune/dist/process_group.h"
+#include "agenttune/dist/dist.h"
 
 using namespace agenttune::dist;
 

@@ -1,4 +1,4 @@
-#include "agenttune/dist/process_group.h"
+#include "agenttune/dist/dist.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>

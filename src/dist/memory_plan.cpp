@@ -1,4 +1,4 @@
-#include "agenttune/dist/plan.h"
+#include "agenttune/dist/memory_plan.h"
 
 #include <c10/core/ScalarType.h>
 
@@ -46,7 +46,7 @@ int64_t layer_activation_bytes_per_token(const LlamaConfig& c, c10::ScalarType c
   return norms + attention + mlp;
 }
 
-MemoryPlan plan_memory(const PlanInput& in, const Hardware& hw) {
+MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
   const auto& c = in.model;
   if (c.tie_word_embeddings)
     fail("sharded training of a model with tied embeddings is not supported (Llama-2 is untied)");

@@ -1,5 +1,5 @@
 #include "agenttune/data/source_dataset.h"
-#include "agenttune/train/data_plan.h"
+#include "agenttune/train/data_resolution.h"
 
 #include <fmt/format.h>
 
@@ -24,7 +24,7 @@ std::string weights_text(const std::vector<MixtureSource>& sources) {
 
 }  // namespace
 
-TrainConfig resolve_data_plan(const TrainConfig& cfg) {
+TrainConfig resolve_data_config(const TrainConfig& cfg) {
   TrainConfig r = cfg;
   auto& sources = r.data.sources;
   const bool convert = cfg.data.agent_share || cfg.data.weight_unit == ShareUnit::Samples;

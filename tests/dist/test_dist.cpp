@@ -1,6 +1,6 @@
 // Ranks as threads in one process over a shared in-process HashStore, each with its own Gloo
 // group (as PyTorch's own ProcessGroupGlooTest does): fast, no ports, fine on 2 cores.
-#include "agenttune/dist/process_group.h"
+#include "agenttune/dist/dist.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>

@@ -1,9 +1,9 @@
-// The data plan: weights stated in samples or as an agent share reach the mixture as trained-token
+// Resolving the data section: weights stated in samples or as an agent share reach the mixture as trained-token
 // weights that realise the stated share, and epochs become a step count.
 #include <gtest/gtest.h>
 
 #include "agenttune/data/mixture.h"
-#include "agenttune/train/data_plan.h"
+#include "agenttune/train/data_resolution.h"
 #include "agenttune/util/error.h"
 #include "synthetic_corpus.h"
 #include "test_paths.h"
@@ -43,21 +43,21 @@ TEST(DataPlan, AgentShareInSamplesIsRealisedInSamples) {
   auto c = two_sources();
   c.data.agent_share = 0.2;
   c.data.weight_unit = ShareUnit::Samples;
-  auto r = resolve_data_plan(c);
+  auto r = resolve_data_config(c);
   EXPECT_FALSE(r.data.agent_share.has_value());
   EXPECT_EQ(r.data.weight_unit, ShareUnit::TrainedTokens);
   auto shares = sample_shares(r, 4000);
   EXPECT_NEAR(shares[0], 0.2, 0.01);
   // The same share in trained tokens is a different mixture: agent samples are ~4x longer.
   c.data.weight_unit = ShareUnit::TrainedTokens;
-  EXPECT_LT(sample_shares(resolve_data_plan(c), 4000)[0], 0.1);
+  EXPECT_LT(sample_shares(resolve_data_config(c), 4000)[0], 0.1);
 }
 
 TEST(DataPlan, WeightsInSamplesScaleByTrainedTokensPerSample) {
   auto c = two_sources();
   c.data.weight_unit = ShareUnit::Samples;
   c.data.sources[0].weight = 1, c.data.sources[1].weight = 3;
-  auto shares = sample_shares(resolve_data_plan(c), 4000);
+  auto shares = sample_shares(resolve_data_config(c), 4000);
   EXPECT_NEAR(shares[0], 0.25, 0.01);
 }
 
@@ -69,9 +69,9 @@ TEST(DataPlan, EpochsBecomeStepsOverAllTokens) {
     auto d = TokenDataset::open(s.path);
     tokens += d.num_tokens(), docs += d.num_documents();
   }
-  EXPECT_EQ(resolve_data_plan(c).train.max_steps, (2 * tokens + 8 * 256 - 1) / (8 * 256));
+  EXPECT_EQ(resolve_data_config(c).train.max_steps, (2 * tokens + 8 * 256 - 1) / (8 * 256));
   c.data.packing = Packing::Pad;
-  EXPECT_EQ(resolve_data_plan(c).train.max_steps, (2 * docs + 7) / 8);
+  EXPECT_EQ(resolve_data_config(c).train.max_steps, (2 * docs + 7) / 8);
 }
 
 TEST(DataPlan, ConflictsAndMissingFoldersAreNamed) {
@@ -82,7 +82,7 @@ TEST(DataPlan, ConflictsAndMissingFoldersAreNamed) {
   c.data.sources[1].weight = 1;
   c.data.sources[1].path = c.output_dir.parent_path() / "missing";
   try {
-    resolve_data_plan(c);
+    resolve_data_config(c);
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("chat"), std::string::npos) << e.what();

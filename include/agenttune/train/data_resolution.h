@@ -9,7 +9,7 @@
 namespace agenttune {
 
 // Throws naming the source when a manifest is missing or a group the share needs is empty.
-TrainConfig resolve_data_plan(const TrainConfig& cfg);
+TrainConfig resolve_data_config(const TrainConfig& cfg);
 
 // Sequences per optimizer step, all ranks: train.global_batch_sequences, or global_batch_tokens
 // rounded up to whole sequences.

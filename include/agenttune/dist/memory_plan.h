@@ -25,7 +25,7 @@
 
 namespace agenttune::dist {
 
-struct PlanInput {
+struct MemoryPlanInput {
   LlamaConfig model;
   ShardStrategy strategy = ShardStrategy::FullShard;
   int world = 1;
@@ -83,7 +83,7 @@ struct MemoryPlan {
   double step_bound_s() const { return compute_s > comm_s ? compute_s : comm_s; }
 };
 
-MemoryPlan plan_memory(const PlanInput& in, const Hardware& hw = {});
+MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw = {});
 
 // Bytes one decoder layer's autograd graph saves per token (the Korthikanti et al. accounting,
 // done for this implementation: RMSNorm upcasts to fp32, SwiGLU, GQA, fused SDPA without the
