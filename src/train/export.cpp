@@ -16,10 +16,8 @@
 #include "agenttune/chat/template.h"
 #include "agenttune/io/hf_checkpoint.h"
 #include "agenttune/io/hf_config.h"
-#include "agenttune/io/json_file.h"
+#include "agenttune/io/hf_tokenizer_config.h"
 #include "agenttune/io/safetensors.h"
-#include "agenttune/tokenizer/tokenizer.h"
-#include "agenttune/tokenizer/tokenizer_json.h"
 #include "agenttune/train/checkpoint_store.h"
 #include "agenttune/train/train_state.h"
 #include "agenttune/util/error.h"
@@ -52,42 +50,6 @@ fs::path resolve_checkpoint(const fs::path& given) {
   auto latest = CheckpointStore(given, 1).latest();
   if (!latest) fail("{}: neither a checkpoint folder nor a folder holding complete checkpoints", given.string());
   return *latest;
-}
-
-// Templates that add tokens (ChatML) trained with them at ids right after the SentencePiece pieces
-// (prepare_tokenizer); transformers must map the same strings to the same ids.
-void write_added_tokens(const std::string& name, const std::vector<std::string>& added, const LlamaConfig& cfg,
-                        const fs::path& dir, nlohmann::json& tc) {
-  nlohmann::json ids = nlohmann::json::object(), decoder = nlohmann::json::object();
-  const auto model_file = dir / "tokenizer.model";
-  const bool have_model = fs::exists(model_file);
-  const int64_t base = have_model ? Tokenizer::load(model_file).base_vocab_size()
-                                  : cfg.vocab_size - static_cast<int64_t>(added.size());
-  if (cfg.vocab_size < base + static_cast<int64_t>(added.size()))
-    fail("export --template {}: the model has {} embedding rows, but the tokenizer's {} pieces and the "
-         "template's {} added tokens need {}; was it trained with this template?",
-         name, cfg.vocab_size, base, added.size(), base + static_cast<int64_t>(added.size()));
-  std::vector<AddedToken> numbered;
-  for (size_t i = 0; i < added.size(); ++i) {
-    const auto id = static_cast<int32_t>(base + static_cast<int64_t>(i));
-    numbered.push_back({added[i], id, true});
-    ids[added[i]] = id;
-    decoder[std::to_string(id)] = {{"content", added[i]}, {"special", true},     {"lstrip", false},
-                                   {"rstrip", false},     {"normalized", false}, {"single_word", false}};
-  }
-  tc["added_tokens_decoder"] = decoder;
-  if (have_model && fs::exists(dir / "tokenizer.json")) write_tokenizer_json(model_file, dir, numbered);
-  write_file_atomic(dir / "added_tokens.json", ids.dump(2) + "\n");
-}
-
-// transformers' apply_chat_template then renders prompts exactly as training did.
-void write_chat_template(const std::string& name, const LlamaConfig& cfg, const fs::path& dir) {
-  auto tmpl = make_template(name);
-  auto cfg_path = dir / "tokenizer_config.json";
-  auto tc = fs::exists(cfg_path) ? read_json_file(cfg_path) : nlohmann::json::object();
-  tc["chat_template"] = tmpl->jinja();
-  if (auto added = tmpl->added_tokens(); !added.empty()) write_added_tokens(name, added, cfg, dir, tc);
-  write_file_atomic(cfg_path, tc.dump(2) + "\n");
 }
 
 // Refuses a destination we must not replace: a file, or a folder holding anything but a model
@@ -165,7 +127,10 @@ ShardedWrite write_export(const LoadedCheckpoint& ck, const LlamaConfig& cfg, co
   fs::path tok = o.tokenizer;
   if (tok.empty()) tok = ck.meta.value("config", nlohmann::json::object()).value("tokenizer", "");
   if (!tok.empty()) copy_tokenizer_files(tok, dir);
-  if (!o.chat_template.empty()) write_chat_template(o.chat_template, cfg, dir);
+  if (!o.chat_template.empty()) {
+    auto tmpl = make_template(o.chat_template);
+    write_chat_template_files(dir, o.chat_template, tmpl->jinja(), tmpl->added_tokens(), cfg.vocab_size);
+  }
   return written;
 }
 
