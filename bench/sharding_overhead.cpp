@@ -19,11 +19,11 @@
 
 #include "agenttune/dist/dist.h"
 #include "agenttune/dist/sharded_model.h"
-#include "agenttune/model/autocast.h"
 #include "agenttune/model/llama.h"
 #include "agenttune/model/llama_config.h"
 #include "agenttune/model/loss.h"
 #include "agenttune/train/optimizer.h"
+#include "autocast_guard.h"
 
 using namespace agenttune;
 

@@ -31,7 +31,8 @@ struct ModelSection {
   LlamaConfig shape;  // used only when init_from is empty
   uint64_t init_seed = 0;
   bool activation_checkpointing = false;
-  // Matmuls run in this dtype (autocast); weights and optimizer stay fp32 masters.
+  // Forward and backward run in this dtype: the engine casts the gathered fp32 master shards to it
+  // (no autocast); the optimizer and checkpoints stay fp32.
   c10::ScalarType compute_dtype = c10::ScalarType::Float;
 };
 

@@ -1,6 +1,6 @@
 #pragma once
 // Parsing one assistant turn written in a ReAct style into its pieces (thought, action,
-// arguments, or a final answer). Styles (docs/spec/recipes.md §1.1, §1.3):
+// arguments, or a final answer). Styles (../shared/spec/recipes.md §1.1, §1.3):
 //   ToolBench   "Thought: ..\nAction: name\nAction Input: {json}"  (Finish/give_answer = answer)
 //   OS          "Think: ..\n\nAct: bash\n\n```bash ..```", "Act: answer(x)", "Act: finish"
 //   DB          "<thought>\nAction: Operation\n```sql ..```", "Action: Answer\nFinal Answer: [..]"

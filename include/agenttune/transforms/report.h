@@ -10,8 +10,8 @@
 
 namespace agenttune {
 
-// Capability tags written into Turn::capability (Agent-FLAN §4.3 of docs/spec: the per-step
-// thought, choosing the tool, filling its arguments / reading results, following a format).
+// Capability tags written into Turn::capability (Agent-FLAN, ../shared/spec/recipes.md §4.3: the
+// per-step thought, choosing the tool, filling its arguments / reading results, following a format).
 namespace capability {
 inline constexpr std::string_view reasoning = "reasoning";
 inline constexpr std::string_view retrieval = "retrieval";

@@ -1,6 +1,6 @@
 #pragma once
 // Settings of the Agent-FLAN transforms, embeddable as `transforms:` in an SFT config through
-// the project's visit() convention (config/reader.h). Defaults follow docs/spec/recipes.md §3.4:
+// the project's visit() convention (config/reader.h). Defaults follow ../shared/spec/recipes.md §3.4:
 // 10 % of agent conversations stay in ReAct form, reasoning : retrieval : understanding =
 // 1 : 0.25 : 0.75, 2,000 format-following samples, negatives split half with tools, half without.
 // The elicit and request phrasings are ours: the released Agent-FLAN wording is unverified.

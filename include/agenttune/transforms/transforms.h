@@ -1,5 +1,5 @@
 #pragma once
-// The Agent-FLAN data transforms (docs/spec/recipes.md §3.4, §4): pure functions on
+// The Agent-FLAN data transforms (../shared/spec/recipes.md §3.4, §4): pure functions on
 // conversations, no file IO. Each reports its counts in a TransformReport (keys listed below).
 #include <vector>
 
