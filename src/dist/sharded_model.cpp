@@ -162,7 +162,9 @@ void ShardedModel::build_groups() {
       auto flat = at::cat(flat_parts);
       if (g.padded > g.numel) flat = at::cat({flat, at::zeros({g.padded - g.numel}, flat.options())});
       const int64_t len = g.padded / S;
-      g.shard = flat.narrow(0, shard_rank() * len, len).clone().to(dist_.device()).requires_grad_(true);
+      // Only this rank's slice reaches the device; the model's own (host) storage goes below.
+      g.shard = flat.narrow(0, shard_rank() * len, len).to(dist_.device(), /*non_blocking=*/false, /*copy=*/true)
+                    .requires_grad_(true);
       groups_.push_back(std::move(g));
     }
   }
@@ -374,20 +376,24 @@ void ShardedModel::finish_backward() {
   }
 }
 
-double ShardedModel::clip_grad_norm(double max_norm) {
+double ShardedModel::clip_grad_norm(double max_norm) { return clip_grad_norm_on_device(max_norm).item<double>(); }
+
+at::Tensor ShardedModel::clip_grad_norm_on_device(double max_norm) {
   land_all_grads();  // nothing in flight after finish_backward; a guard for callers that skip it
   at::NoGradGuard ng;
-  double sq = 0;
+  // Summed group by group in fp64, in the same order as a host sum would be: the same bits.
+  at::Tensor sq = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dist_.device()));
   for (auto& g : groups_)
-    if (g.shard.grad().defined()) sq += g.shard.grad().to(at::kDouble).pow(2).sum().item<double>();
+    if (g.shard.grad().defined()) sq = sq + g.shard.grad().to(at::kDouble).pow(2).sum();
   // Each shard group holds the whole gradient once; replicas hold copies, so only the shard group sums.
-  if (shard_world() > 1) sq = shard_dist().all_reduce(sq, Reduce::Sum, "grad_norm");
-  double norm = std::sqrt(sq);
-  if (!std::isfinite(norm) || max_norm <= 0) return norm;
-  double factor = max_norm / (norm + 1e-6);
-  if (factor < 1.0)
-    for (auto& g : groups_)
-      if (g.shard.grad().defined()) g.shard.mutable_grad().mul_(factor);
+  if (shard_world() > 1) shard_dist().all_reduce(sq, Reduce::Sum, "grad_norm");
+  at::Tensor norm = sq.sqrt();
+  if (max_norm <= 0) return norm;
+  // Scaling by exactly 1 changes no bit, so the grads are always multiplied: deciding on the host
+  // whether to clip would cost a sync. A non-finite norm leaves them as they are (the step is skipped).
+  auto factor = at::where(at::isfinite(norm), (max_norm / (norm + 1e-6)).clamp_max(1.0), at::ones_like(norm));
+  for (auto& g : groups_)
+    if (g.shard.grad().defined()) g.shard.mutable_grad().mul_(factor);
   return norm;
 }
 

@@ -235,6 +235,16 @@ at::Tensor& set_storage_offset(at::Tensor& self, at::Storage storage, int64_t of
   return at::cpu::set_(self, storage, offset, size, stride);
 }
 
+// LibTorch lets a CPU parameter take CUDA data (set_data, as Module::to does) but knows no
+// PrivateUse1 backend as dense; here, as for CUDA, host and fake dense tensors are compatible.
+bool compatible_shallow_copy(const at::Tensor& self, const at::Tensor& from) {
+  auto dense_here = [](const at::Tensor& t) {
+    return t.layout() == c10::kStrided && (t.is_cpu() || t.device().type() == kType);
+  };
+  if (dense_here(self) && dense_here(from)) return true;
+  return self.unsafeGetTensorImpl()->has_compatible_shallow_copy_type(from.key_set());
+}
+
 // ---- every other op: the CPU kernel, after the checks CUDA would make ----
 
 void collect_devices(const c10::IValue& v, std::vector<at::Tensor>& out) {
@@ -313,6 +323,10 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("set_.source_Tensor", set_tensor);
   m.impl("set_.source_Storage", set_storage);
   m.impl("set_.source_Storage_storage_offset", set_storage_offset);
+}
+
+TORCH_LIBRARY_IMPL(aten, AutogradPrivateUse1, m) {
+  m.impl("_has_compatible_shallow_copy_type", compatible_shallow_copy);
 }
 
 TORCH_LIBRARY_IMPL(_, PrivateUse1, m) { m.fallback(torch::CppFunction::makeFromBoxedFunction<&fallback>()); }

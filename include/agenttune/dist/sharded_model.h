@@ -92,6 +92,8 @@ class ShardedModel {
   // The global grad norm over the shards; clips them to max_norm (<= 0: no clipping). Non-finite
   // norms are returned without touching the grads.
   double clip_grad_norm(double max_norm);
+  // The same without a host sync: the norm stays a (fp64) scalar on the device.
+  at::Tensor clip_grad_norm_on_device(double max_norm);
   // Call after the optimizer updated the shards: re-gathers resident full parameters.
   void after_optimizer_step();
 
