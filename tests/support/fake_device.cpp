@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
+#include <fstream>
 #include <sstream>
 #include <unordered_set>
 
@@ -29,6 +30,7 @@ namespace agenttune::testing::fake_device {
 namespace {
 
 constexpr int kMaxDevices = 16;
+void write_report();
 constexpr auto kType = c10::DeviceType::PrivateUse1;
 
 int initial_device_count() {
@@ -297,11 +299,29 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 
 // ---- registration, when the library is loaded ----
 
+// AGENTTUNE_FAKE_DEVICE_REPORT=PREFIX: at exit, PREFIX.<RANK or 0>.json gets every device's
+// counters, so a test can read what a process it launched (a rank of a real multi-process run) held.
+void write_report() {
+  const char* prefix = std::getenv("AGENTTUNE_FAKE_DEVICE_REPORT");
+  if (!prefix || !*prefix) return;
+  const char* rank = std::getenv("RANK");
+  std::ofstream out(std::string(prefix) + "." + (rank && *rank ? rank : "0") + ".json");
+  out << "{";
+  for (int i = 0; i < g_device_count.load(); ++i) {
+    const Counters c = counters(i);
+    out << (i ? "," : "") << "\"" << i << "\":{\"peak_bytes\":" << c.peak_bytes << ",\"live_bytes\":" << c.live_bytes
+        << ",\"host_syncs\":" << c.host_syncs << ",\"h2d_bytes\":" << c.h2d_bytes << ",\"d2h_bytes\":" << c.d2h_bytes
+        << "}";
+  }
+  out << "}\n";
+}
+
 struct Registration {
   Registration() {
     c10::register_privateuse1_backend("fake");
     c10::SetAllocator(kType, &g_allocator);
     at::RegisterPrivateUse1HooksInterface(new FakeHooks());
+    std::atexit(write_report);
   }
 };
 Registration g_registration;
