@@ -23,6 +23,11 @@ import subprocess
 import time
 from pathlib import Path
 
+# The daemons live in /usr/sbin, which a non-login shell's PATH may lack.
+for _d in ("/usr/sbin", "/sbin"):
+    if _d not in os.environ.get("PATH", "").split(":"):
+        os.environ["PATH"] = os.environ.get("PATH", "") + ":" + _d
+
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "scontrol", "scancel", "squeue", "srun", "sinfo")
 
@@ -63,7 +68,8 @@ def _tail(path, n=25):
 class SlurmCluster:
     def __init__(self, root, first_job_id=None, cpus=None, cred_expire=5):
         self.root = Path(root)
-        self.cpus = cpus or os.cpu_count() or 1
+        # At least 2, for tests of 2 tasks on a 1-core machine (config_overrides lets slurmd claim them).
+        self.cpus = cpus or max(2, os.cpu_count() or 1)
         # A requeued job waits cred_expire + 1 s before it may start again (120 s by default).
         self.cred_expire = cred_expire
         self.first_job_id = first_job_id or random.randrange(1000, 60000)
@@ -153,6 +159,7 @@ SchedulerType=sched/builtin
 # (60 s by default) is what starts it then.
 SchedulerParameters=sched_interval=1
 MpiDefault=none
+SlurmdParameters=config_overrides
 JobRequeue=1
 ReturnToService=2
 FirstJobId={self.first_job_id}
