@@ -330,6 +330,7 @@ double Dist::all_reduce(double value, Reduce op, std::string_view what) {
   if (local()) return value;
   auto t = on_device(at::full({1}, value, at::kDouble));
   all_reduce(t, op, what);
+  drain();  // the host reads it next: a hung collective is named here, not left to NCCL's watchdog
   return t.item<double>();
 }
 
@@ -408,6 +409,7 @@ std::vector<std::string> Dist::all_gather_bytes(std::string_view bytes, std::str
   auto len = on_device(at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong));
   auto lens = on_device(at::empty({world_size_}, at::kLong));
   all_gather_into_tensor(lens, len, what);
+  drain();
   auto lens_cpu = lens.cpu();
   int64_t longest = std::max<int64_t>(1, lens_cpu.max().item<int64_t>());
   auto mine = at::zeros({longest}, at::kByte);
@@ -415,6 +417,7 @@ std::vector<std::string> Dist::all_gather_bytes(std::string_view bytes, std::str
   auto all = on_device(at::empty({longest * world_size_}, at::kByte));
   auto src = on_device(mine);
   all_gather_into_tensor(all, src, what);
+  drain();
   auto all_cpu = all.cpu();
   const char* p = static_cast<const char*>(all_cpu.data_ptr());
   std::vector<std::string> out;

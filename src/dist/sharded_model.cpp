@@ -85,7 +85,8 @@ std::string shard_strategy_name(ShardStrategy s) {
   return "?";
 }
 
-ShardedModel::ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& world, ShardOptions opts)
+ShardedModel::ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& world, ShardOptions opts,
+                           const WeightSlices& weights)
     : model_(std::move(model)), dist_(dist), opts_(opts) {
   if (model_->config().tie_word_embeddings)
     fail("sharded training of a model with tied embeddings is not supported (Llama-2 is untied)");
@@ -105,7 +106,7 @@ ShardedModel::ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& 
                                                          c10::intrusive_ptr<c10d::Store>::reclaim_copy(&dist_.store()));
     replica_group_ = std::make_unique<Dist>(rstore, dist_.rank() / g, dist_.world_size() / g, dist_.device(), o);
   }
-  build_groups();
+  build_groups(weights);
 }
 
 ShardedModel::~ShardedModel() = default;
@@ -126,7 +127,25 @@ int ShardedModel::shard_rank() const {
   }
 }
 
-void ShardedModel::build_groups() {
+at::Tensor ShardedModel::read_slice(const FlatGroup& g, int64_t lo, int64_t len, const WeightSlices& weights) const {
+  std::vector<at::Tensor> parts;
+  int64_t have = 0;
+  for (size_t k = 0; k < g.params.size(); ++k) {
+    const auto& fp = g.params[k];
+    const int64_t a = std::max(lo, fp.offset), b = std::min(lo + len, fp.offset + fp.numel);
+    if (a >= b) continue;
+    at::Tensor part = weights ? weights(fp, a - fp.offset, b - a)
+                              : g.module_params[k].detach().reshape({-1}).narrow(0, a - fp.offset, b - a);
+    if (part.numel() != b - a)
+      fail("initial weights of '{}': {} elements read where {} were asked for", fp.name, part.numel(), b - a);
+    parts.push_back(part.to(at::kCPU, at::kFloat).reshape({-1}));
+    have += b - a;
+  }
+  if (have < len) parts.push_back(at::zeros({len - have}, at::kFloat));  // the group's padding
+  return at::cat(parts);
+}
+
+void ShardedModel::build_groups(const WeightSlices& weights) {
   auto& m = *model_;
   std::vector<std::vector<std::pair<std::string, at::Tensor>>> units;
   units.push_back({{"model.embed_tokens.weight", m.model->embed_tokens->weight}});
@@ -149,22 +168,17 @@ void ShardedModel::build_groups() {
       g.name = (u == 0 ? std::string("embed") : u + 1 == units.size() ? std::string("head")
                                                                          : "layers." + std::to_string(u - 1)) +
                (decay ? ".decay" : ".no_decay");
-      std::vector<at::Tensor> flat_parts;
       for (auto& [name, p] : units[u]) {
         if ((p.dim() >= 2) != decay) continue;
         g.params.push_back({name, p.sizes().vec(), g.numel, p.numel()});
         g.module_params.push_back(p);
         g.numel += p.numel();
-        flat_parts.push_back(p.detach().to(at::kFloat).reshape({-1}));
       }
       if (g.params.empty()) continue;
       g.padded = (g.numel + S - 1) / S * S;
-      auto flat = at::cat(flat_parts);
-      if (g.padded > g.numel) flat = at::cat({flat, at::zeros({g.padded - g.numel}, flat.options())});
       const int64_t len = g.padded / S;
-      // Only this rank's slice reaches the device; the model's own (host) storage goes below.
-      g.shard = flat.narrow(0, shard_rank() * len, len).to(dist_.device(), /*non_blocking=*/false, /*copy=*/true)
-                    .requires_grad_(true);
+      // Only this rank's slice is read and reaches the device; the model's own storage goes below.
+      g.shard = read_slice(g, shard_rank() * len, len, weights).to(dist_.device()).requires_grad_(true);
       groups_.push_back(std::move(g));
     }
   }

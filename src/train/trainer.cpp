@@ -18,6 +18,7 @@
 #include "agenttune/model/loss.h"
 #include "agenttune/train/data_plan.h"
 #include "agenttune/train/device_peak.h"
+#include "agenttune/train/initial_model.h"
 #include "agenttune/train/loss_spike.h"
 #include "agenttune/train/metrics.h"
 #include "agenttune/train/model_fit.h"
@@ -33,23 +34,6 @@ namespace agenttune {
 namespace fs = std::filesystem;
 
 namespace {
-
-LlamaForCausalLM build_model(const TrainConfig& cfg) {
-  // Master weights are fp32 whatever the checkpoint holds; the sharded model gathers them in the
-  // compute dtype.
-  if (!cfg.model.init_from.empty()) {
-    LoadOptions lo;
-    lo.dtype = at::kFloat;
-    auto loaded = load_pretrained(cfg.model.init_from, lo);
-    log::info("model: continuing from {} ({}, {:.2f}s)", cfg.model.init_from.string(), to_string(loaded.format),
-              loaded.seconds);
-    return loaded.model;
-  }
-  LlamaConfig shape = cfg.model.shape;
-  shape.dtype = at::kFloat;
-  log::info("model: fresh initialisation (seed {})", cfg.model.init_seed);
-  return make_llama(shape, cfg.model.init_seed);
-}
 
 struct StepPlan {
   int64_t micro_batches = 1;  // per rank per step
@@ -250,12 +234,16 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
 
   check_seq_len_fits_model(cfg);
   Mixture data(mixture_options(cfg));
-  auto model = build_model(cfg);
+  // Master weights are fp32 whatever the checkpoint holds; the sharded model gathers them in the
+  // compute dtype.
+  InitialModel initial = initial_model(cfg);
+  log::info("model: {}", initial.description);
+  auto& model = initial.model;
   check_vocab_growth(data, model->config().vocab_size);
   if (data.max_vocab_size() > model->config().vocab_size) {
     log::info("model: vocabulary grows from {} to {} tokens for the data's added tokens", model->config().vocab_size,
               data.max_vocab_size());
-    model = grow_vocab(model, data.max_vocab_size());
+    grow_initial_vocab(initial, data.max_vocab_size());
   }
   data.set_model_vocab(model->config().vocab_size);
   dist::ShardOptions so;
@@ -265,7 +253,9 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   so.prefetch = cfg.dist.prefetch;
   model->activation_checkpointing = cfg.model.activation_checkpointing;
   // The model stays in host memory: the sharded model copies only this rank's shards to the device.
-  dist::ShardedModel sharded(model, *dist, world, so);
+  dist::ShardedModel sharded(model, *dist, world, so, initial.weights);
+  initial.weights = nullptr;  // the checkpoint's mapping is no longer needed
+  initial.source.reset();
   AdamW opt(sharded.shard_params(), {cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay},
             sharded.shard_decay());
   LrSchedule sched{cfg.train.lr,           cfg.train.warmup_steps, cfg.train.max_steps,

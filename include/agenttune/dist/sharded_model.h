@@ -27,6 +27,7 @@
 // prefetch, so the results are bit-identical.
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -63,6 +64,11 @@ struct FlatParam {
   int64_t numel = 0;
 };
 
+// Reads `numel` elements of a parameter's flattened initial values, from `offset`, as fp32 on the
+// host: each rank reads only its own shard (from a memory-mapped checkpoint, say) instead of a
+// whole model. Without one, the model's own parameters are read.
+using WeightSlices = std::function<at::Tensor(const FlatParam& p, int64_t offset, int64_t numel)>;
+
 struct FlatGroup {
   std::string name;  // "layers.3.decay"
   size_t unit = 0;
@@ -81,7 +87,9 @@ class ShardedModel {
   // `model` must hold the same (fp32) weights on every rank, e.g. loaded from the same checkpoint
   // or initialised with the same seed: each rank keeps its slice. `world` gives the node layout for
   // hybrid_shard.
-  ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& world, ShardOptions opts);
+  // With `weights`, the model may be a skeleton on the meta device (shapes and names only).
+  ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& world, ShardOptions opts,
+               const WeightSlices& weights = {});
   ~ShardedModel();
 
   // Logits for a micro-batch, in the compute dtype; backward works through them.
@@ -135,7 +143,9 @@ class ShardedModel {
     at::Tensor reduced;
   };
 
-  void build_groups();
+  void build_groups(const WeightSlices& weights);
+  // This rank's [lo, lo + len) of a group's padded flat buffer, in fp32 on the host.
+  at::Tensor read_slice(const FlatGroup& g, int64_t lo, int64_t len, const WeightSlices& weights) const;
   bool per_unit() const;
   Dist& shard_dist();
   void issue_gather(FlatGroup& g);
