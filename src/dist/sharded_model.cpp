@@ -98,9 +98,7 @@ ShardedModel::ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& 
     // Sub-groups share the job's store under their own prefixes.
     auto store = c10::make_intrusive<c10d::PrefixStore>("shard" + std::to_string(shard_id),
                                                         c10::intrusive_ptr<c10d::Store>::reclaim_copy(&dist_.store()));
-    DistOptions o;
-    o.backend = dist_.backend_name() == "local" ? "auto" : dist_.backend_name();  // a world of one has no backend
-    o.timeout = dist_.timeout();
+    const DistOptions& o = dist_.options();  // the job's own choices: backend, timeouts
     shard_group_ = std::make_unique<Dist>(store, dist_.rank() % g, g, dist_.device(), o);
     auto rstore = c10::make_intrusive<c10d::PrefixStore>("replica" + std::to_string(replica_id),
                                                          c10::intrusive_ptr<c10d::Store>::reclaim_copy(&dist_.store()));

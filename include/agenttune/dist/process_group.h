@@ -94,6 +94,8 @@ class Dist {
   c10::Device device() const { return device_; }
   const std::string& backend_name() const { return backend_name_; }
   std::chrono::milliseconds timeout() const { return opts_.timeout; }
+  // What the group was created with (sub-groups are created with the same).
+  const DistOptions& options() const { return opts_; }
   // The raw c10d backend (prefer the *_async calls, which keep the named errors).
   const c10::intrusive_ptr<c10d::Backend>& backend() const { return backend_; }
   c10d::Store& store() const { return *store_; }
