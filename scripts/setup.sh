@@ -5,6 +5,9 @@
 #   scripts/setup.sh --target agenttune set up and build only that target and what it needs (the demo's way:
 #                                       on 2 cores the test suite is most of the compile time)
 #   scripts/setup.sh --no-build         only packages and .venv
+#   scripts/setup.sh --with-slurm       also Slurm and munge (slurmd, slurmctld, slurm-client, munge) for
+#                                       the test that runs the batch script under a real Slurm (test.sh
+#                                       asks for them; the test starts and stops its own daemons)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -13,13 +16,15 @@ START=$(date +%s)
 say() { echo "[setup] $*"; }
 
 BUILD=1
+SLURM=0
 TARGETS=()
 while (($#)); do
   case "$1" in
     --no-build) BUILD=0 ;;
+    --with-slurm) SLURM=1 ;;
     --target) [[ $# -ge 2 ]] || { echo "setup.sh: --target needs a target name" >&2; exit 2; }
               TARGETS+=(--target "$2"); shift ;;
-    *) echo "setup.sh: unknown argument $1 (expected --no-build or --target NAME)" >&2; exit 2 ;;
+    *) echo "setup.sh: unknown argument $1 (expected --no-build, --with-slurm or --target NAME)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -27,6 +32,9 @@ done
 DEBS=(build-essential cmake ninja-build pkg-config ccache python3-venv
       libsentencepiece-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
       libgloo-dev zlib1g-dev libzstd-dev libgtest-dev libgmock-dev libsimdjson-dev)
+# On a machine with systemd, installing these enables munge's service; slurmd/slurmctld's units
+# stay down without /etc/slurm/slurm.conf.
+if ((SLURM)); then DEBS+=(slurmd slurmctld slurm-client munge); fi
 
 missing=()
 for p in "${DEBS[@]}"; do

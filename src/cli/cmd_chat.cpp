@@ -21,6 +21,7 @@ namespace {
 
 struct ChatArgs {
   std::string model_dir, tokenizer, dtype, chat_template, system;
+  std::string device = "auto";
   SamplingOptions sampling;
   std::vector<int64_t> stop_ids;
   bool json = false;
@@ -45,6 +46,7 @@ std::vector<int64_t> fit_prompt(Conversation& conv, const ChatTemplate& tmpl, co
 int run_chat(ChatArgs& a) {
   LoadOptions lo;
   if (!a.dtype.empty()) lo.dtype = parse_dtype(a.dtype);
+  lo.device = decoding_device(a.device);
   auto loaded = load_pretrained(a.model_dir, lo);
   const auto tok_path = a.tokenizer.empty() ? std::filesystem::path(a.model_dir) / "tokenizer.model"
                                             : std::filesystem::path(a.tokenizer);
@@ -113,6 +115,7 @@ Command chat_command() {
     s->add_option("--system", a->system, "system prompt (default: the template's own)");
     s->add_option("--tokenizer", a->tokenizer, "SentencePiece .model (default: MODEL/tokenizer.model)");
     s->add_option("--dtype", a->dtype, "float32 | bfloat16 | float16 (default: the checkpoint's)");
+    add_device_option(s, a->device);
     add_sampling_options(s, a->sampling, a->stop_ids);
     s->add_flag("--json", a->json, "one JSON line per reply: {prompt_ids, new_ids, stopped, text}");
     return s;

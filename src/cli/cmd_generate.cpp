@@ -20,6 +20,7 @@ namespace agenttune::cli {
 namespace {
 struct GenerateArgs {
   std::string model_dir, prompt, prompt_ids, tokenizer, dtype, chat_template, system;
+  std::string device = "auto";
   SamplingOptions sampling;
   std::vector<int64_t> stop_ids;
   bool no_bos = false, json = false;
@@ -42,6 +43,7 @@ std::vector<int64_t> parse_ids(const std::string& s) {
 int run_generate(GenerateArgs& a) {
   LoadOptions lo;
   if (!a.dtype.empty()) lo.dtype = parse_dtype(a.dtype);
+  lo.device = decoding_device(a.device);
   auto loaded = load_pretrained(a.model_dir, lo);
   log::info("loaded {} ({}) in {:.2f}s", a.model_dir, to_string(loaded.format), loaded.seconds);
 
@@ -114,6 +116,7 @@ Command generate_command() {
     s->add_option("--tokenizer", a->tokenizer, "SentencePiece .model (default: MODEL/tokenizer.model)");
     add_sampling_options(s, a->sampling, a->stop_ids);
     s->add_option("--dtype", a->dtype, "float32 | bfloat16 | float16 (default: the checkpoint's)");
+    add_device_option(s, a->device);
     s->add_flag("--no-bos", a->no_bos, "do not prepend BOS to the prompt");
     s->add_option("--template", a->chat_template,
                   "chat template (llama-2-chat, agentlm, agent-flan, chatml, toolllama, vicuna): treat --prompt as a "

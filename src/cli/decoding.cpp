@@ -1,5 +1,7 @@
 #include "decoding.h"
 
+#include "agenttune/dist/device.h"
+
 namespace agenttune::cli {
 
 void add_sampling_options(CLI::App* s, SamplingOptions& sampling, std::vector<int64_t>& stop_ids) {
@@ -9,6 +11,12 @@ void add_sampling_options(CLI::App* s, SamplingOptions& sampling, std::vector<in
   s->add_option("--stop-id", stop_ids, "stop after this token id (repeatable; default: eos or the template's)");
   s->add_option("--seed", sampling.seed, "sampling seed");
 }
+
+void add_device_option(CLI::App* s, std::string& device) {
+  s->add_option("--device", device, "auto | cpu | cuda | cuda:N (default auto: the GPU when there is one)");
+}
+
+c10::Device decoding_device(const std::string& device) { return dist::select_device(device, "--device", 0); }
 
 void TextStream::operator()(int64_t id) {
   ids_.push_back(static_cast<int32_t>(id));

@@ -16,6 +16,11 @@ namespace agenttune::cli {
 // --max-new-tokens, --temperature, --top-p, --stop-id, --seed.
 void add_sampling_options(CLI::App* app, SamplingOptions& sampling, std::vector<int64_t>& stop_ids);
 
+// --device (auto | cpu | cuda | cuda:N; default auto: the GPU when there is one).
+void add_device_option(CLI::App* app, std::string& device);
+// The device named by --device, made current.
+c10::Device decoding_device(const std::string& device);
+
 // Streams text, not pieces: decodes everything so far and prints what is new, holding back while
 // the tail is an incomplete UTF-8 sequence (byte-fallback tokens arrive one byte at a time).
 class TextStream {

@@ -128,18 +128,33 @@ Dist::Dist(c10::intrusive_ptr<c10d::Store> store, int rank, int world_size, c10:
   if (world_size < 1 || rank < 0 || rank >= world_size)
     fail("process group: rank {} is not within a world of {}", rank, world_size);
   join(*store_, rank_, world_size_, opts_.connect_timeout, "");
+  check_backend_choice(opts.backend, device_);  // a wrong choice is wrong at any world size
+  if (world_size_ == 1) {
+    // Nobody to talk to: every collective is the identity (or a copy), done in place below, so a
+    // one-process run creates no communicator and never waits on one.
+    backend_name_ = "local";
+    return;
+  }
   init_backend(opts);
+  // Gloo moves host memory (and CUDA); another device's tensors travel through host copies.
+  stage_on_host_ = backend_name_ == "gloo" && !device_.is_cpu() && !device_.is_cuda();
   // Proves the backend can talk before any real work depends on it.
   barrier("startup");
 }
 
 Dist::~Dist() { shutdown(); }
 
+std::string Dist::check_backend_choice(const std::string& backend, c10::Device device) {
+  std::string name = backend;
+  if (name == "auto") name = device.is_cuda() ? "nccl" : "gloo";
+  if (name != "gloo" && name != "nccl") fail("dist.backend '{}' is not one of auto, gloo, nccl", backend);
+  if (name == "nccl" && !device.is_cuda())
+    fail("dist.backend 'nccl' needs a CUDA device; this rank runs on {} (use gloo)", device.str());
+  return name;
+}
+
 void Dist::init_backend(const DistOptions& opts) {
-  std::string name = opts.backend;
-  if (name == "auto") name = device_.is_cuda() ? "nccl" : "gloo";
-  if (name != "gloo" && name != "nccl")
-    fail("dist.backend '{}' is not one of auto, gloo, nccl", opts.backend);
+  const std::string name = check_backend_choice(opts.backend, device_);
   backend_name_ = name;
   try {
     if (name == "gloo") {
@@ -155,8 +170,6 @@ void Dist::init_backend(const DistOptions& opts) {
       return;
     }
 #ifdef USE_C10D_NCCL
-    if (!device_.is_cuda())
-      fail("dist.backend 'nccl' needs a CUDA device; this rank runs on {} (use gloo)", device_.str());
     auto o = c10d::ProcessGroupNCCL::Options::create();
     // Our blocking wait (run()) throws at `timeout` with a message naming the collective; the
     // watchdog, which takes the whole process down, is only the backstop for work we never wait on.
@@ -204,6 +217,10 @@ Pending Dist::issue(std::string_view op, std::string_view what, std::vector<at::
     fail_collective(p, e);
   }
   if (backend_name_ == "gloo") track_inflight(p);
+  ++collectives_;
+  last_work_ = p.work_;
+  last_op_ = fmt::format("{} of '{}'", op, what);
+  last_issued_ = p.issued_;
   comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - p.issued_).count();
   return p;
 }
@@ -231,10 +248,16 @@ void Pending::wait() {
 void Dist::finish(Pending& p) {
   auto t0 = std::chrono::steady_clock::now();
   try {
-    // The limit counts from the issue, as if the caller had waited at once. A limit also makes
-    // NCCL's otherwise stream-ordered wait block the CPU and throw on timeout.
-    auto left = std::max(ms(1), wait_limit_ - std::chrono::duration_cast<ms>(t0 - p.issued_));
-    p.work_->wait(left);
+    if (backend_name_ == "nccl") {
+      // Stream-ordered: the current stream waits for the collective and the CPU runs on to queue
+      // more work. A collective that never completes is caught by drain() at the step's host sync
+      // (named, within the timeout) or by NCCL's watchdog (dist.timeout_s + 10 s).
+      p.work_->wait();
+    } else {
+      // The limit counts from the issue, as if the caller had waited at once.
+      auto left = std::max(ms(1), wait_limit_ - std::chrono::duration_cast<ms>(t0 - p.issued_));
+      p.work_->wait(left);
+    }
     comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } catch (const std::exception& e) {
     fail_collective(p, e);
@@ -248,12 +271,31 @@ void Dist::fail_collective(const Pending& p, const std::exception& e) {
   failed_ = true;
   auto took = std::chrono::duration_cast<ms>(std::chrono::steady_clock::now() - p.issued_);
   std::string msg = cause(e);
+  const std::string name = p.what_.empty() ? p.op_ : fmt::format("{} of '{}'", p.op_, p.what_);
   if (looks_like_timeout(msg) || took >= opts_.timeout)
-    fail("{} of '{}' on rank {} of {} timed out after {} ({}: {})", p.op_, p.what_, rank_, world_size_,
+    fail("{} on rank {} of {} timed out after {} ({}: {})", name, rank_, world_size_,
          secs(opts_.timeout), backend_name_, msg);
-  fail("{} of '{}' on rank {} of {} failed after {:.1f} s ({}; a peer rank probably exited or lost its "
+  fail("{} on rank {} of {} failed after {:.1f} s ({}; a peer rank probably exited or lost its "
        "connection): {}",
-       p.op_, p.what_, rank_, world_size_, took.count() / 1000.0, backend_name_, msg);
+       name, rank_, world_size_, took.count() / 1000.0, backend_name_, msg);
+}
+
+void Dist::drain() {
+  if (!last_work_ || backend_name_ != "nccl") return;
+  // Collectives on one communicator complete in issue order: the last one done means all are.
+  Pending p;
+  p.dist_ = this;
+  p.work_ = last_work_;
+  p.op_ = last_op_;
+  p.issued_ = last_issued_;
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    p.work_->wait(std::max(ms(1), wait_limit_ - std::chrono::duration_cast<ms>(t0 - p.issued_)));
+  } catch (const std::exception& e) {
+    fail_collective(p, e);
+  }
+  comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  last_work_.reset();
 }
 
 double Dist::inflight_seconds() const {
@@ -267,8 +309,14 @@ double Dist::inflight_seconds() const {
 
 at::Tensor Dist::on_device(const at::Tensor& cpu) const { return cpu.to(device_); }
 
+at::Tensor Dist::for_backend(const at::Tensor& t) const {
+  if (stage_on_host_ && !t.is_cpu()) return t.to(at::kCPU).contiguous();
+  return t.is_contiguous() ? t : t.contiguous();
+}
+
 Pending Dist::all_reduce_async(at::Tensor& t, Reduce op, std::string_view what) {
-  std::vector<at::Tensor> ts{t.is_contiguous() ? t : t.contiguous()};
+  if (local()) return {};
+  std::vector<at::Tensor> ts{for_backend(t)};
   c10d::AllreduceOptions o;
   o.reduceOp = to_c10d(op);
   auto p = issue("all_reduce", what, ts, [&] { return backend_->allreduce(ts, o); });
@@ -279,15 +327,18 @@ Pending Dist::all_reduce_async(at::Tensor& t, Reduce op, std::string_view what) 
 void Dist::all_reduce(at::Tensor& t, Reduce op, std::string_view what) { all_reduce_async(t, op, what).wait(); }
 
 double Dist::all_reduce(double value, Reduce op, std::string_view what) {
+  if (local()) return value;
   auto t = on_device(at::full({1}, value, at::kDouble));
   all_reduce(t, op, what);
+  drain();  // the host reads it next: a hung collective is named here, not left to NCCL's watchdog
   return t.item<double>();
 }
 
 void Dist::broadcast(at::Tensor& t, int root, std::string_view what) {
   if (root < 0 || root >= world_size_)
     fail("broadcast of '{}': root {} is not a rank of a world of {}", what, root, world_size_);
-  std::vector<at::Tensor> ts{t.is_contiguous() ? t : t.contiguous()};
+  if (local()) return;
+  std::vector<at::Tensor> ts{for_backend(t)};
   c10d::BroadcastOptions o;
   o.rootRank = root;
   issue("broadcast", what, ts, [&] { return backend_->broadcast(ts, o); }).wait();
@@ -295,6 +346,7 @@ void Dist::broadcast(at::Tensor& t, int root, std::string_view what) {
 }
 
 void Dist::barrier(std::string_view what) {
+  if (local()) return;
   c10d::BarrierOptions o;
   if (device_.is_cuda()) o.device_ids = {device_.index()};
   issue("barrier", what, {}, [&] { return backend_->barrier(o); }).wait();
@@ -304,8 +356,16 @@ Pending Dist::all_gather_into_tensor_async(at::Tensor& out, const at::Tensor& in
   if (out.numel() != in.numel() * world_size_ || out.scalar_type() != in.scalar_type() || !out.is_contiguous())
     fail("all_gather_into_tensor of '{}': output must be contiguous {} with {} x {} elements, got {} {}", what,
          c10::toString(in.scalar_type()), world_size_, in.numel(), c10::toString(out.scalar_type()), out.numel());
-  at::Tensor src = in.contiguous();
-  return issue("all_gather_into_tensor", what, {out, src}, [&] { return backend_->_allgather_base(out, src); });
+  if (local()) {
+    out.copy_(in);
+    return {};
+  }
+  at::Tensor src = for_backend(in);
+  at::Tensor dst = stage_on_host_ ? at::empty(out.sizes(), out.options().device(at::kCPU)) : out;
+  // Staged, the device buffers stay alive until completion, as the backend would keep them.
+  auto p = issue("all_gather_into_tensor", what, {dst, src, in, out}, [&] { return backend_->_allgather_base(dst, src); });
+  if (!dst.is_same(out)) p.then_ = [out, dst]() mutable { out.copy_(dst); };
+  return p;
 }
 
 void Dist::all_gather_into_tensor(at::Tensor& out, const at::Tensor& in, std::string_view what) {
@@ -316,15 +376,20 @@ Pending Dist::reduce_scatter_tensor_async(at::Tensor& out, const at::Tensor& in,
   if (in.numel() != out.numel() * world_size_ || out.scalar_type() != in.scalar_type() || !out.is_contiguous())
     fail("reduce_scatter_tensor of '{}': input must be {} with {} x {} elements, got {} {}", what,
          c10::toString(out.scalar_type()), world_size_, out.numel(), c10::toString(in.scalar_type()), in.numel());
+  if (local()) {
+    out.copy_(in);
+    return {};
+  }
   if (backend_name_ == "gloo") {
     // Gloo's own reduce-scatter is exactly this, an all-reduce of a copy and then this rank's
     // slice, but wrapped in a work that copies the slice inside wait() (so only one thread may
     // wait on it) and has no completion future. Done here, the sums are the same and the
     // all-reduce's completion is observed like every other collective's.
-    std::vector<at::Tensor> buf{in.clone(at::MemoryFormat::Contiguous)};
+    std::vector<at::Tensor> buf{stage_on_host_ ? in.to(at::kCPU).contiguous() : in.clone(at::MemoryFormat::Contiguous)};
+    if (buf[0].is_same(in)) buf[0] = in.clone(at::MemoryFormat::Contiguous);
     c10d::AllreduceOptions o;
     o.reduceOp = c10d::ReduceOp::SUM;
-    auto p = issue("reduce_scatter_tensor", what, {out, buf[0]}, [&] { return backend_->allreduce(buf, o); });
+    auto p = issue("reduce_scatter_tensor", what, {out, buf[0], in}, [&] { return backend_->allreduce(buf, o); });
     p.then_ = [out, b = buf[0], n = world_size_, r = rank_]() mutable { out.copy_(b.chunk(n)[r]); };
     return p;
   }
@@ -339,10 +404,12 @@ void Dist::reduce_scatter_tensor(at::Tensor& out, const at::Tensor& in, std::str
 }
 
 std::vector<std::string> Dist::all_gather_bytes(std::string_view bytes, std::string_view what) {
+  if (local()) return {std::string(bytes)};
   // Lengths first, then one padded buffer per rank: the flat all-gather needs equal sizes.
   auto len = on_device(at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong));
   auto lens = on_device(at::empty({world_size_}, at::kLong));
   all_gather_into_tensor(lens, len, what);
+  drain();
   auto lens_cpu = lens.cpu();
   int64_t longest = std::max<int64_t>(1, lens_cpu.max().item<int64_t>());
   auto mine = at::zeros({longest}, at::kByte);
@@ -350,6 +417,7 @@ std::vector<std::string> Dist::all_gather_bytes(std::string_view bytes, std::str
   auto all = on_device(at::empty({longest * world_size_}, at::kByte));
   auto src = on_device(mine);
   all_gather_into_tensor(all, src, what);
+  drain();
   auto all_cpu = all.cpu();
   const char* p = static_cast<const char*>(all_cpu.data_ptr());
   std::vector<std::string> out;

@@ -74,7 +74,8 @@ ShardStrategy parse_shard_strategy(const std::string& s) {
 
 std::string shard_strategy_name(ShardStrategy s) { return enum_name(s); }
 
-ShardedModel::ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& world, ShardOptions opts)
+ShardedModel::ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& world, ShardOptions opts,
+                           const WeightSlices& weights)
     : model_(std::move(model)), dist_(dist), opts_(opts) {
   if (model_->config().tie_word_embeddings)
     fail("sharded training of a model with tied embeddings is not supported (Llama-2 is untied)");
@@ -86,15 +87,13 @@ ShardedModel::ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& 
     // Sub-groups share the job's store under their own prefixes.
     auto store = c10::make_intrusive<c10d::PrefixStore>("shard" + std::to_string(shard_id),
                                                         c10::intrusive_ptr<c10d::Store>::reclaim_copy(&dist_.store()));
-    DistOptions o;
-    o.backend = dist_.backend_name();
-    o.timeout = dist_.timeout();
+    const DistOptions& o = dist_.options();  // the job's own choices: backend, timeouts
     shard_group_ = std::make_unique<Dist>(store, dist_.rank() % g, g, dist_.device(), o);
     auto rstore = c10::make_intrusive<c10d::PrefixStore>("replica" + std::to_string(replica_id),
                                                          c10::intrusive_ptr<c10d::Store>::reclaim_copy(&dist_.store()));
     replica_group_ = std::make_unique<Dist>(rstore, dist_.rank() / g, dist_.world_size() / g, dist_.device(), o);
   }
-  build_groups();
+  build_groups(weights);
 }
 
 ShardedModel::~ShardedModel() = default;
@@ -115,7 +114,25 @@ int ShardedModel::shard_rank() const {
   }
 }
 
-void ShardedModel::build_groups() {
+at::Tensor ShardedModel::read_slice(const FlatGroup& g, int64_t lo, int64_t len, const WeightSlices& weights) const {
+  std::vector<at::Tensor> parts;
+  int64_t have = 0;
+  for (size_t k = 0; k < g.params.size(); ++k) {
+    const auto& fp = g.params[k];
+    const int64_t a = std::max(lo, fp.offset), b = std::min(lo + len, fp.offset + fp.numel);
+    if (a >= b) continue;
+    at::Tensor part = weights ? weights(fp, a - fp.offset, b - a)
+                              : g.module_params[k].detach().reshape({-1}).narrow(0, a - fp.offset, b - a);
+    if (part.numel() != b - a)
+      fail("initial weights of '{}': {} elements read where {} were asked for", fp.name, part.numel(), b - a);
+    parts.push_back(part.to(at::kCPU, at::kFloat).reshape({-1}));
+    have += b - a;
+  }
+  if (have < len) parts.push_back(at::zeros({len - have}, at::kFloat));  // the group's padding
+  return at::cat(parts);
+}
+
+void ShardedModel::build_groups(const WeightSlices& weights) {
   auto& m = *model_;
   std::vector<std::vector<std::pair<std::string, at::Tensor>>> units;
   units.push_back({{"model.embed_tokens.weight", m.model->embed_tokens->weight}});
@@ -138,20 +155,17 @@ void ShardedModel::build_groups() {
       g.name = (u == 0 ? std::string("embed") : u + 1 == units.size() ? std::string("head")
                                                                          : "layers." + std::to_string(u - 1)) +
                (decay ? ".decay" : ".no_decay");
-      std::vector<at::Tensor> flat_parts;
       for (auto& [name, p] : units[u]) {
         if ((p.dim() >= 2) != decay) continue;
         g.params.push_back({name, p.sizes().vec(), g.numel, p.numel()});
         g.module_params.push_back(p);
         g.numel += p.numel();
-        flat_parts.push_back(p.detach().to(at::kFloat).reshape({-1}));
       }
       if (g.params.empty()) continue;
       g.padded = (g.numel + S - 1) / S * S;
-      auto flat = at::cat(flat_parts);
-      if (g.padded > g.numel) flat = at::cat({flat, at::zeros({g.padded - g.numel}, flat.options())});
       const int64_t len = g.padded / S;
-      g.shard = flat.narrow(0, shard_rank() * len, len).clone().to(dist_.device()).requires_grad_(true);
+      // Only this rank's slice is read and reaches the device; the model's own storage goes below.
+      g.shard = read_slice(g, shard_rank() * len, len, weights).to(dist_.device()).requires_grad_(true);
       groups_.push_back(std::move(g));
     }
   }
@@ -363,20 +377,24 @@ void ShardedModel::finish_backward() {
   }
 }
 
-double ShardedModel::clip_grad_norm(double max_norm) {
+double ShardedModel::clip_grad_norm(double max_norm) { return clip_grad_norm_on_device(max_norm).item<double>(); }
+
+at::Tensor ShardedModel::clip_grad_norm_on_device(double max_norm) {
   land_all_grads();  // nothing in flight after finish_backward; a guard for callers that skip it
   at::NoGradGuard ng;
-  double sq = 0;
+  // Summed group by group in fp64, in the same order as a host sum would be: the same bits.
+  at::Tensor sq = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dist_.device()));
   for (auto& g : groups_)
-    if (g.shard.grad().defined()) sq += g.shard.grad().to(at::kDouble).pow(2).sum().item<double>();
+    if (g.shard.grad().defined()) sq = sq + g.shard.grad().to(at::kDouble).pow(2).sum();
   // Each shard group holds the whole gradient once; replicas hold copies, so only the shard group sums.
-  if (shard_world() > 1) sq = shard_dist().all_reduce(sq, Reduce::Sum, "grad_norm");
-  double norm = std::sqrt(sq);
-  if (!std::isfinite(norm) || max_norm <= 0) return norm;
-  double factor = max_norm / (norm + 1e-6);
-  if (factor < 1.0)
-    for (auto& g : groups_)
-      if (g.shard.grad().defined()) g.shard.mutable_grad().mul_(factor);
+  if (shard_world() > 1) shard_dist().all_reduce(sq, Reduce::Sum, "grad_norm");
+  at::Tensor norm = sq.sqrt();
+  if (max_norm <= 0) return norm;
+  // Scaling by exactly 1 changes no bit, so the grads are always multiplied: deciding on the host
+  // whether to clip would cost a sync. A non-finite norm leaves them as they are (the step is skipped).
+  auto factor = at::where(at::isfinite(norm), (max_norm / (norm + 1e-6)).clamp_max(1.0), at::ones_like(norm));
+  for (auto& g : groups_)
+    if (g.shard.grad().defined()) g.shard.mutable_grad().mul_(factor);
   return norm;
 }
 

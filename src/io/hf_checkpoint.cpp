@@ -65,12 +65,11 @@ bool ignorable(const std::string& name) {
 }
 }  // namespace
 
-void load_weights(LlamaForCausalLM& model, const TensorSource& src) {
-  torch::NoGradGuard no_grad;
+void check_weights(LlamaForCausalLM& model, const TensorSource& src) {
   std::set<std::string> used;
   for (auto& item : model->named_parameters()) {
     const std::string& name = item.key();
-    auto& param = item.value();
+    const auto& param = item.value();
     if (!src.contains(name))
       fail("{}: tensor '{}' is missing (the config expects it with shape {})", src.where(name), name,
            shape_str(param.sizes()));
@@ -78,7 +77,6 @@ void load_weights(LlamaForCausalLM& model, const TensorSource& src) {
     if (t.sizes() != param.sizes())
       fail("{}: tensor '{}' has shape {} but config.json implies {}", src.where(name), name,
            shape_str(t.sizes()), shape_str(param.sizes()));
-    param.copy_(t);
     used.insert(name);
   }
   std::vector<std::string> extra;
@@ -87,6 +85,12 @@ void load_weights(LlamaForCausalLM& model, const TensorSource& src) {
   if (!extra.empty())
     log::warn("{} tensors in the checkpoint are not used by the model (first: '{}' in {})", extra.size(),
                  extra.front(), src.where(extra.front()));
+}
+
+void load_weights(LlamaForCausalLM& model, const TensorSource& src) {
+  check_weights(model, src);
+  torch::NoGradGuard no_grad;
+  for (auto& item : model->named_parameters()) item.value().copy_(src.get(item.key()));
 }
 
 namespace {

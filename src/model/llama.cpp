@@ -12,14 +12,16 @@
 
 namespace agenttune {
 
-namespace {
-torch::nn::Linear linear(int64_t in, int64_t out) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, const ParamOptions& params) {
+  weight = register_parameter("weight", at::empty({out, in}, params));
 }
-}  // namespace
 
-RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
-  weight = register_parameter("weight", at::ones({dim}));
+TokenEmbeddingImpl::TokenEmbeddingImpl(int64_t vocab, int64_t dim, const ParamOptions& params) {
+  weight = register_parameter("weight", at::empty({vocab, dim}, params));
+}
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps, const ParamOptions& params) : eps_(eps) {
+  weight = register_parameter("weight", at::ones({dim}, params));
 }
 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
@@ -31,14 +33,14 @@ at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   return weight * h.to(x.scalar_type());
 }
 
-AttentionImpl::AttentionImpl(const LlamaConfig& c)
+AttentionImpl::AttentionImpl(const LlamaConfig& c, const ParamOptions& params)
     : n_heads_(c.num_attention_heads),
       n_kv_heads_(c.num_key_value_heads),
       head_dim_(c.resolved_head_dim()) {
-  q_proj = register_module("q_proj", linear(c.hidden_size, n_heads_ * head_dim_));
-  k_proj = register_module("k_proj", linear(c.hidden_size, n_kv_heads_ * head_dim_));
-  v_proj = register_module("v_proj", linear(c.hidden_size, n_kv_heads_ * head_dim_));
-  o_proj = register_module("o_proj", linear(n_heads_ * head_dim_, c.hidden_size));
+  q_proj = register_module("q_proj", Projection(c.hidden_size, n_heads_ * head_dim_, params));
+  k_proj = register_module("k_proj", Projection(c.hidden_size, n_kv_heads_ * head_dim_, params));
+  v_proj = register_module("v_proj", Projection(c.hidden_size, n_kv_heads_ * head_dim_, params));
+  o_proj = register_module("o_proj", Projection(n_heads_ * head_dim_, c.hidden_size, params));
 }
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeTables& rope,
@@ -70,22 +72,22 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeTables& rope,
   return o_proj(out.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_}));
 }
 
-MLPImpl::MLPImpl(const LlamaConfig& c) {
-  gate_proj = register_module("gate_proj", linear(c.hidden_size, c.intermediate_size));
-  up_proj = register_module("up_proj", linear(c.hidden_size, c.intermediate_size));
-  down_proj = register_module("down_proj", linear(c.intermediate_size, c.hidden_size));
+MLPImpl::MLPImpl(const LlamaConfig& c, const ParamOptions& params) {
+  gate_proj = register_module("gate_proj", Projection(c.hidden_size, c.intermediate_size, params));
+  up_proj = register_module("up_proj", Projection(c.hidden_size, c.intermediate_size, params));
+  down_proj = register_module("down_proj", Projection(c.intermediate_size, c.hidden_size, params));
 }
 
 at::Tensor MLPImpl::forward(const at::Tensor& x) {
   return down_proj(at::silu(gate_proj(x)) * up_proj(x));
 }
 
-DecoderLayerImpl::DecoderLayerImpl(const LlamaConfig& c) {
-  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
-  self_attn = register_module("self_attn", Attention(c));
+DecoderLayerImpl::DecoderLayerImpl(const LlamaConfig& c, const ParamOptions& params) {
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, params));
+  self_attn = register_module("self_attn", Attention(c, params));
   post_attention_layernorm =
-      register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
-  mlp = register_module("mlp", MLP(c));
+      register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, params));
+  mlp = register_module("mlp", MLP(c, params));
 }
 
 at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const RopeTables& rope,
@@ -94,20 +96,22 @@ at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const RopeTables& rope
   return h + mlp(post_attention_layernorm(h));
 }
 
-LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c) {
-  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c, const ParamOptions& params) {
+  embed_tokens = register_module("embed_tokens", TokenEmbedding(c.vocab_size, c.hidden_size, params));
   auto list = torch::nn::ModuleList();
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    layers.push_back(DecoderLayer(c));
+    layers.push_back(DecoderLayer(c, params));
     list->push_back(layers.back());
   }
   register_module("layers", list);
-  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, params));
 }
 
-LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c) : config_(c), rope_(c) {
-  model = register_module("model", LlamaModel(c));
-  if (!c.tie_word_embeddings) lm_head = register_module("lm_head", linear(c.hidden_size, c.vocab_size));
+LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c, const ParamOptions& params)
+    : config_(c), rope_(c) {
+  model = register_module("model", LlamaModel(c, params));
+  if (!c.tie_word_embeddings)
+    lm_head = register_module("lm_head", Projection(c.hidden_size, c.vocab_size, params));
 }
 
 at::Tensor LlamaForCausalLMImpl::hidden_states(const at::Tensor& tokens, const at::Tensor& positions,

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "agenttune/dist/sharded_model.h"
+#include "agenttune/dist/device.h"
 #include "agenttune/util/error.h"
 
 namespace agenttune {
@@ -76,6 +77,12 @@ void TrainConfig::validate(const std::string& src) const {
   if (dist.backend != "auto" && dist.backend != "gloo" && dist.backend != "nccl")
     fail("{}: dist.backend '{}' is not one of: auto, gloo, nccl", src, dist.backend);
   if (dist.timeout_s <= 0) fail("{}: dist.timeout_s must be positive", src);
+  dist::parse_device_spec(dist.device, src + ": dist.device");
+  if (!(metrics.peak_tflops >= 0) || !std::isfinite(metrics.peak_tflops))
+    fail("{}: metrics.peak_tflops must be >= 0 (0 = from the device), got {}", src, metrics.peak_tflops);
+  if (model.compute_dtype == c10::ScalarType::Half)
+    fail("{}: model.compute_dtype fp16 needs loss scaling, which training does not do; use bf16 (the same range as "
+         "fp32, no scaling needed)", src);
   if (checkpoint.keep_last <= 0) fail("{}: checkpoint.keep_last must be positive", src);
 }
 

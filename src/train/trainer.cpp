@@ -9,6 +9,7 @@
 #include <map>
 
 #include "agenttune/config/load.h"
+#include "agenttune/dist/device.h"
 #include "agenttune/dist/dist.h"
 #include "agenttune/dist/rendezvous.h"
 #include "agenttune/dist/sharded_model.h"
@@ -16,6 +17,8 @@
 #include "agenttune/model/flops.h"
 #include "agenttune/model/loss.h"
 #include "agenttune/train/data_resolution.h"
+#include "agenttune/train/device_peak.h"
+#include "agenttune/train/initial_model.h"
 #include "agenttune/train/loss_spike.h"
 #include "agenttune/train/metrics.h"
 #include "agenttune/train/model_fit.h"
@@ -32,23 +35,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-LlamaForCausalLM build_model(const TrainConfig& cfg) {
-  // Master weights are fp32 whatever the checkpoint holds; the sharded model gathers them in the
-  // compute dtype.
-  if (!cfg.model.init_from.empty()) {
-    LoadOptions lo;
-    lo.dtype = at::kFloat;
-    auto loaded = load_pretrained(cfg.model.init_from, lo);
-    log::info("model: continuing from {} ({}, {:.2f}s)", cfg.model.init_from.string(), to_string(loaded.format),
-              loaded.seconds);
-    return loaded.model;
-  }
-  LlamaConfig shape = cfg.model.shape;
-  shape.dtype = at::kFloat;
-  log::info("model: fresh initialisation (seed {})", cfg.model.init_seed);
-  return make_llama(shape, cfg.model.init_seed);
-}
-
 struct StepBatch {
   int64_t micro_batches = 1;  // per rank per step
   int64_t sequences = 0;      // per step, all ranks
@@ -64,13 +50,9 @@ StepBatch split_global_batch(const TrainConfig& cfg, int world) {
   return {seqs / per_micro, seqs};
 }
 
-double peak_flops_per_second() {
-  // MFU needs the accelerator's dense bf16 peak; on CPU there is no meaningful figure.
-  return 0.0;
-}
-
 struct StepOutcome {
-  double loss = 0;
+  at::Tensor loss_sum;  // summed token loss of this rank's micro-batches (fp64, on the device)
+  double loss = 0;      // the step's token mean over all ranks, once fetched
   double grad_norm = 0;
   int64_t trained = 0;
   int64_t real = 0;   // tokens that are not padding, all ranks
@@ -78,9 +60,19 @@ struct StepOutcome {
   std::vector<int64_t> source_tokens;
 };
 
+// One micro-batch's summed token loss, on the device: the one function training and evaluation
+// share. Only token ids, positions and targets travel to the device; the document mask is built
+// there from the document ids.
+at::Tensor micro_batch_loss(dist::ShardedModel& model, const PackedBatch& b, const TrainConfig& cfg, c10::Device dev) {
+  AttentionSpec spec;
+  if (cfg.data.attention == AttentionMode::Document) spec.mask = document_causal_mask(b.doc_ids.to(dev));
+  return cross_entropy_sum(model.forward(b.tokens.to(dev), b.positions.to(dev), spec), b.targets.to(dev));
+}
+
 // Forward/backward over the step's micro-batches. The trained-token count of the whole step (all
 // ranks) is known first, and each micro-batch's summed loss is divided by it before backward, so
-// the gradient is that of the step's token mean, whatever the micro-batching and world size.
+// the gradient is that of the step's token mean, whatever the micro-batching and world size. The
+// loss stays on the device (no host sync per micro-batch).
 StepOutcome forward_backward(dist::ShardedModel& model, Mixture& data, const TrainConfig& cfg, int64_t micro_batches,
                              dist::Dist& dist) {
   std::vector<PackedBatch> batches;
@@ -94,52 +86,53 @@ StepOutcome forward_backward(dist::ShardedModel& model, Mixture& data, const Tra
     local_slots += batches.back().tokens.numel();
     for (size_t s = 0; s < out.source_tokens.size(); ++s) out.source_tokens[s] += batches.back().source_tokens[s];
   }
-  // Token counts are exact in a double up to 2^53.
-  auto counts = at::tensor({static_cast<double>(local_trained), static_cast<double>(local_real),
-                            static_cast<double>(local_slots)},
-                           at::kDouble)
-                    .to(dist.device());
-  dist.all_reduce(counts, dist::Reduce::Sum, "token counts");
-  counts = counts.cpu();
-  out.trained = static_cast<int64_t>(counts[0].item<double>());
-  out.real = static_cast<int64_t>(counts[1].item<double>());
-  out.slots = static_cast<int64_t>(counts[2].item<double>());
+  out.trained = local_trained, out.real = local_real, out.slots = local_slots;
+  if (dist.world_size() > 1) {
+    // Token counts are exact in a double up to 2^53.
+    auto counts = at::tensor({static_cast<double>(local_trained), static_cast<double>(local_real),
+                              static_cast<double>(local_slots)},
+                             at::kDouble)
+                      .to(dist.device());
+    dist.all_reduce(counts, dist::Reduce::Sum, "token counts");
+    dist.drain();
+    counts = counts.cpu();
+    const double* c = counts.data_ptr<double>();
+    out.trained = static_cast<int64_t>(c[0]), out.real = static_cast<int64_t>(c[1]), out.slots = static_cast<int64_t>(c[2]);
+  }
   const double denom = static_cast<double>(std::max<int64_t>(out.trained, 1));
-  double loss_sum = 0;
+  out.loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dist.device()));
   for (auto& b : batches) {
-    AttentionSpec spec;
-    if (cfg.data.attention == AttentionMode::Document) spec.mask = document_causal_mask(b.doc_ids).to(dist.device());
-    auto sum = cross_entropy_sum(model.forward(b.tokens, b.positions, spec), b.targets.to(dist.device()));
+    auto sum = micro_batch_loss(model, b, cfg, dist.device());
     (sum / denom).backward();
-    loss_sum += sum.item<double>();
+    out.loss_sum = out.loss_sum + sum.detach().to(at::kDouble);
   }
   model.finish_backward();
-  out.loss = dist.all_reduce(loss_sum, dist::Reduce::Sum, "loss") / denom;
+  dist.all_reduce(out.loss_sum, dist::Reduce::Sum, "loss");
   return out;
 }
 
+// The step's one host sync: loss, grad norm and the ranks' stop-signal vote come back together.
+void fetch_step_scalars(StepOutcome& o, const at::Tensor& grad_norm, at::Tensor& stop_vote, dist::Dist& dist) {
+  dist.drain();
+  auto host = at::stack({o.loss_sum, grad_norm, stop_vote.to(at::kDouble)}).cpu();
+  const double* v = host.data_ptr<double>();
+  o.loss = v[0] / static_cast<double>(std::max<int64_t>(o.trained, 1));
+  o.grad_norm = v[1];
+  stop_vote = host[2];
+}
+
 // Every rank evaluates the same held-out batches (they are few), so no reduction is needed.
-double validation_loss(dist::ShardedModel& model, const Mixture& data, const TrainConfig& cfg) {
+double validation_loss(dist::ShardedModel& model, const Mixture& data, const TrainConfig& cfg, c10::Device dev) {
   auto batches = data.validation_batches(cfg.train.micro_batch_size, cfg.train.eval_batches);
   if (batches.empty()) return std::nan("");
   torch::NoGradGuard ng;
-  double sum = 0;
+  at::Tensor sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dev));
   int64_t n = 0;
   for (auto& b : batches) {
-    AttentionSpec spec;
-    if (cfg.data.attention == AttentionMode::Document) spec.mask = document_causal_mask(b.doc_ids);
-    sum += cross_entropy_sum(model.forward(b.tokens, b.positions, spec), b.targets).item<double>();
+    sum = sum + micro_batch_loss(model, b, cfg, dev).to(at::kDouble);
     n += b.trained_tokens;
   }
-  return sum / static_cast<double>(std::max<int64_t>(n, 1));
-}
-
-c10::Device pick_device(const TrainConfig& cfg, const dist::WorldInfo& world) {
-  if (cfg.dist.device == "cpu") return c10::kCPU;
-  bool cuda = at::hasCUDA();
-  if (cfg.dist.device == "cuda" && !cuda) fail("dist.device is cuda but no CUDA device is available");
-  if (!cuda) return c10::kCPU;
-  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank));
+  return sum.item<double>() / static_cast<double>(std::max<int64_t>(n, 1));
 }
 
 
@@ -227,7 +220,8 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   dist::DistOptions dopts;
   dopts.backend = cfg.dist.backend;
   dopts.timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist.timeout_s * 1000));
-  auto dist = dist::Dist::create(world, pick_device(cfg, world), dopts);
+  // The rank's device is chosen and made current before anything is allocated on it.
+  auto dist = dist::Dist::create(world, dist::select_device(cfg.dist.device, "dist.device", world.local_rank), dopts);
   const bool main = dist->is_main();
   CheckpointStore store(cfg.checkpoint.dir.empty() ? cfg.output_dir / "checkpoints" : cfg.checkpoint.dir,
                         cfg.checkpoint.keep_last);
@@ -240,12 +234,16 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
 
   check_seq_len_fits_model(cfg);
   Mixture data(mixture_options(cfg));
-  auto model = build_model(cfg);
+  // Master weights are fp32 whatever the checkpoint holds; the sharded model gathers them in the
+  // compute dtype.
+  InitialModel initial = initial_model(cfg);
+  log::info("model: {}", initial.description);
+  auto& model = initial.model;
   check_vocab_growth(data, model->config().vocab_size);
   if (data.max_vocab_size() > model->config().vocab_size) {
     log::info("model: vocabulary grows from {} to {} tokens for the data's added tokens", model->config().vocab_size,
               data.max_vocab_size());
-    model = grow_vocab(model, data.max_vocab_size());
+    grow_initial_vocab(initial, data.max_vocab_size());
   }
   data.set_model_vocab(model->config().vocab_size);
   dist::ShardOptions so;
@@ -254,8 +252,10 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   so.hybrid_group_size = cfg.dist.hybrid_group_size;
   so.prefetch = cfg.dist.prefetch;
   model->activation_checkpointing = cfg.model.activation_checkpointing;
-  model->to(dist->device());
-  dist::ShardedModel sharded(model, *dist, world, so);
+  // The model stays in host memory: the sharded model copies only this rank's shards to the device.
+  dist::ShardedModel sharded(model, *dist, world, so, initial.weights);
+  initial.weights = nullptr;  // the checkpoint's mapping is no longer needed
+  initial.source.reset();
   AdamW opt(sharded.shard_params(), {cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay},
             sharded.shard_decay());
   LrSchedule sched{cfg.train.lr,           cfg.train.warmup_steps, cfg.train.max_steps,
@@ -287,7 +287,10 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   std::map<int64_t, int64_t> rollbacks_to;  // checkpoint step -> rollbacks to it in this process
   ProgressLine progress(cfg.train.max_steps, prog.step);
   auto flops = training_flops_per_token(model->config(), cfg.data.seq_len);
-  double peak = peak_flops_per_second();
+  const DevicePeak peak = device_peak(dist->device(), cfg.metrics.peak_tflops);
+  if (peak.flops > 0)
+    log::info("mfu: against {:.0f} TFLOP/s per device ({}{})", peak.flops / 1e12, peak.source,
+              peak.device_name.empty() ? "" : ", " + peak.device_name);
   StopSignal stop;
   log::info("training: {} steps x {} sequences x {} tokens on {} rank(s) ({}, {}), {} micro-batch(es) of {} per rank",
             cfg.train.max_steps, plan.sequences, cfg.data.seq_len, dist->world_size(), cfg.dist.strategy,
@@ -297,7 +300,10 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
     auto t0 = std::chrono::steady_clock::now();
     double comm0 = dist->comm_seconds(), inflight0 = dist->inflight_seconds();
     auto o = forward_backward(sharded, data, cfg, plan.micro_batches, *dist);
-    o.grad_norm = sharded.clip_grad_norm(cfg.train.clip_grad_norm);
+    // Ranks see a signal at different moments: they vote, so all checkpoint the same step.
+    auto stop_vote = at::full({}, StopSignal::requested() ? 1.0 : 0.0, at::TensorOptions().dtype(at::kDouble).device(dist->device()));
+    dist->all_reduce(stop_vote, dist::Reduce::Max, "stop signal");
+    fetch_step_scalars(o, sharded.clip_grad_norm_on_device(cfg.train.clip_grad_norm), stop_vote, *dist);
     double lr = sched.lr(prog.step);
     const std::string bad = judge_step(o, cfg.train, spikes);
     if (!bad.empty()) {
@@ -333,9 +339,10 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
     double comm = dist->comm_seconds() - comm0;
     double inflight = dist->inflight_seconds() - inflight0;  // NaN (written as null) on NCCL
     double tps = step_tokens / std::max(dt, 1e-9);
-    double mfu = peak > 0 ? flops.full * tps / peak : -1.0;  // negative: unknown, not shown
+    // Per device: the step's tokens were shared by every rank's device.
+    double mfu = peak.flops > 0 ? flops.full * tps / (peak.flops * dist->world_size()) : -1.0;  // < 0: unknown
     bool eval = cfg.train.eval_interval > 0 && prog.step % cfg.train.eval_interval == 0;
-    double val = eval ? validation_loss(sharded, data, cfg) : 0.0;
+    double val = eval ? validation_loss(sharded, data, cfg, dist->device()) : 0.0;
     if (main) {
       std::vector<std::pair<std::string, double>> row = {
           {"loss", o.loss}, {"lr", lr}, {"grad_norm", o.grad_norm}, {"tokens", static_cast<double>(prog.tokens)},
@@ -353,8 +360,7 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
       if (opts.progress) progress.update(prog.step, o.loss, lr, tps, mfu);
     }
 
-    // Ranks see a signal at different moments: agree on it so they all checkpoint the same step.
-    bool stopping = dist->all_reduce(StopSignal::requested() ? 1.0 : 0.0, dist::Reduce::Max, "stop signal") > 0;
+    const bool stopping = stop_vote.item<double>() > 0;  // a host tensor: no sync
     bool exiting = opts.exit_after_steps > 0 && prog.step >= opts.exit_after_steps;
     const bool due = prog.step % cfg.checkpoint.interval == 0 || prog.step == cfg.train.max_steps || stopping || exiting;
     if (due && prog.nonfinite_in_a_row > 0) {

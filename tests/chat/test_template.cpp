@@ -7,6 +7,7 @@
 
 #include "agenttune/chat/template.h"
 #include "agenttune/util/error.h"
+#include "error_of.h"
 #include "chat_cases.h"
 #include "test_paths.h"
 
@@ -29,14 +30,7 @@ Conversation make_conv(std::vector<Turn> turns) {
   return c;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using agenttune::testing::error_of;
 
 TEST(ChatTemplate, FactoryKnowsEveryNameAndRejectsOthers) {
   for (const auto& n : template_names()) {

@@ -1,6 +1,7 @@
 #pragma once
 // What the command-line tests share: where the binary is, and reading a run's losses back.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,6 +45,21 @@ inline bool wait_for(const std::filesystem::path& p, double seconds) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return false;
+}
+
+// Starts the training command `cmd` and SIGKILLs it as soon as its step-`step` checkpoint under
+// `checkpoints` is complete; a run that got to `last_step` first proves nothing and fails the test
+// (callers check HasFatalFailure()).
+inline void kill_after_checkpoint(const std::string& cmd, const std::filesystem::path& checkpoints, int step,
+                                  int last_step, double timeout_s) {
+  auto complete = [&](int s) { return checkpoints / ("step_" + std::string(8 - std::to_string(s).size(), '0') +
+                                                     std::to_string(s)) / "COMPLETE"; };
+  pid_t pid = spawn(cmd);
+  ASSERT_TRUE(wait_for(complete(step), timeout_s)) << "no step-" << step << " checkpoint";
+  ::kill(pid, SIGKILL);
+  EXPECT_EQ(wait_exit(pid), 128 + SIGKILL);
+  ASSERT_FALSE(std::filesystem::exists(complete(last_step)))
+      << "the run finished before it was killed: the test proves nothing";
 }
 
 inline std::string agenttune_bin() {

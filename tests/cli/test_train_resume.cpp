@@ -86,12 +86,8 @@ class TrainResume : public ::testing::Test {
 
 TEST_F(TrainResume, SigkillAfterCheckpointThenResumeIsBitIdentical) {
   auto out = root_ / "killed";
-  pid_t pid = spawn(train_cmd(cfg_, out));
-  ASSERT_TRUE(wait_for(out / "checkpoints/step_00000005/COMPLETE", 120)) << "no step-5 checkpoint";
-  kill(pid, SIGKILL);
-  EXPECT_EQ(wait_exit(pid), 128 + SIGKILL);
-  ASSERT_FALSE(fs::exists(out / "checkpoints/step_00000010/COMPLETE"))
-      << "the run finished before it was killed: the test proves nothing";
+  testing::kill_after_checkpoint(train_cmd(cfg_, out), out / "checkpoints", 5, 10, 120);
+  if (HasFatalFailure()) return;
 
   int rc = testing::run_command(train_cmd(cfg_, out, "--resume auto"));
   ASSERT_EQ(rc, 0) << testing::run_command("cat " + out.string() + ".log");

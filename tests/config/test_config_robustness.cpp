@@ -83,5 +83,19 @@ TEST(ConfigRobustness, MaxNonfiniteInARowMustBeAtLeastOne) {
                        path.string() + ": train.max_nonfinite_in_a_row must be at least 1"));
 }
 
+// Issue 11: values that would only fail on a GPU (or fail there silently) are refused at load.
+TEST(ConfigRobustness, DeviceDtypeAndPeakAreCheckedAtLoad) {
+  auto path = write_yaml("train.yaml", kTrain);
+  load_config<TrainConfig>(path, {"dist.device=cuda:1", "metrics.peak_tflops=989", "model.compute_dtype=bf16"});
+  EXPECT_TRUE(contains(error_of([&] { load_config<TrainConfig>(path, {"dist.device=gpu"}); }),
+                       path.string() + ": dist.device 'gpu' is not one of: auto, cpu, cuda, cuda:N"));
+  EXPECT_TRUE(contains(error_of([&] { load_config<TrainConfig>(path, {"dist.device=cuda:one"}); }),
+                       "dist.device 'cuda:one': the device index after ':' must be a number"));
+  EXPECT_TRUE(contains(error_of([&] { load_config<TrainConfig>(path, {"model.compute_dtype=fp16"}); }),
+                       "model.compute_dtype fp16 needs loss scaling, which training does not do; use bf16"));
+  EXPECT_TRUE(contains(error_of([&] { load_config<TrainConfig>(path, {"metrics.peak_tflops=-1"}); }),
+                       "metrics.peak_tflops must be >= 0"));
+}
+
 }  // namespace
 }  // namespace agenttune

@@ -108,11 +108,12 @@ TEST(ProcessGroup, ShapeMistakesAreErrorsNotHangs) {
   }));
 }
 
-TEST(ProcessGroup, WorldOfOneUsesTheSameBackend) {
+TEST(ProcessGroup, WorldOfOneRunsNoCollectives) {
   auto d = Dist::create(WorldInfo{}, c10::Device(c10::kCPU), fast_options());
   EXPECT_EQ(d->world_size(), 1);
   EXPECT_TRUE(d->is_main());
-  EXPECT_EQ(d->backend_name(), "gloo");
+  EXPECT_EQ(d->backend_name(), "local");
+  EXPECT_EQ(d->backend(), nullptr);
   EXPECT_EQ(d->all_reduce(4.0, Reduce::Sum, "x"), 4.0);
   auto out = at::empty({2});
   d->all_gather_into_tensor(out, at::tensor({1.f, 2.f}), "x");
@@ -120,6 +121,14 @@ TEST(ProcessGroup, WorldOfOneUsesTheSameBackend) {
   d->reduce_scatter_tensor(out, at::tensor({3.f, 4.f}), "x");
   EXPECT_TRUE(out.equal(at::tensor({3.f, 4.f})));
   EXPECT_EQ(d->all_gather_bytes("abc", "x"), std::vector<std::string>{"abc"});
+  auto t = at::tensor({5.f});
+  d->broadcast(t, 0, "x");
+  d->barrier("x");
+  EXPECT_TRUE(t.equal(at::tensor({5.f})));
+  EXPECT_EQ(d->collectives(), 0);
+  // The same checks as a real group: a mistake is an error at any world size.
+  auto bad = at::empty({3});
+  EXPECT_THROW(d->all_gather_into_tensor(bad, at::zeros({2}), "x"), Error);
 }
 
 TEST(ProcessGroup, StuckPeerTimesOutWithANamedError) {

@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
+#include <c10/core/DeviceGuard.h>
+
 #include <chrono>
+#include <optional>
 #include <functional>
 #include <string>
 #include <thread>
@@ -14,8 +17,11 @@
 
 namespace agenttune::testing {
 
+// `device_of(rank)` gives each rank its device (made current on its thread, as a GPU rank's
+// would be); default: the CPU.
 inline void run_ranks(int n, const std::function<void(dist::Dist&, const dist::WorldInfo&)>& fn,
-                      std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+                      std::chrono::milliseconds timeout = std::chrono::seconds(30),
+                      const std::function<c10::Device(int)>& device_of = {}) {
   auto store = c10::make_intrusive<c10d::HashStore>();
   std::vector<std::thread> threads;
   std::vector<std::string> errors(n);
@@ -24,7 +30,10 @@ inline void run_ranks(int n, const std::function<void(dist::Dist&, const dist::W
       try {
         dist::DistOptions o;
         o.timeout = timeout;
-        dist::Dist d(store, r, n, c10::Device(c10::kCPU), o);
+        const c10::Device dev = device_of ? device_of(r) : c10::Device(c10::kCPU);
+        std::optional<c10::DeviceGuard> current;
+        if (!dev.is_cpu()) current.emplace(dev);
+        dist::Dist d(store, r, n, dev, o);
         dist::WorldInfo w;
         w.rank = r, w.world_size = n, w.local_rank = r, w.local_world_size = n;
         fn(d, w);

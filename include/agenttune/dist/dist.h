@@ -12,8 +12,12 @@
 // After one failed collective the group is unusable (the backend's connections are broken); later
 // calls throw at once, and teardown aborts instead of waiting for peers.
 //
-// A world of one takes the same path (a Gloo or NCCL group of size 1), so single-GPU runs exercise
-// the code that multi-GPU runs use.
+// A world of one has no backend: its collectives are done in place (identity or copy) and never
+// reach a communicator, so a one-GPU run pays nothing for being a "world". The sharding code is
+// the same either way.
+//
+// On NCCL the waits are stream-ordered (the CPU does not block); drain() blocks until everything
+// issued has completed, bounded by the timeout and naming the collective that did not.
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
@@ -90,9 +94,16 @@ class Dist {
   c10::Device device() const { return device_; }
   const std::string& backend_name() const { return backend_name_; }
   std::chrono::milliseconds timeout() const { return opts_.timeout; }
+  // What the group was created with (sub-groups are created with the same).
+  const DistOptions& options() const { return opts_; }
   // The raw c10d backend (prefer the *_async calls, which keep the named errors).
   const c10::intrusive_ptr<c10d::Backend>& backend() const { return backend_; }
   c10d::Store& store() const { return *store_; }
+  // Collectives issued so far (0 in a world of one).
+  int64_t collectives() const { return collectives_; }
+  // Blocks until every collective issued so far has completed (NCCL; elsewhere they have when
+  // waited), throwing the named error on a failure or timeout. Call before a host sync.
+  void drain();
   // Wall time this rank's CPU has spent blocked in collectives so far (issuing them and waiting
   // for them): communication left exposed, not hidden behind compute.
   double comm_seconds() const { return comm_seconds_; }
@@ -134,12 +145,17 @@ class Dist {
   };
 
   void init_backend(const DistOptions& opts);
+  // The backend `backend` (auto | gloo | nccl) resolves to on `device`; throws when it cannot work.
+  static std::string check_backend_choice(const std::string& backend, c10::Device device);
   template <typename F>
   Pending issue(std::string_view op, std::string_view what, std::vector<at::Tensor> keep, F&& start);
   void finish(Pending& p);
   void track_inflight(const Pending& p);
   [[noreturn]] void fail_collective(const Pending& p, const std::exception& e);
   at::Tensor on_device(const at::Tensor& cpu) const;
+  // What the backend is handed for `t`: contiguous, and a host copy where it cannot read the device.
+  at::Tensor for_backend(const at::Tensor& t) const;
+  bool local() const { return world_size_ == 1; }
 
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::Backend> backend_;
@@ -150,7 +166,12 @@ class Dist {
   DistOptions opts_;
   std::chrono::milliseconds wait_limit_{0};
   bool failed_ = false;
+  bool stage_on_host_ = false;
   double comm_seconds_ = 0;
+  int64_t collectives_ = 0;
+  c10::intrusive_ptr<c10d::Work> last_work_;
+  std::string last_op_;
+  std::chrono::steady_clock::time_point last_issued_;
   std::shared_ptr<Inflight> inflight_ = std::make_shared<Inflight>();
 };
 

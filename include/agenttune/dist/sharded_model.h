@@ -27,6 +27,7 @@
 // prefetch, so the results are bit-identical.
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -80,6 +81,11 @@ struct FlatParam {
   int64_t numel = 0;
 };
 
+// Reads `numel` elements of a parameter's flattened initial values, from `offset`, as fp32 on the
+// host: each rank reads only its own shard (from a memory-mapped checkpoint, say) instead of a
+// whole model. Without one, the model's own parameters are read.
+using WeightSlices = std::function<at::Tensor(const FlatParam& p, int64_t offset, int64_t numel)>;
+
 struct FlatGroup {
   std::string name;  // "layers.3.decay"
   size_t unit = 0;
@@ -98,7 +104,9 @@ class ShardedModel {
   // `model` must hold the same (fp32) weights on every rank, e.g. loaded from the same checkpoint
   // or initialised with the same seed: each rank keeps its slice. `world` gives the node layout for
   // hybrid_shard.
-  ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& world, ShardOptions opts);
+  // With `weights`, the model may be a skeleton on the meta device (shapes and names only).
+  ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& world, ShardOptions opts,
+               const WeightSlices& weights = {});
   ~ShardedModel();
 
   // Logits for a micro-batch, in the compute dtype; backward works through them.
@@ -109,6 +117,8 @@ class ShardedModel {
   // The global grad norm over the shards; clips them to max_norm (<= 0: no clipping). Non-finite
   // norms are returned without touching the grads.
   double clip_grad_norm(double max_norm);
+  // The same without a host sync: the norm stays a (fp64) scalar on the device.
+  at::Tensor clip_grad_norm_on_device(double max_norm);
   // Call after the optimizer updated the shards: re-gathers resident full parameters.
   void after_optimizer_step();
 
@@ -150,7 +160,9 @@ class ShardedModel {
     at::Tensor reduced;
   };
 
-  void build_groups();
+  void build_groups(const WeightSlices& weights);
+  // This rank's [lo, lo + len) of a group's padded flat buffer, in fp32 on the host.
+  at::Tensor read_slice(const FlatGroup& g, int64_t lo, int64_t len, const WeightSlices& weights) const;
   bool per_unit() const;
   Dist& shard_dist();
   void issue_gather(FlatGroup& g);

@@ -25,6 +25,8 @@ LlamaConfig read_model_config(const std::filesystem::path& dir, WeightFormat f);
 // shape that disagrees with the config is an error naming the file and the tensor; unexpected
 // extra tensors (other than rotary inv_freq buffers) are reported with a warning.
 void load_weights(LlamaForCausalLM& model, const TensorSource& src);
+// What load_weights checks first: every parameter there with its shape (warns about unused ones).
+void check_weights(LlamaForCausalLM& model, const TensorSource& src);
 
 struct LoadOptions {
   std::optional<c10::ScalarType> dtype;  // override the checkpoint's dtype

@@ -21,9 +21,33 @@ struct AttentionSpec {
   std::optional<at::Tensor> mask;
 };
 
+// Parameters are created uninitialised with these options (fp32 on the CPU by default): every way
+// a model is built fills them (reset_parameters, load_weights, grow_vocab, a sharded model's
+// gathered buffers). On the meta device a model is its shapes and names only, which is how a
+// sharded run avoids holding a whole model in host memory.
+using ParamOptions = at::TensorOptions;
+
+// Llama's bias-free linear layer: `weight` [out, in], as HF names and lays it out.
+class ProjectionImpl : public torch::nn::Module {
+ public:
+  ProjectionImpl(int64_t in, int64_t out, const ParamOptions& params);
+  at::Tensor forward(const at::Tensor& x) { return at::linear(x, weight); }
+  at::Tensor weight;
+};
+TORCH_MODULE(Projection);
+
+// The token embedding table, `weight` [vocab, hidden].
+class TokenEmbeddingImpl : public torch::nn::Module {
+ public:
+  TokenEmbeddingImpl(int64_t vocab, int64_t dim, const ParamOptions& params);
+  at::Tensor forward(const at::Tensor& ids) { return at::embedding(weight, ids); }
+  at::Tensor weight;
+};
+TORCH_MODULE(TokenEmbedding);
+
 class RMSNormImpl : public torch::nn::Module {
  public:
-  RMSNormImpl(int64_t dim, double eps);
+  RMSNormImpl(int64_t dim, double eps, const ParamOptions& params = {});
   at::Tensor forward(const at::Tensor& x);
   at::Tensor weight;
 
@@ -34,10 +58,10 @@ TORCH_MODULE(RMSNorm);
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  explicit AttentionImpl(const LlamaConfig& c);
+  explicit AttentionImpl(const LlamaConfig& c, const ParamOptions& params = {});
   at::Tensor forward(const at::Tensor& x, const RopeTables& rope, const AttentionSpec& spec,
                      LayerCache* cache);
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
   int64_t n_heads_, n_kv_heads_, head_dim_;
@@ -46,15 +70,15 @@ TORCH_MODULE(Attention);
 
 class MLPImpl : public torch::nn::Module {
  public:
-  explicit MLPImpl(const LlamaConfig& c);
+  explicit MLPImpl(const LlamaConfig& c, const ParamOptions& params = {});
   at::Tensor forward(const at::Tensor& x);
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(MLP);
 
 class DecoderLayerImpl : public torch::nn::Module {
  public:
-  explicit DecoderLayerImpl(const LlamaConfig& c);
+  explicit DecoderLayerImpl(const LlamaConfig& c, const ParamOptions& params = {});
   at::Tensor forward(const at::Tensor& x, const RopeTables& rope, const AttentionSpec& spec,
                      LayerCache* cache);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -66,8 +90,8 @@ TORCH_MODULE(DecoderLayer);
 // HF's LlamaModel: embeddings, decoder layers, final norm.
 class LlamaModelImpl : public torch::nn::Module {
  public:
-  explicit LlamaModelImpl(const LlamaConfig& c);
-  torch::nn::Embedding embed_tokens{nullptr};
+  explicit LlamaModelImpl(const LlamaConfig& c, const ParamOptions& params = {});
+  TokenEmbedding embed_tokens{nullptr};
   std::vector<DecoderLayer> layers;
   RMSNorm norm{nullptr};
 };
@@ -76,7 +100,7 @@ TORCH_MODULE(LlamaModel);
 // HF's LlamaForCausalLM. With a tied head there is no lm_head module: logits use the embedding.
 class LlamaForCausalLMImpl : public torch::nn::Module {
  public:
-  explicit LlamaForCausalLMImpl(const LlamaConfig& c);
+  explicit LlamaForCausalLMImpl(const LlamaConfig& c, const ParamOptions& params = {});
 
   // tokens, positions: [B, T] int64. Returns final-norm hidden states [B, T, D].
   at::Tensor hidden_states(const at::Tensor& tokens, const at::Tensor& positions,
@@ -96,7 +120,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // applies when grad mode is on and no KV cache is used).
   bool activation_checkpointing = false;
   LlamaModel model{nullptr};
-  torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
+  Projection lm_head{nullptr};  // null when tie_word_embeddings
 
  private:
   LlamaConfig config_;

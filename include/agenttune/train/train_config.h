@@ -91,6 +91,9 @@ struct CheckpointSection {
 
 struct MetricsSection {
   bool tensorboard = true;
+  // The device's dense bf16 peak in TFLOP/s, for MFU; 0 = from the built-in table by device name
+  // (MFU is null when neither gives one, as on CPU).
+  double peak_tflops = 0;
 };
 
 struct DistSection {
@@ -174,6 +177,7 @@ void visit(V& v, CheckpointSection& c) {
 template <class V>
 void visit(V& v, MetricsSection& m) {
   v("tensorboard", m.tensorboard);
+  v("peak_tflops", m.peak_tflops);
 }
 
 template <class V>

@@ -1,0 +1,90 @@
+#include "agenttune/train/initial_model.h"
+
+#include <ATen/ATen.h>
+
+#include <mutex>
+
+#include "agenttune/io/hf_checkpoint.h"
+#include "agenttune/util/error.h"
+#include "agenttune/util/log.h"
+
+namespace agenttune {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Slices of a checkpoint's tensors, read where they lie (a safetensors file is memory-mapped:
+// only the pages of the slice are touched).
+dist::WeightSlices slices_of(std::shared_ptr<TensorSource> src) {
+  return [src](const dist::FlatParam& p, int64_t offset, int64_t numel) {
+    return src->get(p.name).reshape({-1}).narrow(0, offset, numel).to(at::kFloat);
+  };
+}
+
+bool is_vocab_matrix(const std::string& name) {
+  return name == "model.embed_tokens.weight" || name == "lm_head.weight";
+}
+
+}  // namespace
+
+InitialModel initial_model(const TrainConfig& cfg) {
+  InitialModel m;
+  if (cfg.model.init_from.empty()) {
+    LlamaConfig shape = cfg.model.shape;
+    shape.dtype = at::kFloat;
+    m.model = make_llama(shape, cfg.model.init_seed);
+    m.description = fmt::format("fresh initialisation (seed {})", cfg.model.init_seed);
+    return m;
+  }
+  const fs::path& dir = cfg.model.init_from;
+  const WeightFormat format = detect_weight_format(dir);
+  LlamaConfig c = read_model_config(dir, format);
+  c.dtype = at::kFloat;  // fp32 masters whatever the checkpoint holds
+  m.source = open_weights(dir, format, c);
+  m.model = LlamaForCausalLM(c);
+  check_weights(m.model, *m.source);
+  if (format == WeightFormat::MetaPth)
+    log::warn("{}: a Meta consolidated.*.pth checkpoint is read whole by every rank; convert it once to a Hugging "
+              "Face safetensors folder so that each rank reads only its own shards",
+              dir.string());
+  m.weights = slices_of(m.source);
+  m.description = fmt::format("continuing from {} ({}; each rank reads its own shards)", dir.string(), to_string(format));
+  return m;
+}
+
+void grow_initial_vocab(InitialModel& m, int64_t vocab) {
+  if (!m.weights) {
+    m.model = grow_vocab(m.model, vocab);
+    return;
+  }
+  const int64_t old_vocab = m.model->config().vocab_size;
+  if (vocab == old_vocab) return;
+  if (vocab < old_vocab) fail("cannot shrink the vocabulary from {} to {} tokens", old_vocab, vocab);
+  LlamaConfig c = m.model->config();
+  c.vocab_size = vocab;
+  const bool checkpointing = m.model->activation_checkpointing;
+  m.model = LlamaForCausalLM(c);
+  m.model->activation_checkpointing = checkpointing;
+  // The grown embedding and head are built once, whole (vocab x hidden: the largest matrices, but
+  // one of each), and sliced like the rest.
+  auto grown = std::make_shared<std::map<std::string, at::Tensor>>();
+  auto mu = std::make_shared<std::mutex>();
+  m.weights = [src = m.source, grown, mu, old_vocab, vocab](const dist::FlatParam& p, int64_t offset, int64_t numel) {
+    at::Tensor full;
+    if (is_vocab_matrix(p.name)) {
+      std::lock_guard<std::mutex> lock(*mu);
+      auto& t = (*grown)[p.name];
+      if (!t.defined()) {
+        auto old = src->get(p.name).to(at::kFloat);
+        t = at::cat({old, old.mean(0, /*keepdim=*/true).expand({vocab - old_vocab, -1})});
+      }
+      full = t;
+    } else {
+      full = src->get(p.name);
+    }
+    return full.reshape({-1}).narrow(0, offset, numel).to(at::kFloat);
+  };
+}
+
+}  // namespace agenttune
