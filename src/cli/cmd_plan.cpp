@@ -77,6 +77,7 @@ Command plan_command() {
         in.gpus_per_node = a->gpus_per_node;
         in.hybrid_group_size = cfg.dist.hybrid_group_size;
         in.prefetch = cfg.dist.prefetch;
+        in.reshard_after_forward = cfg.dist.reshard_after_forward;
         in.seq_len = cfg.data.seq_len;
         in.micro_batch = cfg.train.micro_batch_size;
         in.compute_dtype = cfg.model.compute_dtype;

@@ -52,8 +52,7 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
     fail("sharded training of a model with tied embeddings is not supported (Llama-2 is untied)");
   if (in.world < 1 || in.gpus_per_node < 1 || in.seq_len < 1 || in.micro_batch < 1 || in.grad_accum < 1)
     fail("plan: world, gpus per node, seq_len, micro-batch and accumulation must be positive");
-  const bool per_unit = in.strategy == ShardStrategy::FullShard || in.strategy == ShardStrategy::HybridShard;
-  const bool resident = !per_unit;
+  const bool sharded_units = in.strategy == ShardStrategy::FullShard || in.strategy == ShardStrategy::HybridShard;
   MemoryPlan p;
   switch (in.strategy) {
     case ShardStrategy::NoShard: p.shard_world = 1; break;
@@ -66,6 +65,9 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
     default: p.shard_world = in.world;
   }
   p.replicas = in.strategy == ShardStrategy::NoShard ? in.world : in.world / p.shard_world;
+  // A shard group of one keeps every unit resident (ShardedModel::per_unit).
+  const bool per_unit = sharded_units && p.shard_world > 1;
+  const bool resident = !per_unit;
 
   const int64_t S = p.shard_world;
   const int64_t s = c10::elementSize(in.compute_dtype);
@@ -91,7 +93,14 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
 
   p.master = 4 * p.shard_numel;
   p.optimizer = 2 * 4 * p.shard_numel + 4 * groups;
-  p.gathered = s * (resident ? p.padded : in.prefetch ? p.largest_unit_pair_padded : p.largest_unit_padded);
+  if (resident) {
+    // A group of one computes on its fp32 masters directly; otherwise a full compute-dtype copy.
+    p.gathered = p.shard_world == 1 && s == 4 ? 0 : s * p.padded;
+  } else if (!in.reshard_after_forward && !in.activation_checkpointing) {
+    p.gathered = s * p.padded;  // every unit stays gathered from its forward to its backward
+  } else {
+    p.gathered = s * (in.prefetch ? p.largest_unit_pair_padded : p.largest_unit_padded);
+  }
   p.shard_grads = 4 * p.shard_numel;
   if (per_unit) {
     // Inside one unit's backward: autograd's grads of that unit, flattened group by group (with
@@ -109,19 +118,24 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
   }
 
   const int64_t BT = in.micro_batch * in.seq_len;
-  p.checkpointing = per_unit || in.activation_checkpointing;
+  p.checkpointing = in.activation_checkpointing;
   p.tokens = 8 * BT;
   p.rope = 2 * s * BT * c.resolved_head_dim();
   p.layer_input = s * BT * c.hidden_size;
   p.layer_full = BT * layer_activation_bytes_per_token(c, in.compute_dtype);
-  // Per-unit strategies save only the head's input; a plain head keeps what a layer's norm keeps.
-  p.head_saved = per_unit ? p.layer_input : BT * ((4 + 2 * s) * c.hidden_size + 4);
-  p.logits = (s + 4) * BT * c.vocab_size;
+  // The head's norm keeps its fp32 input, the rsqrt and the normalised input (not its output:
+  // the fused loss saves none of its inputs), and the fused loss keeps its gradients from forward
+  // to backward: the fp32 weight grad [V, D] and the hidden grad. Its logits exist one chunk at a
+  // time (fp32 and a compute-dtype copy), ~256 MB on a GPU (loss.cpp).
+  p.head_saved = BT * ((4 + s) * c.hidden_size + 4) + 4 * c.vocab_size * c.hidden_size + s * BT * c.hidden_size;
+  const int64_t chunk_rows = std::min<int64_t>(BT, std::max<int64_t>(1, (int64_t{1} << 26) / c.vocab_size));
+  p.logits = (s + 4) * chunk_rows * c.vocab_size;
   const int64_t layers = c.num_hidden_layers * (p.checkpointing ? p.layer_input : p.layer_full);
-  p.activations_saved = p.tokens + p.rope + layers + p.head_saved + p.logits;
-  // The loss backward briefly holds two fp32 B*T*V grads; a checkpointed layer's recompute holds
-  // one layer's full graph.
-  const int64_t transient = std::max(8 * BT * c.vocab_size, p.checkpointing ? p.layer_full : int64_t{0});
+  p.activations_saved = p.tokens + p.rope + layers + p.head_saved;
+  // Transient: one chunk of logits in forward, the head's weight grad cast to the compute dtype in
+  // backward, or a checkpointed layer's recompute (one layer's full graph).
+  const int64_t transient = std::max({p.logits, s * c.vocab_size * c.hidden_size,
+                                      p.checkpointing ? p.layer_full : int64_t{0}});
   p.activations_peak = p.activations_saved + transient;
 
   // Communication per optimizer step. A collective whose group spans nodes runs at the network's
@@ -132,8 +146,9 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
   switch (in.strategy) {
     case ShardStrategy::FullShard:
     case ShardStrategy::HybridShard:
-      // Every micro-batch: gather for forward, re-gather for the recompute, reduce-scatter fp32.
-      shard_group_bytes = A * gather_or_scatter((2.0 * s + 4.0) * P, S);
+      // Every micro-batch: gather for forward, again for backward (unless kept), reduce-scatter fp32.
+      shard_group_bytes =
+          A * gather_or_scatter(((in.reshard_after_forward || in.activation_checkpointing ? 2.0 : 1.0) * s + 4.0) * P, S);
       // Replicas all-reduce the fp32 shard grads once per step.
       replica_bytes = 2.0 * gather_or_scatter(4.0 * P / S, p.replicas);
       break;

@@ -8,51 +8,88 @@
 #include <algorithm>
 #include <cmath>
 
-#include "agenttune/model/activation_checkpoint.h"
 #include "agenttune/util/error.h"
 
 namespace agenttune::dist {
 
 namespace {
 
-// One unit's forward without keeping its parameters or activations; backward re-gathers the
-// parameters, recomputes, and hands the reduce-scattered fp32 grads to the shard inputs.
+// Frees a tensor's memory but keeps its storage object: autograd's saved views of it stay valid
+// and see the data again once alloc_storage() refills the same storage (FSDP's reshard).
+void free_storage(const at::Tensor& t) {
+  auto* s = t.storage().unsafeGetStorageImpl();
+  s->set_data_ptr_noswap(at::DataPtr(nullptr, s->device()));
+  s->set_nbytes(0);
+}
+
+void alloc_storage(const at::Tensor& t) {
+  auto* s = t.storage().unsafeGetStorageImpl();
+  const size_t bytes = static_cast<size_t>(t.numel()) * t.element_size();
+  s->set_data_ptr_noswap(s->allocator()->allocate(bytes));
+  s->set_nbytes(bytes);
+}
+
+// One sharded unit. Forward gathers its parameters, runs it and frees them (or keeps them for
+// backward when dist.reshard_after_forward is off). Backward re-gathers them and either walks the
+// graph the forward kept, or, when the model checkpoints the unit, recomputes it first; then it
+// hands the reduce-scattered fp32 grads to the shards.
 struct UnitFunction : public torch::autograd::Function<UnitFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor shard0,
                             at::Tensor shard1, int64_t unit, int64_t owner) {
     auto* self = reinterpret_cast<ShardedModel*>(owner);
-    ctx->save_for_backward({x});
+    const auto u = static_cast<size_t>(unit);
     ctx->saved_data["unit"] = unit;
     ctx->saved_data["owner"] = owner;
-    self->gather_unit(static_cast<size_t>(unit));
+    self->gather_unit(u);
     self->prefetch_unit(unit + 1);  // its all-gather runs while this unit computes
+    if (self->model()->checkpointed(u)) {
+      ctx->save_for_backward({x});
+      at::Tensor out;
+      {
+        at::NoGradGuard ng;
+        out = self->run_unit(u, x);
+      }
+      self->free_unit(u);
+      return out;
+    }
+    // Keep this unit's graph (a sub-graph from a fresh leaf, so the outer graph holds only this
+    // node); backward walks it with the parameters gathered again.
+    at::Tensor xin = x.is_floating_point() ? x.detach().requires_grad_(true) : x;
     at::Tensor out;
     {
-      at::NoGradGuard ng;
-      out = self->run_unit(static_cast<size_t>(unit), x);
+      at::AutoGradMode enable(true);
+      out = self->run_unit(u, xin);
     }
-    self->free_unit(static_cast<size_t>(unit));
-    return out;
+    ctx->saved_data["xin"] = xin;
+    ctx->saved_data["out"] = out;
+    self->release_after_forward(u);
+    return out.detach();
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
     auto* self = reinterpret_cast<ShardedModel*>(ctx->saved_data["owner"].toInt());
     auto unit = static_cast<size_t>(ctx->saved_data["unit"].toInt());
-    at::Tensor x = ctx->get_saved_variables()[0];
     self->gather_unit(unit);
     self->prefetch_unit(static_cast<int64_t>(unit) - 1);  // backward walks the units in reverse
-    at::Tensor xin = x.is_floating_point() ? x.detach().requires_grad_(true) : x;
-    auto params = self->unit_module_params(unit);
-    at::Tensor out;
-    {
+    at::Tensor xin, out;
+    if (ctx->saved_data.count("out")) {
+      xin = ctx->saved_data["xin"].toTensor();
+      out = ctx->saved_data["out"].toTensor();
+      ctx->saved_data.erase("out");
+      ctx->saved_data.erase("xin");
+    } else {
+      at::Tensor x = ctx->get_saved_variables()[0];
+      xin = x.is_floating_point() ? x.detach().requires_grad_(true) : x;
       at::AutoGradMode enable(true);
       out = self->run_unit(unit, xin);
     }
+    auto params = self->unit_module_params(unit);
     std::vector<at::Tensor> inputs = params;
     if (xin.requires_grad()) inputs.insert(inputs.begin(), xin);
     auto grads = torch::autograd::grad({out}, inputs, {grad_out[0]}, /*retain_graph=*/false,
                                        /*create_graph=*/false, /*allow_unused=*/true);
+    out.reset();
     at::Tensor grad_x;
     if (xin.requires_grad()) grad_x = grads[0], grads.erase(grads.begin());
     self->reduce_unit_grads(unit, grads);
@@ -191,7 +228,9 @@ std::vector<at::Tensor> ShardedModel::unit_module_params(size_t unit) const {
 }
 
 bool ShardedModel::per_unit() const {
-  return opts_.strategy == ShardStrategy::FullShard || opts_.strategy == ShardStrategy::HybridShard;
+  // A shard group of one holds every parameter anyway: gathering per unit would only copy.
+  return (opts_.strategy == ShardStrategy::FullShard || opts_.strategy == ShardStrategy::HybridShard) &&
+         shard_world() > 1;
 }
 
 Dist& ShardedModel::shard_dist() { return opts_.strategy == ShardStrategy::HybridShard ? *shard_group_ : dist_; }
@@ -200,9 +239,17 @@ Dist& ShardedModel::shard_dist() { return opts_.strategy == ShardStrategy::Hybri
 // filling it; the views must not be read before `gathering` is waited on.
 void ShardedModel::issue_gather(FlatGroup& g) {
   at::NoGradGuard ng;
+  // In a shard group of one the fp32 master is the whole group: in fp32 the module computes on
+  // it directly (no copy at all), in bf16 on a cast refreshed once per optimizer step.
   auto local = g.shard.detach().to(opts_.compute_dtype);
+  if (g.full.defined() && g.storage_freed) {  // resharded after forward: refill the same storage
+    alloc_storage(g.full);
+    g.storage_freed = false;
+    g.gathering = shard_dist().all_gather_into_tensor_async(g.full, local, g.name);
+    return;
+  }
   if (shard_world() == 1) {
-    g.full = local.clone();
+    g.full = local;
   } else {
     g.full = at::empty({g.padded}, local.options());
     g.gathering = shard_dist().all_gather_into_tensor_async(g.full, local, g.name);
@@ -216,7 +263,7 @@ void ShardedModel::issue_gather(FlatGroup& g) {
 void ShardedModel::gather_groups(const std::vector<size_t>& groups) {
   for (size_t gi : groups) {
     auto& g = groups_[gi];
-    if (!g.full.defined()) issue_gather(g);
+    if (!g.full.defined() || g.storage_freed) issue_gather(g);
     if (!opts_.prefetch) g.gathering.wait();
   }
   note_resident();
@@ -229,7 +276,7 @@ void ShardedModel::prefetch_unit(int64_t unit) {
   if (!opts_.prefetch || !per_unit() || unit < 0 || unit >= static_cast<int64_t>(num_units_)) return;
   bool issued = false;
   for (size_t gi : unit_groups(static_cast<size_t>(unit))) {
-    if (groups_[gi].full.defined()) continue;
+    if (groups_[gi].full.defined() && !groups_[gi].storage_freed) continue;
     issue_gather(groups_[gi]);
     issued = true;
   }
@@ -242,7 +289,7 @@ void ShardedModel::note_resident() {
   std::vector<bool> resident(num_units_, false);
   int64_t bytes = 0;
   for (const auto& g : groups_) {
-    if (!g.full.defined()) continue;
+    if (!g.full.defined() || g.storage_freed) continue;
     resident[g.unit] = true;
     bytes += static_cast<int64_t>(g.full.nbytes());
   }
@@ -259,18 +306,24 @@ void ShardedModel::free_unit(size_t unit) {
     g.gathering.wait();  // a collective every rank issued must complete before its buffer goes
     for (auto& p : g.module_params) p.set_data(at::empty({0}, p.options()));
     g.full = at::Tensor();
+    g.storage_freed = false;
   }
 }
 
+void ShardedModel::release_after_forward(size_t unit) {
+  if (!opts_.reshard_after_forward) return;  // kept gathered until this unit's backward
+  for (size_t gi : unit_groups(unit)) {
+    auto& g = groups_[gi];
+    g.gathering.wait();
+    free_storage(g.full);
+    g.storage_freed = true;
+  }
+}
+
+// The sharded units run the plain model's unit; their own recompute (per-unit strategies) runs it
+// unchecked, the resident strategies let the model checkpoint as it decides.
 at::Tensor ShardedModel::run_unit(size_t unit, const at::Tensor& x) {
-  auto& m = *model_;
-  if (unit == 0) return m.model->embed_tokens(x);
-  if (unit + 1 == num_units_) return m.logits(m.model->norm(x));
-  // Resident strategies run the plain layer; activation checkpointing still applies to them
-  // (per-unit sharding recomputes in its own backward already).
-  if (!per_unit() && m.activation_checkpointing && at::GradMode::is_enabled())
-    return checkpointed_layer(m.model->layers[unit - 1], x, rope_, spec_);
-  return m.model->layers[unit - 1](x, rope_, spec_, nullptr);
+  return model_->run_unit(unit, x, in_, !per_unit() && at::GradMode::is_enabled() && model_->checkpointed(unit));
 }
 
 at::Tensor ShardedModel::flatten_grads(const FlatGroup& g, const std::vector<at::Tensor>& grads) const {
@@ -329,25 +382,34 @@ void ShardedModel::reduce_unit_grads(size_t unit, const std::vector<at::Tensor>&
   land_grads(std::min(earlier, grads_in_flight_.size()));
 }
 
-at::Tensor ShardedModel::forward(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec) {
-  rope_ = model_->rope().tables(positions.to(dist_.device()), opts_.compute_dtype);
-  spec_ = spec;
-  at::Tensor h = tokens.to(dist_.device());
-  for (size_t u = 0; u < num_units_; ++u) {
+at::Tensor ShardedModel::run(const at::Tensor& tokens) {
+  return model_->run_units(tokens.to(dist_.device()), in_, [this](size_t u, const at::Tensor& h) {
     if (per_unit() && at::GradMode::is_enabled()) {
       auto gs = unit_groups(u);
       // Autograd wants defined inputs; a one-group unit passes its shard twice (the function
       // gives the shards no autograd gradient either way, see UnitFunction::backward).
       at::Tensor s0 = groups_[gs[0]].shard, s1 = gs.size() > 1 ? groups_[gs[1]].shard : s0;
-      h = UnitFunction::apply(h, s0, s1, static_cast<int64_t>(u), reinterpret_cast<int64_t>(this));
-    } else {
-      gather_unit(u);
-      prefetch_unit(static_cast<int64_t>(u) + 1);
-      h = run_unit(u, h);
-      if (per_unit()) free_unit(u);
+      return UnitFunction::apply(h, s0, s1, static_cast<int64_t>(u), reinterpret_cast<int64_t>(this));
     }
-  }
-  return h;
+    gather_unit(u);
+    prefetch_unit(static_cast<int64_t>(u) + 1);
+    auto out = run_unit(u, h);
+    if (per_unit()) free_unit(u);
+    return out;
+  });
+}
+
+at::Tensor ShardedModel::forward(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec) {
+  in_ = model_->unit_inputs(positions.to(dist_.device()), opts_.compute_dtype, spec);
+  return run(tokens);  // in_ stays: a checkpointed unit's backward recomputes with it
+}
+
+at::Tensor ShardedModel::loss_sum(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec,
+                                  const at::Tensor& targets, int64_t trained) {
+  in_ = model_->unit_inputs(positions.to(dist_.device()), opts_.compute_dtype, spec);
+  in_.targets = targets.to(dist_.device());
+  in_.trained = trained;
+  return run(tokens);  // in_ stays: a checkpointed unit's backward recomputes with it
 }
 
 void ShardedModel::finish_backward() {

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "agenttune/model/activation_checkpoint.h"
+#include "agenttune/model/loss.h"
 
 namespace agenttune {
 
@@ -27,9 +28,9 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps, const ParamOptions& params) : 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   // Normalise in fp32 and cast back before the weight, exactly as HF does: bf16 runs then round
   // the same way and parity holds beyond fp32.
-  auto h = x.to(at::kFloat);
-  auto var = h.pow(2).mean(-1, /*keepdim=*/true);
-  h = h * at::rsqrt(var + eps_);
+  // at::rms_norm without a weight is that normalisation in one kernel (the same fp32 bits on CPU;
+  // fused on CUDA), and it saves only its input and the rstd for backward.
+  auto h = at::rms_norm(x.to(at::kFloat), {x.size(-1)}, std::nullopt, eps_);
   return weight * h.to(x.scalar_type());
 }
 
@@ -55,6 +56,16 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeTables& rope,
   int64_t past = cache ? cache->length : 0;
   if (cache) std::tie(k, v) = cache->append(k, v);
 
+  if (spec.cu_seqlens && !cache && x.is_cuda() && x.scalar_type() != at::kFloat) {
+    // Packed documents without a dense mask: the rows end to end as one varlen batch, each
+    // document causal on its own; flash attention takes fewer kv heads natively.
+    auto flat = [&](const at::Tensor& t, int64_t heads) { return t.transpose(1, 2).reshape({B * T, heads, head_dim_}); };
+    auto out = std::get<0>(at::_flash_attention_forward(flat(q, n_heads_), flat(k, n_kv_heads_), flat(v, n_kv_heads_),
+                                                        *spec.cu_seqlens, *spec.cu_seqlens, spec.max_seqlen,
+                                                        spec.max_seqlen, 0.0, /*is_causal=*/true,
+                                                        /*return_debug_mask=*/false));
+    return o_proj(out.reshape({B, T, n_heads_ * head_dim_}));
+  }
   std::optional<at::Tensor> mask = spec.mask;
   bool causal = false;
   if (!mask) {
@@ -114,21 +125,63 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c, const ParamOpti
     lm_head = register_module("lm_head", Projection(c.hidden_size, c.vocab_size, params));
 }
 
-at::Tensor LlamaForCausalLMImpl::hidden_states(const at::Tensor& tokens, const at::Tensor& positions,
-                                               const AttentionSpec& spec, KVCache* cache) {
-  auto h = model->embed_tokens(tokens);
-  auto rope = rope_.tables(positions, h.scalar_type());
-  const bool recompute = activation_checkpointing && !cache && at::GradMode::is_enabled();
-  for (size_t i = 0; i < model->layers.size(); ++i)
-    h = recompute ? checkpointed_layer(model->layers[i], h, rope, spec)
-                  : model->layers[i](h, rope, spec, cache ? &cache->layers[i] : nullptr);
-  return model->norm(h);
+UnitInputs LlamaForCausalLMImpl::unit_inputs(const at::Tensor& positions, c10::ScalarType dtype,
+                                             const AttentionSpec& spec, KVCache* cache) const {
+  UnitInputs in;
+  in.rope = rope_.tables(positions, dtype);
+  in.spec = spec;
+  in.cache = cache;
+  return in;
 }
 
-at::Tensor LlamaForCausalLMImpl::logits(const at::Tensor& hidden) {
-  if (lm_head) return lm_head(hidden);
-  return at::matmul(hidden, model->embed_tokens->weight.t());
+bool LlamaForCausalLMImpl::checkpointed(size_t unit) const {
+  return activation_checkpointing && unit > 0 && unit + 1 < num_units();
 }
+
+at::Tensor LlamaForCausalLMImpl::run_unit(size_t unit, const at::Tensor& x, const UnitInputs& in, bool checkpoint) {
+  if (unit == 0) return model->embed_tokens(x);
+  if (unit + 1 == num_units()) {
+    auto h = model->norm(x);
+    if (!in.targets.defined()) return logits(h);
+    auto flat_h = h.reshape({-1, h.size(-1)});
+    auto flat_t = in.targets.reshape({-1});
+    if (in.trained >= 0 && in.trained < flat_t.numel()) {
+      // Only trained positions reach the head; their count comes from the host, so selecting
+      // them needs no sync.
+      auto rows = at::nonzero_static(flat_t != kIgnoreIndex, in.trained).reshape({-1});
+      flat_h = flat_h.index_select(0, rows);
+      flat_t = flat_t.index_select(0, rows);
+    }
+    return linear_cross_entropy_sum(flat_h, head_weight(), flat_t);
+  }
+  auto& layer = model->layers[unit - 1];
+  LayerCache* cache = in.cache ? &in.cache->layers[unit - 1] : nullptr;
+  if (checkpoint && !cache) return checkpointed_layer(layer, x, in.rope, in.spec);
+  return layer(x, in.rope, in.spec, cache);
+}
+
+at::Tensor LlamaForCausalLMImpl::run_units(const at::Tensor& tokens, const UnitInputs& in, const UnitCall& around) {
+  at::Tensor h = tokens;
+  for (size_t u = 0; u < num_units(); ++u)
+    h = around ? around(u, h) : run_unit(u, h, in, !in.cache && at::GradMode::is_enabled() && checkpointed(u));
+  return h;
+}
+
+at::Tensor LlamaForCausalLMImpl::forward(const at::Tensor& tokens, const at::Tensor& positions,
+                                         const AttentionSpec& spec, KVCache* cache) {
+  auto dtype = model->embed_tokens->weight.scalar_type();
+  return run_units(tokens, unit_inputs(positions, dtype, spec, cache));
+}
+
+at::Tensor LlamaForCausalLMImpl::loss_sum(const at::Tensor& tokens, const at::Tensor& positions,
+                                          const at::Tensor& targets, const AttentionSpec& spec, int64_t trained) {
+  auto in = unit_inputs(positions, model->embed_tokens->weight.scalar_type(), spec);
+  in.targets = targets;
+  in.trained = trained;
+  return run_units(tokens, in);
+}
+
+at::Tensor LlamaForCausalLMImpl::logits(const at::Tensor& hidden) { return at::matmul(hidden, head_weight().t()); }
 
 void LlamaForCausalLMImpl::reset_parameters(uint64_t seed) {
   at::NoGradGuard no_grad;
@@ -182,6 +235,24 @@ at::Tensor default_positions(int64_t batch, int64_t length, int64_t past_length,
                              const at::Device& device) {
   auto pos = at::arange(past_length, past_length + length, at::TensorOptions().dtype(at::kLong).device(device));
   return pos.unsqueeze(0).expand({batch, length});
+}
+
+DocumentSpans document_spans(const at::Tensor& doc_ids) {
+  if (doc_ids.dim() != 2 || !doc_ids.device().is_cpu())
+    fail("document_spans wants host document ids [B, T], got {} dims on {}", doc_ids.dim(), doc_ids.device().str());
+  auto ids = doc_ids.to(at::kLong).contiguous();
+  const int64_t B = ids.size(0), T = ids.size(1);
+  const int64_t* d = ids.data_ptr<int64_t>();
+  std::vector<int32_t> cu{0};
+  int64_t longest = 0;
+  for (int64_t r = 0; r < B; ++r)
+    for (int64_t t = 1; t <= T; ++t)
+      if (t == T || d[r * T + t] != d[r * T + t - 1]) {  // a document ends here (or the row does)
+        const int64_t end = r * T + t;
+        longest = std::max<int64_t>(longest, end - cu.back());
+        cu.push_back(static_cast<int32_t>(end));
+      }
+  return {at::tensor(cu, at::kInt), longest};
 }
 
 at::Tensor document_causal_mask(const at::Tensor& doc_ids) {

@@ -23,6 +23,7 @@
 #include "agenttune/train/metrics.h"
 #include "agenttune/train/model_fit.h"
 #include "agenttune/train/run_lock.h"
+#include "agenttune/train/step.h"
 #include "agenttune/train/stop_signal.h"
 #include "agenttune/train/train_state.h"
 #include "agenttune/util/error.h"
@@ -50,91 +51,14 @@ StepBatch split_global_batch(const TrainConfig& cfg, int world) {
   return {seqs / per_micro, seqs};
 }
 
-struct StepOutcome {
-  at::Tensor loss_sum;  // summed token loss of this rank's micro-batches (fp64, on the device)
-  double loss = 0;      // the step's token mean over all ranks, once fetched
-  double grad_norm = 0;
-  int64_t trained = 0;
-  int64_t real = 0;   // tokens that are not padding, all ranks
-  int64_t slots = 0;  // token positions computed (padded micro-batches are cut to their longest row)
-  std::vector<int64_t> source_tokens;
-};
-
-// One micro-batch's summed token loss, on the device: the one function training and evaluation
-// share. Only token ids, positions and targets travel to the device; the document mask is built
-// there from the document ids.
-at::Tensor micro_batch_loss(dist::ShardedModel& model, const PackedBatch& b, const TrainConfig& cfg, c10::Device dev) {
-  AttentionSpec spec;
-  if (cfg.data.attention == AttentionMode::Document) spec.mask = document_causal_mask(b.doc_ids.to(dev));
-  return cross_entropy_sum(model.forward(b.tokens.to(dev), b.positions.to(dev), spec), b.targets.to(dev));
-}
-
-// Forward/backward over the step's micro-batches. The trained-token count of the whole step (all
-// ranks) is known first, and each micro-batch's summed loss is divided by it before backward, so
-// the gradient is that of the step's token mean, whatever the micro-batching and world size. The
-// loss stays on the device (no host sync per micro-batch).
-StepOutcome forward_backward(dist::ShardedModel& model, Mixture& data, const TrainConfig& cfg, int64_t micro_batches,
-                             dist::Dist& dist) {
+// The step's micro-batches for this rank, read from the mixture.
+std::vector<PackedBatch> next_step_batches(Mixture& data, const TrainConfig& cfg, int64_t micro_batches,
+                                           const dist::Dist& dist) {
   std::vector<PackedBatch> batches;
-  StepOutcome out;
-  out.source_tokens.assign(cfg.data.sources.size(), 0);
-  int64_t local_trained = 0, local_real = 0, local_slots = 0;
-  for (int64_t i = 0; i < micro_batches; ++i) {
+  for (int64_t i = 0; i < micro_batches; ++i)
     batches.push_back(data.next_batch(cfg.train.micro_batch_size, dist.rank(), dist.world_size()));
-    local_trained += batches.back().trained_tokens;
-    local_real += batches.back().real_tokens;
-    local_slots += batches.back().tokens.numel();
-    for (size_t s = 0; s < out.source_tokens.size(); ++s) out.source_tokens[s] += batches.back().source_tokens[s];
-  }
-  out.trained = local_trained, out.real = local_real, out.slots = local_slots;
-  if (dist.world_size() > 1) {
-    // Token counts are exact in a double up to 2^53.
-    auto counts = at::tensor({static_cast<double>(local_trained), static_cast<double>(local_real),
-                              static_cast<double>(local_slots)},
-                             at::kDouble)
-                      .to(dist.device());
-    dist.all_reduce(counts, dist::Reduce::Sum, "token counts");
-    dist.drain();
-    counts = counts.cpu();
-    const double* c = counts.data_ptr<double>();
-    out.trained = static_cast<int64_t>(c[0]), out.real = static_cast<int64_t>(c[1]), out.slots = static_cast<int64_t>(c[2]);
-  }
-  const double denom = static_cast<double>(std::max<int64_t>(out.trained, 1));
-  out.loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dist.device()));
-  for (auto& b : batches) {
-    auto sum = micro_batch_loss(model, b, cfg, dist.device());
-    (sum / denom).backward();
-    out.loss_sum = out.loss_sum + sum.detach().to(at::kDouble);
-  }
-  model.finish_backward();
-  dist.all_reduce(out.loss_sum, dist::Reduce::Sum, "loss");
-  return out;
+  return batches;
 }
-
-// The step's one host sync: loss, grad norm and the ranks' stop-signal vote come back together.
-void fetch_step_scalars(StepOutcome& o, const at::Tensor& grad_norm, at::Tensor& stop_vote, dist::Dist& dist) {
-  dist.drain();
-  auto host = at::stack({o.loss_sum, grad_norm, stop_vote.to(at::kDouble)}).cpu();
-  const double* v = host.data_ptr<double>();
-  o.loss = v[0] / static_cast<double>(std::max<int64_t>(o.trained, 1));
-  o.grad_norm = v[1];
-  stop_vote = host[2];
-}
-
-// Every rank evaluates the same held-out batches (they are few), so no reduction is needed.
-double validation_loss(dist::ShardedModel& model, const Mixture& data, const TrainConfig& cfg, c10::Device dev) {
-  auto batches = data.validation_batches(cfg.train.micro_batch_size, cfg.train.eval_batches);
-  if (batches.empty()) return std::nan("");
-  torch::NoGradGuard ng;
-  at::Tensor sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dev));
-  int64_t n = 0;
-  for (auto& b : batches) {
-    sum = sum + micro_batch_loss(model, b, cfg, dev).to(at::kDouble);
-    n += b.trained_tokens;
-  }
-  return sum.item<double>() / static_cast<double>(std::max<int64_t>(n, 1));
-}
-
 
 // Why a step's update must not be applied ("" when it may): a non-finite loss or grad norm, or
 // a loss spike when train.spike_zscore is set. Every rank sees the same reduced numbers, so every
@@ -251,6 +175,7 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   so.compute_dtype = cfg.model.compute_dtype;
   so.hybrid_group_size = cfg.dist.hybrid_group_size;
   so.prefetch = cfg.dist.prefetch;
+  so.reshard_after_forward = cfg.dist.reshard_after_forward;
   model->activation_checkpointing = cfg.model.activation_checkpointing;
   // The model stays in host memory: the sharded model copies only this rank's shards to the device.
   dist::ShardedModel sharded(model, *dist, world, so, initial.weights);
@@ -299,13 +224,15 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   while (prog.step < cfg.train.max_steps) {
     auto t0 = std::chrono::steady_clock::now();
     double comm0 = dist->comm_seconds(), inflight0 = dist->inflight_seconds();
-    auto o = forward_backward(sharded, data, cfg, plan.micro_batches, *dist);
-    // Ranks see a signal at different moments: they vote, so all checkpoint the same step.
-    auto stop_vote = at::full({}, StopSignal::requested() ? 1.0 : 0.0, at::TensorOptions().dtype(at::kDouble).device(dist->device()));
-    dist->all_reduce(stop_vote, dist::Reduce::Max, "stop signal");
-    fetch_step_scalars(o, sharded.clip_grad_norm_on_device(cfg.train.clip_grad_norm), stop_vote, *dist);
-    double lr = sched.lr(prog.step);
-    const std::string bad = judge_step(o, cfg.train, spikes);
+    const double lr = sched.lr(prog.step);
+    StepRequest req;
+    req.attention = cfg.data.attention;
+    req.clip_grad_norm = cfg.train.clip_grad_norm;
+    req.lr = lr;
+    req.stop_requested = StopSignal::requested();
+    req.judge = [&](const StepOutcome& o) { return judge_step(o, cfg.train, spikes); };
+    const StepOutcome o = train_step(sharded, opt, next_step_batches(data, cfg, plan.micro_batches, *dist), req, *dist);
+    const std::string& bad = o.skipped;
     if (!bad.empty()) {
       ++prog.nonfinite_in_a_row;
       const std::string last_good =
@@ -315,7 +242,6 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
         fail("stopping after {} bad step(s) in a row (train.on_nonfinite: {}); the last good checkpoint is {}",
              prog.nonfinite_in_a_row, ConfigScalar<NonfiniteAction>::format(cfg.train.on_nonfinite), last_good);
       if (cfg.train.on_nonfinite == NonfiniteAction::Rollback && !result.last_checkpoint.empty()) {
-        opt.zero_grad();
         if (main) metrics->log(prog.step + 1, {{"loss", o.loss}, {"lr", lr}, {"grad_norm", o.grad_norm}, {"skipped", 1.0}});
         prog = roll_back(result.last_checkpoint, sharded, opt, data, prog, cfg, rollbacks_to);
         spikes.restore(prog.loss_window);
@@ -325,10 +251,7 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
       prog.nonfinite_in_a_row = 0;
       spikes.push(o.loss);
       prog.loss_window = spikes.values();
-      opt.step(lr);
-      sharded.after_optimizer_step();
     }
-    opt.zero_grad();
     ++prog.step;
     // Tokens the model read (padding excluded): what throughput and MFU are honest about.
     const int64_t step_tokens = o.real;
@@ -342,7 +265,9 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
     // Per device: the step's tokens were shared by every rank's device.
     double mfu = peak.flops > 0 ? flops.full * tps / (peak.flops * dist->world_size()) : -1.0;  // < 0: unknown
     bool eval = cfg.train.eval_interval > 0 && prog.step % cfg.train.eval_interval == 0;
-    double val = eval ? validation_loss(sharded, data, cfg, dist->device()) : 0.0;
+    double val = eval ? validation_loss(sharded, data.validation_batches(cfg.train.micro_batch_size, cfg.train.eval_batches),
+                                        cfg.data.attention, dist->device())
+                      : 0.0;
     if (main) {
       std::vector<std::pair<std::string, double>> row = {
           {"loss", o.loss}, {"lr", lr}, {"grad_norm", o.grad_norm}, {"tokens", static_cast<double>(prog.tokens)},
@@ -360,7 +285,7 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
       if (opts.progress) progress.update(prog.step, o.loss, lr, tps, mfu);
     }
 
-    const bool stopping = stop_vote.item<double>() > 0;  // a host tensor: no sync
+    const bool stopping = o.stop_vote;
     bool exiting = opts.exit_after_steps > 0 && prog.step >= opts.exit_after_steps;
     const bool due = prog.step % cfg.checkpoint.interval == 0 || prog.step == cfg.train.max_steps || stopping || exiting;
     if (due && prog.nonfinite_in_a_row > 0) {

@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "agenttune/dist/sharded_model.h"
+#include "tiny_llama.h"
 #include "thread_ranks.h"
 
 using namespace agenttune;
@@ -15,12 +16,7 @@ using namespace agenttune::dist;
 
 namespace {
 
-LlamaConfig tiny() {
-  LlamaConfig c;
-  c.vocab_size = 101, c.hidden_size = 32, c.intermediate_size = 48, c.num_hidden_layers = 2;
-  c.num_attention_heads = 4, c.num_key_value_heads = 2, c.max_position_embeddings = 64;
-  return c;
-}
+LlamaConfig tiny() { return agenttune::testing::tiny_llama(); }
 
 TEST(ShardSlices, EachRankReadsOnlyItsOwnElementsAndGetsTheSameShards) {
   const auto reference = make_llama(tiny(), 9);

@@ -86,7 +86,8 @@ TEST_P(Sharded, GradientsEqualPlainAutograd) {
     o.hybrid_group_size = hybrid;
     ShardedModel sm(make_llama(tiny(), 7), d, w, o);
     auto mine = rows_for(batch, d.rank(), d.world_size());
-    (cross_entropy_sum(sm.forward(mine.tokens, mine.positions, {}), mine.targets) / denom).backward();
+    // The training path: the fused chunked loss, against the plain model's logits + cross-entropy.
+    (sm.loss_sum(mine.tokens, mine.positions, {}, mine.targets) / denom).backward();
     sm.finish_backward();
     for (size_t gi = 0; gi < sm.num_groups(); ++gi) {
       const auto& g = sm.group(gi);
@@ -166,7 +167,13 @@ struct Run {
   ShardStats stats;                             // rank 0's
 };
 
-Run run_prefetch(const Case& c, bool prefetch, c10::ScalarType dtype, int steps) {
+struct Variant {
+  bool prefetch = true;
+  bool reshard_after_forward = true;
+  bool checkpointing = false;
+};
+
+Run run_variant(const Case& c, const Variant& v, c10::ScalarType dtype, int steps) {
   Run out;
   std::mutex mu;
   run_ranks(c.world, [&](Dist& d, const WorldInfo& w) {
@@ -174,8 +181,11 @@ Run run_prefetch(const Case& c, bool prefetch, c10::ScalarType dtype, int steps)
     o.strategy = parse_shard_strategy(c.strategy);
     o.hybrid_group_size = c.hybrid_group;
     o.compute_dtype = dtype;
-    o.prefetch = prefetch;
-    ShardedModel sm(make_llama(tiny(), 7), d, w, o);
+    o.prefetch = v.prefetch;
+    o.reshard_after_forward = v.reshard_after_forward;
+    auto model = make_llama(tiny(), 7);
+    model->activation_checkpointing = v.checkpointing;
+    ShardedModel sm(model, d, w, o);
     AdamW opt(sm.shard_params(), {}, sm.shard_decay());
     for (int step = 0; step < steps; ++step) {
       double denom = 0, sum = 0;
@@ -186,7 +196,7 @@ Run run_prefetch(const Case& c, bool prefetch, c10::ScalarType dtype, int steps)
         micro.push_back(rows_for(batch, d.rank(), d.world_size()));
       }
       for (auto& mb : micro) {
-        auto loss = cross_entropy_sum(sm.forward(mb.tokens, mb.positions, {}), mb.targets);
+        auto loss = sm.loss_sum(mb.tokens, mb.positions, {}, mb.targets);
         (loss / denom).backward();
         sum += loss.item<double>();
       }
@@ -215,8 +225,8 @@ class Prefetch : public ::testing::TestWithParam<Case> {};
 
 TEST_P(Prefetch, OnAndOffAreBitIdentical) {
   for (auto dtype : {at::kFloat, at::kBFloat16}) {
-    auto off = run_prefetch(GetParam(), false, dtype, 3);
-    auto on = run_prefetch(GetParam(), true, dtype, 3);
+    auto off = run_variant(GetParam(), {.prefetch = false}, dtype, 3);
+    auto on = run_variant(GetParam(), {}, dtype, 3);
     ASSERT_EQ(on.losses.size(), 3u);
     for (size_t i = 0; i < on.losses.size(); ++i) EXPECT_EQ(on.losses[i], off.losses[i]) << i;
     ASSERT_EQ(on.per_rank.size(), off.per_rank.size());
@@ -225,6 +235,24 @@ TEST_P(Prefetch, OnAndOffAreBitIdentical) {
       EXPECT_TRUE(at::equal(on.per_rank.at(name), t)) << name << " " << c10::toString(dtype);
     }
     EXPECT_EQ(off.stats.prefetches, 0);
+  }
+}
+
+// A unit's backward either walks the graph its forward kept (parameters freed in between and
+// gathered again into the same storage, or kept gathered) or recomputes the unit (activation
+// checkpointing): the same kernels on the same inputs, so the same bits.
+TEST_P(Prefetch, ReshardKeepAndRecomputeAreBitIdentical) {
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    auto base = run_variant(GetParam(), {}, dtype, 2);
+    for (const Variant& v : {Variant{.reshard_after_forward = false}, Variant{.checkpointing = true},
+                             Variant{.prefetch = false, .reshard_after_forward = false}}) {
+      auto other = run_variant(GetParam(), v, dtype, 2);
+      ASSERT_EQ(other.per_rank.size(), base.per_rank.size());
+      for (auto& [name, t] : base.per_rank)
+        EXPECT_TRUE(at::equal(other.per_rank.at(name), t))
+            << name << " " << c10::toString(dtype) << " reshard " << v.reshard_after_forward << " checkpointing "
+            << v.checkpointing;
+    }
   }
 }
 
@@ -246,7 +274,7 @@ TEST(Prefetch, AtMostTwoUnitsGatheredAtOnce) {
                         3 * D * c.intermediate_size + 2 * D;  // divisible by 2: no padding
   const int64_t embed = c.vocab_size * D, head = c.vocab_size * D + D;
   for (bool prefetch : {false, true}) {
-    auto r = run_prefetch({"full_shard", 2}, prefetch, at::kFloat, 2);
+    auto r = run_variant({"full_shard", 2}, {.prefetch = prefetch}, at::kFloat, 2);
     EXPECT_EQ(r.stats.peak_resident_units, prefetch ? 2 : 1);
     EXPECT_EQ(r.stats.prefetches, prefetch ? 2 * 2 * 6 : 0);  // 2 steps x 2 micro-batches x 6
     const int64_t peak = prefetch ? std::max({embed + layer, 2 * layer, layer + head}) : std::max(layer, head);

@@ -11,6 +11,7 @@
 #include "agenttune/dist/sharded_model.h"
 #include "agenttune/model/loss.h"
 #include "agenttune/train/optimizer.h"
+#include "agenttune/train/step.h"
 #include "fake_device.h"
 #include "thread_ranks.h"
 
@@ -29,8 +30,9 @@ LlamaConfig shape() {
 constexpr int64_t kSeq = 128, kMicro = 2;
 
 struct Measured {
-  int64_t state = 0;  // live after the step: masters, their grads, AdamW moments (+ nothing else)
-  int64_t peak = 0;   // the step's peak
+  int64_t state = 0;     // live after the step: masters, AdamW moments, resident gathered parameters
+  int64_t resident = 0;  // of which gathered compute-dtype parameters (a shard group of one keeps them)
+  int64_t peak = 0;      // the step's peak
 };
 
 // One optimizer step per rank on its own fake device; the figures of rank 0.
@@ -50,22 +52,24 @@ Measured measure(int world) {
         AdamW opt(sm.shard_params(), {}, sm.shard_decay());
         fd::reset(dev);
         auto g = at::make_generator<at::CPUGeneratorImpl>(11 + d.rank());
-        auto tokens = at::randint(0, shape().vocab_size, {kMicro, kSeq}, g, at::kLong);
-        auto positions = at::arange(kSeq, at::kLong).expand({kMicro, kSeq}).contiguous();
-        auto targets = labels_to_targets(tokens).to(d.device());
-        auto sum = cross_entropy_sum(sm.forward(tokens.to(d.device()), positions.to(d.device()), {}), targets);
-        sum.backward();
-        sm.finish_backward();
-        sm.clip_grad_norm_on_device(1.0);
-        opt.step(1e-3);
-        sm.after_optimizer_step();
-        sum = at::Tensor();
-        targets = at::Tensor();
+        PackedBatch b;
+        b.tokens = at::randint(0, shape().vocab_size, {kMicro, kSeq}, g, at::kLong);
+        b.positions = at::arange(kSeq, at::kLong).expand({kMicro, kSeq}).contiguous();
+        b.targets = labels_to_targets(b.tokens);
+        b.doc_ids = at::zeros({kMicro, kSeq}, at::kLong);
+        b.trained_tokens = kMicro * (kSeq - 1), b.real_tokens = kMicro * kSeq;
+        StepRequest req;
+        req.lr = 1e-3;
+        auto step = train_step(sm, opt, {b}, req, d);  // the trainer's step
+        EXPECT_TRUE(step.skipped.empty()) << step.skipped;
+        step.loss_sum = at::Tensor();
         const auto c = fd::counters(dev);
         if (d.rank() == 0) {
           std::lock_guard<std::mutex> lock(mu);
           m.state = c.live_bytes - before;
           m.peak = c.peak_bytes - before;
+          for (size_t i = 0; i < sm.num_groups(); ++i)
+            if (sm.group(i).full.defined()) m.resident += static_cast<int64_t>(sm.group(i).full.nbytes());
         }
       },
       std::chrono::seconds(60), [](int r) { return fd::device(r); });
@@ -87,17 +91,21 @@ MemoryPlan plan_for(int world) {
 TEST(ShardedMemoryOnFakeDevice, FullShardHalvesTheStateAtTwoRanksAndMatchesThePlan) {
   const Measured one = measure(1), two = measure(2);
   const MemoryPlan p1 = plan_for(1), p2 = plan_for(2);
-  const int64_t planned_state1 = p1.master + p1.shard_grads + p1.optimizer;
-  const int64_t planned_state2 = p2.master + p2.shard_grads + p2.optimizer;
-  std::printf("[ figures  ] full_shard, rank 0: params+grads+optimizer %.2f MB at world 1, %.2f MB at world 2 "
-              "(ratio %.3f); plan %.2f / %.2f MB\n",
-              one.state / 1e6, two.state / 1e6, static_cast<double>(two.state) / one.state, planned_state1 / 1e6,
-              planned_state2 / 1e6);
+  // After the step the grads are dropped; a shard group of one keeps its units gathered (bf16).
+  const int64_t planned_state1 = p1.master + p1.optimizer + p1.gathered;
+  const int64_t planned_state2 = p2.master + p2.optimizer;
+  const int64_t sharded1 = one.state - one.resident, sharded2 = two.state - two.resident;
+  std::printf("[ figures  ] full_shard, rank 0: masters+optimizer %.2f MB at world 1 (+%.2f MB resident bf16), "
+              "%.2f MB at world 2 (+%.2f MB) (ratio %.3f); plan %.2f / %.2f MB with resident\n",
+              sharded1 / 1e6, one.resident / 1e6, sharded2 / 1e6, two.resident / 1e6,
+              static_cast<double>(sharded2) / sharded1, planned_state1 / 1e6, planned_state2 / 1e6);
   std::printf("[ figures  ] full_shard, rank 0: step peak %.2f MB at world 1, %.2f MB at world 2; plan total %.2f / "
               "%.2f MB (%.1f%% / %.1f%% off)\n",
               one.peak / 1e6, two.peak / 1e6, p1.total() / 1e6, p2.total() / 1e6,
               100.0 * (static_cast<double>(one.peak) / p1.total() - 1), 100.0 * (static_cast<double>(two.peak) / p2.total() - 1));
-  EXPECT_NEAR(static_cast<double>(two.state) / one.state, 0.5, 0.02);
+  EXPECT_NEAR(static_cast<double>(sharded2) / sharded1, 0.5, 0.02);
+  EXPECT_EQ(two.resident, 0);  // sharded units are freed after use
+  EXPECT_EQ(one.resident, p1.gathered);
   EXPECT_NEAR(static_cast<double>(one.state) / planned_state1, 1.0, 0.02);
   EXPECT_NEAR(static_cast<double>(two.state) / planned_state2, 1.0, 0.02);
   EXPECT_NEAR(static_cast<double>(one.peak) / p1.total(), 1.0, 0.10);

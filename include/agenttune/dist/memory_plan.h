@@ -7,12 +7,14 @@
 //  - every unit's parameters live in flat groups (decayed matrices, undecayed vectors), each padded
 //    to a multiple of the shard group; a rank keeps 1/S of each as an fp32 master, its fp32 grad
 //    and two fp32 AdamW moments (plus a 4-byte step per group);
-//  - full_shard / hybrid_shard gather one unit at a time in the compute dtype and recompute it in
-//    backward, so only each unit's input stays saved between forward and backward; with prefetch
+//  - full_shard / hybrid_shard (shard group > 1) gather one unit at a time in the compute dtype and,
+//    with reshard_after_forward, free it after forward and gather it again for backward (the
+//    layers' graphs are kept unless activation checkpointing recomputes them); with prefetch
 //    the next unit is gathering while one computes (two neighbouring units' full params at once)
 //    and one unit's fp32 flat grads are in flight while the next unit's are flattened; without
 //    prefetch one unit's params and one group's flat grads;
-//  - shard_grad_op / no_shard keep every unit gathered in the compute dtype, and autograd keeps
+//  - a shard group of one, shard_grad_op and no_shard keep every unit gathered in the compute dtype
+//    (a group of one in fp32 computes on the masters themselves), and autograd keeps
 //    full compute-dtype grads until finish_backward() flattens them group by group into fp32
 //    (with prefetch, one group's reduction in flight while the next is flattened).
 #include <c10/core/ScalarType.h>
@@ -35,8 +37,8 @@ struct MemoryPlanInput {
   int64_t micro_batch = 1;
   int64_t grad_accum = 1;  // micro-batches per optimizer step on each rank
   c10::ScalarType compute_dtype = c10::ScalarType::BFloat16;
-  // Only changes no_shard / shard_grad_op: the per-unit strategies always recompute.
-  bool activation_checkpointing = false;
+  bool activation_checkpointing = false;  // layers recomputed in backward (model.activation_checkpointing)
+  bool reshard_after_forward = true;      // dist.reshard_after_forward
   bool prefetch = true;  // dist.prefetch: overlapped collectives hold a second unit / flat group
 };
 
@@ -66,8 +68,8 @@ struct MemoryPlan {
   int64_t rope = 0;         // cos + sin tables [B, T, head_dim] in the compute dtype
   int64_t layer_input = 0;  // one saved layer input, B*T*D in the compute dtype
   int64_t layer_full = 0;   // everything one decoder layer's autograd graph saves
-  int64_t head_saved = 0;   // what the final norm + head keep besides the logits
-  int64_t logits = 0;       // B*T*V logits in the compute dtype + fp32 log-probs of the loss
+  int64_t head_saved = 0;   // what the final norm and the fused loss keep (its weight and hidden grads)
+  int64_t logits = 0;       // one chunk of logits (fp32 + compute dtype): the fused loss never holds B*T*V
   int64_t activations_saved = 0;  // held from the end of forward into backward
   int64_t activations_peak = 0;   // + the larger of one recomputed layer and the loss backward
 

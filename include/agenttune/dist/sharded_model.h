@@ -7,15 +7,17 @@
 // the shard group, and each rank keeps its slice as an fp32 master that AdamW updates.
 //
 //   full_shard (ZeRO-3)  a unit's parameters are all-gathered in the compute dtype just before its
-//                        forward and freed after; backward re-gathers them and recomputes the unit
-//                        (activation checkpointing), then reduce-scatters its grads in fp32.
+//                        forward and freed after (reshard_after_forward); backward re-gathers them,
+//                        walks the unit's kept graph (or recomputes it when the model checkpoints
+//                        it), then reduce-scatters its grads in fp32.
 //   shard_grad_op (ZeRO-2)  full parameters stay resident through the step; grads are
 //                        reduce-scattered after backward; updated shards are all-gathered after
 //                        the optimizer step.
 //   no_shard (DDP)       every rank holds everything; grads are all-reduced.
 //   hybrid_shard         full_shard inside groups of `hybrid_group_size` ranks (a node), and the
 //                        shard grads all-reduced across the groups (replicas).
-// A single process is a world of one on the same path.
+// A shard group of one (a single process) keeps every unit resident, as no_shard does: the fp32
+// masters are the compute weights in fp32, a bf16 copy is refreshed once per optimizer step.
 //
 // With `prefetch` (the default) communication overlaps compute: the per-unit strategies issue the
 // all-gather of the next unit (forward) or of the previous one (backward) before computing the
@@ -65,6 +67,10 @@ struct ShardOptions {
   c10::ScalarType compute_dtype = c10::ScalarType::Float;
   int hybrid_group_size = 0;  // ranks per shard group for hybrid_shard; 0 = LOCAL_WORLD_SIZE
   bool prefetch = true;       // overlap collectives with compute (dist.prefetch)
+  // full_shard / hybrid_shard: free a unit's gathered parameters after its forward and gather
+  // them again for its backward (dist.reshard_after_forward; FSDP2's choice of the same name).
+  // Off keeps them from forward to backward: one all-gather per micro-batch instead of two.
+  bool reshard_after_forward = true;
 };
 
 // What the engine did, for tests and benchmarks.
@@ -97,6 +103,7 @@ struct FlatGroup {
   at::Tensor shard;  // fp32 master slice, requires_grad: what AdamW updates
   at::Tensor full;   // gathered compute-dtype buffer while resident
   Pending gathering; // the all-gather filling `full`, while in flight
+  bool storage_freed = false;  // `full` resharded after forward: its storage is empty until re-gathered
 };
 
 class ShardedModel {
@@ -111,6 +118,10 @@ class ShardedModel {
 
   // Logits for a micro-batch, in the compute dtype; backward works through them.
   at::Tensor forward(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec);
+  // The micro-batch's summed token loss (fp32) without materialising its logits; `trained` as in
+  // LlamaForCausalLM::loss_sum. What training and evaluation call.
+  at::Tensor loss_sum(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec,
+                      const at::Tensor& targets, int64_t trained = -1);
   // Call once after the step's last backward: reduces grads into the shards where the strategy
   // defers it (shard_grad_op, no_shard) and across replicas (hybrid_shard).
   void finish_backward();
@@ -135,6 +146,7 @@ class ShardedModel {
   size_t num_groups() const { return groups_.size(); }
   const FlatGroup& group(size_t i) const { return groups_[i]; }
   int shard_rank() const;
+  c10::ScalarType compute_dtype() const { return opts_.compute_dtype; }
   int shard_world() const;
   LlamaForCausalLM& model() { return model_; }
   const ShardStats& stats() const { return stats_; }
@@ -146,6 +158,9 @@ class ShardedModel {
   void prefetch_unit(int64_t unit);
   void free_unit(size_t unit);
   at::Tensor run_unit(size_t unit, const at::Tensor& x);
+  // After a unit's forward whose graph is kept: frees its gathered parameters' memory (their
+  // storage object stays, for the graph's saved views) unless reshard_after_forward is off.
+  void release_after_forward(size_t unit);
   void reduce_unit_grads(size_t unit, const std::vector<at::Tensor>& full_grads);
   std::vector<at::Tensor> unit_module_params(size_t unit) const;
   std::vector<size_t> unit_groups(size_t unit) const;
@@ -182,9 +197,10 @@ class ShardedModel {
   std::vector<GradInFlight> grads_in_flight_;
   ShardStats stats_;
   size_t num_units_ = 0;
+  // The units of one forward through the model's own loop.
+  at::Tensor run(const at::Tensor& tokens);
   // Per forward: what the units need besides their input.
-  RopeTables rope_;
-  AttentionSpec spec_;
+  UnitInputs in_;
 };
 
 }  // namespace agenttune::dist

@@ -7,6 +7,7 @@
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 
+#include <functional>
 #include <optional>
 
 #include "agenttune/model/kv_cache.h"
@@ -19,6 +20,33 @@ namespace agenttune {
 // set; otherwise attention is causal over the cached prefix plus the new tokens.
 struct AttentionSpec {
   std::optional<at::Tensor> mask;
+  // Packed documents for the varlen flash kernel (CUDA, bf16/fp16, no cache): the documents of all
+  // rows as consecutive sequences (DocumentSpans::cu_seqlens, int32, on the device) and the
+  // longest one. When set, a CUDA model attends with them and ignores `mask`; elsewhere the
+  // mask is used.
+  std::optional<at::Tensor> cu_seqlens;
+  int64_t max_seqlen = 0;
+};
+
+// Where each document of a packed [B, T] batch starts and ends when the rows are laid end to end:
+// what the varlen flash kernel takes instead of a dense mask. Built on the host from the batch's
+// document ids (they are there before upload), so the kernel's max length needs no device sync.
+struct DocumentSpans {
+  at::Tensor cu_seqlens;  // int32 [documents + 1]: 0, end of the first document, ..., B * T
+  int64_t max_seqlen = 0;
+};
+DocumentSpans document_spans(const at::Tensor& doc_ids);
+
+// What every unit of one forward shares: rope tables, what attention may see, and, for a
+// training forward, the targets (the head unit then returns the summed token loss, computed
+// without materialising the logits) and how many of them are trained when the host knows it
+// (then only those positions reach the head: SFT trains a fraction of its tokens).
+struct UnitInputs {
+  RopeTables rope;
+  AttentionSpec spec;
+  KVCache* cache = nullptr;
+  at::Tensor targets;
+  int64_t trained = -1;
 };
 
 // Parameters are created uninitialised with these options (fp32 on the CPU by default): every way
@@ -102,14 +130,29 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
  public:
   explicit LlamaForCausalLMImpl(const LlamaConfig& c, const ParamOptions& params = {});
 
-  // tokens, positions: [B, T] int64. Returns final-norm hidden states [B, T, D].
-  at::Tensor hidden_states(const at::Tensor& tokens, const at::Tensor& positions,
-                           const AttentionSpec& spec = {}, KVCache* cache = nullptr);
-  at::Tensor logits(const at::Tensor& hidden);  // [.., D] -> [.., V], in the model dtype
+  // The model is a chain of units: the embedding, each decoder layer, the final norm + head. This
+  // is the one loop over them; `around`, when given, runs each unit instead (the sharding engine
+  // gathers a unit's parameters, calls run_unit and frees them again).
+  using UnitCall = std::function<at::Tensor(size_t unit, const at::Tensor& x)>;
+  size_t num_units() const { return model->layers.size() + 2; }
+  UnitInputs unit_inputs(const at::Tensor& positions, c10::ScalarType dtype, const AttentionSpec& spec = {},
+                         KVCache* cache = nullptr) const;
+  at::Tensor run_units(const at::Tensor& tokens, const UnitInputs& in, const UnitCall& around = {});
+  // One unit; `checkpoint` recomputes a decoder layer in backward instead of keeping its activations.
+  at::Tensor run_unit(size_t unit, const at::Tensor& x, const UnitInputs& in, bool checkpoint);
+  // Whether the model wants `unit` recomputed in backward when it trains (activation_checkpointing,
+  // layers only): the one place that decides, for the plain loop and the sharding engine alike.
+  bool checkpointed(size_t unit) const;
+
+  // tokens, positions: [B, T] int64. Returns logits [B, T, V] in the model dtype.
   at::Tensor forward(const at::Tensor& tokens, const at::Tensor& positions,
-                     const AttentionSpec& spec = {}, KVCache* cache = nullptr) {
-    return logits(hidden_states(tokens, positions, spec, cache));
-  }
+                     const AttentionSpec& spec = {}, KVCache* cache = nullptr);
+  // The summed cross-entropy of the next-token targets ([B, T], kIgnoreIndex = not trained), fp32,
+  // without the [B, T, V] logits; `trained` as in UnitInputs.
+  at::Tensor loss_sum(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& targets,
+                      const AttentionSpec& spec = {}, int64_t trained = -1);
+  at::Tensor logits(const at::Tensor& hidden);  // [.., D] -> [.., V], in the model dtype
+  at::Tensor head_weight() const { return lm_head ? lm_head->weight : model->embed_tokens->weight; }
 
   // HF's initialisation: normal(0, initializer_range) for linears and embeddings, ones for norms.
   void reset_parameters(uint64_t seed);

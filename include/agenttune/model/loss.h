@@ -12,6 +12,15 @@ constexpr int64_t kIgnoreIndex = -100;
 // Sum of token cross-entropies in fp32 over targets != -100.
 at::Tensor cross_entropy_sum(const at::Tensor& logits, const at::Tensor& targets);
 
+// The same sum for hidden states [N, D] through a head `weight` [V, D] (logits = hidden @ weight^T,
+// in their dtype, upcast to fp32 for the loss as above) without ever holding all N x V logits: rows
+// are taken in chunks of `chunk_rows` (0: about 16 MB of fp32 logits on a CPU, 256 MB elsewhere),
+// and in a grad-mode forward each chunk's gradient is computed while its logits are at hand
+// (softmax minus one-hot, then one matmul each for hidden and weight), so backward only scales the
+// kept gradients: no second pass over the head. The weight gradient accumulates in fp32.
+at::Tensor linear_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                                    int64_t chunk_rows = 0);
+
 // HF-style labels (aligned with the inputs) -> targets: shift left by one, pad with -100.
 at::Tensor labels_to_targets(const at::Tensor& labels);
 

@@ -104,6 +104,10 @@ struct DistSection {
   double timeout_s = 600;        // a collective slower than this fails on every rank
   int hybrid_group_size = 0;     // ranks that shard together under hybrid_shard; 0 = one node
   bool prefetch = true;          // overlap collectives with compute (bit-identical results either way)
+  // full_shard / hybrid_shard: free gathered parameters after each unit's forward and gather them
+  // again for its backward (less memory); false keeps them until the unit's backward (one all-gather
+  // per micro-batch instead of two). Bit-identical results either way.
+  bool reshard_after_forward = true;
 };
 
 struct TrainConfig {
@@ -188,6 +192,7 @@ void visit(V& v, DistSection& d) {
   v("timeout_s", d.timeout_s);
   v("hybrid_group_size", d.hybrid_group_size);
   v("prefetch", d.prefetch);
+  v("reshard_after_forward", d.reshard_after_forward);
 }
 
 template <class V>

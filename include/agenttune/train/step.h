@@ -1,0 +1,67 @@
+#pragma once
+// One optimizer step of the sharded model: the function train(), the tests and bench/train_step
+// all call, so what is measured is what trains. The data loader, checkpoints and metrics stay in
+// the trainer; this is the model's work and the step's one host sync.
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "agenttune/data/mixture.h"
+#include "agenttune/data/packed_batch.h"
+#include "agenttune/dist/sharded_model.h"
+#include "agenttune/train/optimizer.h"
+
+namespace agenttune {
+
+struct StepOutcome {
+  at::Tensor loss_sum;  // summed token loss of this rank's micro-batches (fp64, on the device)
+  double loss = 0;      // the step's token mean over all ranks, once fetched
+  double grad_norm = 0;
+  int64_t trained = 0;
+  int64_t real = 0;   // tokens that are not padding, all ranks
+  int64_t slots = 0;  // token positions computed (padded micro-batches are cut to their longest row)
+  std::vector<int64_t> source_tokens;
+  bool stop_vote = false;   // some rank asked to stop (a signal): every rank sees the same
+  std::string skipped;      // why the update was not applied; empty when it was
+};
+
+// Seconds per phase, filled only when asked (StepRequest::phase_times): each phase ends with a
+// drain of the device so the clock sees finished work, which costs the overlap of a real step.
+struct StepPhaseTimes {
+  double forward = 0, backward = 0, reduce = 0, optimizer = 0;
+};
+
+struct StepRequest {
+  AttentionMode attention = AttentionMode::Causal;
+  double clip_grad_norm = 1.0;  // <= 0: no clipping
+  double lr = 0;
+  bool stop_requested = false;  // this rank's vote
+  // Whether the update may be applied, from the fetched loss and grad norm ("" = yes). Without
+  // one, a non-finite loss or grad norm skips the update.
+  std::function<std::string(const StepOutcome&)> judge;
+  StepPhaseTimes* phase_times = nullptr;
+};
+
+// One micro-batch's summed token loss, on the device: training and evaluation share it. Only
+// token ids, positions and targets travel to the device; a document mask is built there.
+at::Tensor micro_batch_loss(dist::ShardedModel& model, const PackedBatch& b, AttentionMode attention,
+                            c10::Device dev);
+
+// Forward and backward over the micro-batches, the gradient of the step's token mean whatever the
+// micro-batching and world size; then the grads are reduced (finish_backward). No host sync.
+StepOutcome forward_backward(dist::ShardedModel& model, const std::vector<PackedBatch>& batches,
+                             AttentionMode attention, dist::Dist& dist, StepPhaseTimes* times = nullptr);
+
+// The whole step: forward_backward, the stop vote, clipping, one host sync for loss, grad norm
+// and vote, then (when judged good) the AdamW update and the re-gather of resident parameters.
+// Grads are dropped either way.
+StepOutcome train_step(dist::ShardedModel& model, AdamW& opt, const std::vector<PackedBatch>& batches,
+                       const StepRequest& req, dist::Dist& dist);
+
+// Every rank evaluates the same held-out batches; NaN when there are none.
+double validation_loss(dist::ShardedModel& model, const std::vector<PackedBatch>& batches,
+                       AttentionMode attention, c10::Device dev);
+
+}  // namespace agenttune
