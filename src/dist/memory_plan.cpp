@@ -137,6 +137,14 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
   const int64_t transient = std::max({p.logits, s * c.vocab_size * c.hidden_size,
                                       p.checkpointing ? p.layer_full : int64_t{0}});
   p.activations_peak = p.activations_saved + transient;
+  // Grads alive while a later micro-batch's activations are: the shard grads (per-unit strategies
+  // reduce each micro-batch into them) or autograd's module grads (the resident ones reduce once).
+  const int64_t carried = in.grad_accum > 1 ? (per_unit ? p.shard_grads : s * p.numel) : 0;
+  // The first unit's backward (the head) starts with every activation still saved: per-unit
+  // strategies then hold that unit's compute grads and its fp32 flat buffers in flight too.
+  const int64_t first_unit_backward = per_unit ? p.compute_grads + p.grad_flat : 0;
+  p.forward_peak = p.params() + p.optimizer + p.activations_peak + carried + first_unit_backward;
+  p.backward_peak = p.params() + p.optimizer + p.grads();
 
   // Communication per optimizer step. A collective whose group spans nodes runs at the network's
   // speed; one inside a node at NVLink's.

@@ -444,10 +444,12 @@ double ShardedModel::clip_grad_norm(double max_norm) { return clip_grad_norm_on_
 at::Tensor ShardedModel::clip_grad_norm_on_device(double max_norm) {
   land_all_grads();  // nothing in flight after finish_backward; a guard for callers that skip it
   at::NoGradGuard ng;
-  // Summed group by group in fp64, in the same order as a host sum would be: the same bits.
-  at::Tensor sq = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dist_.device()));
+  // Per group in fp32 (one fused pass over the grads, as torch's clip_grad_norm_), combined in fp64.
+  std::vector<at::Tensor> grads;
   for (auto& g : groups_)
-    if (g.shard.grad().defined()) sq = sq + g.shard.grad().to(at::kDouble).pow(2).sum();
+    if (g.shard.grad().defined()) grads.push_back(g.shard.grad());
+  at::Tensor sq = grads.empty() ? at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dist_.device()))
+                                : at::stack(at::_foreach_norm(grads, 2)).to(at::kDouble).pow(2).sum();
   // Each shard group holds the whole gradient once; replicas hold copies, so only the shard group sums.
   if (shard_world() > 1) shard_dist().all_reduce(sq, Reduce::Sum, "grad_norm");
   at::Tensor norm = sq.sqrt();

@@ -103,6 +103,11 @@ TEST(ShardedMemoryOnFakeDevice, FullShardHalvesTheStateAtTwoRanksAndMatchesThePl
               "%.2f MB (%.1f%% / %.1f%% off)\n",
               one.peak / 1e6, two.peak / 1e6, p1.total() / 1e6, p2.total() / 1e6,
               100.0 * (static_cast<double>(one.peak) / p1.total() - 1), 100.0 * (static_cast<double>(two.peak) / p2.total() - 1));
+  for (const MemoryPlan* p : {&p1, &p2})
+    std::printf("[ figures  ] plan parts: master %.2f gathered %.2f shard grads %.2f compute grads %.2f flat %.2f "
+                "optimizer %.2f activations saved %.2f peak %.2f MB\n",
+                p->master / 1e6, p->gathered / 1e6, p->shard_grads / 1e6, p->compute_grads / 1e6, p->grad_flat / 1e6,
+                p->optimizer / 1e6, p->activations_saved / 1e6, p->activations_peak / 1e6);
   EXPECT_NEAR(static_cast<double>(sharded2) / sharded1, 0.5, 0.02);
   EXPECT_EQ(two.resident, 0);  // sharded units are freed after use
   EXPECT_EQ(one.resident, p1.gathered);

@@ -7,7 +7,10 @@
 #include <ATen/NativeFunctions.h>
 #include <ATen/detail/PrivateUse1HooksInterface.h>
 #include <ATen/native/CPUFallback.h>
+#include <ATen/native/DispatchStub.h>
 #include <ATen/native/Resize.h>
+#include <ATen/native/transformers/attention.h>
+#include <ATen/SDPBackend.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
@@ -297,6 +300,63 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   --t_fallback_depth;
 }
 
+// ---- attention: a fused kernel, as on CUDA ----
+// scaled_dot_product_attention on a device without a choice of kernels decomposes into the math
+// path, which keeps B·H·T·T scores that no GPU run holds (a seq-4096 probe would overstate its
+// memory by gigabytes). The choice stub sends it to the "overrideable" fused op, run here by the
+// CPU flash kernel on the same memory: device memory holds what a fused kernel's does (output and
+// logsumexp), and nothing counts as a transfer.
+
+at::Tensor on_device_like(const at::Tensor& host, const at::Tensor& like) {
+  auto out = at::empty(host.sizes(), host.options().device(like.device()));
+  host_alias(out).copy_(host);
+  return out;
+}
+
+// GQA: the CPU kernel wants as many key/value heads as query heads.
+at::Tensor repeat_kv(const at::Tensor& kv, int64_t heads) {
+  const int64_t rep = heads / kv.size(1);
+  return rep == 1 ? kv : kv.repeat_interleave(rep, 1);
+}
+
+at::Tensor fold_kv_grad(const at::Tensor& g, int64_t kv_heads) {
+  const int64_t rep = g.size(1) / kv_heads;
+  if (rep == 1) return g;
+  return g.reshape({g.size(0), kv_heads, rep, g.size(2), g.size(3)}).sum(2);
+}
+
+int64_t fused_sdp_choice(const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                         double, bool, std::optional<double>, bool) {
+  return static_cast<int64_t>(at::SDPBackend::overrideable);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, c10::SymInt, c10::SymInt, at::Tensor, at::Tensor, at::Tensor>
+sdpa_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& bias,
+             double dropout, bool causal, bool /*debug_mask*/, std::optional<double> scale) {
+  std::optional<at::Tensor> mask;
+  if (bias && bias->defined()) mask = host_alias(*bias);
+  auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(
+      host_alias(q), repeat_kv(host_alias(k), q.size(1)), repeat_kv(host_alias(v), q.size(1)), dropout, causal, mask,
+      scale);
+  at::Tensor none;
+  return {on_device_like(out, q), on_device_like(lse, q), none, none, c10::SymInt(q.size(2)), c10::SymInt(k.size(2)),
+          none, none, none};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sdpa_backward(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
+    std::array<bool, 4> /*grad_input_mask*/, const at::Tensor& out, const at::Tensor& lse, const at::Tensor&,
+    const at::Tensor&, c10::SymInt, c10::SymInt, double dropout, bool causal, const at::Tensor&, const at::Tensor&,
+    std::optional<double> scale) {
+  std::optional<at::Tensor> mask;
+  if (bias.defined()) mask = host_alias(bias);
+  auto [gq, gk, gv] = at::_scaled_dot_product_flash_attention_for_cpu_backward(
+      host_alias(grad_out), host_alias(q), repeat_kv(host_alias(k), q.size(1)), repeat_kv(host_alias(v), q.size(1)),
+      host_alias(out), host_alias(lse), dropout, causal, mask, scale);
+  return {on_device_like(gq, q), on_device_like(fold_kv_grad(gk, k.size(1)), k),
+          on_device_like(fold_kv_grad(gv, v.size(1)), v), at::Tensor()};
+}
+
 // ---- registration, when the library is loaded ----
 
 // AGENTTUNE_FAKE_DEVICE_REPORT=PREFIX: at exit, PREFIX.<RANK or 0>.json gets every device's
@@ -330,6 +390,14 @@ Registration g_registration;
 
 C10_REGISTER_GUARD_IMPL(PrivateUse1, FakeGuardImpl);
 
+}  // namespace agenttune::testing::fake_device
+
+namespace at::native {
+REGISTER_PRIVATEUSE1_DISPATCH(_fused_sdp_choice_stub, &agenttune::testing::fake_device::fused_sdp_choice)
+}  // namespace at::native
+
+namespace agenttune::testing::fake_device {
+
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("empty.memory_format", empty_memory_format);
   m.impl("empty_strided", empty_strided);
@@ -343,6 +411,8 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("set_.source_Tensor", set_tensor);
   m.impl("set_.source_Storage", set_storage);
   m.impl("set_.source_Storage_storage_offset", set_storage_offset);
+  m.impl("_scaled_dot_product_fused_attention_overrideable", sdpa_forward);
+  m.impl("_scaled_dot_product_fused_attention_overrideable_backward", sdpa_backward);
 }
 
 TORCH_LIBRARY_IMPL(aten, AutogradPrivateUse1, m) {

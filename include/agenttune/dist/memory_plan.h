@@ -75,7 +75,14 @@ struct MemoryPlan {
 
   int64_t params() const { return master + gathered; }
   int64_t grads() const { return shard_grads + compute_grads + grad_flat; }
-  int64_t total() const { return params() + grads() + optimizer + activations_peak; }
+  // Activations and grads peak at different moments: forward's end (and the first unit's backward)
+  // holds every saved activation but only the grads carried over from earlier micro-batches and
+  // that unit's own; backward's end holds every grad
+  // but no activations. The step's peak is the larger (backward trades one for the other as it
+  // walks back, so between the two it stays within a unit's worth of them).
+  int64_t forward_peak = 0;
+  int64_t backward_peak = 0;
+  int64_t total() const { return forward_peak > backward_peak ? forward_peak : backward_peak; }
 
   // Per GPU per optimizer step, counting what a ring sends (= receives): (n-1)/n of the buffer
   // for all-gather / reduce-scatter, twice that for all-reduce.
