@@ -114,6 +114,7 @@ class CountingCpuAllocator final : public c10::Allocator {
   void copy_data(void* dst, const void* src, std::size_t n) const override { std::memcpy(dst, src, n); }
   void reset_peak() { peak_ = live_.load(); }
   int64_t peak() const { return peak_.load(); }
+  int64_t live() const { return live_.load(); }
 
  private:
   struct Ctx {
@@ -156,6 +157,12 @@ int64_t peak_bytes(c10::Device dev) {
   if (dev.is_cuda())
     return c10::getDeviceAllocator(dev.type())->getDeviceStats(dev.index()).allocated_bytes[0].peak;
   return counting_allocator()->peak();
+}
+
+int64_t live_bytes(c10::Device dev) {
+  if (dev.is_cuda())
+    return c10::getDeviceAllocator(dev.type())->getDeviceStats(dev.index()).allocated_bytes[0].current;
+  return counting_allocator()->live();
 }
 
 int64_t peak_rss_bytes() {
@@ -278,6 +285,7 @@ struct Row {
 // One agenttune configuration: a model, its sharded engine and optimizer, kept across
 // repetitions so each repetition times steady-state steps.
 struct Runner {
+  int64_t resident = 0;  // bytes the configuration holds between steps (weights, optimizer state)
   std::unique_ptr<dist::ShardedModel> model;
   std::unique_ptr<AdamW> opt;
   std::vector<PackedBatch> batches;
@@ -312,8 +320,10 @@ int main(int argc, char** argv) {
     so.strategy = dist::parse_shard_strategy(strategy);
     so.compute_dtype = dtype;
     Runner r;
+    const int64_t before = live_bytes(dev);
     r.model = std::make_unique<dist::ShardedModel>(make_llama(c, 0), *world, dist::WorldInfo{}, so);
     r.opt = std::make_unique<AdamW>(r.model->shard_params(), AdamWOptions{}, r.model->shard_decay());
+    r.resident = live_bytes(dev) - before;
     r.batches = {sft ? sft_batch(a) : pretraining_batch(a)};
     r.attention = sft ? AttentionMode::Document : AttentionMode::Causal;
     runners.push_back(std::move(r));
@@ -342,11 +352,14 @@ int main(int argc, char** argv) {
 
   for (int rep = 0; rep < a.reps; ++rep) {
     for (size_t i = 0; i < runners.size(); ++i) {
+      // The configurations live side by side: a row's peak is its own resident bytes plus what
+      // its steps added on top of everything live before them.
       reset_peak(dev);
+      const int64_t live0 = live_bytes(dev);
       auto [ms, loss] = run_steps(runners[i], a.steps, nullptr);
       rows[i].ms.push_back(ms);
       rows[i].loss = loss;
-      rows[i].peak = std::max(rows[i].peak, peak_bytes(dev));
+      rows[i].peak = std::max(rows[i].peak, runners[i].resident + peak_bytes(dev) - live0);
     }
     if (ref) {
       auto j = ref->run(a.steps);
