@@ -7,8 +7,9 @@
 // single-GPU run), packed SFT with document isolation (full_shard; half the tokens trained,
 // documents of 40-300 tokens), and the reference. Columns: ms/step, tokens/s, the ratio to the
 // reference, MFU in both conventions (full and causal attention FLOPs; needs a peak: the device
-// table on a GPU, --peak-tflops anywhere), and peak memory (allocator peak: CUDA's for both, on CPU
-// agenttune's through a counting allocator; peak RSS of both processes).
+// table on a GPU, --peak-tflops anywhere), and peak memory (a configuration's resident bytes plus
+// what its steps allocate on top: CUDA's allocator for both sides, on CPU agenttune's through a
+// counting allocator; and the peak RSS of both processes).
 // --phases adds a table of where agenttune's step time goes (each phase drained, so slower).
 //
 //   bench_train_step [--device cpu|cuda] [--dtype float32|bfloat16] [--threads 2] [--reps 5]
