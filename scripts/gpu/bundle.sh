@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD="$(cd "${1:-${AGENTTUNE_BUILD_DIR:-$ROOT/build}}" && pwd)"
 BUNDLE="${2:-$ROOT/gpu_bundle}"
 LIMIT_MB=40
-BINARIES=(agenttune bench/bench_train_step bench/bench_document_isolation_check)
+BINARIES=(agenttune bench/bench_train_step bench/bench_document_isolation_check bench/bench_device_parity_dump)
 
 for b in "${BINARIES[@]}"; do
   [[ -x "$BUILD/$b" ]] || { echo "bundle: $BUILD/$b is missing: build it first (scripts/setup.sh)" >&2; exit 2; }
