@@ -129,10 +129,12 @@ Dist::Dist(c10::intrusive_ptr<c10d::Store> store, int rank, int world_size, c10:
     fail("process group: rank {} is not within a world of {}", rank, world_size);
   join(*store_, rank_, world_size_, opts_.connect_timeout, "");
   check_backend_choice(opts.backend, device_);  // a wrong choice is wrong at any world size
-  if (world_size_ == 1) {
+  if (world_size_ == 1 && opts.backend == "auto") {
     // Nobody to talk to: every collective is the identity (or a copy), done in place below, so a
-    // one-process run creates no communicator and never waits on one.
+    // one-process run creates no communicator and never waits on one. A backend named explicitly
+    // is created even so (the GPU suite runs NCCL this way on its one GPU).
     backend_name_ = "local";
+    local_ = true;
     return;
   }
   init_backend(opts);

@@ -131,6 +131,20 @@ TEST(ProcessGroup, WorldOfOneRunsNoCollectives) {
   EXPECT_THROW(d->all_gather_into_tensor(bad, at::zeros({2}), "x"), Error);
 }
 
+// Named explicitly, a backend is created even for one process, and its collectives really run.
+TEST(ProcessGroup, WorldOfOneWithANamedBackendCreatesIt) {
+  DistOptions o = fast_options();
+  o.backend = "gloo";
+  auto d = Dist::create(WorldInfo{}, c10::Device(c10::kCPU), o);
+  EXPECT_EQ(d->backend_name(), "gloo");
+  ASSERT_NE(d->backend(), nullptr);
+  EXPECT_EQ(d->all_reduce(4.0, Reduce::Sum, "x"), 4.0);
+  auto out = at::empty({2});
+  d->all_gather_into_tensor(out, at::tensor({1.f, 2.f}), "x");
+  EXPECT_TRUE(out.equal(at::tensor({1.f, 2.f})));
+  EXPECT_GT(d->collectives(), 0);
+}
+
 TEST(ProcessGroup, StuckPeerTimesOutWithANamedError) {
   DistOptions opts = fast_options();
   opts.timeout = 2s;

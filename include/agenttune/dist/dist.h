@@ -61,7 +61,8 @@ class Pending {
 };
 
 struct DistOptions {
-  // auto: NCCL when the device is CUDA, Gloo otherwise. gloo | nccl force one.
+  // auto: NCCL when the device is CUDA, Gloo otherwise, and none for a world of one. gloo | nccl
+  // force one, even for a world of one.
   std::string backend = "auto";
   // A collective that has not finished after this long fails on every rank still waiting.
   std::chrono::milliseconds timeout = std::chrono::seconds(600);
@@ -155,10 +156,11 @@ class Dist {
   at::Tensor on_device(const at::Tensor& cpu) const;
   // What the backend is handed for `t`: contiguous, and a host copy where it cannot read the device.
   at::Tensor for_backend(const at::Tensor& t) const;
-  bool local() const { return world_size_ == 1; }
+  bool local() const { return local_; }  // a world of one without a named backend: no communicator
 
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::Backend> backend_;
+  bool local_ = false;
   int rank_ = 0;
   int world_size_ = 1;
   c10::Device device_{c10::kCPU};
