@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "agenttune/model/flops.h"
+#include "agenttune/model/loss.h"
 #include "agenttune/util/error.h"
 
 namespace agenttune::dist {
@@ -128,7 +129,7 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
   // to backward: the fp32 weight grad [V, D] and the hidden grad. Its logits exist one chunk at a
   // time (fp32 and a compute-dtype copy), ~256 MB on a GPU (loss.cpp).
   p.head_saved = BT * ((4 + s) * c.hidden_size + 4) + 4 * c.vocab_size * c.hidden_size + s * BT * c.hidden_size;
-  const int64_t chunk_rows = std::min<int64_t>(BT, std::max<int64_t>(1, (int64_t{1} << 26) / c.vocab_size));
+  const int64_t chunk_rows = std::min<int64_t>(BT, linear_cross_entropy_chunk_rows(c.vocab_size, /*on_cpu=*/false));
   p.logits = (s + 4) * chunk_rows * c.vocab_size;
   const int64_t layers = c.num_hidden_layers * (p.checkpointing ? p.layer_input : p.layer_full);
   p.activations_saved = p.tokens + p.rope + layers + p.head_saved;

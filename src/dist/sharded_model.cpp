@@ -400,16 +400,17 @@ at::Tensor ShardedModel::run(const at::Tensor& tokens) {
 }
 
 at::Tensor ShardedModel::forward(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec) {
-  in_ = model_->unit_inputs(positions.to(dist_.device()), opts_.compute_dtype, spec);
-  return run(tokens);  // in_ stays: a checkpointed unit's backward recomputes with it
+  return loss_sum(tokens, positions, spec, at::Tensor());
 }
 
+// Undefined targets: the head returns logits. in_ outlives the call: a checkpointed unit's
+// backward recomputes with it.
 at::Tensor ShardedModel::loss_sum(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec,
                                   const at::Tensor& targets, int64_t trained) {
   in_ = model_->unit_inputs(positions.to(dist_.device()), opts_.compute_dtype, spec);
-  in_.targets = targets.to(dist_.device());
+  if (targets.defined()) in_.targets = targets.to(dist_.device());
   in_.trained = trained;
-  return run(tokens);  // in_ stays: a checkpointed unit's backward recomputes with it
+  return run(tokens);
 }
 
 void ShardedModel::finish_backward() {

@@ -15,11 +15,6 @@ at::Tensor cross_entropy_sum(const at::Tensor& logits, const at::Tensor& targets
 
 namespace {
 
-int64_t default_chunk_rows(const at::Tensor& weight) {
-  const int64_t elements = weight.device().is_cpu() ? (int64_t{1} << 22) : (int64_t{1} << 26);
-  return std::max<int64_t>(1, elements / std::max<int64_t>(weight.size(0), 1));
-}
-
 // One chunk's summed loss; with `grad_logits`, the chunk's fp32 logits are turned into the
 // gradient of that sum (softmax - one-hot on trained rows, zero elsewhere) in place.
 at::Tensor chunk_loss(const at::Tensor& logits, const at::Tensor& targets, bool grad_logits) {
@@ -75,7 +70,7 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
 
 at::Tensor linear_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                                     int64_t chunk_rows) {
-  const int64_t chunk = chunk_rows > 0 ? chunk_rows : default_chunk_rows(weight);
+  const int64_t chunk = chunk_rows > 0 ? chunk_rows : linear_cross_entropy_chunk_rows(weight.size(0), weight.device().is_cpu());
   auto flat_t = targets.reshape({-1});
   if (at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad()))
     return LinearCrossEntropy::apply(hidden, weight, flat_t, chunk);
@@ -87,6 +82,11 @@ at::Tensor linear_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& 
     loss.add_(chunk_loss(logits, flat_t.narrow(0, s, n), /*grad_logits=*/false));
   }
   return loss;
+}
+
+int64_t linear_cross_entropy_chunk_rows(int64_t vocab, bool on_cpu) {
+  const int64_t elements = on_cpu ? (int64_t{1} << 22) : (int64_t{1} << 26);
+  return std::max<int64_t>(1, elements / std::max<int64_t>(vocab, 1));
 }
 
 at::Tensor labels_to_targets(const at::Tensor& labels) {

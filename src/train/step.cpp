@@ -38,12 +38,12 @@ void fetch_step_scalars(StepOutcome& o, const at::Tensor& grad_norm, const at::T
   o.stop_vote = v[2] > 0;
 }
 
+}  // namespace
+
 std::string judge_finite(const StepOutcome& o) {
   if (std::isfinite(o.loss) && std::isfinite(o.grad_norm)) return "";
   return fmt::format("non-finite loss {} or grad norm {}", o.loss, o.grad_norm);
 }
-
-}  // namespace
 
 at::Tensor micro_batch_loss(dist::ShardedModel& model, const PackedBatch& b, AttentionMode attention,
                             c10::Device dev) {

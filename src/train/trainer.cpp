@@ -64,8 +64,7 @@ std::vector<PackedBatch> next_step_batches(Mixture& data, const TrainConfig& cfg
 // a loss spike when train.spike_zscore is set. Every rank sees the same reduced numbers, so every
 // rank reaches the same verdict.
 std::string judge_step(const StepOutcome& o, const TrainSection& t, const LossSpikeDetector& spikes) {
-  if (!std::isfinite(o.loss) || !std::isfinite(o.grad_norm))
-    return fmt::format("non-finite loss {} or grad norm {}", o.loss, o.grad_norm);
+  if (auto bad = judge_finite(o); !bad.empty()) return bad;
   if (t.spike_zscore > 0) {
     double z = spikes.zscore(o.loss);
     if (z > t.spike_zscore)

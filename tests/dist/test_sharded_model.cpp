@@ -15,18 +15,14 @@
 #include "agenttune/dist/sharded_model.h"
 #include "agenttune/model/loss.h"
 #include "agenttune/train/optimizer.h"
+#include "tiny_llama.h"
 
 using namespace agenttune;
 using namespace agenttune::dist;
 
 namespace {
 
-LlamaConfig tiny() {
-  LlamaConfig c;
-  c.vocab_size = 97, c.hidden_size = 32, c.intermediate_size = 48, c.num_hidden_layers = 2;
-  c.num_attention_heads = 4, c.num_key_value_heads = 2, c.max_position_embeddings = 64;
-  return c;
-}
+LlamaConfig tiny() { return agenttune::testing::tiny_llama(97); }
 
 struct Batch {
   at::Tensor tokens, targets, positions;

@@ -14,6 +14,7 @@
 #include "agenttune/train/step.h"
 #include "fake_device.h"
 #include "thread_ranks.h"
+#include "tiny_llama.h"
 
 namespace fd = agenttune::testing::fake_device;
 using namespace agenttune;
@@ -21,12 +22,7 @@ using namespace agenttune::dist;
 
 namespace {
 
-LlamaConfig shape() {
-  LlamaConfig c;
-  c.vocab_size = 1024, c.hidden_size = 256, c.intermediate_size = 704, c.num_hidden_layers = 4;
-  c.num_attention_heads = 8, c.num_key_value_heads = 4, c.max_position_embeddings = 256;
-  return c;
-}
+LlamaConfig shape() { return agenttune::testing::tiny_llama(1024, 256, 704, 4, 8, 4, 256); }
 constexpr int64_t kSeq = 128, kMicro = 2;
 
 struct Measured {

@@ -303,7 +303,8 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 // ---- attention: a fused kernel, as on CUDA ----
 // scaled_dot_product_attention on a device without a choice of kernels decomposes into the math
 // path, which keeps B·H·T·T scores that no GPU run holds (a seq-4096 probe would overstate its
-// memory by gigabytes). The choice stub sends it to the "overrideable" fused op, run here by the
+// memory by gigabytes). The backend-choice hook (PyTorch's _fused_sdp_choice dispatch entry) sends
+// it to the "overrideable" fused op, run here by the
 // CPU flash kernel on the same memory: device memory holds what a fused kernel's does (output and
 // logsumexp), and nothing counts as a transfer.
 

@@ -21,6 +21,10 @@ at::Tensor cross_entropy_sum(const at::Tensor& logits, const at::Tensor& targets
 at::Tensor linear_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                                     int64_t chunk_rows = 0);
 
+// The default chunk of linear_cross_entropy_sum: rows per ~16 MB (CPU) or ~256 MB (elsewhere) of
+// fp32 logits. The memory plan counts the same chunk.
+int64_t linear_cross_entropy_chunk_rows(int64_t vocab, bool on_cpu);
+
 // HF-style labels (aligned with the inputs) -> targets: shift left by one, pad with -100.
 at::Tensor labels_to_targets(const at::Tensor& labels);
 

@@ -44,6 +44,10 @@ struct StepRequest {
   StepPhaseTimes* phase_times = nullptr;
 };
 
+// "" when the fetched loss and grad norm are finite, else why the update must be skipped: what
+// train_step judges by when the request has no judge of its own.
+std::string judge_finite(const StepOutcome& o);
+
 // One micro-batch's summed token loss, on the device: training and evaluation share it. Only
 // token ids, positions and targets travel to the device; a document mask is built there.
 at::Tensor micro_batch_loss(dist::ShardedModel& model, const PackedBatch& b, AttentionMode attention,
