@@ -15,7 +15,10 @@
 //   bench_train_step [--device cpu|cuda] [--dtype float32|bfloat16] [--threads 2] [--reps 5]
 //       [--steps 2] [--hidden 512] [--ffn 1408] [--layers 4] [--heads 8] [--kv-heads 8]
 //       [--vocab 32000] [--seq 512] [--batch 4] [--strategies full_shard,no_shard]
-//       [--sft on|off] [--reference on|off] [--python .venv/bin/python] [--peak-tflops X] [--phases]
+//       [--sft on|off] [--reference eager|compiled|off] [--python .venv/bin/python] [--peak-tflops X]
+//       [--phases]
+// --reference compiled: the reference's model under torch.compile (default mode; compiling happens
+// in its warm-up, before any timing).
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -53,7 +56,8 @@ struct Args {
   std::string device = "cpu", dtype = "float32", strategies = "full_shard,no_shard", python = ".venv/bin/python";
   int threads = 2, reps = 5, steps = 2;
   int64_t hidden = 512, ffn = 1408, layers = 4, heads = 8, kv_heads = 8, vocab = 32000, seq = 512, batch = 4;
-  bool sft = true, reference = true, phases = false;
+  std::string reference = "eager";  // eager | compiled (torch.compile of the model) | off
+  bool sft = true, phases = false;
   double peak_tflops = 0;
 };
 
@@ -89,13 +93,15 @@ Args parse(int argc, char** argv) {
     else if (k == "--steps") a.steps = std::stoi(v);
     else if (k == "--strategies") a.strategies = v;
     else if (k == "--sft") a.sft = on_off(k, v);
-    else if (k == "--reference") a.reference = on_off(k, v);
+    else if (k == "--reference") a.reference = v == "on" ? "eager" : v;
     else if (k == "--python") a.python = v;
     else if (k == "--peak-tflops") a.peak_tflops = std::stod(v);
     else usage("unknown flag " + k);
   }
   if (a.dtype != "float32" && a.dtype != "bfloat16") usage("--dtype is float32 or bfloat16");
   if (a.device != "cpu" && a.device != "cuda") usage("--device is cpu or cuda");
+  if (a.reference != "eager" && a.reference != "compiled" && a.reference != "off")
+    usage("--reference is eager, compiled or off, not '" + a.reference + "'");
   return a;
 }
 
@@ -181,7 +187,7 @@ class Reference {
                             std::to_string(a.heads) + " --kv-heads " + std::to_string(a.kv_heads) + " --vocab " +
                             std::to_string(a.vocab) + " --seq " + std::to_string(a.seq) + " --batch " +
                             std::to_string(a.batch) + " --threads " + std::to_string(a.threads) + " --device " +
-                            a.device + " --dtype " + a.dtype;
+                            a.device + " --dtype " + a.dtype + (a.reference == "compiled" ? " --compile" : "");
     int to_child[2], from_child[2];
     if (pipe(to_child) != 0 || pipe(from_child) != 0) usage("pipe() failed");
     pid_ = fork();
@@ -334,9 +340,10 @@ int main(int argc, char** argv) {
   if (a.sft) add_runner(names.front(), true);
 
   std::unique_ptr<Reference> ref;
-  Row ref_row{"PyTorch reference (transformers + fused AdamW)"};
+  Row ref_row{a.reference == "compiled" ? "PyTorch reference, compiled (transformers + fused AdamW)"
+                                        : "PyTorch reference (transformers + fused AdamW)"};
   double ref_rss = 0;
-  if (a.reference) ref = std::make_unique<Reference>(a, std::string(AGENTTUNE_BENCH_DIR) + "/train_step_reference.py");
+  if (a.reference != "off") ref = std::make_unique<Reference>(a, std::string(AGENTTUNE_BENCH_DIR) + "/train_step_reference.py");
 
   StepRequest req;
   req.lr = 1e-4;

@@ -8,6 +8,8 @@ JSON line {"ms_per_step", "loss", "peak_bytes", "peak_rss_bytes"} for N timed st
 
 usage: train_step_reference.py --hidden H --ffn F --layers L --heads A --kv-heads K --vocab V
                                --seq T --batch B --threads N --device cpu|cuda --dtype float32|bfloat16
+                               [--compile]
+--compile: the model under torch.compile (default mode), compiled during the warm-up step.
 Tokens are (arange(B*T) * 7919 + 13) % V, as in bench_train_step, so both train on the same ids.
 """
 import argparse
@@ -27,6 +29,7 @@ def main():
         p.add_argument("--" + k, type=int, required=True)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--compile", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -35,7 +38,8 @@ def main():
                       num_attention_heads=a.heads, num_key_value_heads=a.kv_heads, vocab_size=a.vocab,
                       max_position_embeddings=max(a.seq, 2048), rms_norm_eps=1e-5, tie_word_embeddings=False,
                       attn_implementation="sdpa")
-    model = LlamaForCausalLM(cfg).to(dev).train()  # fp32 master weights, as agenttune's
+    with dev:  # built on the device: initialising billions of parameters on the host takes minutes
+        model = LlamaForCausalLM(cfg).train()  # fp32 master weights, as agenttune's
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
                             fused=True)
     ids = ((torch.arange(a.batch * a.seq) * 7919 + 13) % a.vocab).view(a.batch, a.seq).to(dev)
@@ -47,9 +51,11 @@ def main():
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
+    forward = torch.compile(model) if a.compile else model
+
     def step():
         with amp:
-            loss = model(input_ids=ids, labels=ids).loss
+            loss = forward(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

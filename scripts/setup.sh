@@ -31,7 +31,8 @@ done
 
 DEBS=(build-essential cmake ninja-build pkg-config ccache python3-venv
       libsentencepiece-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
-      libgloo-dev zlib1g-dev libzstd-dev libgtest-dev libgmock-dev libsimdjson-dev)
+      libgloo-dev zlib1g-dev libzstd-dev libgtest-dev libgmock-dev libsimdjson-dev
+      python3-dev)  # Python.h: torch.compile's CPU kernels in the GPU suite's rehearsal
 # On a machine with systemd, installing these enables munge's service; slurmd/slurmctld's units
 # stay down without /etc/slurm/slurm.conf.
 if ((SLURM)); then DEBS+=(slurmd slurmctld slurm-client munge); fi

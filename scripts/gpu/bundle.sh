@@ -2,7 +2,8 @@
 # The GPU bundle: the main build's binaries, stripped copies, plus the non-torch shared libraries
 # they load, in gpu_bundle/ (git-ignored; carried to the GPU machine with `run`'s carry list).
 # No second build: it copies what scripts/setup.sh built (same LibTorch as the GPU machine's, the
-# torch==2.11.0 cu130 wheel). At most 40 MB.
+# torch==2.11.0 cu130 wheel), the .debs a build there would need, and the fake device for the
+# rehearsal. At most 40 MB.
 #   scripts/gpu/bundle.sh [BUILD_DIR] [BUNDLE_DIR]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -37,6 +38,28 @@ for b in "$BUNDLE"/bin/*; do
 done
 strip --strip-unneeded "$BUNDLE"/lib/*.so* 2>/dev/null || true
 
+# The rehearsal counts host syncs on the fake accelerator (the tests' PrivateUse1 device), which
+# reports them through CUDA's sync debug switch as a GPU does; a GPU run does not load it.
+if [[ -f "$BUILD/tests/libagenttune_fake_device.so" ]]; then
+  mkdir -p "$BUNDLE/rehearsal"
+  strip --strip-unneeded -o "$BUNDLE/rehearsal/libagenttune_fake_device.so" "$BUILD/tests/libagenttune_fake_device.so"
+fi
+
+# The fallback when the bundle cannot load on the GPU machine (suite.sh builds there from the
+# checkout): the Debian packages our CMake finds, as .debs, unpacked there into a private prefix.
+# The device image has a compiler, CMake, ninja and nvcc but no apt. ~4 MB.
+DEBS=(libsentencepiece-dev libsentencepiece0 libprotobuf-lite32 libyaml-cpp-dev libyaml-cpp0.7 libspdlog-dev
+      libspdlog1.10 libfmt-dev libfmt9 libcli11-dev nlohmann-json3-dev libsimdjson-dev libsimdjson14 libzstd-dev
+      libzstd1 zlib1g-dev zlib1g pkgconf-bin libpkgconf3)
+mkdir -p "$BUNDLE/debs"
+if [[ "${AGENTTUNE_BUNDLE_DEBS:-1}" == 0 ]]; then
+  rm -rf "$BUNDLE/debs"  # the fallback's own bundle, made where there is no apt
+elif ! (cd "$BUNDLE/debs" && apt-get download "${DEBS[@]}" > "$BUNDLE/debs.log" 2>&1); then
+  # Without them the bundle still runs; only the fallback build is lost, and the suite says so.
+  echo "bundle: apt-get download failed (see $BUNDLE/debs.log): no fallback build on the GPU machine" >&2
+  rm -rf "$BUNDLE/debs"
+fi
+
 size_mb=$(du -sm "$BUNDLE" | cut -f1)
 {
   echo "{"
@@ -44,7 +67,8 @@ size_mb=$(du -sm "$BUNDLE" | cut -f1)
   echo "  \"built_from\": \"$BUILD\","
   echo "  \"size_mb\": $size_mb,"
   echo "  \"binaries\": [$(ls "$BUNDLE/bin" | sed 's/.*/"&"/' | paste -sd, -)],"
-  echo "  \"libraries\": [$(ls "$BUNDLE/lib" | sed 's/.*/"&"/' | paste -sd, -)]"
+  echo "  \"libraries\": [$(ls "$BUNDLE/lib" | sed 's/.*/"&"/' | paste -sd, -)],"
+  echo "  \"debs\": [$(ls "$BUNDLE/debs" 2>/dev/null | sed 's/.*/"&"/' | paste -sd, -)]"
   echo "}"
 } > "$BUNDLE/manifest.json"
 echo "bundle: $BUNDLE, ${size_mb} MB ($(ls "$BUNDLE/bin" | wc -l) binaries, $(ls "$BUNDLE/lib" | wc -l) libraries)"

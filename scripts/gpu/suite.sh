@@ -8,12 +8,16 @@
 #   scripts/gpu/suite.sh [--rehearse] [--bundle DIR] [--python PY]
 #   on the GPU machine (see docs/benchmarks.md):  OUT=$OUT scripts/gpu/suite.sh
 #
-# Phases: env (GPU, driver, torch, how the bundle resolves), correctness (a tiny run on the device:
+# Phases: env (GPU, driver, torch, how the bundle resolves; when it cannot load, `fallback` builds
+# the binaries there from the checkout and the bundle's .debs, which costs minutes and the compiled
+# reference), correctness (forward and backward against transformers; a tiny run on the device:
 # bf16, document attention, activation checkpointing, evaluation, checkpoints, SIGKILL + resume
-# against an uninterrupted run through an explicitly named communicator (NCCL at world size 1), export verified by transformers, greedy generate against
-# transformers'), speed (bench_train_step against transformers at the 7B and TinyLlama shapes and
-# packed SFT), io (writing and loading a checkpoint, GB/s).
-# Not in it yet, and said so in the table: CUDA sync-debug host-sync counts, a torch.compile reference.
+# against an uninterrupted run through an explicitly named communicator (NCCL at world size 1),
+# export verified by transformers, greedy generate against transformers'; host syncs per step by
+# CUDA's sync debug mode; packed documents against each alone), speed (bench_train_step against
+# transformers eager at the 7B and TinyLlama shapes with packed SFT, and against torch.compile),
+# io (writing and loading the 7B-shaped checkpoint, GB/s, beside the disk's read speed).
+# The rehearsal also configures the fallback build from the .debs alone (no second build in CI).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 REHEARSE=0
@@ -68,9 +72,14 @@ phase() {
   [[ "$figures" == \{* ]] || figures='{}'
   local status=ok
   ((rc == 124 || rc == 137)) && status=timeout
-  ((rc != 0 && rc != 124 && rc != 137)) && status="failed($rc)"
+  ((rc == 4)) && status=skipped  # the phase could not apply here and said why on its last line
+  ((rc != 0 && rc != 4 && rc != 124 && rc != 137)) && status="failed($rc)"
   record "$name" "$status" "$(( $(date +%s) - t0 ))" "$figures"
   [[ "$status" == ok ]] || tail -n 20 "$OUT/$name.log"
+  return "$rc"
+}
+skip() {  # NAME WHY: a phase this run leaves out, in the table with its reason
+  record "$1" skipped 0 "{\"why\": \"$2\"}"
 }
 export ROOT OUT WORK BIN BENCH PY DEV DTYPE REHEARSE TOKENIZER BUNDLE TORCH_LIB LD_LIBRARY_PATH
 
@@ -99,11 +108,55 @@ phase_env() {
   echo "gpu: $gpu, driver $driver, torch $torch_version, bundle $(cat "$BUNDLE/manifest.json" | tr -d '\n ' | cut -c1-200)"
   if ((${#outside[@]})); then
     echo "libraries resolved from outside the bundle and torch: ${outside[*]}"
-    echo "the bundle cannot be trusted here; the fallback is a build from carried sources and .debs (not carried yet)"
+    echo "the bundle cannot be trusted here: building from the checkout and the bundle's .debs instead (minutes)"
     exit 3
   fi
-  "$BIN" --version > /dev/null
+  "$BIN" --version > /dev/null || { echo "the bundle's agenttune does not start here: building instead (minutes)"; exit 3; }
   printf '{"gpu": "%s", "driver": "%s", "torch": "%s", "outside_libraries": 0}\n' "$gpu" "$driver" "$torch_version"
+}
+
+# The fallback: the suite's binaries built on this machine from the checkout (carried as the
+# working tree) and the bundle's .debs unpacked into a private prefix (never into /), then bundled
+# like a build made here. `fallback_build configure` stops after CMake and checks that every
+# package came from the prefix: the rehearsal's way of proving the .debs suffice without a second
+# build in CI.
+fallback_build() {
+  set -euo pipefail
+  local mode="${1:-build}" deps="$WORK/deps" build="$WORK/fallback_build"
+  if ! ls "$BUNDLE"/debs/*.deb > /dev/null 2>&1; then
+    echo '{"why": "the bundle has no .debs (apt-get download failed when it was made)"}'
+    exit 4
+  fi
+  "$PY" "$ROOT/scripts/gpu/unpack_debs.py" "$deps" "$BUNDLE"/debs/*.deb
+  local multiarch=x86_64-linux-gnu torch_prefix pkgconfig
+  torch_prefix="$("$PY" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')"
+  pkgconfig="$deps/usr/bin/pkgconf"  # the device image may have none; the rehearsal uses the same
+  export LD_LIBRARY_PATH="$deps/usr/lib/$multiarch:$deps/lib/$multiarch:$TORCH_LIB"
+  # The .pc files say prefix=/usr; the sysroot puts the prefix in front of their -I and -L paths.
+  export PKG_CONFIG_PATH="$deps/usr/lib/$multiarch/pkgconfig:$deps/usr/share/pkgconfig"
+  export PKG_CONFIG_SYSROOT_DIR="$deps" PKG_CONFIG_LIBDIR="$deps/usr/lib/$multiarch/pkgconfig"
+  local t0=$SECONDS
+  cmake -S "$ROOT" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DAGENTTUNE_BUILD_TESTS=OFF \
+    -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr" -DPKG_CONFIG_EXECUTABLE="$pkgconfig"
+  local configure_s=$((SECONDS - t0)) outside=()
+  # Every dependency found must be the prefix's: a host copy here would hide a missing .deb.
+  for key in yaml-cpp_DIR spdlog_DIR fmt_DIR CLI11_DIR nlohmann_json_DIR simdjson_DIR ZLIB_INCLUDE_DIR \
+             ZLIB_LIBRARY_RELEASE SENTENCEPIECE_LIBDIR SENTENCEPIECE_INCLUDEDIR ZSTD_INCLUDEDIR; do
+    local value
+    value="$(grep -E "^$key:[A-Z]+=" "$build/CMakeCache.txt" | head -1 | cut -d= -f2- || true)"
+    [[ "$value" == "$deps"* ]] || outside+=("$key=$value")
+  done
+  if ((${#outside[@]})); then
+    echo "found outside the .debs' prefix: ${outside[*]}"
+    exit 1
+  fi
+  if [[ "$mode" == configure ]]; then
+    printf '{"debs": %s, "configure_s": %s, "packages_from_debs": true}\n' "$(ls "$BUNDLE"/debs/*.deb | wc -l)" "$configure_s"
+    return
+  fi
+  ninja -C "$build" -j "$(nproc)" agenttune bench_train_step bench_document_isolation_check bench_device_parity_dump
+  AGENTTUNE_BUNDLE_DEBS=0 "$ROOT/scripts/gpu/bundle.sh" "$build" "$WORK/fallback_bundle"
+  printf '{"configure_s": %s, "build_s": %s}\n' "$configure_s" "$((SECONDS - t0 - configure_s))"
 }
 
 phase_correctness() {
@@ -135,6 +188,17 @@ phase_correctness() {
     --verify transformers --python "$PY"
   "$BIN" generate --model "$WORK/exported" --prompt-ids 1,822,3017,29898,29876,1125 --max-new-tokens 16 \
     --device "$DEV" --json > "$WORK/ours.json"
+  # Host syncs per step as CUDA's sync debug mode counts them (metrics.host_syncs). The rehearsal
+  # runs this on the fake accelerator, which reports its syncs through the same CUDA switch.
+  local sync_dev="$DEV" preload=()
+  if ((REHEARSE)); then
+    sync_dev=fake
+    preload=(env "LD_PRELOAD=$BUNDLE/rehearsal/libagenttune_fake_device.so")
+    [[ -f "$BUNDLE/rehearsal/libagenttune_fake_device.so" ]] || { echo "the bundle has no fake device (build the tests)" >&2; exit 1; }
+  fi
+  "${preload[@]}" "$BIN" train --config "$ROOT/configs/tiny/pretrain.yaml" --set "output_dir=$WORK/syncs" "${common[@]}" \
+    --set "dist.device=$sync_dev" --set metrics.host_syncs=true --set train.max_steps=4 --set train.eval_interval=0 \
+    --set checkpoint.interval=1000
   # Forward and backward against transformers on the same device, in the compute dtype.
   "$BUNDLE/bin/bench_device_parity_dump" --model "$WORK/exported" --out "$WORK/ours_grads.safetensors" \
     --device "$DEV" --dtype "$DTYPE"
@@ -149,6 +213,10 @@ def last_loss(run):
     rows = [json.loads(l) for l in open(f"{work}/{run}/metrics.jsonl")]
     return [r for r in rows if "loss" in r][-1]["loss"]
 whole, resumed = last_loss("whole"), last_loss("killed")
+sync_rows = [json.loads(l) for l in open(f"{work}/syncs/metrics.jsonl")]
+host_syncs = [r["host_syncs"] for r in sync_rows if "host_syncs" in r]
+# agenttune's step reads the loss (and its verdict) once; anything more is a regression.
+syncs_ok = len(host_syncs) == 4 and max(host_syncs) <= 1
 # CPU: the same bits; CUDA: atomics in some backward kernels (embedding) are not deterministic.
 tol = 0.0 if dev == "cpu" else 1e-2
 resume_ok = abs(whole - resumed) <= tol * abs(whole)
@@ -183,105 +251,162 @@ parity_tol = (3e-2, 5e-2) if dtype == torch.bfloat16 else (1e-4, 1e-4)
 parity_ok = logit_diff <= parity_tol[0] and grad_diff <= parity_tol[1]
 print(f"parity with transformers on {dev} ({dtype}): logits {logit_diff:.3g} of max|logit|, grads {grad_diff:.3g} relative")
 print(f"final loss whole {whole:.6f} resumed {resumed:.6f}; generate {same}/{len(ref)} tokens equal to transformers")
-print(json.dumps({"parity_dtype": str(dtype), "parity_logits_rel": logit_diff, "parity_grads_rel": grad_diff,
+print(f"host syncs per step (CUDA sync debug mode{', on the fake device' if dev == 'cpu' else ''}): {host_syncs}")
+print(json.dumps({"host_syncs_per_step": max(host_syncs) if host_syncs else None, "host_syncs_ok": syncs_ok,
+                  "parity_dtype": str(dtype), "parity_logits_rel": logit_diff, "parity_grads_rel": grad_diff,
                   "parity_ok": parity_ok, "isolation_path": iso["path"], "isolation_max_abs_diff": iso["max_abs_diff"],
                   "isolation_tolerance": iso["tolerance"], "isolation_ok": iso["ok"],"loss_whole": whole, "loss_resumed": resumed, "resume_tolerance": tol, "resume_ok": resume_ok,
                   "generate_equal_tokens": same, "generate_tokens": len(ref), "generate_ok": generate_ok,
                   "export_verified_by_transformers": True}))
-sys.exit(0 if resume_ok and generate_ok and iso["ok"] and parity_ok else 1)
+sys.exit(0 if resume_ok and generate_ok and iso["ok"] and parity_ok and syncs_ok else 1)
+PY
+}
+
+# run_bench NAME ARGS...: one bench_train_step run, its table kept in $WORK/bench_NAME.txt.
+run_bench() {
+  local name="$1"; shift
+  "$BENCH" --python "$PY" --threads "$(nproc)" "$@" | tee "$WORK/bench_$name.txt"
+}
+
+# bench_figures NAME...: those runs' tokens/s and ratios as one JSON line (plus the matmul ceiling
+# with --ceiling: this device's bf16 matmul throughput in this call, what MFU is also read against).
+bench_figures() {
+  "$PY" - "$WORK" "$DEV" "$@" <<'PY'
+import json, re, sys, time
+import torch
+work, dev, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+out = {}
+if names and names[0] == "--ceiling":
+    names = names[1:]
+    n = 8192 if dev == "cuda" else 1024
+    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=dev).to(dtype), torch.randn(n, n, device=dev).to(dtype)
+    for _ in range(3): a @ b
+    if dev == "cuda": torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    reps = 20 if dev == "cuda" else 3
+    for _ in range(reps): c = a @ b
+    if dev == "cuda": torch.cuda.synchronize()
+    out["matmul_ceiling_tflops"] = 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+for name in names:
+    for line in open(f"{work}/bench_{name}.txt"):
+        m = re.match(r"ratio (.*?): ([0-9.]+)", line)
+        if m:
+            out[f"{name}: ratio {m.group(1)}"] = float(m.group(2))
+        cols = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cols) == 8 and (cols[0].startswith("agenttune") or cols[0].startswith("PyTorch")):
+            try:
+                out[f"{name}: {cols[0]} tokens/s"] = float(cols[2])
+                if cols[4] != "-": out[f"{name}: {cols[0]} MFU"] = float(cols[4].rstrip("%")) / 100
+                if cols[6] != "-": out[f"{name}: {cols[0]} peak GB"] = float(cols[6].split()[0]) / 1e3
+            except ValueError:
+                pass
+print(json.dumps(out))
 PY
 }
 
 phase_speed() {
   set -euo pipefail
-  local threads python=(--python "$PY")
-  threads="$(nproc)"
-  run_bench() {  # NAME ARGS...: one bench, its table into the log, its ratios as JSON
-    local name="$1"; shift
-    "$BENCH" "${python[@]}" --threads "$threads" "$@" | tee "$WORK/bench_$name.txt"
-  }
   if ((REHEARSE)); then
     run_bench tiny --device cpu --dtype float32 --hidden 128 --ffn 352 --layers 2 --heads 4 --kv-heads 4 \
       --seq 128 --batch 2 --reps 2 --steps 1 --strategies full_shard
+    bench_figures --ceiling tiny
   else
     # Both sides hold fp32 masters + AdamW (16 B/parameter) at once: 12 of the 7B's 32 layers fit
-    # beside the reference on one 141 GB GPU.
+    # beside the reference on one 141 GB GPU. Each run also has packed SFT under document isolation.
     run_bench llama7b_shape --device cuda --dtype bfloat16 --hidden 4096 --ffn 11008 --layers 12 --heads 32 \
       --kv-heads 32 --seq 4096 --batch 1 --reps 3 --steps 3 --strategies full_shard
     run_bench tinyllama_shape --device cuda --dtype bfloat16 --hidden 2048 --ffn 5632 --layers 22 --heads 32 \
       --kv-heads 4 --seq 2048 --batch 4 --reps 3 --steps 3 --strategies full_shard
+    bench_figures --ceiling llama7b_shape tinyllama_shape
   fi
-  "$PY" - "$WORK" "$DEV" <<'PY'
-import glob, json, os, re, sys, time
-import torch
-out = {}
-# The matmul ceiling of this device in this call: what MFU is also read against.
-dev = sys.argv[2]
-n = 8192 if dev == "cuda" else 1024
-dtype = torch.bfloat16 if dev == "cuda" else torch.float32
-a, b = torch.randn(n, n, device=dev).to(dtype), torch.randn(n, n, device=dev).to(dtype)
-for _ in range(3): a @ b
-if dev == "cuda": torch.cuda.synchronize()
-t0 = time.perf_counter()
-reps = 20 if dev == "cuda" else 3
-for _ in range(reps): c = a @ b
-if dev == "cuda": torch.cuda.synchronize()
-out["matmul_ceiling_tflops"] = 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
-for f in sorted(glob.glob(f"{sys.argv[1]}/bench_*.txt")):
-    name = os.path.basename(f)[6:-4]
-    for line in open(f):
-        m = re.match(r"ratio (.*?): ([0-9.]+)", line)
-        if m:
-            out[f"{name}: {m.group(1)}"] = float(m.group(2))
-        m = re.match(r"\| (agenttune [^|]*?|PyTorch reference[^|]*?)\s*\|\s*([0-9.]+)\s*\|\s*([0-9.]+)\s*\|", line)
-        if m:
-            out[f"{name}: {m.group(1)} tokens/s"] = float(m.group(3))
-print(json.dumps(out))
-PY
 }
 
+# Against transformers under torch.compile (compiling happens in the reference's warm-up). At the
+# 7B layer shape with 6 layers: inductor compiles the whole stack as one graph, and its compile
+# time grows with the layers while the per-layer comparison does not change.
+phase_speed_compiled() {
+  set -euo pipefail
+  if ((REHEARSE)); then
+    run_bench tiny_compiled --device cpu --dtype float32 --hidden 128 --ffn 352 --layers 2 --heads 4 --kv-heads 4 \
+      --seq 128 --batch 2 --reps 2 --steps 1 --strategies full_shard --sft off --reference compiled
+    bench_figures tiny_compiled
+  else
+    run_bench llama7b_shape_compiled --device cuda --dtype bfloat16 --hidden 4096 --ffn 11008 --layers 6 \
+      --heads 32 --kv-heads 32 --seq 4096 --batch 1 --reps 3 --steps 3 --strategies full_shard --sft off \
+      --reference compiled
+    bench_figures llama7b_shape_compiled
+  fi
+}
+
+# Writing (the safetensors writer export uses, timed inside `init`) and loading (`generate`'s load,
+# timed inside it) the Llama-2-7B-shaped checkpoint in bf16 (13.5 GB), beside the disk's own read
+# speed (O_DIRECT, past the page cache) and the page-cached read of the same files.
 phase_io() {
   set -euo pipefail
   cd "$WORK"
   local shape
   if ((REHEARSE)); then
-    shape='{vocab_size: 32000, hidden_size: 256, intermediate_size: 688, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 4}'
+    shape='{vocab_size: 32000, hidden_size: 256, intermediate_size: 688, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 4, dtype: bfloat16}'
   else
-    shape='{vocab_size: 32000, hidden_size: 2048, intermediate_size: 5632, num_hidden_layers: 22, num_attention_heads: 32, num_key_value_heads: 4}'
+    shape='{vocab_size: 32000, hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, dtype: bfloat16}'
   fi
-  local t0 t1 t2
-  t0=$(date +%s.%N)
-  "$BIN" init --config "$ROOT/configs/tiny/model.yaml" --out "$WORK/io_model" --set "tokenizer=$TOKENIZER" --set "model=$shape"
-  t1=$(date +%s.%N)
-  "$BIN" generate --model "$WORK/io_model" --prompt-ids 1,2,3 --max-new-tokens 1 --device "$DEV" > /dev/null
-  t2=$(date +%s.%N)
-  local bytes
-  bytes=$(du -cb "$WORK"/io_model/*.safetensors | tail -1 | cut -f1)
-  "$PY" - "$bytes" "$t0" "$t1" "$t2" "$WORK/io_model" <<'PY'
-import glob, json, sys, time
-b, t0, t1, t2, folder = int(sys.argv[1]), *map(float, sys.argv[2:5]), sys.argv[5]
-start = time.perf_counter()
-n = 0
-for f in glob.glob(f"{folder}/*.safetensors"):
+  "$BIN" init --config "$ROOT/configs/tiny/model.yaml" --out "$WORK/io_model" --set "tokenizer=$TOKENIZER" \
+    --set "model=$shape" 2>&1 | tee "$WORK/io_init.log"
+  "$BIN" generate --model "$WORK/io_model" --prompt-ids 1,2,3 --max-new-tokens 1 --device "$DEV" 2>&1 > /dev/null \
+    | tee "$WORK/io_load.log"
+  local first
+  first="$(ls "$WORK"/io_model/*.safetensors | head -1)"
+  # The disk: O_DIRECT bypasses the page cache the write just filled (some filesystems refuse it).
+  dd if="$first" of=/dev/null bs=16M iflag=direct 2> "$WORK/io_dd.log" || echo "O_DIRECT refused" >> "$WORK/io_dd.log"
+  cat "$WORK/io_dd.log"
+  "$PY" - "$WORK" <<'PY'
+import glob, json, re, sys, time
+work = sys.argv[1]
+files = sorted(glob.glob(f"{work}/io_model/*.safetensors"))
+gb = sum(__import__("os").path.getsize(f) for f in files) / 1e9
+write_s = float(re.search(r"writing ([0-9.]+)s", open(f"{work}/io_init.log").read()).group(1))
+load_s = float(re.search(r"loaded .* in ([0-9.]+)s", open(f"{work}/io_load.log").read()).group(1))
+dd = re.search(r"^(\d+) bytes .* copied, ([0-9.]+) s", open(f"{work}/io_dd.log").read(), re.M)
+start, n = time.perf_counter(), 0
+for f in files:
     with open(f, "rb") as fh:
         while chunk := fh.read(1 << 24):
             n += len(chunk)
-read_s = time.perf_counter() - start
-print(json.dumps({"checkpoint_gb": b / 1e9, "write_gb_s": b / 1e9 / (t1 - t0), "load_and_one_token_gb_s": b / 1e9 / (t2 - t1),
-                  "file_read_gb_s_page_cached": n / 1e9 / max(read_s, 1e-9)}))
+cached = n / 1e9 / max(time.perf_counter() - start, 1e-9)
+print(json.dumps({"checkpoint_gb": gb, "write_gb_s": gb / write_s, "load_gb_s": gb / load_s,
+                  "disk_read_gb_s_direct": int(dd.group(1)) / 1e9 / float(dd.group(2)) if dd else None,
+                  "read_gb_s_page_cached": cached}))
 PY
 }
 
 if ((REHEARSE)); then
   phase env 60 phase_env
+  phase fallback_configure 180 "fallback_build configure"
   phase correctness 300 phase_correctness
   phase speed 300 phase_speed
+  phase speed_compiled 240 phase_speed_compiled
   phase io 120 phase_io
 else
-  phase env 30 phase_env
-  phase correctness 150 phase_correctness
-  phase speed 270 phase_speed
-  phase io 90 phase_io
+  # 30 + 150 + 150 + 120 + 90 s: the whole within 9 minutes.
+  if phase env 30 phase_env; then
+    phase correctness 150 phase_correctness
+    phase speed 150 phase_speed
+    phase speed_compiled 120 phase_speed_compiled
+    phase io 90 phase_io
+  elif [[ "$(tail -n 1 "$RESULTS")" == *'"status": "failed(3)"'* ]]; then
+    # The bundle cannot load here: build (minutes), then the phases that still fit in 9 minutes.
+    echo "suite: the bundle does not load on this machine; building from the checkout (costs minutes of the budget)"
+    if phase fallback 240 fallback_build; then
+      BUNDLE="$WORK/fallback_bundle"
+      export BUNDLE BIN="$BUNDLE/bin/agenttune" BENCH="$BUNDLE/bin/bench_train_step"
+      export LD_LIBRARY_PATH="$BUNDLE/lib:$TORCH_LIB"
+      phase correctness 150 phase_correctness
+      phase speed 150 phase_speed
+      skip speed_compiled "the fallback build used its time"
+      skip io "the fallback build used its time"
+    fi
+  fi
 fi
 
 echo
@@ -293,6 +418,5 @@ print(f"| {'phase':<12} | {'status':<10} | {'s':>5} | figures")
 for r in rows:
     figs = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["figures"].items())
     print(f"| {r['phase']:<12} | {r['status']:<10} | {r['seconds']:>5} | {figs[:400]}")
-print("| not yet      | -          |     - | CUDA sync-debug host syncs, torch.compile reference")
-sys.exit(0 if all(r["status"] == "ok" for r in rows) else 1)
+sys.exit(0 if all(r["status"] in ("ok", "skipped") for r in rows) else 1)
 PY

@@ -25,14 +25,17 @@ int run_init(const InitArgs& a) {
     fail("{}: tokenizer '{}' not found", a.config, cfg.tokenizer.string());
   auto t0 = std::chrono::steady_clock::now();
   auto model = make_llama(cfg.model, cfg.seed);
+  const auto t1 = std::chrono::steady_clock::now();
   SaveOptions so;
   so.max_shard_bytes = a.max_shard_mb << 20;
   if (!cfg.tokenizer.empty()) so.tokenizer_from = cfg.tokenizer;
   save_pretrained(model, a.out, so);
   write_resolved_config(std::filesystem::path(a.out) / "agenttune_init.yaml", cfg);
-  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  log::info("initialised {} parameters ({}, seed {}) -> {} in {:.2f}s", count_parameters(cfg.model),
-            dtype_name(cfg.model.dtype), cfg.seed, a.out, s);
+  const auto t2 = std::chrono::steady_clock::now();
+  auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+  log::info("initialised {} parameters ({}, seed {}) -> {} in {:.2f}s (initialising {:.2f}s, writing {:.2f}s)",
+            count_parameters(cfg.model), dtype_name(cfg.model.dtype), cfg.seed, a.out, secs(t0, t2), secs(t0, t1),
+            secs(t1, t2));
   return 0;
 }
 }  // namespace

@@ -11,6 +11,7 @@
 #include "agenttune/config/load.h"
 #include "agenttune/dist/device.h"
 #include "agenttune/dist/dist.h"
+#include "agenttune/dist/host_syncs.h"
 #include "agenttune/dist/rendezvous.h"
 #include "agenttune/dist/sharded_model.h"
 #include "agenttune/io/hf_checkpoint.h"
@@ -215,6 +216,9 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   if (peak.flops > 0)
     log::info("mfu: against {:.0f} TFLOP/s per device ({}{})", peak.flops / 1e12, peak.source,
               peak.device_name.empty() ? "" : ", " + peak.device_name);
+  // Opened before the loop so that a CPU device fails at once, not after the first step.
+  std::unique_ptr<dist::HostSyncCounter> syncs;
+  if (cfg.metrics.host_syncs) syncs = std::make_unique<dist::HostSyncCounter>(dist->device());
   StopSignal stop;
   log::info("training: {} steps x {} sequences x {} tokens on {} rank(s) ({}, {}), {} micro-batch(es) of {} per rank",
             cfg.train.max_steps, plan.sequences, cfg.data.seq_len, dist->world_size(), cfg.dist.strategy,
@@ -230,7 +234,12 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
     req.lr = lr;
     req.stop_requested = StopSignal::requested();
     req.judge = [&](const StepOutcome& o) { return judge_step(o, cfg.train, spikes); };
-    const StepOutcome o = train_step(sharded, opt, next_step_batches(data, cfg, plan.micro_batches, *dist), req, *dist);
+    auto batches = next_step_batches(data, cfg, plan.micro_batches, *dist);
+    if (syncs) syncs->start();
+    const StepOutcome o = train_step(sharded, opt, std::move(batches), req, *dist);
+    const int64_t step_syncs = syncs ? syncs->stop() : 0;
+    if (syncs && step_syncs > 1)
+      log::debug("step {}: {} host syncs, the first at {}", prog.step + 1, step_syncs, syncs->first_site());
     const std::string& bad = o.skipped;
     if (!bad.empty()) {
       ++prog.nonfinite_in_a_row;
@@ -274,6 +283,7 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
           {"comm_seconds", comm}, {"comm_inflight_seconds", inflight}};
       // Without a known peak (CPU) MFU is written as null rather than left out or faked.
       row.emplace_back("mfu", mfu >= 0 ? mfu : std::nan(""));
+      if (syncs) row.emplace_back("host_syncs", static_cast<double>(step_syncs));
       auto shares = data.shares();
       for (size_t s = 0; s < shares.size(); ++s) row.emplace_back("share/" + cfg.data.sources[s].name, shares[s]);
       if (cfg.data.packing == Packing::Pad)

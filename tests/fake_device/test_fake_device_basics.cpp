@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include "agenttune/dist/host_syncs.h"
+#include "agenttune/util/error.h"
 #include "fake_device.h"
 
 namespace fd = agenttune::testing::fake_device;
@@ -41,8 +43,8 @@ TEST(FakeDevice, RefusesMixingHostAndDeviceTensorsLikeCuda) {
 TEST(FakeDevice, CountsHostSyncsAndTransfers) {
   fd::reset(0);
   auto host = at::ones({256}, at::kFloat);
-  auto dev = host.to(fd::device());  // 1 KiB up
-  auto s = dev.sum();                // on the device: no sync
+  auto dev = host.to(fd::device(), /*non_blocking=*/true);  // 1 KiB up, the host does not wait
+  auto s = dev.sum();                                       // on the device: no sync
   EXPECT_EQ(fd::counters(0).host_syncs, 0);
   (void)s.item<float>();  // one sync
   (void)dev.cpu();        // a blocking copy down: another
@@ -53,6 +55,33 @@ TEST(FakeDevice, CountsHostSyncsAndTransfers) {
   EXPECT_EQ(c.d2h_bytes, 1024 + 4);
   (void)at::nonzero(dev);  // data-dependent output size: CUDA syncs
   EXPECT_EQ(fd::counters(0).host_syncs, 3);
+  (void)host.to(fd::device());  // a blocking upload waits too (CUDA's memcpy_and_sync)
+  EXPECT_EQ(fd::counters(0).host_syncs, 4);
+}
+
+// The fake device reports its syncs through CUDA's own sync debug switch, so HostSyncCounter (the
+// trainer's metrics.host_syncs) is tested here as it runs on a GPU; other warnings pass through.
+TEST(FakeDevice, HostSyncCounterCountsThroughCudasSyncDebugMode) {
+  struct Keep : c10::WarningHandler {
+    void process(const c10::Warning& w) override { seen.push_back(w.msg()); }
+    std::vector<std::string> seen;
+  } keep;
+  c10::WarningUtils::WarningHandlerGuard guard(&keep);
+  auto dev = at::ones({64}, at::kFloat).to(fd::device(), true);
+  (void)dev.sum().item<float>();  // not counted: no counter open
+  agenttune::dist::HostSyncCounter counter(fd::device());
+  counter.start();
+  (void)dev.sum().item<float>();
+  (void)dev.cpu();
+  TORCH_WARN("an unrelated warning");
+  (void)dev.mul(2);  // no sync
+  EXPECT_EQ(counter.stop(), 2);
+  EXPECT_NE(counter.first_site().find(":"), std::string::npos) << counter.first_site();
+  (void)dev.sum().item<float>();  // closed again: nothing counted, nothing warned
+  EXPECT_EQ(keep.seen, std::vector<std::string>{"an unrelated warning"});
+  counter.start();
+  EXPECT_EQ(counter.stop(), 0);
+  EXPECT_THROW(agenttune::dist::HostSyncCounter(c10::Device(c10::kCPU)), agenttune::Error);
 }
 
 TEST(FakeDevice, CountsLiveAndPeakBytesPerDevice) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <fstream>
 
 #include "../cli/cli_test_util.h"
 #include "agenttune/config/load.h"
@@ -97,6 +98,37 @@ TEST(TrainOnFakeDevice, EvaluationPaddingAndCheckpointsRunOnTheDevice) {
   }
   EXPECT_EQ(evals, 2);
   EXPECT_FALSE(run.result.last_checkpoint.empty());
+}
+
+// metrics.host_syncs: the count CUDA's sync debug mode gives for each step, written per step. The
+// fake device reports through the same switch, so this is the GPU's count of the same code.
+TEST(TrainOnFakeDevice, HostSyncsMetricIsTheSyncDebugCountOfEachStep) {
+  const auto root = scratch_dir();
+  TinyRun r;
+  r.max_steps = 4;
+  r.micro_batch = 2;  // 4 micro-batches per step: the count must not grow with them
+  auto run = train_on_fake(root, r, {"metrics.host_syncs=true", "data.attention=document",
+                                     "model.compute_dtype=bf16", "train.eval_interval=2"});
+  ASSERT_EQ(run.result.losses.size(), 4u);
+  std::ifstream in(root / "run" / "metrics.jsonl");
+  int rows = 0;
+  for (std::string line; std::getline(in, line); ++rows) {
+    auto j = nlohmann::json::parse(line);
+    ASSERT_TRUE(j.contains("host_syncs")) << line;
+    EXPECT_EQ(j["host_syncs"].get<double>(), 1.0) << line;  // the loss and its verdict, read once
+  }
+  EXPECT_EQ(rows, 4);
+  // On the CPU there is no device to wait for: refused before any step, not a row of zeros.
+  write_tiny_run(root / "cpu", r);
+  auto cfg = load_config<TrainConfig>(root / "cpu" / "train.yaml", {"dist.device=cpu", "metrics.host_syncs=true"});
+  TrainOptions o;
+  o.progress = false;
+  try {
+    train(cfg, o);
+    ADD_FAILURE() << "metrics.host_syncs on the CPU was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("metrics.host_syncs"), std::string::npos) << e.what();
+  }
 }
 
 TEST(TrainOnFakeDevice, LossesMatchTheCpuRun) {

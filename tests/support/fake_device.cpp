@@ -16,6 +16,9 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <c10/core/impl/alloc_cpu.h>
 #include <torch/library.h>
+#ifdef USE_C10D_NCCL  // the wheel's CUDA build: its sync debug switch is what a GPU run would use
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 #include <algorithm>
 #include <array>
@@ -64,6 +67,16 @@ void count(int index, const std::function<void(Counters&)>& f) {
   auto& d = of(index);
   std::lock_guard<std::mutex> lock(d.mu);
   f(d.c);
+}
+
+// The host waits for the device here. Counted, and reported as CUDA reports it: c10's own
+// warn_or_error_on_sync, which warns or throws only while CUDA's sync debug mode is on.
+void host_sync(int index) {
+  if (t_fallback_depth > 0) return;
+  count(index, [](Counters& c) { ++c.host_syncs; });
+#ifdef USE_C10D_NCCL
+  c10::cuda::warn_or_error_on_sync();
+#endif
 }
 
 // ---- memory ----
@@ -205,14 +218,14 @@ at::Tensor view(const at::Tensor& self, c10::SymIntArrayRef size) {
 
 at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool non_blocking) {
   const int64_t bytes = static_cast<int64_t>(self.numel()) * static_cast<int64_t>(self.element_size());
+  // A blocking copy either way is cudaMemcpyAsync + a stream sync on CUDA (memcpy_and_sync): the
+  // host waits. non_blocking does not wait (from pageable memory it stages, still unreported by CUDA).
   if (self.is_cpu() && !dst.is_cpu()) {
     count(dst.device().index(), [&](Counters& c) { c.h2d_bytes += bytes, ++c.h2d_copies; });
+    if (!non_blocking) host_sync(dst.device().index());
   } else if (!self.is_cpu() && dst.is_cpu()) {
-    // A blocking copy to the host waits for the device; non_blocking into pinned memory would not.
-    count(self.device().index(), [&](Counters& c) {
-      c.d2h_bytes += bytes, ++c.d2h_copies;
-      if (!non_blocking) ++c.host_syncs;
-    });
+    count(self.device().index(), [&](Counters& c) { c.d2h_bytes += bytes, ++c.d2h_copies; });
+    if (!non_blocking) host_sync(self.device().index());
   }
   at::Tensor d = dst.is_cpu() ? dst : host_alias(dst);
   at::Tensor s = self.is_cpu() ? self : host_alias(self);
@@ -227,9 +240,9 @@ at::Tensor copy_from_and_resize(const at::Tensor& self, const at::Tensor& dst) {
 
 at::Scalar local_scalar_dense(const at::Tensor& self) {
   count(self.device().index(), [&](Counters& c) {
-    ++c.host_syncs;
     c.d2h_bytes += static_cast<int64_t>(self.element_size()), ++c.d2h_copies;
   });
+  host_sync(self.device().index());
   return at::native::_local_scalar_dense_cpu(host_alias(self));
 }
 
@@ -289,7 +302,7 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   if (fake && host)
     TORCH_CHECK(false, "Expected all tensors to be on the same device, but found at least two devices, ", *fake,
                 " and cpu! (when checking arguments of ", schema.name(), ")");
-  if (fake && syncs_host(schema.operator_name())) count(fake->index(), [](Counters& c) { ++c.host_syncs; });
+  if (fake && syncs_host(schema.operator_name())) host_sync(fake->index());
   ++t_fallback_depth;
   try {
     at::native::cpu_fallback(op, stack);

@@ -94,6 +94,9 @@ struct MetricsSection {
   // The device's dense bf16 peak in TFLOP/s, for MFU; 0 = from the built-in table by device name
   // (MFU is null when neither gives one, as on CPU).
   double peak_tflops = 0;
+  // Count the host syncs of each training step with CUDA's sync debug mode and write them as
+  // `host_syncs` (a GPU diagnostic: agenttune's step has one, reading the loss; an error on the CPU).
+  bool host_syncs = false;
 };
 
 struct DistSection {
@@ -182,6 +185,7 @@ template <class V>
 void visit(V& v, MetricsSection& m) {
   v("tensorboard", m.tensorboard);
   v("peak_tflops", m.peak_tflops);
+  v("host_syncs", m.host_syncs);
 }
 
 template <class V>
