@@ -45,6 +45,13 @@ if [[ -f "$BUILD/tests/libagenttune_fake_device.so" ]]; then
   strip --strip-unneeded -o "$BUNDLE/rehearsal/libagenttune_fake_device.so" "$BUILD/tests/libagenttune_fake_device.so"
 fi
 
+# The Llama-2 tokenizer the suite's tiny runs use: ../shared beside the checkout does not travel to
+# the GPU machine, the carried bundle does (it is git-ignored, never committed).
+TOKENIZER="${SUITE_TOKENIZER:-$ROOT/../shared/fixtures/llama2-tokenizer.model}"
+[[ -f "$TOKENIZER" ]] || { echo "bundle: no tokenizer at $TOKENIZER (set SUITE_TOKENIZER)" >&2; exit 2; }
+mkdir -p "$BUNDLE/fixtures"
+cp "$TOKENIZER" "$BUNDLE/fixtures/llama2-tokenizer.model"
+
 # The fallback when the bundle cannot load on the GPU machine (suite.sh builds there from the
 # checkout): the Debian packages our CMake finds, as .debs, unpacked there into a private prefix.
 # The device image has a compiler, CMake, ninja and nvcc but no apt. ~4 MB.

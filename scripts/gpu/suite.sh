@@ -35,8 +35,16 @@ done
 OUT="${OUT:-$ROOT/runs/gpu_suite}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-WORK="$OUT/work"
-rm -rf "$WORK" && mkdir -p "$WORK"
+# Scratch (the 13.5 GB checkpoint, a fallback build) stays out of $OUT: the device tool returns
+# at most 8 files of 16 MiB from it, so $OUT gets phases.jsonl, table.txt and logs.tar.gz only.
+WORK="${SUITE_WORK:-${TMPDIR:-/tmp}/agenttune_gpu_suite}"
+LOGS="$WORK/logs"
+rm -rf "$WORK" && mkdir -p "$WORK" "$LOGS"
+# $OUT is the suite's own: empty, or an earlier run's output, which is replaced.
+if [[ -n "$(ls -A "$OUT")" && ! -f "$OUT/phases.jsonl" ]]; then
+  echo "suite: $OUT holds other files; give an empty folder or an earlier suite output" >&2; exit 2
+fi
+rm -rf "${OUT:?}"/*
 RESULTS="$OUT/phases.jsonl"
 : > "$RESULTS"
 SUITE_START=$(date +%s)
@@ -49,10 +57,10 @@ TORCH_LIB="$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torc
 export LD_LIBRARY_PATH="$BUNDLE/lib:$TORCH_LIB"
 BIN="$BUNDLE/bin/agenttune"
 BENCH="$BUNDLE/bin/bench_train_step"
-# The configs name ../shared/fixtures/llama2-tokenizer.model; SUITE_TOKENIZER overrides it where
-# ../shared is not beside the checkout.
-TOKENIZER="${SUITE_TOKENIZER:-$ROOT/../shared/fixtures/llama2-tokenizer.model}"
-[[ -f "$TOKENIZER" ]] || { echo "suite: no tokenizer at $TOKENIZER (set SUITE_TOKENIZER)" >&2; exit 2; }
+# The configs name ../shared/fixtures/llama2-tokenizer.model, which does not travel to the GPU
+# machine: every command here takes the bundle's copy instead (SUITE_TOKENIZER overrides it).
+TOKENIZER="${SUITE_TOKENIZER:-$BUNDLE/fixtures/llama2-tokenizer.model}"
+[[ -f "$TOKENIZER" ]] || { echo "suite: no tokenizer at $TOKENIZER (remake the bundle, or set SUITE_TOKENIZER)" >&2; exit 2; }
 if ((REHEARSE)); then DEV=cpu; DTYPE=bfloat16; else DEV=cuda; DTYPE=bfloat16; fi
 
 # record NAME STATUS SECONDS JSON-FIGURES
@@ -60,28 +68,34 @@ record() {
   printf '{"phase": "%s", "status": "%s", "seconds": %s, "figures": %s}\n' "$1" "$2" "$3" "${4:-{\}}" >> "$RESULTS"
 }
 
-# phase NAME BUDGET_S FUNCTION: runs FUNCTION under `timeout`, its log in $OUT/NAME.log; a phase
+# phase NAME BUDGET_S FUNCTION: runs FUNCTION under `timeout`, its log in $LOGS/NAME.log; a phase
 # prints its figures as one JSON object on its last line.
 phase() {
   local name="$1" budget="$2" fn="$3" t0 rc figures
   t0=$(date +%s)
   echo "== $name (budget ${budget}s)"
-  timeout --kill-after=10 "$budget" bash -c "$(declare -f); $fn" > "$OUT/$name.log" 2>&1
+  timeout --kill-after=10 "$budget" bash -c "$(declare -f); $fn" > "$LOGS/$name.log" 2>&1
   rc=$?
-  figures="$(tail -n 1 "$OUT/$name.log")"
+  figures="$(tail -n 1 "$LOGS/$name.log")"
   [[ "$figures" == \{* ]] || figures='{}'
   local status=ok
   ((rc == 124 || rc == 137)) && status=timeout
   ((rc == 4)) && status=skipped  # the phase could not apply here and said why on its last line
   ((rc != 0 && rc != 4 && rc != 124 && rc != 137)) && status="failed($rc)"
   record "$name" "$status" "$(( $(date +%s) - t0 ))" "$figures"
-  [[ "$status" == ok ]] || tail -n 20 "$OUT/$name.log"
+  [[ "$status" == ok ]] || tail -n 20 "$LOGS/$name.log"
+  archive_logs
   return "$rc"
+}
+# What comes back from the device: the logs and bench tables in one archive, under its limits;
+# remade after every phase so that a command cut off at its limit still returns what ran.
+archive_logs() {
+  (cd "$WORK" && tar -czf "$OUT/logs.tar.gz" logs $(ls bench_*.txt isolation.json ours.json 2> /dev/null))
 }
 skip() {  # NAME WHY: a phase this run leaves out, in the table with its reason
   record "$1" skipped 0 "{\"why\": \"$2\"}"
 }
-export ROOT OUT WORK BIN BENCH PY DEV DTYPE REHEARSE TOKENIZER BUNDLE TORCH_LIB LD_LIBRARY_PATH
+export ROOT OUT WORK LOGS BIN BENCH PY DEV DTYPE REHEARSE TOKENIZER BUNDLE TORCH_LIB LD_LIBRARY_PATH
 
 phase_env() {
   set -euo pipefail
@@ -155,7 +169,7 @@ fallback_build() {
     return
   fi
   ninja -C "$build" -j "$(nproc)" agenttune bench_train_step bench_document_isolation_check bench_device_parity_dump
-  AGENTTUNE_BUNDLE_DEBS=0 "$ROOT/scripts/gpu/bundle.sh" "$build" "$WORK/fallback_bundle"
+  SUITE_TOKENIZER="$TOKENIZER" AGENTTUNE_BUNDLE_DEBS=0 "$ROOT/scripts/gpu/bundle.sh" "$build" "$WORK/fallback_bundle"
   printf '{"configure_s": %s, "build_s": %s}\n' "$configure_s" "$((SECONDS - t0 - configure_s))"
 }
 
@@ -409,14 +423,32 @@ else
   fi
 fi
 
-echo
-echo "gpu suite ($( ((REHEARSE)) && echo "rehearsal on CPU" || echo "$DEV")), $(( $(date +%s) - SUITE_START )) s, $OUT/phases.jsonl"
-"$PY" - "$RESULTS" <<'PY'
+archive_logs
+{
+  echo
+  echo "gpu suite ($( ((REHEARSE)) && echo "rehearsal on CPU" || echo "$DEV")), $(( $(date +%s) - SUITE_START )) s, $OUT/phases.jsonl"
+  "$PY" - "$RESULTS" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"| {'phase':<12} | {'status':<10} | {'s':>5} | figures")
+print(f"| {'phase':<18} | {'status':<10} | {'s':>5} | figures")
 for r in rows:
     figs = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["figures"].items())
-    print(f"| {r['phase']:<12} | {r['status']:<10} | {r['seconds']:>5} | {figs[:400]}")
+    print(f"| {r['phase']:<18} | {r['status']:<10} | {r['seconds']:>5} | {figs[:1500]}")
+PY
+} | tee "$OUT/table.txt"
+"$PY" - "$RESULTS" "$OUT" <<'PY'
+import json, os, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+out, files, bad = sys.argv[2], [], []
+for root, dirs, names in os.walk(out):
+    depth = os.path.relpath(root, out).count(os.sep) + (root != out)
+    for n in names:
+        files.append(os.path.join(root, n))
+        if depth > 2 or os.path.getsize(files[-1]) > 16 << 20:
+            bad.append(files[-1])
+if len(files) > 8 or bad or sum(map(os.path.getsize, files)) > 64 << 20:
+    print(f"suite: $OUT would not come back whole from the device (8 files, 16 MiB each, 2 folders down): "
+          f"{len(files)} files, e.g. {(bad or files)[:5]}")
+    sys.exit(1)
 sys.exit(0 if all(r["status"] in ("ok", "skipped") for r in rows) else 1)
 PY
