@@ -72,6 +72,7 @@ size_mb=$(du -sm "$BUNDLE" | cut -f1)
   echo "{"
   echo "  \"commit\": \"$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)\","
   echo "  \"built_from\": \"$BUILD\","
+  echo "  \"build_type\": \"$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$BUILD/CMakeCache.txt")\","
   echo "  \"size_mb\": $size_mb,"
   echo "  \"binaries\": [$(ls "$BUNDLE/bin" | sed 's/.*/"&"/' | paste -sd, -)],"
   echo "  \"libraries\": [$(ls "$BUNDLE/lib" | sed 's/.*/"&"/' | paste -sd, -)],"
