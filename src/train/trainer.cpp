@@ -236,7 +236,7 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
     req.judge = [&](const StepOutcome& o) { return judge_step(o, cfg.train, spikes); };
     auto batches = next_step_batches(data, cfg, plan.micro_batches, *dist);
     if (syncs) syncs->start();
-    const StepOutcome o = train_step(sharded, opt, std::move(batches), req, *dist);
+    const StepOutcome o = train_step(sharded, opt, batches, req, *dist);
     const int64_t step_syncs = syncs ? syncs->stop() : 0;
     if (syncs && step_syncs > 1)
       log::debug("step {}: {} host syncs, the first at {}", prog.step + 1, step_syncs, syncs->first_site());

@@ -108,16 +108,24 @@ TEST(ProcessGroup, ShapeMistakesAreErrorsNotHangs) {
   }));
 }
 
+namespace {
+// A world of one, with or without a communicator: every collective gives back its own input.
+void expect_identity_collectives(Dist& d, at::Tensor& out) {
+  EXPECT_EQ(d.all_reduce(4.0, Reduce::Sum, "x"), 4.0);
+  out = at::empty({2});
+  d.all_gather_into_tensor(out, at::tensor({1.f, 2.f}), "x");
+  EXPECT_TRUE(out.equal(at::tensor({1.f, 2.f})));
+}
+}  // namespace
+
 TEST(ProcessGroup, WorldOfOneRunsNoCollectives) {
   auto d = Dist::create(WorldInfo{}, c10::Device(c10::kCPU), fast_options());
   EXPECT_EQ(d->world_size(), 1);
   EXPECT_TRUE(d->is_main());
   EXPECT_EQ(d->backend_name(), "local");
   EXPECT_EQ(d->backend(), nullptr);
-  EXPECT_EQ(d->all_reduce(4.0, Reduce::Sum, "x"), 4.0);
-  auto out = at::empty({2});
-  d->all_gather_into_tensor(out, at::tensor({1.f, 2.f}), "x");
-  EXPECT_TRUE(out.equal(at::tensor({1.f, 2.f})));
+  at::Tensor out;
+  expect_identity_collectives(*d, out);
   d->reduce_scatter_tensor(out, at::tensor({3.f, 4.f}), "x");
   EXPECT_TRUE(out.equal(at::tensor({3.f, 4.f})));
   EXPECT_EQ(d->all_gather_bytes("abc", "x"), std::vector<std::string>{"abc"});
@@ -138,10 +146,8 @@ TEST(ProcessGroup, WorldOfOneWithANamedBackendCreatesIt) {
   auto d = Dist::create(WorldInfo{}, c10::Device(c10::kCPU), o);
   EXPECT_EQ(d->backend_name(), "gloo");
   ASSERT_NE(d->backend(), nullptr);
-  EXPECT_EQ(d->all_reduce(4.0, Reduce::Sum, "x"), 4.0);
-  auto out = at::empty({2});
-  d->all_gather_into_tensor(out, at::tensor({1.f, 2.f}), "x");
-  EXPECT_TRUE(out.equal(at::tensor({1.f, 2.f})));
+  at::Tensor out;
+  expect_identity_collectives(*d, out);
   EXPECT_GT(d->collectives(), 0);
 }
 

@@ -406,6 +406,8 @@ C10_REGISTER_GUARD_IMPL(PrivateUse1, FakeGuardImpl);
 
 }  // namespace agenttune::testing::fake_device
 
+// `_fused_sdp_choice_stub` is PyTorch's per-device dispatch table for that choice (a DispatchStub,
+// its own name): registering the fake device's entry is the whole of the hook.
 namespace at::native {
 REGISTER_PRIVATEUSE1_DISPATCH(_fused_sdp_choice_stub, &agenttune::testing::fake_device::fused_sdp_choice)
 }  // namespace at::native
