@@ -52,12 +52,11 @@ int run_chat(ChatArgs& a) {
                                             : std::filesystem::path(a.tokenizer);
   if (!std::filesystem::exists(tok_path)) fail("{}: no tokenizer (pass --tokenizer FILE)", tok_path.string());
   Tokenizer tok = Tokenizer::load(tok_path);
-  auto tmpl = make_template(a.chat_template);
-  prepare_tokenizer(*tmpl, tok);
+  auto tmpl = template_for_model(a.chat_template, tok, loaded.model->config(), a.model_dir);
   if (a.stop_ids.empty())
     for (int32_t id : tmpl->stop_ids(tok)) a.stop_ids.push_back(id);
   a.sampling.stop_ids = a.stop_ids;
-  const int64_t context = loaded.model->config().max_position_embeddings;
+  const int64_t context = loaded.model->config().max_positions();
   const bool interactive = isatty(STDIN_FILENO) && !a.json;
   if (interactive)
     std::cerr << "chat with " << a.model_dir << " (" << a.chat_template << "); /reset forgets, /exit or Ctrl-D ends\n";

@@ -60,8 +60,7 @@ int run_generate(GenerateArgs& a) {
     if (!a.chat_template.empty()) {
       // A chat reply: the prompt is one user turn rendered by the template up to the open
       // assistant turn, and generation stops at the template's end-of-turn ids.
-      auto tmpl = make_template(a.chat_template);
-      prepare_tokenizer(*tmpl, *tok);
+      auto tmpl = template_for_model(a.chat_template, *tok, loaded.model->config(), a.model_dir);
       Conversation conv;
       if (!a.system.empty()) conv.turns.push_back({Role::System, a.system, std::nullopt, ""});
       conv.turns.push_back({Role::User, a.prompt, std::nullopt, ""});
@@ -72,10 +71,6 @@ int run_generate(GenerateArgs& a) {
       for (int32_t id : tok->encode(a.prompt, !a.no_bos)) prompt.push_back(id);
     }
   }
-  int64_t vocab = loaded.model->config().vocab_size;
-  for (auto id : prompt)
-    if (id < 0 || id >= vocab) fail("prompt token id {} is outside the model's vocabulary [0, {})", id, vocab);
-
   a.sampling.stop_ids = a.stop_ids.empty() ? loaded.eos_token_ids : a.stop_ids;
   std::function<void(int64_t)> stream;
   if (!a.json && tok) stream = TextStream(*tok);

@@ -95,8 +95,8 @@ int inspect_sft(const InspectArgs& a, const TokenViewStyle& style) {
   };
   auto report = prepare_sft(cfg, hooks);
 
-  std::cout << fmt::format("template {} ({}), max_seq_len {}, truncation {}; nothing was written\n",
-                           cfg.chat_template, a.config, cfg.max_seq_len, ConfigScalar<Truncation>::format(cfg.truncation))
+  std::cout << fmt::format("template {} ({}), max_seq_len {}, overlength {}; nothing was written\n",
+                           cfg.chat_template, a.config, cfg.max_seq_len, ConfigScalar<Overlength>::format(cfg.overlength))
             << token_view_legend(style) << "\n";
   for (const auto& d : report.datasets) {
     auto it = shown.find(d.name);
@@ -113,19 +113,21 @@ int inspect_sft(const InspectArgs& a, const TokenViewStyle& style) {
   }
 
   std::cout << fmt::format("\n{:<22} {:>9} {:>8} {:>9} {:>10} {:>12} {:>12} {:>8} {:>10}  {}\n", "dataset",
-                           "samples", "kept", "truncated", "documents", "tokens", "trained", "trained%",
+                           "samples", "kept", "too_long", "documents", "tokens", "trained", "trained%",
                            "trained/doc", "dropped");
   int64_t all_trained = 0;
   for (const auto& d : report.datasets) all_trained += d.trained_tokens;
   for (const auto& d : report.datasets)
     std::cout << fmt::format("{:<22} {:>9} {:>8} {:>9} {:>10} {:>12} {:>12} {:>8} {:>10.1f}  {}\n", d.name,
-                             d.samples_in, d.kept, d.truncated, d.documents, d.tokens, d.trained_tokens,
+                             d.samples_in, d.kept, d.overlength.over, d.documents, d.tokens, d.trained_tokens,
                              percent(d.trained_tokens, d.tokens),
                              d.documents ? static_cast<double>(d.trained_tokens) / static_cast<double>(d.documents) : 0.0,
                              d.dropped.empty() ? std::string("-") : join_counts(d.dropped, " "));
   std::cout << fmt::format("trained tokens in all: {}; share by dataset:", all_trained);
   for (const auto& d : report.datasets) std::cout << fmt::format(" {} {}", d.name, percent(d.trained_tokens, all_trained));
   std::cout << "\n";
+  for (const auto& d : report.datasets)
+    if (d.overlength.over > 0) std::cout << fmt::format("max_seq_len {}: {}\n", d.name, d.overlength.describe(cfg.max_seq_len));
   for (const auto& d : report.datasets)
     if (!d.read.summary().empty()) std::cout << fmt::format("read {}: {}\n", d.name, d.read.summary());
   for (const auto* t : {&report.transforms.align, &report.transforms.balance, &report.transforms.format_following,
@@ -182,6 +184,11 @@ int inspect_train(const InspectArgs& a, const TokenViewStyle& style) {
                              m.tokens, m.has_mask ? m.trained_tokens : m.tokens, 100 * shares[s]);
   }
   std::cout << "(target and realised shares count trained tokens; realised is over the rows shown)\n";
+  for (size_t s = 0; s < cfg.data.sources.size(); ++s)
+    if (data.overlength(s).over > 0)
+      std::cout << fmt::format("data.seq_len {}, overlength {}: {}\n", cfg.data.sources[s].name,
+                               ConfigScalar<Overlength>::format(cfg.data.overlength),
+                               data.overlength(s).describe(cfg.data.seq_len));
   return 0;
 }
 

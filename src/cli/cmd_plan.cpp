@@ -1,12 +1,13 @@
 // agenttune plan --config FILE --gpus N[,N...]: per-GPU memory, communication and a step-time
 // lower bound for the config's model and training shape, before renting the GPUs.
+#include <filesystem>
 #include <iostream>
 
 #include "agenttune/config/load.h"
 #include "agenttune/dist/memory_plan.h"
-#include "agenttune/io/hf_checkpoint.h"
 #include "agenttune/model/flops.h"
 #include "agenttune/train/data_resolution.h"
+#include "agenttune/train/model_fit.h"
 #include "agenttune/train/train_config.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
@@ -16,7 +17,22 @@ namespace agenttune::cli {
 
 namespace {
 
+namespace fs = std::filesystem;
+
 double gib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0); }
+
+// A plan is often made before the model is downloaded: model.init_from's folder decides when it is
+// here (as in train, a model.shape beside it must be equal), model.shape otherwise.
+LlamaConfig planned_architecture(const TrainConfig& cfg, const std::string& config_file) {
+  const auto& dir = cfg.model.init_from;
+  if (dir.empty() || fs::is_directory(dir)) return fitted_architecture(cfg);
+  if (!cfg.model.shape)
+    fail("{}: model.init_from {} is not here and model.shape is not set; plan needs one of them for the "
+         "model's architecture",
+         config_file, dir.string());
+  log::info("model.init_from {} is not here: planning for model.shape", dir.string());
+  return *cfg.model.shape;
+}
 
 }  // namespace
 
@@ -49,8 +65,7 @@ Command plan_command() {
   };
   c.run = [a] {
     auto cfg = load_config<TrainConfig>(a->config, a->overrides);
-    LlamaConfig model = cfg.model.shape;
-    if (!cfg.model.init_from.empty()) model = read_model_config(cfg.model.init_from, detect_weight_format(cfg.model.init_from));
+    const LlamaConfig model = planned_architecture(cfg, a->config);
     if (a->strategies.empty()) a->strategies = {cfg.dist.strategy};
     const int64_t seqs = global_batch_sequences(cfg);
     dist::Hardware hw{a->peak_tflops, a->nvlink_gbs, a->link_gbps / 8.0};

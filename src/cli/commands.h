@@ -36,11 +36,12 @@ Command export_command();
 Command prepare_command();
 Command plan_command();
 Command inspect_command();
+Command config_docs_command();
 Command chat_command();
 
 inline std::vector<Command> all_commands() {
   return {init_command(), prepare_command(), train_command(), export_command(), generate_command(), chat_command(), info_command(), plan_command(),
-          inspect_command()};
+          inspect_command(), config_docs_command()};
 }
 
 }  // namespace agenttune::cli

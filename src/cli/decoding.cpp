@@ -1,6 +1,7 @@
 #include "decoding.h"
 
 #include "agenttune/dist/device.h"
+#include "agenttune/util/error.h"
 
 namespace agenttune::cli {
 
@@ -17,6 +18,23 @@ void add_device_option(CLI::App* s, std::string& device) {
 }
 
 c10::Device decoding_device(const std::string& device) { return dist::select_device(device, "--device", 0); }
+
+std::unique_ptr<ChatTemplate> template_for_model(const std::string& name, Tokenizer& tok, const LlamaConfig& model,
+                                                 const std::string& model_dir) {
+  auto tmpl = make_template(name);
+  prepare_tokenizer(*tmpl, tok);
+  std::vector<int32_t> ids = {tok.bos_id(), tok.eos_id()};
+  for (const auto& piece : tmpl->added_tokens()) ids.push_back(*tok.piece_to_id(piece));
+  for (int32_t id : tmpl->stop_ids(tok)) ids.push_back(id);
+  for (int32_t id : ids) {
+    if (id < model.vocab_size) continue;  // -1 = the tokenizer has none; rendering says so if it needs it
+    fail("{}: chat template {} needs token {} (id {}) but the model's vocabulary has {} tokens (ids 0..{}): the "
+         "model was not trained or exported with this template; use --template with the one it was tuned with, "
+         "or train on data prepared with `template: {}` and export with `export --template {}`",
+         model_dir, name, tok.id_to_piece(id), id, model.vocab_size, model.vocab_size - 1, name, name);
+  }
+  return tmpl;
+}
 
 void TextStream::operator()(int64_t id) {
   ids_.push_back(static_cast<int32_t>(id));

@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "agenttune/chat/template.h"
 #include "agenttune/model/generation.h"
+#include "agenttune/model/llama_config.h"
 #include "agenttune/tokenizer/tokenizer.h"
 
 namespace agenttune::cli {
@@ -20,6 +22,14 @@ void add_sampling_options(CLI::App* app, SamplingOptions& sampling, std::vector<
 void add_device_option(CLI::App* app, std::string& device);
 // The device named by --device, made current.
 c10::Device decoding_device(const std::string& device);
+
+// The chat template `name` ready to prompt the model in `model_dir`: its added tokens put into
+// `tok`, and every id it inserts by itself (BOS, EOS, added tokens, stop ids) checked to be a row of
+// the model's embedding. A model tuned without the template lacks those rows, and LibTorch's
+// "index out of range" on the first turn would not say why: this throws naming the template, the
+// token and the vocabulary size.
+std::unique_ptr<ChatTemplate> template_for_model(const std::string& name, Tokenizer& tok, const LlamaConfig& model,
+                                                 const std::string& model_dir);
 
 // Streams text, not pieces: decodes everything so far and prints what is new, holding back while
 // the tail is an incomplete UTF-8 sequence (byte-fallback tokens arrive one byte at a time).

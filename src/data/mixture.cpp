@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <random>
+#include <unordered_map>
 
 #include "agenttune/model/loss.h"
 #include "agenttune/util/error.h"
@@ -39,6 +41,28 @@ struct Mixture::Source {
   std::vector<int64_t> perm;
   // Ids at or above this are refused: the source's vocab_size, lowered to the model's once known.
   int64_t id_limit = 0;
+  // Conversations longer than seq_len, as data.overlength fitted them (dropped ones are in
+  // neither train_docs nor val_docs); every other document is one piece, itself.
+  std::unordered_map<int64_t, std::vector<ConversationPiece>> fitted;
+  OverlengthCounts overlength;
+
+  // The piece of `doc` that starts at `offset` (0, or a later window's start).
+  ConversationPiece piece_at(int64_t doc, int64_t offset) const {
+    auto it = fitted.find(doc);
+    if (it == fitted.end() && offset == 0) return {0, 0, data.document_length(doc)};
+    if (it != fitted.end())
+      for (const auto& p : it->second)
+        if (p.begin == offset) return p;
+    fail("data state: document {} has no piece starting at {} (was the data or data.seq_len changed?)", doc, offset);
+  }
+  // The piece after the one starting at `offset`, if any.
+  std::optional<ConversationPiece> piece_after(int64_t doc, int64_t offset) const {
+    auto it = fitted.find(doc);
+    if (it == fitted.end()) return std::nullopt;
+    for (const auto& p : it->second)
+      if (p.begin > offset) return p;
+    return std::nullopt;
+  }
 };
 
 Mixture::Mixture(MixtureOptions opts) : opts_(std::move(opts)) {
@@ -56,18 +80,94 @@ Mixture::Mixture(MixtureOptions opts) : opts_(std::move(opts)) {
            (s.path / "manifest.json").string(), i, s.name, made_with,
            opts_.tokenizer.empty() ? std::string("(unnamed)") : opts_.tokenizer.string(), opts_.tokenizer_sha256);
     src->id_limit = src->data.manifest().vocab_size;
-    for (int64_t d = 0; d < src->data.num_documents(); ++d) {
-      if (src->data.document_length(d) == 0) continue;
+    sources_.push_back(std::move(src));
+    fit_conversations(i);
+    auto& added = *sources_.back();
+    for (int64_t d = 0; d < added.data.num_documents(); ++d) {
+      if (added.data.document_length(d) == 0) continue;
+      if (auto it = added.fitted.find(d); it != added.fitted.end() && it->second.empty()) continue;
       uint64_t h = splitmix64(opts_.seed * 0x100000001b3ULL ^ splitmix64(i * 0x9e37ULL + static_cast<uint64_t>(d)));
       bool held_out = static_cast<double>(h % 1000000) < opts_.validation_fraction * 1e6;
-      (held_out ? src->val_docs : src->train_docs).push_back(d);
+      (held_out ? added.val_docs : added.train_docs).push_back(d);
     }
-    if (src->train_docs.empty())
-      fail("data.sources[{}] '{}' ({}): no training documents (validation_fraction {} took them all?)", i,
-           s.name, s.path.string(), opts_.validation_fraction);
-    sources_.push_back(std::move(src));
+    if (added.train_docs.empty())
+      fail("data.sources[{}] '{}' ({}): no training documents ({})", i, s.name, s.path.string(),
+           added.overlength.dropped > 0
+               ? fmt::format("data.overlength {} dropped {} conversation(s) longer than data.seq_len {}",
+                             ConfigScalar<Overlength>::format(opts_.overlength), added.overlength.dropped, opts_.seq_len)
+               : fmt::format("validation_fraction {} took them all?", opts_.validation_fraction));
   }
   state_.sources.resize(sources_.size());
+}
+
+// Reads the mask of every conversation longer than seq_len (the rest fit as they are) and fits
+// it once, so rows, counts and the resume state never depend on when a document is drawn.
+void Mixture::fit_conversations(size_t i) {
+  auto& src = *sources_[i];
+  if (!src.data.has_mask()) return;
+  const int64_t T = opts_.seq_len;
+  auto& counts = src.overlength;
+  std::vector<uint8_t> mask;
+  for (int64_t d = 0; d < src.data.num_documents(); ++d) {
+    const int64_t len = src.data.document_length(d);
+    if (len == 0) continue;
+    if (len <= T) {
+      ++counts.conversations;
+      continue;
+    }
+    mask.resize(len);
+    src.data.read_mask(d, 0, len, mask.data());
+    FittedConversation f = fit_conversation(mask.data(), len, T, opts_.overlength);
+    counts.add(f);
+    counts.trained -= f.trained;  // the manifest's total is added once below
+    src.fitted.emplace(d, std::move(f.pieces));
+  }
+  counts.trained += src.data.manifest().trained_tokens;
+  if (counts.over == 0) return;
+  const std::string text = fmt::format("data source '{}' (data.overlength {}): {}", opts_.sources[i].name,
+                                       ConfigScalar<Overlength>::format(opts_.overlength), counts.describe(T));
+  if (counts.lost_share() > kOverlengthWarnShare || counts.dropped_share() > kOverlengthWarnShare)
+    log::warn("{}; more than {:.0f}% lost: raise data.seq_len, or try data.overlength: window", text,
+              100 * kOverlengthWarnShare);
+  else
+    log::info("{}", text);
+}
+
+const OverlengthCounts& Mixture::overlength(size_t source) const { return sources_.at(source)->overlength; }
+
+double Mixture::rows_per_pass() const {
+  const int64_t T = opts_.seq_len;
+  const bool pad = opts_.packing == Packing::Pad;
+  double rows = 0;
+  for (const auto& src : sources_) {
+    int64_t fill = 0, tokens = 0;
+    for (int64_t d : src->train_docs) {
+      const int64_t len = src->data.document_length(d);
+      if (!src->data.has_mask()) {
+        tokens += len;
+        if (pad) rows += static_cast<double>((len + T - 1) / T);
+        continue;
+      }
+      auto it = src->fitted.find(d);
+      const std::vector<ConversationPiece> whole{{0, 0, len}};
+      for (const auto& p : it == src->fitted.end() ? whole : it->second) {
+        if (pad || fill + p.size() > T) {
+          rows += fill > 0 ? 1 : 0;
+          fill = 0;
+        }
+        fill += p.size();
+      }
+    }
+    if (fill > 0) rows += 1;
+    if (!src->data.has_mask() && !pad) rows += static_cast<double>(tokens) / static_cast<double>(T);
+  }
+  return rows;
+}
+
+bool Mixture::has_conversations() const {
+  for (const auto& s : sources_)
+    if (s->data.has_mask()) return true;
+  return false;
 }
 
 size_t Mixture::pick_source() const {
@@ -90,8 +190,14 @@ std::pair<size_t, int64_t> Mixture::next_document(size_t i) {
   auto& src = *sources_[i];
   auto& cur = state_.sources[i];
   if (cur.position >= static_cast<int64_t>(src.train_docs.size())) {
-    log::info("data source '{}': epoch {} done ({} documents); starting epoch {}, reshuffled",
-              opts_.sources[i].name, cur.epoch + 1, src.train_docs.size(), cur.epoch + 2);
+    // A small source may wrap hundreds of times in a run: the first wrap is news, the rest are
+    // counted (epochs_done) and summed up at the end of the run.
+    if (cur.epoch == 0)
+      log::info("data source '{}': epoch 1 done ({} documents); reshuffled for epoch 2 (later epochs are counted, "
+                "not logged)", opts_.sources[i].name, src.train_docs.size());
+    else
+      log::debug("data source '{}': epoch {} done; starting epoch {}, reshuffled", opts_.sources[i].name,
+                 cur.epoch + 1, cur.epoch + 2);
     ++cur.epoch;
     cur.position = 0;
   }
@@ -103,14 +209,14 @@ std::pair<size_t, int64_t> Mixture::next_document(size_t i) {
 }
 
 // Packs documents into one window of T tokens. Targets are the next token of the same document;
-// the target across a document boundary (predicting the next document's BOS) is never trained,
-// and a document cut by the window end continues, with positions from 0, in the next window.
+// the target across a document boundary (predicting the next document's BOS) is never trained.
+// A pretraining document cut by the window end continues, with positions from 0, in the next
+// window; a conversation is never cut: a piece that does not fit the rest of the window starts
+// the next one, and the rest of this one is padding.
 int64_t Mixture::fill_window(int64_t* tokens, int64_t* targets, int64_t* positions, int64_t* doc_ids,
                              std::vector<int64_t>& source_tokens) {
   const int64_t T = opts_.seq_len;
   int64_t filled = 0, segment = 0;
-  std::vector<int64_t> buf;
-  std::vector<uint8_t> mask;
   while (filled < T) {
     if (state_.carry_doc < 0) {
       auto [s, d] = next_document(pick_source());
@@ -118,46 +224,10 @@ int64_t Mixture::fill_window(int64_t* tokens, int64_t* targets, int64_t* positio
       state_.carry_doc = d;
       state_.carry_offset = 0;
     }
-    auto& src = *sources_[state_.carry_source];
-    int64_t len = src.data.document_length(state_.carry_doc);
-    int64_t left = len - state_.carry_offset;
-    int64_t take = std::min(left, T - filled);
-    // One token past the window, when it exists in this document, so the last target is real.
-    int64_t peek = std::min<int64_t>(take + 1, left);
-    // SFT corpora carry a loss mask: mask[t] says whether token t is a trained target (predicted
-    // from t-1), so the target at window position k (token k+1) is kept only where mask[k+1] is 1.
-    // The mask is read even for another rank's window: trained-token counts steer the mixture.
-    const bool masked = src.data.has_mask();
-    if (masked) {
-      mask.resize(peek);
-      src.data.read_mask(state_.carry_doc, state_.carry_offset, peek, mask.data());
-    }
-    bool materialise = tokens != nullptr;
-    if (materialise) {
-      buf.resize(peek);
-      src.data.read(state_.carry_doc, state_.carry_offset, peek, buf.data());
-      check_ids(state_.carry_source, state_.carry_doc, state_.carry_offset, buf);
-      for (int64_t k = 0; k < take; ++k) {
-        tokens[filled + k] = buf[k];
-        bool trained_target = k + 1 < peek && (!masked || mask[k + 1] != 0);
-        targets[filled + k] = trained_target ? buf[k + 1] : kIgnoreIndex;
-        positions[filled + k] = k;
-        doc_ids[filled + k] = segment;
-      }
-    }
-    int64_t trained = peek - 1 < take ? take - 1 : take;
-    if (masked) {
-      trained = 0;
-      for (int64_t k = 0; k + 1 < peek && k < take; ++k) trained += mask[k + 1] != 0;
-    }
-    source_tokens[state_.carry_source] += trained;
-    // The deficit rule balances trained tokens: for pretraining that is every token placed, for
-    // SFT only the masked-in targets.
-    state_.sources[state_.carry_source].tokens += masked ? trained : take;
-    filled += take;
+    const int64_t placed = place_document(filled, segment, tokens, targets, positions, doc_ids, source_tokens);
+    if (placed == 0) break;
+    filled += placed;
     ++segment;
-    state_.carry_offset += take;
-    if (state_.carry_offset >= len) state_.carry_doc = -1, state_.carry_source = -1, state_.carry_offset = 0;
     if (opts_.packing == Packing::Pad) break;
   }
   // Padding is a segment of its own: untrained, and isolated under document attention.
@@ -170,6 +240,67 @@ int64_t Mixture::fill_window(int64_t* tokens, int64_t* targets, int64_t* positio
     }
   ++state_.windows;
   return filled;
+}
+
+int64_t Mixture::place_document(int64_t filled, int64_t segment, int64_t* tokens, int64_t* targets,
+                                int64_t* positions, int64_t* doc_ids, std::vector<int64_t>& source_tokens) {
+  const int64_t T = opts_.seq_len;
+  const auto si = static_cast<size_t>(state_.carry_source);
+  const int64_t doc = state_.carry_doc;
+  auto& src = *sources_[si];
+  const bool masked = src.data.has_mask();
+  // The part to place, as (context prefix [0, head), then [begin, end)); `peek` reads one token
+  // past a cut pretraining document so the last target of the window is real.
+  ConversationPiece part;
+  int64_t peek = 0;
+  if (masked) {
+    part = src.piece_at(doc, state_.carry_offset);
+    if (part.size() > T - filled) {
+      if (filled == 0) fail("data: a conversation piece of {} tokens exceeds data.seq_len {}", part.size(), T);
+      return 0;  // starts the next window whole
+    }
+  } else {
+    const int64_t len = src.data.document_length(doc);
+    const int64_t take = std::min(len - state_.carry_offset, T - filled);
+    part = {0, state_.carry_offset, state_.carry_offset + take};
+    peek = part.end < len ? 1 : 0;
+  }
+  const int64_t n = part.size(), with_peek = n + peek;
+  // SFT corpora carry a loss mask: mask[t] says whether token t is a trained target (predicted
+  // from t-1). The head is context only. The mask is read even for another rank's window: trained
+  // token counts steer the mixture.
+  std::vector<uint8_t> mask(with_peek, 1);
+  if (masked) {
+    std::fill_n(mask.begin(), part.head, 0);
+    src.data.read_mask(doc, part.begin, part.end - part.begin, mask.data() + part.head);
+  }
+  int64_t trained = 0;
+  for (int64_t k = 1; k < with_peek; ++k) trained += mask[k] != 0;
+  if (tokens != nullptr) {
+    std::vector<int64_t> buf(with_peek);
+    if (part.head > 0) src.data.read(doc, 0, part.head, buf.data());
+    src.data.read(doc, part.begin, part.end - part.begin + peek, buf.data() + part.head);
+    check_ids(si, doc, 0, buf.data(), part.head);
+    check_ids(si, doc, part.begin, buf.data() + part.head, with_peek - part.head);
+    for (int64_t k = 0; k < n; ++k) {
+      tokens[filled + k] = buf[k];
+      targets[filled + k] = k + 1 < with_peek && mask[k + 1] != 0 ? buf[k + 1] : kIgnoreIndex;
+      positions[filled + k] = k;
+      doc_ids[filled + k] = segment;
+    }
+  }
+  source_tokens[si] += trained;
+  // The deficit rule balances trained tokens: for pretraining that is every token placed, for SFT
+  // only the masked-in targets.
+  state_.sources[si].tokens += masked ? trained : n;
+  if (auto next = masked ? src.piece_after(doc, part.begin) : std::nullopt) {
+    state_.carry_offset = next->begin;
+  } else if (!masked && part.end < src.data.document_length(doc)) {
+    state_.carry_offset = part.end;
+  } else {
+    state_.carry_doc = -1, state_.carry_source = -1, state_.carry_offset = 0;
+  }
+  return n;
 }
 
 PackedBatch Mixture::next_batch(int64_t batch, int rank, int world) {
@@ -238,13 +369,13 @@ void Mixture::set_model_vocab(int64_t vocab_size) {
   }
 }
 
-void Mixture::check_ids(size_t i, int64_t doc, int64_t offset, const std::vector<int64_t>& ids) const {
+void Mixture::check_ids(size_t i, int64_t doc, int64_t offset, const int64_t* ids, int64_t count) const {
   const auto& src = *sources_[i];
-  for (size_t k = 0; k < ids.size(); ++k)
+  for (int64_t k = 0; k < count; ++k)
     if (ids[k] >= src.id_limit)
       fail("{}: token id {} is outside the vocabulary of {} tokens (data.sources[{}] '{}'); the shard is "
            "corrupt or was prepared with another tokenizer",
-           src.data.locate(doc, offset + static_cast<int64_t>(k)), ids[k], src.id_limit, i, opts_.sources[i].name);
+           src.data.locate(doc, offset + k), ids[k], src.id_limit, i, opts_.sources[i].name);
 }
 
 void Mixture::restore(const MixtureState& s) {

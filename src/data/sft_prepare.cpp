@@ -49,26 +49,17 @@ void SftPrepareConfig::validate(const std::string& source) const {
   agenttune::validate(transforms, "transforms");
 }
 
-bool fit_to_length(RenderedSample& s, int64_t max_len, Truncation policy, int32_t bos_id) {
-  const auto n = static_cast<int64_t>(s.ids.size());
-  if (max_len <= 0 || n <= max_len) return true;
-  switch (policy) {
-    case Truncation::Drop:
-      return false;
-    case Truncation::TruncateRight:
-      s.ids.resize(max_len);
-      s.trained.resize(max_len);
-      return true;
-    case Truncation::TruncateLeft: {
-      // The model always saw BOS at position 0 in training; keep it in front of the kept tail.
-      const int64_t head = (s.ids[0] == bos_id && max_len > 1) ? 1 : 0;
-      const int64_t from = n - (max_len - head);
-      s.ids.erase(s.ids.begin() + head, s.ids.begin() + from);
-      s.trained.erase(s.trained.begin() + head, s.trained.begin() + from);
-      return true;
-    }
+std::vector<RenderedSample> fitted_samples(const RenderedSample& s, const FittedConversation& fit) {
+  std::vector<RenderedSample> out;
+  for (const auto& p : fit.pieces) {
+    RenderedSample piece;
+    piece.ids.assign(s.ids.begin(), s.ids.begin() + p.head);
+    piece.trained.assign(p.head, 0);
+    piece.ids.insert(piece.ids.end(), s.ids.begin() + p.begin, s.ids.begin() + p.end);
+    piece.trained.insert(piece.trained.end(), s.trained.begin() + p.begin, s.trained.begin() + p.end);
+    out.push_back(std::move(piece));
   }
-  return true;
+  return out;
 }
 
 namespace {
@@ -123,6 +114,7 @@ struct Renderer {
 void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uint64_t seed,
                  const SftPrepareHooks& hooks) {
   auto& rep = p.report;
+  rep.max_seq_len = cfg.max_seq_len;
   const std::string tname = r.tmpl.name();
   const size_t n = p.convs.size();
   std::optional<SftOutput> out;
@@ -165,26 +157,24 @@ void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uin
         drop("untrained");
         continue;
       }
-      const size_t before = s.ids.size();
-      if (!fit_to_length(s, cfg.max_seq_len, cfg.truncation, r.tok.bos_id())) {
+      const auto fit = fit_conversation(s.trained.data(), static_cast<int64_t>(s.ids.size()), cfg.max_seq_len,
+                                        cfg.overlength);
+      rep.overlength.add(fit);
+      if (fit.dropped()) {
         drop("too_long");
         continue;
       }
-      if (s.num_trained() == 0) {
-        drop("untrained_after_truncation");
-        continue;
-      }
-      if (s.ids.size() != before) ++rep.truncated;
       kept.push_back(idx[j]);
-      if (hooks.on_kept) hooks.on_kept(rep.name, c, s);
-      write(s, c, whole);
+      const auto pieces = fitted_samples(s, fit);
+      if (hooks.on_kept) hooks.on_kept(rep.name, c, pieces.front());
+      for (const auto& piece : pieces) write(piece, c, whole);
     }
   }
   if (rendered_ok > 0) require_trained_tokens(p.label(), tname, trained_any);
   rep.kept = static_cast<int64_t>(kept.size());
   if (rep.kept == 0)
     fail("dataset {} (template {}): none of its {} samples is left to write (dropped: {}); see "
-         "max_seq_len/truncation and the reader's report: {}",
+         "max_seq_len/overlength and the reader's report: {}",
          p.label(), tname, rep.samples_in, join_counts(rep.dropped), rep.read.summary());
   // The fractional part of upsample: a seeded subset of the kept samples, written once more. It is
   // rendered again rather than held in memory; rendering is deterministic.
@@ -196,11 +186,22 @@ void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uin
     for (size_t i = b; i < std::min(extra.size(), b + kBlock); ++i) idx.push_back(kept[extra[i]]);
     r.run(p.convs, idx, rendered, errors);
     for (size_t j = 0; j < idx.size(); ++j) {
-      fit_to_length(rendered[j], cfg.max_seq_len, cfg.truncation, r.tok.bos_id());
-      write(rendered[j], p.convs[idx[j]], 1);
+      const auto& s = rendered[j];
+      const auto fit = fit_conversation(s.trained.data(), static_cast<int64_t>(s.ids.size()), cfg.max_seq_len,
+                                        cfg.overlength);
+      for (const auto& piece : fitted_samples(s, fit)) write(piece, p.convs[idx[j]], 1);
     }
   }
   if (out) rep.manifest = out->finish();
+}
+
+// Shortfalls beyond kShortfallWarnShare are warnings even without progress lines: a stage that
+// made far fewer samples than asked changes the mixture the config describes.
+void log_transforms(const TransformReports& reports, bool progress) {
+  for (const auto* t : {&reports.align, &reports.balance, &reports.format_following, &reports.negatives}) {
+    if (progress && !t->counts.empty()) log::info("sft prepare: {}", t->summary());
+    for (const auto& w : t->shortfall_warnings()) log::warn("sft prepare: {}", w);
+  }
 }
 
 }  // namespace
@@ -255,6 +256,7 @@ SftPrepareReport prepare_sft(const SftPrepareConfig& cfg, const SftPrepareHooks&
       transforms.negatives.pairs.insert(transforms.negatives.pairs.end(), more.begin(), more.end());
     }
     pool = apply_transforms(std::move(pool), transforms, report.transforms);
+    log_transforms(report.transforms, cfg.progress);
     const auto& ff = cfg.transforms.format_following;
     const auto& neg = cfg.transforms.negatives;
     Pending gen_ff, gen_neg;
@@ -291,19 +293,41 @@ SftPrepareReport prepare_sft(const SftPrepareConfig& cfg, const SftPrepareHooks&
     prepare_one(p, cfg, renderer, sft_detail::stream_seed(cfg.seed, p.report.name, "upsample"), hooks);
     p.convs = {};
     report.datasets.push_back(std::move(p.report));
-    if (cfg.progress) log::info("sft prepare: {}", report.datasets.back().summary_line());
+    const auto& done = report.datasets.back();
+    if (done.overlength.lost_share() > kOverlengthWarnShare || done.overlength.dropped_share() > kOverlengthWarnShare)
+      log::warn("sft prepare: dataset {}: {} (overlength {}): more than {:.0f}% lost; raise max_seq_len or try "
+                "overlength: window", done.name, done.overlength.describe(cfg.max_seq_len),
+                ConfigScalar<Overlength>::format(cfg.overlength), 100 * kOverlengthWarnShare);
+    if (cfg.progress) log::info("sft prepare: {}", done.summary_line());
   }
   report.render_seconds = lap();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return report;
 }
 
+int64_t SftDatasetReport::records_in() const { return read.records > 0 ? read.records : samples_in; }
+
+std::map<std::string, int64_t> SftDatasetReport::all_dropped() const {
+  auto all = read.dropped_records;
+  for (const auto& [reason, n] : dropped) all[reason] += n;
+  return all;
+}
+
 std::string SftDatasetReport::summary_line() const {
   const double share = tokens > 0 ? 100.0 * static_cast<double>(trained_tokens) / static_cast<double>(tokens) : 0;
-  return fmt::format("{} -> {}: {} samples in, {} kept, dropped {{{}}}, {} truncated; {} documents, "
-                     "{} tokens, {} trained ({:.1f}%)",
-                     name, output.string(), samples_in, kept, join_counts(dropped), truncated,
-                     documents, tokens, trained_tokens, share);
+  const std::string over = overlength.over > 0 ? fmt::format("; max_seq_len: {}", overlength.describe(max_seq_len)) : "";
+  const auto drops = all_dropped();
+  int64_t n_dropped = 0;
+  for (const auto& [reason, n] : drops) n_dropped += n;
+  // Printed as an equation so a count that goes missing on the way shows as "!=".
+  const std::string in = fmt::format("{} {} {} {} kept + {} dropped {{{}}}", records_in(),
+                                     read.records > 0 ? "records in" : "generated",
+                                     records_in() == kept + n_dropped ? "=" : "!=", kept, n_dropped,
+                                     join_counts(drops));
+  const std::string turns =
+      read.dropped_turns.empty() ? "" : fmt::format(", turns dropped {{{}}}", join_counts(read.dropped_turns));
+  return fmt::format("{} -> {}: {}{}{}; {} documents, {} tokens, {} trained ({:.1f}%)", name, output.string(), in,
+                     turns, over, documents, tokens, trained_tokens, share);
 }
 
 std::string SftPrepareReport::summary() const {

@@ -3,6 +3,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+#include <optional>
+
 #include "agenttune/util/error.h"
 #include "agenttune/util/files.h"
 
@@ -46,29 +49,61 @@ bool read_flag(const json& j, const char* key, const std::string& source) {
   return v;
 }
 
-void read_rope(const json& j, LlamaConfig& c, const std::string& source) {
-  read_opt(j, "rope_theta", c.rope_theta, source);
-  // transformers >= 5 folds theta and scaling into rope_parameters; 4.x had rope_scaling.
-  const char* key = nullptr;
-  for (const char* k : {"rope_parameters", "rope_scaling"}) {
-    auto it = j.find(k);
-    if (it == j.end() || it->is_null()) continue;
-    if (!it->is_object())
-      fail("{}: key '{}' must be an object such as {{\"rope_type\": \"linear\", \"factor\": 2.0}} or null, got {}",
-           source, k, it->dump());
-    key = k;
-    break;
-  }
-  if (!key) return;
-  const json& scaling = j.at(key);
+// Negated comparisons so that NaN fails too.
+double positive_theta(double theta, const std::string& source, const std::string& key) {
+  if (!(theta > 0) || !std::isfinite(theta)) fail("{}: {} must be a positive number, got {}", source, key, theta);
+  return theta;
+}
+
+// What one rope object says (transformers 5's rope_parameters or 4's rope_scaling): its linear
+// scaling factor (1 = none) and the theta it carries, if any; each value checked where it is read.
+struct RopeObject {
+  double factor = 1.0;
+  std::optional<double> theta;
+};
+
+std::optional<RopeObject> read_rope_object(const json& j, const std::string& key, const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (!it->is_object())
+    fail("{}: key '{}' must be an object such as {{\"rope_type\": \"linear\", \"factor\": 2.0}} or null, got {}",
+         source, key, it->dump());
   const std::string where = fmt::format("{} ({})", source, key);
-  read_opt(scaling, "rope_theta", c.rope_theta, where);
-  std::string type = read_string(scaling, "rope_type", read_string(scaling, "type", "default", where), where);
+  RopeObject r;
+  if (double theta = 0; read_opt(*it, "rope_theta", theta, where)) r.theta = positive_theta(theta, source, key + ".rope_theta");
+  std::string type = read_string(*it, "rope_type", read_string(*it, "type", "default", where), where);
   if (type == "linear") {
-    read_req(scaling, "factor", c.rope_scaling_factor, where);
+    read_req(*it, "factor", r.factor, where);
+    if (!(r.factor >= 1.0) || !std::isfinite(r.factor))
+      fail("{}: {}.factor must be >= 1, got {}", source, key, r.factor);
   } else if (type != "default") {
     fail("{}: {}: rope scaling type '{}' is not supported (supported: default, linear)", source, key, type);
   }
+  return r;
+}
+
+// transformers 4 reads rope_theta and rope_scaling, transformers 5 rope_parameters. A file with
+// both spellings must say the same thing in each: otherwise the two versions run different models,
+// and an edit to the spelling agenttune did not read would pass unnoticed (a rope_theta of 0 beside
+// rope_parameters' 10000 loaded as 10000).
+void read_rope(const json& j, LlamaConfig& c, const std::string& source) {
+  std::optional<double> theta;
+  if (double top = 0; read_opt(j, "rope_theta", top, source)) theta = positive_theta(top, source, "rope_theta");
+  const auto params = read_rope_object(j, "rope_parameters", source);
+  const auto scaling = read_rope_object(j, "rope_scaling", source);
+  if (params && params->theta) {
+    if (theta && *theta != *params->theta)
+      fail("{}: rope_theta is {} but rope_parameters.rope_theta is {} (transformers 4 reads the first, 5 the "
+           "second); make them equal",
+           source, *theta, *params->theta);
+    theta = params->theta;
+  }
+  if (params && scaling && params->factor != scaling->factor)
+    fail("{}: rope_scaling has factor {} but rope_parameters has {} (transformers 4 reads the first, 5 the second); "
+         "make them equal",
+         source, scaling->factor, params->factor);
+  if (theta) c.rope_theta = *theta;
+  c.rope_scaling_factor = params ? params->factor : scaling ? scaling->factor : 1.0;
 }
 
 }  // namespace

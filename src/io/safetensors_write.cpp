@@ -61,11 +61,12 @@ class AtomicWriter {
   void commit() {
     if (::fsync(fd_) != 0) fail("{}: fsync failed: {}", tmp_.string(), std::strerror(errno));
     int rc = ::close(fd_);
+    const int close_errno = errno;  // before fs::remove, which may set it again
     fd_ = -1;
     if (rc != 0) {
       std::error_code ec;
       fs::remove(tmp_, ec);
-      fail("{}: close failed: {}", tmp_.string(), std::strerror(errno));
+      fail("{}: close failed: {}", tmp_.string(), std::strerror(close_errno));
     }
     std::error_code ec;
     fs::rename(tmp_, path_, ec);

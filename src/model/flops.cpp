@@ -3,17 +3,28 @@
 namespace agenttune {
 
 namespace {
-int64_t layer_matmul_params(const LlamaConfig& c) {
-  int64_t hd = c.resolved_head_dim();
-  int64_t attn = c.hidden_size * hd * (2 * c.num_attention_heads + 2 * c.num_key_value_heads);
-  int64_t mlp = 3 * c.hidden_size * c.intermediate_size;
+// T = int64_t for exact counts, double for sizing shapes whose count would overflow.
+template <class T>
+T layer_matmul_params(const LlamaConfig& c) {
+  T hd = static_cast<T>(c.resolved_head_dim()), hidden = static_cast<T>(c.hidden_size);
+  T attn = hidden * hd * (T{2} * static_cast<T>(c.num_attention_heads) + T{2} * static_cast<T>(c.num_key_value_heads));
+  T mlp = T{3} * hidden * static_cast<T>(c.intermediate_size);
   return attn + mlp;
+}
+
+template <class T>
+T parameters(const LlamaConfig& c) {
+  const T layers = static_cast<T>(c.num_hidden_layers), hidden = static_cast<T>(c.hidden_size);
+  T norms = (T{2} * layers + T{1}) * hidden;
+  T emb = static_cast<T>(c.vocab_size) * hidden;
+  T head = c.tie_word_embeddings ? T{0} : emb;
+  return layers * layer_matmul_params<T>(c) + norms + emb + head;
 }
 }  // namespace
 
 FlopsPerToken training_flops_per_token(const LlamaConfig& c, int64_t seq_len) {
   FlopsPerToken f;
-  f.matmul_params = c.num_hidden_layers * layer_matmul_params(c) + c.vocab_size * c.hidden_size;
+  f.matmul_params = c.num_hidden_layers * layer_matmul_params<int64_t>(c) + c.vocab_size * c.hidden_size;
   double d = static_cast<double>(c.num_attention_heads * c.resolved_head_dim());
   double attn = static_cast<double>(c.num_hidden_layers) * d * static_cast<double>(seq_len);
   f.full = 6.0 * static_cast<double>(f.matmul_params) + 12.0 * attn;
@@ -21,11 +32,8 @@ FlopsPerToken training_flops_per_token(const LlamaConfig& c, int64_t seq_len) {
   return f;
 }
 
-int64_t count_parameters(const LlamaConfig& c) {
-  int64_t norms = (2 * c.num_hidden_layers + 1) * c.hidden_size;
-  int64_t emb = c.vocab_size * c.hidden_size;
-  int64_t head = c.tie_word_embeddings ? 0 : emb;
-  return c.num_hidden_layers * layer_matmul_params(c) + norms + emb + head;
-}
+int64_t count_parameters(const LlamaConfig& c) { return parameters<int64_t>(c); }
+
+double count_parameters_approx(const LlamaConfig& c) { return parameters<double>(c); }
 
 }  // namespace agenttune

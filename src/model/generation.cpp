@@ -33,10 +33,21 @@ GenerationResult generate(LlamaForCausalLM& model, const std::vector<int64_t>& p
   if (prompt.empty()) fail("generate: the prompt has no tokens");
   const auto& cfg = model->config();
   auto device = model->parameters().front().device();
-  int64_t total = static_cast<int64_t>(prompt.size()) + opts.max_new_tokens;
-  if (total > cfg.max_position_embeddings)
-    log::warn("generate: {} positions exceed max_position_embeddings {}", total,
-                 cfg.max_position_embeddings);
+  // Checked here, on the host: on the device an id past the embedding is LibTorch's bare "index
+  // out of range in self" (or a CUDA assert), which names neither the id nor the vocabulary.
+  for (size_t i = 0; i < prompt.size(); ++i)
+    if (prompt[i] < 0 || prompt[i] >= cfg.vocab_size)
+      fail("generate: prompt token {} (id {}) is outside the model's vocabulary of {} tokens (ids 0..{})", i,
+           prompt[i], cfg.vocab_size, cfg.vocab_size - 1);
+  const int64_t total = static_cast<int64_t>(prompt.size()) + opts.max_new_tokens;
+  // A warning, not a refusal, as in transformers, whose generate() runs a Llama past
+  // max_position_embeddings: RoPE has no table to run off, positions beyond training only
+  // extrapolate, and someone probing length generalisation wants the tokens.
+  if (total > cfg.max_positions())
+    log::warn("generate: prompt {} + max_new_tokens {} = {} positions exceed the model's {} (max_position_embeddings "
+              "{} x rope scaling factor {}); past them the output may degrade",
+              prompt.size(), opts.max_new_tokens, total, cfg.max_positions(), cfg.max_position_embeddings,
+              cfg.rope_scaling_factor);
 
   torch::NoGradGuard no_grad;
   KVCache cache(cfg, 1, total, cfg.dtype, device);

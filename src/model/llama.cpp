@@ -9,7 +9,9 @@
 #include <cmath>
 
 #include "agenttune/model/activation_checkpoint.h"
+#include "agenttune/model/flops.h"
 #include "agenttune/model/loss.h"
+#include "allocation.h"
 
 namespace agenttune {
 
@@ -118,11 +120,27 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c, const ParamOptions& params)
   norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, params));
 }
 
+namespace {
+
+// "a model of 2.006e+15 parameters (hidden_size 1000000, intermediate_size 64, vocab_size 1000000000, 2 layers) in
+// float32 on cpu".
+std::string model_description(const LlamaConfig& c, const ParamOptions& params) {
+  return fmt::format("a model of {:.4g} parameters (hidden_size {}, intermediate_size {}, vocab_size {}, {} layers) "
+                     "in {} on {}",
+                     count_parameters_approx(c), c.hidden_size, c.intermediate_size, c.vocab_size,
+                     c.num_hidden_layers, dtype_name(params.dtype().toScalarType()), params.device().str());
+}
+
+}  // namespace
+
 LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c, const ParamOptions& params)
     : config_(c), rope_(c) {
-  model = register_module("model", LlamaModel(c, params));
-  if (!c.tie_word_embeddings)
-    lm_head = register_module("lm_head", Projection(c.hidden_size, c.vocab_size, params));
+  const double bytes = count_parameters_approx(c) * static_cast<double>(params.dtype().itemsize());
+  model_detail::allocate_named(model_description(c, params), bytes, params.device(), [&] {
+    model = register_module("model", LlamaModel(c, params));
+    if (!c.tie_word_embeddings)
+      lm_head = register_module("lm_head", Projection(c.hidden_size, c.vocab_size, params));
+  });
 }
 
 UnitInputs LlamaForCausalLMImpl::unit_inputs(const at::Tensor& positions, c10::ScalarType dtype,

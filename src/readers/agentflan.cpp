@@ -31,7 +31,8 @@ const Schema& agentflan_schema() {
       "role",
       "content",
       {{"system", Role::System}, {"user", Role::User}, {"assistant", Role::Assistant}},
-      agentflan_loss};
+      agentflan_loss,
+      {}};
   return s;
 }
 

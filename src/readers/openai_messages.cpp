@@ -36,7 +36,8 @@ const Schema& openai_schema() {
                          {"user", Role::User},
                          {"assistant", Role::Assistant},
                          {"tool", Role::Tool}},
-                        openai_loss};
+                        openai_loss,
+                        {}};
   return s;
 }
 

@@ -67,6 +67,18 @@ nlohmann::json parse_record(std::string_view text, const Where& where, bool arra
   return rec;
 }
 
+// `detected_from`: the record the file's format was detected from, or -1 when it was configured.
+[[noreturn]] void refuse_other_format(const Where& where, const readers::Telltale& t,
+                                      DatasetFormat used, int64_t detected_from) {
+  std::string how = detected_from < 0 ? "as configured"
+                                      : fmt::format("as detected from record {}", detected_from);
+  fail("{}",
+       where.field_msg(t.field, fmt::format("looks like {} ({}), but the file is read as {} ({}): "
+                                            "use format: {}",
+                                            readers::schema_title(t.format), t.what,
+                                            format_name(used), how, format_name(t.format))));
+}
+
 // Reads one file into `out`; returns how many records it held.
 int64_t read_file(const fs::path& file, const DatasetSpec& spec, std::vector<Conversation>& out,
                   ReadReport& report) {
@@ -78,6 +90,7 @@ int64_t read_file(const fs::path& file, const DatasetSpec& spec, std::vector<Con
   readers::RecordSource::Item item;
   int64_t kept_before = static_cast<int64_t>(out.size()), records = 0;
   std::string first_problem;
+  int64_t detected_from = -1;
   while (source.next(item)) {
     ++records;
     ++report.records;
@@ -92,8 +105,11 @@ int64_t read_file(const fs::path& file, const DatasetSpec& spec, std::vector<Con
                    "cannot tell the format from its keys (expected one of conversations, "
                    "conversation, messages)"));
         schema = &readers::schema_for(format);
+        detected_from = item.index;
         log::info("dataset '{}': {} read as {}", spec.name, file.string(), format_name(format));
       }
+      if (auto t = readers::find_telltale(rec, *schema))
+        refuse_other_format(where, *t, format, detected_from);
       auto c = readers::normalize(readers::read_record(rec, *schema, where), *schema, policies,
                                   where, report);
       if (!c) continue;
@@ -145,18 +161,13 @@ DatasetFormat detect_format(const nlohmann::json& rec) {
   auto turns = rec.find("conversations");
   if (turns == rec.end()) return DatasetFormat::Auto;
   if (!turns->is_array()) return DatasetFormat::ShareGPT;  // read_record names the type error
+  if (readers::agentinstruct_telltale(rec)) return DatasetFormat::AgentInstruct;
   // ToolBench's SFT ids are "Step N: <query>"; step 1 has no function turn yet, and
   // "user"/"assistant" alone also occur in ShareGPT variants, so the id decides as well.
   auto id = rec.find("id");
-  bool toolbench =
-      id != rec.end() && id->is_string() && id->get<std::string>().starts_with("Step ");
-  for (const auto& t : *turns) {
-    if (!t.is_object()) continue;
-    if (t.contains("loss")) return DatasetFormat::AgentInstruct;
-    auto from = t.find("from");
-    if (from != t.end() && from->is_string() && *from == "function") toolbench = true;
-  }
-  return toolbench ? DatasetFormat::ToolBench : DatasetFormat::ShareGPT;
+  bool step_id = id != rec.end() && id->is_string() && id->get<std::string>().starts_with("Step ");
+  return step_id || readers::toolbench_telltale(rec) ? DatasetFormat::ToolBench
+                                                     : DatasetFormat::ShareGPT;
 }
 
 std::vector<Conversation> read_dataset(const DatasetSpec& spec, ReadReport& report) {

@@ -53,6 +53,15 @@ struct RawRecord {
 using LossReader = std::optional<bool> (*)(const nlohmann::json& turn, const std::string& path,
                                            const Where& where);
 
+// Another schema's mark in a record: read with the wrong `format`, such a record would train
+// the wrong turns (AgentInstruct's loss=false scaffolding) or lose its structure without an error.
+struct Telltale {
+  DatasetFormat format;  // the schema the mark belongs to
+  std::string field;     // where it is, e.g. conversations[1].loss
+  std::string what;      // e.g. "per-turn `loss`"
+};
+using TelltaleFinder = std::optional<Telltale> (*)(const nlohmann::json& record);
+
 struct Schema {
   DatasetFormat format;
   const char* turns_key;
@@ -60,6 +69,8 @@ struct Schema {
   const char* content_key;
   std::vector<std::pair<std::string, Role>> roles;  // the schema's own role names
   LossReader loss;                                  // nullptr: the schema has no loss flags
+  // Marks of the schemas whose records share this one's keys but not its meaning.
+  std::vector<TelltaleFinder> telltales;
 };
 
 const Schema& agentinstruct_schema();
@@ -68,6 +79,21 @@ const Schema& toolbench_schema();
 const Schema& agentflan_schema();
 const Schema& openai_schema();
 const Schema& schema_for(DatasetFormat f);
+
+// AgentInstruct's mark: a turn of `conversations` with a `loss` key (every THUDM turn has one).
+std::optional<Telltale> agentinstruct_telltale(const nlohmann::json& record);
+// ToolBench's mark: a `from: function` turn (an API result) in `conversations`.
+std::optional<Telltale> toolbench_telltale(const nlohmann::json& record);
+// Index of the first turn object of record[turns_key] holding `key`, whose value, when `value`
+// is given, is that string (case-insensitively, as roles are matched).
+std::optional<size_t> find_turn(const nlohmann::json& record, const char* turns_key, const char* key,
+                                std::optional<std::string_view> value = std::nullopt);
+// Why `record` belongs to another schema than `schema`: it lacks the schema's turn list but has
+// another's, or carries a mark in `schema.telltales`. Agrees with detect_format, so a file's
+// first record never trips the format detected from it. nullopt when nothing points elsewhere.
+std::optional<Telltale> find_telltale(const nlohmann::json& record, const Schema& schema);
+// "AgentInstruct", "Agent-FLAN", ... for messages.
+const char* schema_title(DatasetFormat f);
 
 // Reads id and turns with type checks; throws RecordIssue naming the field.
 RawRecord read_record(const nlohmann::json& record, const Schema& schema, const Where& where);

@@ -72,14 +72,13 @@ TrainConfig resolve_data_config(const TrainConfig& cfg) {
     int64_t tokens = 0, documents = 0;
     for (const auto& m : manifests) tokens += m.tokens, documents += m.documents;
     const int64_t seqs = global_batch_sequences(cfg);
-    // Padded: a sequence per document (a longer one spills into more, which this ignores).
-    const double per_epoch = cfg.data.packing == Packing::Pad
-                                 ? static_cast<double>(documents) / static_cast<double>(seqs)
-                                 : static_cast<double>(tokens) / static_cast<double>(seqs * cfg.data.seq_len);
-    r.train.max_steps = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(cfg.train.epochs * per_epoch)));
+    // The rows a pass fills, counted by the mixture itself: conversations are placed whole, so a
+    // packed SFT pass needs more rows than its tokens / seq_len.
+    const double rows = Mixture(mixture_options(r)).rows_per_pass();
+    r.train.max_steps = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(cfg.train.epochs * rows / static_cast<double>(seqs))));
     r.train.epochs = 0;
-    log::info("data: {} epoch(s) of {} documents / {} tokens = {} steps of {} sequences", cfg.train.epochs, documents,
-              tokens, r.train.max_steps, seqs);
+    log::info("data: {} epoch(s) of {} documents / {} tokens ({:.0f} rows of {}) = {} steps of {} sequences",
+              cfg.train.epochs, documents, tokens, rows, cfg.data.seq_len, r.train.max_steps, seqs);
   }
   return r;
 }
@@ -97,6 +96,7 @@ MixtureOptions mixture_options(const TrainConfig& cfg) {
   m.validation_fraction = cfg.data.validation_fraction;
   m.attention = cfg.data.attention;
   m.packing = cfg.data.packing;
+  m.overlength = cfg.data.overlength;
   if (!cfg.data.tokenizer.empty()) m.tokenizer_sha256 = sha256_file_hex(cfg.data.tokenizer);
   m.tokenizer = cfg.data.tokenizer;
   return m;

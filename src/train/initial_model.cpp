@@ -31,7 +31,7 @@ bool is_vocab_matrix(const std::string& name) {
 InitialModel initial_model(const TrainConfig& cfg) {
   InitialModel m;
   if (cfg.model.init_from.empty()) {
-    LlamaConfig shape = cfg.model.shape;
+    LlamaConfig shape = *cfg.model.shape;
     shape.dtype = at::kFloat;
     m.model = make_llama(shape, cfg.model.init_seed);
     m.description = fmt::format("fresh initialisation (seed {})", cfg.model.init_seed);

@@ -32,14 +32,16 @@ void drop_torn_tail(const fs::path& path) {
   if (ec) fail("{}: cannot cut its torn last line: {}", path.string(), ec.message());
 }
 
-}  // namespace
-
-MetricsLogger::MetricsLogger(const fs::path& output_dir, bool tensorboard) {
-  fs::create_directories(output_dir);
+fs::path metrics_file(const fs::path& output_dir) {
+  create_dirs(output_dir);
   fs::path path = output_dir / "metrics.jsonl";
   drop_torn_tail(path);
-  jsonl_.open(path, std::ios::app);
-  if (!jsonl_) fail("{}: cannot open for appending", path.string());
+  return path;
+}
+
+}  // namespace
+
+MetricsLogger::MetricsLogger(const fs::path& output_dir, bool tensorboard) : jsonl_(metrics_file(output_dir)) {
   if (tensorboard) tb_ = std::make_unique<TensorBoardWriter>(output_dir / "tb");
 }
 
@@ -53,13 +55,12 @@ void MetricsLogger::log(int64_t step, const std::vector<std::pair<std::string, d
       j[k] = nullptr;  // JSON has no NaN/inf; null keeps the key visible
     if (tb_) tb_->add_scalar(k, v, step);
   }
-  jsonl_ << j.dump() << '\n';
+  jsonl_.append(j.dump() + '\n');
   flush();
 }
 
 void MetricsLogger::flush() {
   jsonl_.flush();
-  if (!jsonl_) fail("metrics.jsonl: write failed");
   if (tb_) tb_->flush();
 }
 
@@ -79,29 +80,33 @@ std::string ProgressLine::format_eta(double seconds) {
   return fmt::format("{}d{:02d}h", s / 86400, s % 86400 / 3600);
 }
 
-std::string ProgressLine::format_line(int64_t step, int64_t total, double loss, double lr,
-                                      double tokens_per_s, double mfu, double eta_seconds) {
+std::string ProgressLine::format_line(int64_t step, int64_t total, double loss, double lr, double tokens_per_s,
+                                      double mfu, double eta_seconds, std::optional<double> val_loss) {
   std::string tps = tokens_per_s >= 1e6   ? fmt::format("{:.2f}M", tokens_per_s / 1e6)
                     : tokens_per_s >= 1e3 ? fmt::format("{:.1f}k", tokens_per_s / 1e3)
                                           : fmt::format("{:.0f}", tokens_per_s);
-  std::string line = fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | {} tok/s", step, total,
-                                 loss, lr, tps);
+  std::string line = fmt::format("step {}/{} | loss {:.4f}", step, total, loss);
+  if (val_loss) line += fmt::format(" | val_loss {:.4f}", *val_loss);
+  line += fmt::format(" | lr {:.2e} | {} tok/s", lr, tps);
   if (mfu >= 0) line += fmt::format(" | MFU {:.1f}%", mfu * 100);
   return line + " | ETA " + format_eta(eta_seconds);
 }
 
-void ProgressLine::update(int64_t step, double loss, double lr, double tokens_per_s, double mfu) {
+void ProgressLine::update(int64_t step, double loss, double lr, double tokens_per_s, double mfu,
+                          std::optional<double> val_loss) {
   double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
   int64_t done = step - start_;
   double eta = done > 0 && elapsed > 0 ? elapsed / done * static_cast<double>(total_ - step) : -1;
-  std::string line = format_line(step, total_, loss, lr, tokens_per_s, mfu, eta);
-  // \x1b[K clears what a longer previous line left to the right.
+  std::string line = format_line(step, total_, loss, lr, tokens_per_s, mfu, eta, val_loss);
+  // \x1b[K clears what a longer previous line left to the right. An evaluation is rare and worth
+  // keeping on screen: its line ends, and the next update draws below it.
+  const bool keep = !tty_ || val_loss.has_value();
   if (tty_)
-    std::fprintf(out_, "\r%s\x1b[K", line.c_str());
+    std::fprintf(out_, "\r%s\x1b[K%s", line.c_str(), keep ? "\n" : "");
   else
     std::fprintf(out_, "%s\n", line.c_str());
   std::fflush(out_);
-  drawn_ = tty_;
+  drawn_ = !keep;
 }
 
 void ProgressLine::finish() {

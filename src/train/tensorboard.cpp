@@ -2,11 +2,10 @@
 #include <unistd.h>
 
 #include <array>
-#include <cerrno>
-#include <cstring>
 
 #include "agenttune/train/metrics.h"
 #include "agenttune/util/error.h"
+#include "agenttune/util/files.h"
 
 namespace agenttune {
 
@@ -77,8 +76,8 @@ uint32_t masked_crc32c(const void* data, size_t size) {
 }
 
 struct TensorBoardWriter::Impl {
-  fs::path path;
-  std::ofstream out;
+  explicit Impl(const fs::path& path) : out(path) {}
+  AppendFile out;
 
   void write_record(const std::string& data) {
     std::string frame;
@@ -87,20 +86,23 @@ struct TensorBoardWriter::Impl {
     put_fixed(frame, masked_crc32c(frame.data(), 8));
     frame += data;
     put_fixed(frame, masked_crc32c(data.data(), data.size()));
-    out.write(frame.data(), static_cast<std::streamsize>(frame.size()));
-    if (!out) fail("{}: write failed: {}", path.string(), std::strerror(errno));
+    out.append(frame);
   }
 };
 
-TensorBoardWriter::TensorBoardWriter(const fs::path& logdir) : impl_(std::make_unique<Impl>()) {
-  fs::create_directories(logdir);
+namespace {
+fs::path events_file(const fs::path& logdir) {
+  create_dirs(logdir);
   auto secs = std::chrono::duration_cast<std::chrono::seconds>(
                   std::chrono::system_clock::now().time_since_epoch()).count();
-  impl_->path = logdir / fmt::format("events.out.tfevents.{}.{}", secs, hostname());
-  // Append: a resume within the same second must not truncate the earlier file.
-  impl_->out.open(impl_->path, std::ios::binary | std::ios::app);
-  if (!impl_->out) fail("{}: cannot create: {}", impl_->path.string(), std::strerror(errno));
-  // The version record tells TensorBoard to discard steps a restarted run writes again.
+  return logdir / fmt::format("events.out.tfevents.{}.{}", secs, hostname());
+}
+}  // namespace
+
+// Appended to: a resume within the same second must not truncate the earlier file.
+TensorBoardWriter::TensorBoardWriter(const fs::path& logdir) : impl_(std::make_unique<Impl>(events_file(logdir))) {
+  // The version record tells TensorBoard to discard steps a restarted run writes again. Written
+  // now, so a disk that is already full stops the run before its first step.
   std::string e = event_header(0);
   put_bytes(e, 3, "brain.Event:2");
   impl_->write_record(e);
@@ -108,7 +110,12 @@ TensorBoardWriter::TensorBoardWriter(const fs::path& logdir) : impl_(std::make_u
 }
 
 TensorBoardWriter::~TensorBoardWriter() {
-  if (impl_) impl_->out.flush();
+  if (!impl_) return;
+  try {
+    impl_->out.flush();
+  } catch (const Error&) {
+    // A destructor must not throw; the run's own flush() calls already reported the failure.
+  }
 }
 
 void TensorBoardWriter::add_scalar(const std::string& tag, double value, int64_t step) {
@@ -123,11 +130,8 @@ void TensorBoardWriter::add_scalar(const std::string& tag, double value, int64_t
   impl_->write_record(e);
 }
 
-void TensorBoardWriter::flush() {
-  impl_->out.flush();
-  if (!impl_->out) fail("{}: flush failed: {}", impl_->path.string(), std::strerror(errno));
-}
+void TensorBoardWriter::flush() { impl_->out.flush(); }
 
-const fs::path& TensorBoardWriter::path() const { return impl_->path; }
+const fs::path& TensorBoardWriter::path() const { return impl_->out.path(); }
 
 }  // namespace agenttune

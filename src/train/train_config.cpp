@@ -31,7 +31,10 @@ void validate_source_format(const MixtureSource& s, const std::string& where) {
 
 void TrainConfig::validate(const std::string& src) const {
   if (output_dir.empty()) fail("{}: output_dir is required", src);
-  if (model.init_from.empty()) model.shape.validate(src + " (model.shape)");
+  if (model.init_from.empty() && !model.shape)
+    fail("{}: set model.shape (the architecture of a fresh model) or model.init_from (a folder to continue from)",
+         src);
+  if (model.shape) model.shape->validate(src + " (model.shape)");
   if (data.sources.empty()) fail("{}: data.sources must list at least one prepared corpus", src);
   for (size_t i = 0; i < data.sources.size(); ++i) {
     const auto& s = data.sources[i];
@@ -40,7 +43,8 @@ void TrainConfig::validate(const std::string& src) const {
     validate_source_format(s, fmt::format("{}: data.sources[{}]", src, i));
   }
   if (data.seq_len < 2) fail("{}: data.seq_len must be at least 2, got {}", src, data.seq_len);
-  if (model.init_from.empty()) model.shape.check_seq_len(data.seq_len, src + " (model.shape)");
+  // With init_from, the folder's architecture decides (train/model_fit.cpp reads it).
+  if (model.init_from.empty()) model.shape->check_seq_len(data.seq_len, src + " (model.shape)");
   if (data.validation_fraction < 0 || data.validation_fraction >= 1)
     fail("{}: data.validation_fraction must be in [0, 1), got {}", src, data.validation_fraction);
   if (train.max_steps <= 0 && !(train.epochs > 0))
@@ -71,6 +75,10 @@ void TrainConfig::validate(const std::string& src) const {
     fail("{}: train.max_nonfinite_in_a_row must be at least 1 (the non-finite steps in a row that stop the run), got {}",
          src, train.max_nonfinite_in_a_row);
   if (train.log_interval <= 0) fail("{}: train.log_interval must be positive", src);
+  if (train.eval_interval > 0 && data.validation_fraction == 0)
+    fail("{}: train.eval_interval {} evaluates on the held-out documents, but data.validation_fraction is 0 (none "
+         "are held out); set data.validation_fraction (e.g. 0.01) or train.eval_interval: 0",
+         src, train.eval_interval);
   if (checkpoint.interval <= 0) fail("{}: checkpoint.interval must be positive, got {}", src, checkpoint.interval);
   if (!parse_enum<dist::ShardStrategy>(dist.strategy))
     fail("{}: dist.strategy '{}' is not one of: {}", src, dist.strategy, enum_name_list<dist::ShardStrategy>());

@@ -93,12 +93,18 @@ nlohmann::json data_plan_json(const Mixture& data) {
     sources.push_back(
         {{"name", o.sources[i].name}, {"weight", o.sources[i].weight}, {"documents", m.documents}, {"tokens", m.tokens}});
   }
-  return {{"seq_len", o.seq_len},
-          {"seed", o.seed},
-          {"validation_fraction", o.validation_fraction},
-          {"attention", ConfigScalar<AttentionMode>::format(o.attention)},
-          {"packing", ConfigScalar<Packing>::format(o.packing)},
-          {"sources", sources}};
+  nlohmann::json plan = {{"seq_len", o.seq_len},
+                         {"seed", o.seed},
+                         {"validation_fraction", o.validation_fraction},
+                         {"attention", ConfigScalar<AttentionMode>::format(o.attention)},
+                         {"packing", ConfigScalar<Packing>::format(o.packing)},
+                         {"sources", sources}};
+  // Only conversations are fitted, so a pretraining run's plan (and its older checkpoints) is
+  // unaffected by the setting.
+  bool conversations = false;
+  for (size_t i = 0; i < o.sources.size(); ++i) conversations = conversations || data.manifest(i).has_mask;
+  if (conversations) plan["overlength"] = ConfigScalar<Overlength>::format(o.overlength);
+  return plan;
 }
 
 std::string first_difference(const nlohmann::json& a, const nlohmann::json& b, const std::string& path) {
@@ -138,12 +144,44 @@ std::string value_at(const nlohmann::json& j, const std::string& dotted) {
   }
 }
 
+void refuse_resume(const LoadedCheckpoint& ck, const char* what, const std::string& key, const std::string& user_key,
+                   const nlohmann::json& saved, const nlohmann::json& now) {
+  fail("{}/meta.json: cannot resume: {}.{}{} is {} in the checkpoint but {} in this run (resume with the "
+       "checkpoint's {}, or start a new run)",
+       ck.dir.string(), what, key, user_key.empty() ? "" : " (" + user_key + ")", value_at(saved, key),
+       value_at(now, key), what);
+}
+
 void check_same(const LoadedCheckpoint& ck, const char* what, const nlohmann::json& saved, const nlohmann::json& now) {
   auto key = first_difference(saved, now);
-  if (key.empty()) return;
-  fail("{}/meta.json: cannot resume: {}.{} is {} in the checkpoint but {} in this run (resume with the "
-       "checkpoint's {}, or start a new run)",
-       ck.dir.string(), what, key, value_at(saved, key), value_at(now, key), what);
+  if (!key.empty()) refuse_resume(ck, what, key, "", saved, now);
+}
+
+// A visit() visitor that only collects the keys.
+struct KeyNames {
+  std::vector<std::string> keys;
+  template <class T>
+  void operator()(const char* key, T&) { keys.emplace_back(key); }
+};
+
+// LlamaConfig's keys in its visit() order, which is also the order a user reads and sets them.
+std::vector<std::string> model_shape_keys() {
+  KeyNames names;
+  LlamaConfig c;
+  visit(names, c);
+  return names.keys;
+}
+
+// Compared in visit() order, not alphabetically: head_dim (written out in meta.json but derived
+// from hidden_size / num_attention_heads) sorts before hidden_size, and a run that changed
+// hidden_size must be told about hidden_size, under the key it set.
+void check_same_model(const LoadedCheckpoint& ck, const nlohmann::json& saved, const nlohmann::json& now) {
+  for (const auto& key : model_shape_keys()) {
+    const nlohmann::json a = saved.contains(key) ? saved[key] : nlohmann::json();
+    const nlohmann::json b = now.contains(key) ? now[key] : nlohmann::json();
+    if (a != b) refuse_resume(ck, "model_config", key, "model.shape." + key, saved, now);
+  }
+  check_same(ck, "model_config", saved, now);
 }
 
 }  // namespace
@@ -151,7 +189,7 @@ void check_same(const LoadedCheckpoint& ck, const char* what, const nlohmann::js
 TrainProgress load_train_state(const std::filesystem::path& dir, dist::ShardedModel& model, AdamW& opt,
                                Mixture& data) {
   auto ck = open_checkpoint(dir);
-  check_same(ck, "model_config", checkpoint_model_config_json(ck), llama_config_to_json(model.model()->config()));
+  check_same_model(ck, checkpoint_model_config_json(ck), llama_config_to_json(model.model()->config()));
   if (ck.meta.contains("data_plan"))
     check_same(ck, "data_plan", ck.meta["data_plan"], data_plan_json(data));
   else

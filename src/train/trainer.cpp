@@ -23,6 +23,7 @@
 #include "agenttune/train/loss_spike.h"
 #include "agenttune/train/metrics.h"
 #include "agenttune/train/model_fit.h"
+#include "agenttune/train/resume_changes.h"
 #include "agenttune/train/run_lock.h"
 #include "agenttune/train/step.h"
 #include "agenttune/train/stop_signal.h"
@@ -138,7 +139,9 @@ std::unique_ptr<RunLock> lock_output_dir(const TrainConfig& cfg, CheckpointStore
 }  // namespace
 
 TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
-  const TrainConfig cfg = resolve_data_config(config);
+  // model.shape is filled from model.init_from (and checked against it): the resolved config and
+  // every checkpoint's copy show the architecture trained.
+  const TrainConfig cfg = with_fitted_architecture(resolve_data_config(config));
   auto world = dist::world_from_env(dist::process_env());
   if (!world.is_main()) log::set_level(log::Level::Warn);  // one voice: rank 0 reports
   dist::DistOptions dopts;
@@ -156,7 +159,6 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   nlohmann::json config_json = {{"yaml", dump_config(cfg)}, {"tokenizer", cfg.data.tokenizer.string()}};
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
 
-  check_seq_len_fits_model(cfg);
   Mixture data(mixture_options(cfg));
   // Master weights are fp32 whatever the checkpoint holds; the sharded model gathers them in the
   // compute dtype.
@@ -195,6 +197,9 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
       prog = load_train_state(*from, sharded, opt, data);
       result.last_checkpoint = *from;
       log::info("resumed from {} at step {} ({} tokens)", from->string(), prog.step, prog.tokens);
+      if (main)
+        for (const auto& change : schedule_changes(checkpoint_config_yaml(*from), dump_config(cfg), prog.step))
+          log::warn("{}", change);
       if (auto newest = store.latest(); newest && *newest != *from && opts.resume != "auto")
         log::warn("{} holds a newer checkpoint ({}) than {}: this run's first save moves it to abandoned_{}",
                   store.root().string(), newest->filename().string(), from->filename().string(),
@@ -278,20 +283,25 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
                       : 0.0;
     if (main) {
       std::vector<std::pair<std::string, double>> row = {
-          {"loss", o.loss}, {"lr", lr}, {"grad_norm", o.grad_norm}, {"tokens", static_cast<double>(prog.tokens)},
-          {"trained_tokens", static_cast<double>(o.trained)}, {"tokens_per_s", tps}, {"step_seconds", dt},
+          {"loss", o.loss}, {"lr", lr}, {"grad_norm", o.grad_norm}, {"tokens_total", static_cast<double>(prog.tokens)},
+          {"step_tokens", static_cast<double>(step_tokens)}, {"step_trained_tokens", static_cast<double>(o.trained)},
+          {"tokens_per_s", tps}, {"step_seconds", dt},
           {"comm_seconds", comm}, {"comm_inflight_seconds", inflight}};
       // Without a known peak (CPU) MFU is written as null rather than left out or faked.
       row.emplace_back("mfu", mfu >= 0 ? mfu : std::nan(""));
       if (syncs) row.emplace_back("host_syncs", static_cast<double>(step_syncs));
       auto shares = data.shares();
       for (size_t s = 0; s < shares.size(); ++s) row.emplace_back("share/" + cfg.data.sources[s].name, shares[s]);
-      if (cfg.data.packing == Packing::Pad)
+      // Padding appears with pad, and with packed conversations (a row ends where the next
+      // conversation would not fit).
+      if (cfg.data.packing == Packing::Pad || data.has_conversations())
         row.emplace_back("pad_fraction", 1.0 - static_cast<double>(o.real) / static_cast<double>(std::max<int64_t>(o.slots, 1)));
       if (eval) row.emplace_back("val_loss", val);
       if (!bad.empty()) row.emplace_back("skipped", 1.0);
       if (prog.step % cfg.train.log_interval == 0 || prog.step == cfg.train.max_steps) metrics->log(prog.step, row);
-      if (opts.progress) progress.update(prog.step, o.loss, lr, tps, mfu);
+      const std::optional<double> shown_val = eval ? std::optional<double>(val) : std::nullopt;
+      if (opts.progress) progress.update(prog.step, o.loss, lr, tps, mfu, shown_val);
+      else if (eval) log::info("step {}: val_loss {:.4f}", prog.step, val);
     }
 
     const bool stopping = o.stop_vote;
@@ -324,6 +334,10 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
     }
   }
   if (opts.progress && main) progress.finish();
+  for (size_t s = 0; s < cfg.data.sources.size(); ++s)
+    if (data.epochs_done(s) > 0)
+      log::info("data source '{}': {} full epoch(s) done, {} document(s) into the next", cfg.data.sources[s].name,
+                data.epochs_done(s), data.state().sources[s].position);
   if (metrics) metrics->flush();
   result.final_step = prog.step;
   return result;

@@ -85,6 +85,13 @@ std::vector<Conversation> make_format_samples(const std::vector<Conversation>& c
   const size_t wanted = static_cast<size_t>(std::max<int64_t>(config.samples, 0));
   const size_t n = std::min(wanted, candidates.size());
   report.add("shortfall", static_cast<int64_t>(wanted - n));
+  report.short_of("samples", static_cast<int64_t>(wanted), static_cast<int64_t>(n),
+                  fmt::format("the {} conversations scanned hold {} distinct first tool calls "
+                              "(no_call={}, duplicates={}, tool_list_failures={}); lower "
+                              "format_following.samples or add ToolBench data",
+                              report.get("conversations_scanned"), candidates.size(),
+                              report.get("no_call"), report.get("duplicates"),
+                              report.get("tool_list_failures")));
   const auto n_json = static_cast<size_t>(share(config.json_fraction, n));
 
   std::vector<Conversation> out;

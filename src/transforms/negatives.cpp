@@ -60,10 +60,19 @@ std::vector<Conversation> make_negative_samples(const std::vector<Conversation>&
     pairs.push_back(&p);
   }
 
+  report.short_of("pairs", static_cast<int64_t>(config.pairs.size()), static_cast<int64_t>(pairs.size()),
+                  "pairs with an empty query or answer, or tool-call text in the answer, are "
+                  "rejected (see pairs_rejected and the notes)");
+
   Rng rng(stage_seed(config.seed, "negatives"));
   rng.shuffle(pairs);
   const auto n_tools = static_cast<size_t>(share(config.with_tools_fraction, pairs.size()));
-  if (lists.empty() && n_tools > 0) report.add("with_tools_unavailable", static_cast<int64_t>(n_tools));
+  if (lists.empty() && n_tools > 0) {
+    report.add("with_tools_unavailable", static_cast<int64_t>(n_tools));
+    report.short_of("samples with a tool list", static_cast<int64_t>(n_tools), 0,
+                    "no ToolBench API list parsed from the transformed datasets' system turns, so "
+                    "they became samples without tools");
+  }
 
   std::vector<Conversation> out;
   for (size_t i = 0; i < pairs.size(); ++i) {

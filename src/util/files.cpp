@@ -77,27 +77,57 @@ void remove_file(const fs::path& path) {
   if (ec) fail("{}: cannot remove: {}", path.string(), ec.message());
 }
 
+namespace {
+
+// Writes all of `data`, retrying short writes and EINTR: 0, or the errno of the write that failed.
+int write_fully(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return 0;
+}
+
+}  // namespace
+
+AppendFile::AppendFile(const fs::path& path) : path_(path) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
+    const int e = errno;
+    fail("{}: cannot open for appending: {}", path.string(), std::strerror(e));
+  }
+}
+
+AppendFile::~AppendFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void AppendFile::flush() {
+  const int e = write_fully(fd_, pending_);
+  // Dropped even on failure: retrying a half-written row would glue its tail onto the next.
+  pending_.clear();
+  if (e != 0) fail("{}: write failed: {}", path_.string(), std::strerror(e));
+}
+
 void write_file_atomic(const fs::path& path, std::string_view contents) {
   fs::path tmp = path;
   tmp += ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("{}: cannot create: {}", tmp.string(), std::strerror(errno));
+  if (fd < 0) {
+    const int e = errno;  // tmp.string() below may allocate, and so touch errno first
+    fail("{}: cannot create: {}", tmp.string(), std::strerror(e));
+  }
   // On any failure the temporary goes (best effort: the error being reported matters more).
   auto give_up = [&tmp](const char* what, int err) {
     std::error_code ignored;
     fs::remove(tmp, ignored);
     fail("{}: {}: {}", tmp.string(), what, std::strerror(err));
   };
-  size_t done = 0;
-  while (done < contents.size()) {
-    ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      give_up("write failed", e);
-    }
-    done += static_cast<size_t>(n);
+  if (int e = write_fully(fd, contents); e != 0) {
+    ::close(fd);
+    give_up("write failed", e);
   }
   if (::fsync(fd) != 0) {
     int e = errno;

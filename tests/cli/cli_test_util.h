@@ -118,6 +118,14 @@ inline std::map<int64_t, double> run_losses(const std::filesystem::path& run) {
   return out;
 }
 
+// Every row of <run>/metrics.jsonl, in order.
+inline std::vector<nlohmann::json> metrics_rows(const std::filesystem::path& run) {
+  std::vector<nlohmann::json> rows;
+  std::ifstream in(run / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) rows.push_back(nlohmann::json::parse(line));
+  return rows;
+}
+
 // A tiny two-source pretraining run (10:1 code:text of synthetic shards) for tests that need a
 // real `train` but not particular data: ROOT/code, ROOT/text and ROOT/train.yaml.
 struct TinyRun {

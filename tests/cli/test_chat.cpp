@@ -108,5 +108,70 @@ TEST(Chat, ControlTokenSpellingsTypedByTheUserStayText) {
   EXPECT_EQ(gen[0]["prompt_ids"].get<std::vector<int64_t>>(), (std::vector<int64_t>{1, 32001, 2}));
 }
 
+// A model without ChatML's added tokens (vocab 32000: ChatML needs 32000..32004): `chat --template
+// chatml` used to exit 3 with LibTorch's "index out of range in self" on the first line typed. Both
+// commands now refuse before generating, naming the template, the token and the vocabulary.
+TEST(Chat, ATemplateWhoseTokensTheModelLacksIsRefusedBeforeTheFirstTurn) {
+  if (testing::shared_fixture("llama2-tokenizer.model").empty()) GTEST_SKIP() << "no Llama-2 tokenizer fixture";
+  const auto dir = init_tiny_model();
+  const auto input = dir.parent_path() / "input.txt";
+  std::ofstream(input) << "hello\n";
+  const std::string want = dir.string() + ": chat template chatml needs token <pad> (id 32000) but the model's "
+                                          "vocabulary has 32000 tokens";
+  for (const std::string cmd : {"chat --template chatml --model " + dir.string() + " < " + input.string(),
+                                "generate --template chatml --prompt hello --model " + dir.string()}) {
+    auto r = testing::agenttune(cmd + " --max-new-tokens 1");
+    testing::expect_clean_error(r, {want, "not trained or exported with this template", "export --template chatml"});
+    EXPECT_EQ(r.out.find("index out of range"), std::string::npos) << r.out;
+  }
+  // A template whose ids the model has still chats.
+  EXPECT_EQ(testing::agenttune("chat --template agentlm --max-new-tokens 1 --model " + dir.string() + " < " +
+                               input.string()).rc, 0);
+  // Raw ids past the vocabulary are named too, before anything reaches the embedding.
+  testing::expect_clean_error(testing::agenttune("generate --max-new-tokens 1 --prompt-ids 1,32001 --model " + dir.string()),
+                              {"generate: prompt token 1 (id 32001) is outside the model's vocabulary of 32000 tokens"});
+}
+
+// Prompt plus max_new_tokens past the model's positions warns with the numbers (transformers
+// generates on, so agenttune does too), and linear RoPE scaling stretches those positions.
+TEST(Chat, GeneratingPastTheModelsPositionsWarnsWithTheNumbers) {
+  const auto dir = testing::scratch_dir();
+  std::ofstream(dir / "tiny.yaml") << testing::kTinyYaml;
+  const auto model = dir / "m";
+  ASSERT_EQ(testing::agenttune("init --config " + (dir / "tiny.yaml").string() + " --out " + model.string() +
+                               " --set model.max_position_embeddings=8").rc, 0);
+  auto r = testing::agenttune("generate --json --prompt-ids 1,5,9 --max-new-tokens 6 --model " + model.string());
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("warning generate: prompt 3 + max_new_tokens 6 = 9 positions exceed the model's 8 "
+                       "(max_position_embeddings 8 x rope scaling factor 1)"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(json_lines(r.out).at(0)["new_ids"].size(), 6u) << "a warning, not a refusal";
+  r = testing::agenttune("generate --json --prompt-ids 1,5,9 --max-new-tokens 5 --model " + model.string());
+  EXPECT_EQ(r.out.find("warning"), std::string::npos) << "8 positions fit: " << r.out;
+
+  ASSERT_EQ(testing::agenttune("init --config " + (dir / "tiny.yaml").string() + " --out " + (dir / "m2").string() +
+                               " --set model.max_position_embeddings=8 --set model.rope_scaling_factor=2").rc, 0);
+  r = testing::agenttune("generate --json --prompt-ids 1,5,9 --max-new-tokens 6 --model " + (dir / "m2").string());
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_EQ(r.out.find("warning"), std::string::npos) << "9 of 8 x 2 positions fit: " << r.out;
+}
+
+// chat fits the conversation into the same stretched positions: a 9-token prompt plus its reply
+// token fit 8 x 2 (the context used to be max_position_embeddings alone, and the line was refused).
+TEST(Chat, TheContextIsStretchedByLinearRopeScaling) {
+  if (testing::shared_fixture("llama2-tokenizer.model").empty()) GTEST_SKIP() << "no Llama-2 tokenizer fixture";
+  const auto dir = init_tiny_model(" --set model.max_position_embeddings=8 --set model.rope_scaling_factor=2");
+  const auto input = dir.parent_path() / "input.txt";
+  std::ofstream(input) << "hi\n";
+  auto r = testing::agenttune("chat --json --template llama-2-chat --max-new-tokens 1 --model " + dir.string() + " < " +
+                              input.string());
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto rows = json_lines(r.out);
+  ASSERT_EQ(rows.size(), 1u) << r.out;
+  EXPECT_EQ(rows[0]["prompt_ids"].size(), 9u);
+  EXPECT_EQ(r.out.find("does not fit"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace agenttune

@@ -1,7 +1,7 @@
 // Hostile inputs through the real binary: seeded byte flips, truncations and type changes of
-// configs, datasets, token shards, model folders and training checkpoints. Every case must end
-// with exit 0 (the damage was harmless) or 2 (one clear error): never an uncaught exception (3),
-// a signal or a hang (a per-case time limit). The seed fixes every mutation, so a failing case is
+// configs, datasets, token shards, model folders and training checkpoints, and model shapes too
+// large for the host's memory. Every case must end with exit 0 (the damage was harmless) or 2 (one
+// clear error): never an uncaught exception (3), a signal or a hang (a per-case time limit). The seed fixes every mutation, so a failing case is
 // reproduced by its name, which the report prints with the command and the output's last lines.
 #include <gtest/gtest.h>
 
@@ -46,7 +46,7 @@ void write_bytes(const fs::path& p, const std::string& s) {
 // a folder outside the case's own (their values are relative paths: truncating or retyping them
 // keeps them inside).
 
-enum class Mutation { Flip, Truncate, Retype, BadUtf8, BigTokenId };
+enum class Mutation { Flip, Truncate, Retype, BadUtf8, BigTokenId, HugeShape };
 
 const char* mutation_name(Mutation m) {
   switch (m) {
@@ -55,6 +55,7 @@ const char* mutation_name(Mutation m) {
     case Mutation::Retype: return "retype";
     case Mutation::BadUtf8: return "bad-utf8";
     case Mutation::BigTokenId: return "big-token-id";
+    case Mutation::HugeShape: return "huge-shape";
   }
   return "?";
 }
@@ -163,6 +164,7 @@ std::string mutate(const std::string& s, Mutation m, bool json, bool text, Rng& 
     case Mutation::Retype: return json ? retype_json(s, rng) : retype_yaml(s, rng);
     case Mutation::BadUtf8: return bad_utf8(s, rng);
     case Mutation::BigTokenId: return big_token_id(s, rng);
+    case Mutation::HugeShape: return s;  // made by CaseMaker::huge_shapes, not by damaging bytes
   }
   return s;
 }
@@ -178,7 +180,7 @@ std::string prepare_yaml(const fs::path& tokenizer, const fs::path& corpus) {
 
 std::string sft_yaml(const fs::path& tokenizer, const fs::path& dataset) {
   return "tokenizer: " + tokenizer.string() +
-         "\ntemplate: agentlm\nmax_seq_len: 256\ntruncation: truncate_right\nseed: 0\nthreads: 1\nprogress: false\n"
+         "\ntemplate: agentlm\nmax_seq_len: 256\noverlength: truncate\nseed: 0\nthreads: 1\nprogress: false\n"
          "datasets:\n  - name: chat\n    paths: [" + dataset.string() +
          "]\n    format: sharegpt\n    output: out\n    upsample: 1.0\n";
 }
@@ -364,6 +366,52 @@ class CaseMaker {
     }
   }
 
+  // Shapes past the host's memory (up to products past int64), in a model folder's config.json
+  // (generate loads it), a fresh run's model.shape (train) and an init config, every shape with
+  // every command: each must be refused before anything is allocated, so a case takes no memory
+  // and no time.
+  using Shape = std::vector<std::pair<std::string, int64_t>>;
+
+  // `yaml` with the first `key: <digits>` of each of `shape`'s keys given its value.
+  static std::string with_values(std::string yaml, const Shape& shape) {
+    for (const auto& [key, value] : shape) {
+      const size_t at = yaml.find(key + ": ") + key.size() + 2;
+      yaml.replace(at, yaml.find_first_not_of("0123456789", at) - at, std::to_string(value));
+    }
+    return yaml;
+  }
+
+  void huge_shapes(int n) {
+    static const std::vector<Shape> shapes = {
+        {{"vocab_size", 1000000000}, {"hidden_size", 1000000}},
+        {{"intermediate_size", 1000000000000LL}},
+        {{"num_hidden_layers", 1000000000}},
+        {{"vocab_size", 9223372036854775807LL}},
+        {{"hidden_size", 4000000000LL}, {"num_hidden_layers", 4000000}},
+    };
+    for (int i = 0; i < n; ++i) {
+      auto [dir, rng, m] = next("huge-shape", {Mutation::HugeShape});
+      const Shape& shape = shapes[static_cast<size_t>(i) % shapes.size()];
+      const int kind = i % 3;
+      std::string command;
+      if (kind == 0) {
+        nlohmann::json cfg = nlohmann::json::parse(read_bytes(b_.model / "config.json"));
+        for (const auto& [key, value] : shape) cfg[key] = value;
+        cfg["head_dim"] = cfg["hidden_size"].get<int64_t>() / cfg["num_attention_heads"].get<int64_t>();
+        fs::copy(b_.model, dir / "m", fs::copy_options::recursive);
+        write_bytes(dir / "m/config.json", cfg.dump(1));
+        command = "generate --model m --prompt-ids 1,5,9 --max-new-tokens 1";
+      } else if (kind == 1) {
+        write_bytes(dir / "c.yaml", with_values(testing::kTinyYaml, shape));
+        command = "init --config c.yaml --out m";
+      } else {
+        write_bytes(dir / "c.yaml", with_values(train_yaml(b_.shards, b_.tokenizer, 1), shape));
+        command = "train --config c.yaml --no-progress";
+      }
+      add("huge-shape", m, dir, command, shape.front().first);
+    }
+  }
+
   const std::vector<Case>& cases() const { return cases_; }
 
  private:
@@ -420,6 +468,7 @@ TEST(FuzzInputs, EveryDamagedInputEndsWithExit0Or2) {
   make.shards(45);
   make.models(40);
   make.checkpoints(30);
+  make.huge_shapes(15);
   const auto outcomes = run_all(make.cases());
 
   std::map<std::string, std::map<std::string, int>> table;  // category -> exit -> count

@@ -105,6 +105,62 @@ TEST_F(Inspect, TrainConfigShowsPaddedRowsAndSourceShares) {
   EXPECT_NE(r.out.find("\nsharegpt "), std::string::npos);
 }
 
+// The issue's reproduction: the tiny SFT data at data.seq_len 64 used to train `Think: ...` in a
+// row whose only context was the tail of the previous turn. At 64 no AgentInstruct answer fits
+// with its task protocol, so that is now a clear error; at 256 most are truncated to their last
+// whole answer. Every row segment that trains a token must hold its conversation's first turn
+// (AgentLM's system prompt), and the counts inspect shows are the ones the trainer logs.
+TEST_F(Inspect, LongConversationsAreNeverTrainedWithoutTheirFirstTurn) {
+  auto dir = testing::scratch_dir();
+  ASSERT_EQ(agenttune("prepare --no-progress " + tiny_sft(dir)).rc, 0);
+  const auto cfg = testing::source_dir() / "configs/tiny/sft.yaml";
+  const std::string sources = " --set data.sources.0.path=" + (dir / "agentinstruct").string() +
+                              " --set data.sources.1.path=" + (dir / "sharegpt").string();
+  auto tiny = agenttune("inspect --plain --config " + cfg.string() + sources + " --set data.seq_len=64");
+  EXPECT_EQ(tiny.rc, 2) << tiny.out;
+  EXPECT_NE(tiny.out.find("'agentinstruct'"), std::string::npos) << tiny.out;
+  EXPECT_NE(tiny.out.find("no training documents (data.overlength truncate dropped 20 conversation(s) longer than "
+                          "data.seq_len 64)"),
+            std::string::npos)
+      << tiny.out;
+
+  const std::string data = sources + " --set data.seq_len=256";
+  auto r = agenttune("inspect --plain --samples 12 --config " + cfg.string() + data);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  int trained_segments = 0;
+  for (size_t at = r.out.find("\n── row "); at != std::string::npos;) {
+    const size_t next = r.out.find("\n── row ", at + 1);
+    const size_t body = r.out.find('\n', at + 1);
+    const std::string row = r.out.substr(body, (next == std::string::npos ? r.out.find("\nsource ", at) : next) - body);
+    size_t from = 0;
+    for (size_t cut; from <= row.size(); from = cut + std::string("║").size()) {
+      cut = row.find("║", from);
+      if (cut == std::string::npos) cut = row.size();
+      const std::string segment = row.substr(from, cut - from);
+      const size_t trained = segment.find("⟦");
+      if (trained != std::string::npos) {
+        ++trained_segments;
+        EXPECT_NE(segment.substr(0, trained).find("<<SYS>>"), std::string::npos)
+            << "trained without the conversation's first turn:\n" << segment;
+      }
+      if (cut == row.size()) break;
+    }
+    at = next;
+  }
+  EXPECT_GE(trained_segments, 10) << r.out;
+
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.out, m, std::regex(R"(seq_len agentinstruct, overlength truncate: (\d+) of (\d+) conv)")))
+      << r.out;
+  const std::string counts = m[1].str() + " of " + m[2].str() + " conv";
+  EXPECT_GT(std::stoll(m[1]), 0);
+  auto t = agenttune("train --config " + cfg.string() + data + " --set train.max_steps=1 --set output_dir=" +
+                     (dir / "run").string() + " --set metrics.tensorboard=false");
+  ASSERT_EQ(t.rc, 0) << t.out;
+  EXPECT_NE(t.out.find("data source 'agentinstruct' (data.overlength truncate): " + counts), std::string::npos)
+      << "inspect said " << counts << "; the trainer logged:\n" << t.out;
+}
+
 TEST_F(Inspect, AnUnknownDatasetIsAnErrorNamingIt) {
   auto r = agenttune("inspect --dataset nosuch " + tiny_sft(testing::scratch_dir()));
   EXPECT_EQ(r.rc, 2) << r.out;

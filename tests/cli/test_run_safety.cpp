@@ -36,12 +36,7 @@ std::string train_args(const fs::path& cfg, const fs::path& out, const std::stri
   return "train --config " + cfg.string() + " --no-progress --set output_dir=" + out.string() + " " + extra;
 }
 
-std::vector<json> metrics_rows(const fs::path& run) {
-  std::vector<json> rows;
-  std::istringstream in(read_text_file(run / "metrics.jsonl"));
-  for (std::string line; std::getline(in, line);) rows.push_back(json::parse(line));
-  return rows;
-}
+using testing::metrics_rows;
 
 std::vector<std::string> checkpoint_names(const fs::path& root) {
   std::vector<std::string> names;
@@ -96,6 +91,11 @@ TEST(RunSafety, ResumeIntoAnotherModelOrOtherDataIsRefused) {
   // A smaller FFN would load cut flat buffers (up_proj from gate_proj's tail).
   expect_error(testing::agenttune(train_args(cfg, out, "--resume auto --set model.shape.intermediate_size=160")),
                {"step_00000002/meta.json", "model_config.intermediate_size", "176", "160"});
+  // hidden_size changes head_dim with it, and head_dim sorts first: the error used to name
+  // model_config.head_dim (16 vs 24), a key the user never set. It names the one they did.
+  auto wider = testing::agenttune(train_args(cfg, out, "--resume auto --set model.shape.hidden_size=96"));
+  expect_error(wider, {"model_config.hidden_size (model.shape.hidden_size) is 64 in the checkpoint but 96"});
+  EXPECT_EQ(wider.out.find("head_dim"), std::string::npos) << wider.out;
   expect_error(testing::agenttune(train_args(cfg, out, "--resume auto --set data.seq_len=32")),
                {"data_plan.seq_len", "64", "32"});
   expect_error(testing::agenttune(train_args(cfg, out, "--resume auto --set data.sources.1.weight=3")),

@@ -110,5 +110,57 @@ TEST(UserErrors, SeqLenPastTheInitFromModelsPositionsNamesItsConfigJson) {
   EXPECT_FALSE(fs::exists(dir / "run" / "checkpoints")) << "refused before any training";
 }
 
+// A shape too large for the host (hidden 10^6 x vocab 10^9: 7.5 million GiB) used to exit 3 with
+// LibTorch's "DefaultCPUAllocator: not enough memory" (or, for a size overcommit lets through, be
+// killed while initialising). It is refused before allocating, naming the model and both figures,
+// whether `init` builds it, `generate` loads a folder whose config.json says it, or `train` starts
+// from it; and so is a KV cache too large for the host.
+TEST(UserErrors, AModelTooLargeForTheHostIsRefusedBeforeAllocatingWithItsSize) {
+  auto dir = testing::scratch_dir();
+  const std::string huge = "  vocab_size: 1000000000\n  hidden_size: 1000000\n  intermediate_size: 64\n"
+                           "  num_hidden_layers: 2\n  num_attention_heads: 4\n  num_key_value_heads: 2\n";
+  write(dir / "huge.yaml", "model:\n" + huge);
+  const std::string want = "cannot allocate a model of 2.006e+15 parameters (hidden_size 1000000, intermediate_size "
+                           "64, vocab_size 1000000000, 2 layers) in float32 on cpu: it needs 7.47e+06 GiB of host "
+                           "memory but only ";
+  expect_clean_error(agenttune("init --config " + (dir / "huge.yaml").string() + " --out " + (dir / "m").string()),
+                     {want});
+  auto m = testing::make_tiny_model(dir);
+  auto j = nlohmann::json::parse(read_text_file(m / "config.json"));
+  j["vocab_size"] = 1000000000, j["hidden_size"] = 1000000, j["intermediate_size"] = 64, j["head_dim"] = 250000;
+  write(m / "config.json", j.dump(2));
+  expect_clean_error(agenttune("generate --max-new-tokens 1 --prompt-ids 1,2 --model " + m.string()), {want});
+  // generate's KV cache is sized by --max-new-tokens: 10^11 positions are 2.38e+04 GiB here.
+  fs::create_directories(dir / "small");
+  expect_clean_error(agenttune("generate --max-new-tokens 100000000000 --prompt-ids 1,2 --model " +
+                               testing::make_tiny_model(dir / "small").string()),
+                     {"cannot allocate a KV cache of 100000000002 positions (2 layers, batch 1): it needs 2.38e+04 GiB "
+                      "of host memory but only "});
+  expect_clean_error(agenttune("train --no-progress --config " + train_config(dir, "  shape: {vocab_size: 1000000000, "
+                                   "hidden_size: 1000000, intermediate_size: 64, num_hidden_layers: 2,\n"
+                                   "          num_attention_heads: 4, num_key_value_heads: 2}\n", 32).string()),
+                     {want});
+}
+
+// When the allocator fails anyway (here: an address-space limit below the 3.26 GiB model, which
+// MemAvailable does not see), its c10::Error becomes the same exit 2 naming the model.
+TEST(UserErrors, AnAllocationTheAllocatorRefusesIsExit2NamingTheModel) {
+  auto dir = testing::scratch_dir();
+  write(dir / "big.yaml", "model:\n  vocab_size: 300\n  hidden_size: 12000\n  intermediate_size: 64\n"
+                          "  num_hidden_layers: 2\n  num_attention_heads: 4\n  num_key_value_heads: 2\n");
+  // LibTorch's libraries map about 3 GB of address space before main(); 5.5 GB leaves room for
+  // less than the model.
+  const std::string limited = "ulimit -v 5500000 && ";
+  ASSERT_EQ(testing::run_command(limited + testing::agenttune_bin() + " --version"), 0) << "cannot start at all";
+  std::string out;
+  const int rc = testing::run_command(limited + testing::agenttune_bin() + " init --config " +
+                                          (dir / "big.yaml").string() + " --out " + (dir / "m").string(), &out);
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("cannot allocate a model of 8.759e+08 parameters (hidden_size 12000, intermediate_size 64, "
+                     "vocab_size 300, 2 layers) in float32 on cpu: 3.26 GiB do not fit in host memory"),
+            std::string::npos)
+      << out;
+}
+
 }  // namespace
 }  // namespace agenttune

@@ -335,3 +335,130 @@ TEST(Mixture, TokenizerMismatchNamesTheTokenizerFile) {
 
 }  // namespace
 }  // namespace agenttune
+
+namespace agenttune {
+namespace {
+
+// Conversation d (tokens d*1000 + i, so every token names its conversation and place): a prompt of
+// 6 + d % 5 untrained tokens, then turns of an answer (4 + d % 3 trained tokens) and a user turn
+// (3 + d % 4 untrained), 1 + d % 12 times.
+struct Conversation {
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> mask;
+  int64_t prompt = 0;
+};
+
+Conversation conversation(int d) {
+  Conversation c;
+  auto add = [&](int n, uint8_t trained) {
+    for (int k = 0; k < n; ++k) {
+      c.ids.push_back(d * 1000 + static_cast<int32_t>(c.ids.size()));
+      c.mask.push_back(trained);
+    }
+  };
+  add(6 + d % 5, 0);
+  c.prompt = static_cast<int64_t>(c.ids.size());
+  for (int turn = 0; turn < 1 + d % 12; ++turn) add(4 + d % 3, 1), add(3 + d % 4, 0);
+  return c;
+}
+
+fs::path conversations_source(const fs::path& dir, int n) {
+  fs::create_directories(dir);
+  TokenShardWriter w(dir, "shard_00000", 1 << 20);
+  for (int d = 0; d < n; ++d) {
+    auto c = conversation(d);
+    w.add_document(c.ids, c.mask);
+  }
+  auto e = w.finish();
+  ShardManifest man;
+  man.vocab_size = 1 << 20, man.dtype = shard_dtype_for_vocab(1 << 20), man.documents = e.documents;
+  man.tokens = e.tokens, man.has_mask = true, man.trained_tokens = e.trained_tokens, man.shards = {e};
+  man.write(dir / "manifest.json");
+  return dir;
+}
+
+// Every row segment that trains a token opens with its conversation's prompt (positions from 0),
+// and holds whole answers only; returns the trained targets seen.
+int64_t check_rows(const PackedBatch& b, int64_t seq_len) {
+  const int64_t B = b.tokens.size(0), W = b.tokens.size(1);
+  auto tok = b.tokens.accessor<int64_t, 2>();
+  auto tgt = b.targets.accessor<int64_t, 2>();
+  auto pos = b.positions.accessor<int64_t, 2>();
+  auto doc = b.doc_ids.accessor<int64_t, 2>();
+  int64_t trained = 0;
+  for (int64_t r = 0; r < B; ++r)
+    for (int64_t start = 0, end = 0; start < W; start = end) {
+      while (end < W && doc[r][end] == doc[r][start]) ++end;
+      int64_t seg_trained = 0;
+      for (int64_t k = start; k < end; ++k) seg_trained += tgt[r][k] != -100;
+      trained += seg_trained;
+      if (seg_trained == 0) continue;
+      const auto c = conversation(static_cast<int>(tok[r][start] / 1000));
+      EXPECT_LE(c.prompt, end - start);
+      for (int64_t k = 0; k < std::min(c.prompt, end - start); ++k) {
+        EXPECT_EQ(tok[r][start + k], c.ids[k]) << "row " << r << " segment at " << start << ": prompt token " << k;
+        EXPECT_EQ(pos[r][start + k], k);
+      }
+      // Whole answers: a trained target's answer starts and ends inside the segment.
+      for (int64_t k = start; k < end; ++k) {
+        if (tgt[r][k] == -100) continue;
+        const int64_t i = tgt[r][k] % 1000;
+        if (c.mask[i - 1] == 1)
+          EXPECT_TRUE(k > start && tgt[r][k - 1] != -100) << "row " << r << " pos " << k << ": answer without its start";
+        if (i + 1 < static_cast<int64_t>(c.mask.size()) && c.mask[i + 1] == 1)
+          EXPECT_TRUE(k + 1 < end && tgt[r][k + 1] != -100) << "row " << r << " pos " << k << ": answer cut";
+      }
+    }
+  EXPECT_LE(W, seq_len);
+  return trained;
+}
+
+TEST(Mixture, ConversationsAreNeverSplitAndLongOnesKeepTheirBeginning) {
+  const auto dir = conversations_source(testing::scratch_dir() / "conv", 60);
+  for (auto packing : {Packing::Pack, Packing::Pad})
+    for (auto policy : {Overlength::Truncate, Overlength::Drop, Overlength::Window}) {
+      SCOPED_TRACE(std::string(enum_name(packing)) + " " + enum_name(policy));
+      MixtureOptions o;
+      o.sources = {{"conv", dir, 1.0}};
+      o.seq_len = 48;
+      o.packing = packing;
+      o.overlength = policy;
+      Mixture m(o);
+      const auto& counts = m.overlength(0);
+      // Lengths run from 13 to 10 + 12 * 12 tokens: many are over 48.
+      EXPECT_EQ(counts.conversations, 60);
+      EXPECT_GT(counts.over, 10);
+      // The synthetic answers are short, so window keeps every one of them.
+      if (policy == Overlength::Window) EXPECT_EQ(counts.trained_lost, 0);
+      else EXPECT_GT(counts.trained_lost, 0);
+      if (policy == Overlength::Drop) EXPECT_EQ(counts.dropped, counts.over);
+      if (policy == Overlength::Window) EXPECT_GT(counts.extra_pieces, 0);
+      // One pass over the kept pieces, one per row when padded: every trained token the counts
+      // promise is seen, and no other.
+      const int64_t pieces = counts.conversations - counts.dropped + counts.extra_pieces;
+      if (packing == Packing::Pad) EXPECT_EQ(m.rows_per_pass(), static_cast<double>(pieces));
+      int64_t trained = 0;
+      for (int64_t row = 0; row < (packing == Packing::Pad ? pieces : 30); ++row)
+        trained += check_rows(m.next_batch(1), o.seq_len);
+      if (packing == Packing::Pad) {
+        EXPECT_EQ(trained, counts.trained - counts.trained_lost);
+        EXPECT_EQ(m.epochs_done(0), 0);
+        EXPECT_EQ(m.state().carry_doc, -1);
+      }
+    }
+}
+
+TEST(Mixture, WindowedConversationResumesMidConversation) {
+  const auto dir = conversations_source(testing::scratch_dir() / "conv", 30);
+  MixtureOptions o;
+  o.sources = {{"conv", dir, 1.0}};
+  o.seq_len = 40;
+  o.overlength = Overlength::Window;
+  Mixture a(o), b(o);
+  for (int i = 0; i < 7; ++i) a.next_batch(2);
+  b.restore(MixtureState::from_json(a.state().to_json(), 1));
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(at::equal(a.next_batch(2).tokens, b.next_batch(2).tokens));
+}
+
+}  // namespace
+}  // namespace agenttune

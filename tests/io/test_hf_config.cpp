@@ -81,5 +81,41 @@ TEST(HfConfig, SeqLenIsBoundByThePositionsAndLinearScaling) {
   EXPECT_THROW(c.check_seq_len(513, "m/config.json"), Error);
 }
 
+// The config.json agenttune writes spells the rope settings twice (rope_theta + rope_scaling for
+// transformers 4, rope_parameters for 5). Only the first spelling found used to be read, so editing
+// the other was accepted and ignored: rope_theta 0 beside rope_parameters' 10000 loaded as 10000,
+// and a rope_scaling of factor 0 or of type yarn beside rope_parameters loaded too. Every spelling
+// is now checked, and two that disagree are refused naming both keys.
+TEST(HfConfig, EverySpellingOfTheRopeSettingsIsCheckedAndTheyMustAgree) {
+  const json written = llama_config_to_json(llama_config_from_json(tiny(), "m/config.json"));
+  ASSERT_TRUE(written.contains("rope_parameters"));
+  const std::vector<std::pair<std::pair<std::string, json>, std::string>> cases = {
+      {{"rope_theta", 0}, "m/config.json: rope_theta must be a positive number, got 0"},
+      {{"rope_theta", 500000.0},
+       "m/config.json: rope_theta is 500000 but rope_parameters.rope_theta is 10000 (transformers 4 reads the first"},
+      {{"rope_scaling", json{{"type", "linear"}, {"factor", 0}}}, "m/config.json: rope_scaling.factor must be >= 1, got 0"},
+      {{"rope_scaling", json{{"type", "yarn"}, {"factor", 4}}}, "m/config.json: rope_scaling: rope scaling type 'yarn'"},
+      {{"rope_scaling", json{{"type", "linear"}, {"factor", 2.0}}},
+       "m/config.json: rope_scaling has factor 2 but rope_parameters has 1"},
+      {{"rope_parameters", json{{"rope_type", "default"}, {"rope_theta", -1}}},
+       "m/config.json: rope_parameters.rope_theta must be a positive number, got -1"},
+      {{"rope_parameters", json{{"rope_type", "linear"}, {"factor", -2}}},
+       "m/config.json: rope_parameters.factor must be >= 1, got -2"},
+  };
+  for (const auto& [change, expected] : cases) {
+    json j = written;
+    j[change.first] = change.second;
+    const std::string msg = error_of(j);
+    EXPECT_NE(msg.find(expected), std::string::npos) << change.first << " = " << change.second.dump() << ": " << msg;
+  }
+  // Both spellings saying the same thing load, scaled or not.
+  EXPECT_EQ(error_of(written), "(no error)");
+  json scaled = tiny();
+  scaled["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  const LlamaConfig c = llama_config_from_json(llama_config_to_json(llama_config_from_json(scaled, "a")), "b");
+  EXPECT_EQ(c.rope_scaling_factor, 2.0);
+  EXPECT_EQ(c.rope_theta, 10000.0);
+}
+
 }  // namespace
 }  // namespace agenttune

@@ -119,7 +119,7 @@ TEST(ReadPolicies, BadRecordsDroppedByReasonWithoutTheirRepairs) {
 
 TEST(ReadPolicies, AFileWhoseRecordsAreAllDroppedIsAnError) {
   auto dir = testing::scratch_dir();
-  auto path = write_file(dir, "wrong.jsonl", R"({"messages":[]})" "\n" R"({"messages":[]})" "\n");
+  auto path = write_file(dir, "wrong.jsonl", R"({"turns":[]})" "\n" R"({"turns":[]})" "\n");
   ReadPolicies p;
   p.bad_record = OnProblem::Drop;
   expect_contains(testing::error_of(path, DatasetFormat::ShareGPT, p),

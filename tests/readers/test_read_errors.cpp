@@ -52,8 +52,9 @@ TEST(ReadErrors, EachBadRecordNamesFileRecordAndField) {
       {"no_assistant", DatasetFormat::OpenAI,
        R"({"messages":[{"role":"system","content":"s"},{"role":"user","content":"q"}]})",
        {"field 'messages'", "no assistant turn"}},
-      {"missing_messages", DatasetFormat::OpenAI, R"({"conversations":[]})",
-       {"field 'messages': missing", "this one has: conversations"}},
+      // A record with another schema's turn list instead is refused as a whole (test_wrong_format).
+      {"missing_messages", DatasetFormat::OpenAI, R"({"turns":[]})",
+       {"field 'messages': missing", "this one has: turns"}},
       {"flan_loss", DatasetFormat::AgentFlan,
        R"({"conversation":[{"role":"user","content":"q"},{"role":"assistant","content":"a","loss":"maybe"}]})",
        {"field 'conversation[1].loss'", "\"maybe\""}},

@@ -42,7 +42,7 @@ transforms:
     weights: {retrieval: 0.5}
 format_following_output: prepared/format_following
 max_seq_len: 2048
-truncation: truncate_left
+overlength: window
 seed: 9
 threads: 3
 )";
@@ -78,7 +78,7 @@ TEST(SftConfig, YamlKeysBindAndResolvePaths) {
   EXPECT_DOUBLE_EQ(c.transforms.balance.weights.understanding, 0.75);
   EXPECT_EQ(c.format_following_output, fs::path("/cfg/prepared/format_following"));
   EXPECT_EQ(c.max_seq_len, 2048);
-  EXPECT_EQ(c.truncation, Truncation::TruncateLeft);
+  EXPECT_EQ(c.overlength, Overlength::Window);
   EXPECT_EQ(c.seed, 9u);
   EXPECT_EQ(c.threads, 3);
 }
@@ -88,7 +88,7 @@ TEST(SftConfig, DefaultsAndDumpRoundTrip) {
   EXPECT_EQ(c.chat_template, "llama-2-chat");
   EXPECT_FALSE(c.default_system.has_value());
   EXPECT_EQ(c.max_seq_len, 4096);
-  EXPECT_EQ(c.truncation, Truncation::Drop);
+  EXPECT_EQ(c.overlength, Overlength::Truncate);
   auto full = load(kYaml, {"datasets.1.upsample=0.25"});
   EXPECT_DOUBLE_EQ(full.datasets[1].upsample, 0.25);
   auto again = load(dump_config(full));
@@ -107,7 +107,7 @@ TEST(SftConfig, MisspeltKeysAndBadValuesAreNamed) {
   const std::string base = "tokenizer: t.model\n";
   EXPECT_NE(message(base + "datasets: [{name: x, paths: [x], output: o, upsampel: 2}]").find("upsample"),
             std::string::npos);
-  EXPECT_NE(message(base + "truncation: cut\ndatasets: [{name: x, paths: [x], output: o}]").find("truncate_left"),
+  EXPECT_NE(message(base + "overlength: cut\ndatasets: [{name: x, paths: [x], output: o}]").find("window"),
             std::string::npos);
   EXPECT_NE(message(base + "datasets: [{name: x, paths: [x], output: o, upsample: -1}]").find("upsample"),
             std::string::npos);

@@ -92,7 +92,7 @@ TEST_P(SftTemplates, ShardsHoldTheRenderingAndItsMask) {
     EXPECT_EQ(r.documents, r.kept);
     EXPECT_EQ(r.tokens, tokens);
     EXPECT_EQ(r.trained_tokens, trained);
-    EXPECT_EQ(r.truncated, 0);
+    EXPECT_EQ(r.overlength.over, 0);
     EXPECT_EQ(r.dropped.contains("render_error") ? r.dropped.at("render_error") : 0, e.render_errors);
     EXPECT_EQ(r.dropped.contains("untrained") ? r.dropped.at("untrained") : 0, e.untrained);
     int64_t dropped = 0;
@@ -157,15 +157,26 @@ Cut cut_setup() {
   return c;
 }
 
-SftDatasetReport run_cut(const fs::path& out, int64_t limit, Truncation t) {
+SftDatasetReport run_cut(const fs::path& out, int64_t limit, Overlength policy) {
   auto cfg = testing::base_config("llama-2-chat");
   cfg.datasets.push_back(testing::dataset("ai", sample("agentinstruct.jsonl"), out));
   cfg.max_seq_len = limit;
-  cfg.truncation = t;
+  cfg.overlength = policy;
   return prepare_sft(cfg).datasets.at(0);
 }
 
-TEST(SftPrepare, TruncationPolicies) {
+// The answers of a document: maximal runs of trained tokens, [begin, end).
+std::vector<std::pair<size_t, size_t>> answers(const Doc& d) {
+  std::vector<std::pair<size_t, size_t>> out;
+  for (size_t t = 1; t < d.mask.size(); ++t)
+    if (d.mask[t] != 0) {
+      if (!out.empty() && out.back().second == t) out.back().second = t + 1;
+      else out.push_back({t, t + 1});
+    }
+  return out;
+}
+
+TEST(SftPrepare, OverlengthPoliciesKeepWholeAnswersWithTheirPrompt) {
   REQUIRE_TOKENIZER();
   Cut c = cut_setup();
   const int64_t L = c.limit;
@@ -174,68 +185,89 @@ TEST(SftPrepare, TruncationPolicies) {
   ASSERT_GT(too_long, 0);
   auto dir = testing::scratch_dir();
 
-  auto drop = run_cut(dir / "drop", L, Truncation::Drop);
+  auto drop = run_cut(dir / "drop", L, Overlength::Drop);
   EXPECT_EQ(drop.dropped["too_long"], too_long);
   EXPECT_EQ(drop.kept, static_cast<int64_t>(c.full.size()) - too_long);
-  EXPECT_EQ(drop.truncated, 0);
+  EXPECT_EQ(drop.overlength.over, too_long);
+  EXPECT_EQ(drop.overlength.dropped, too_long);
   std::vector<Doc> short_ones;
   for (const auto& d : c.full)
     if (static_cast<int64_t>(d.ids.size()) <= L) short_ones.push_back(d);
   EXPECT_EQ(read_docs(dir / "drop"), short_ones);
 
-  // The cuts computed here; a cut left without a trained token is dropped and counted.
-  std::vector<Doc> want_right, want_left;
-  int64_t right_untrained = 0, left_untrained = 0;
-  auto keep = [](std::vector<Doc>& into, Doc d, int64_t& untrained) {
-    if (std::count(d.mask.begin(), d.mask.end(), uint8_t{1}) == 0) ++untrained;
-    else into.push_back(std::move(d));
-  };
+  // truncate, computed here: the prefix up to the end of the last answer that fits; none fits ->
+  // dropped. Every kept trained token has the conversation's own beginning before it.
+  std::vector<Doc> want;
+  int64_t none_fits = 0, lost = 0, trained = 0;
   for (const Doc& f : c.full) {
+    const auto a = answers(f);
+    for (auto [b, e] : a) trained += static_cast<int64_t>(e - b);
     if (static_cast<int64_t>(f.ids.size()) <= L) {
-      want_right.push_back(f);
-      want_left.push_back(f);
+      want.push_back(f);
       continue;
     }
-    keep(want_right, Doc{{f.ids.begin(), f.ids.begin() + L}, {f.mask.begin(), f.mask.begin() + L}}, right_untrained);
-    ASSERT_EQ(f.ids[0], 1);
-    Doc l{{f.ids[0]}, {f.mask[0]}};  // BOS stays in front of the kept tail
-    l.ids.insert(l.ids.end(), f.ids.end() - (L - 1), f.ids.end());
-    l.mask.insert(l.mask.end(), f.mask.end() - (L - 1), f.mask.end());
-    keep(want_left, std::move(l), left_untrained);
+    size_t end = 0;
+    int64_t kept_trained = 0;
+    for (auto [b, e] : a)
+      if (static_cast<int64_t>(e) <= L) end = e, kept_trained += static_cast<int64_t>(e - b);
+    for (auto [b, e] : a) lost += static_cast<int64_t>(e - b);
+    lost -= kept_trained;
+    if (end == 0) {
+      ++none_fits;
+      continue;
+    }
+    want.push_back(Doc{{f.ids.begin(), f.ids.begin() + end}, {f.mask.begin(), f.mask.begin() + end}});
   }
-  // The sample's first answer comes after a long task protocol: cutting the end loses it.
-  EXPECT_GT(right_untrained, 0);
-  auto right = run_cut(dir / "right", L, Truncation::TruncateRight);
-  auto left = run_cut(dir / "left", L, Truncation::TruncateLeft);
-  EXPECT_EQ(read_docs(dir / "right"), want_right);
-  EXPECT_EQ(read_docs(dir / "left"), want_left);
-  EXPECT_EQ(right.dropped["untrained_after_truncation"], right_untrained);
-  EXPECT_EQ(left.dropped["untrained_after_truncation"], left_untrained);
-  EXPECT_EQ(right.truncated, too_long - right_untrained);
-  EXPECT_EQ(left.truncated, too_long - left_untrained);
+  auto cut = run_cut(dir / "truncate", L, Overlength::Truncate);
+  EXPECT_EQ(read_docs(dir / "truncate"), want);
+  EXPECT_EQ(cut.overlength.over, too_long);
+  EXPECT_EQ(cut.overlength.dropped, none_fits);
+  EXPECT_EQ(cut.dropped["too_long"], none_fits);
+  EXPECT_EQ(cut.overlength.truncated, too_long - none_fits);
+  EXPECT_EQ(cut.overlength.trained, trained);
+  EXPECT_EQ(cut.overlength.trained_lost, lost);
+  EXPECT_GT(lost, 0);
+
+  // window trains at least what truncate does, each extra piece opening with the head.
+  auto win = run_cut(dir / "window", L, Overlength::Window);
+  EXPECT_LE(win.overlength.trained_lost, cut.overlength.trained_lost);
+  EXPECT_EQ(win.overlength.dropped, none_fits);
+  EXPECT_EQ(win.documents, cut.documents + win.overlength.extra_pieces);
+  for (const auto& d : read_docs(dir / "window")) {
+    EXPECT_LE(static_cast<int64_t>(d.ids.size()), L);
+    EXPECT_EQ(d.ids[0], 1);  // every piece starts at the conversation's BOS
+  }
 }
 
-TEST(SftPrepare, FitToLengthWithoutTokenizer) {
-  RenderedSample s{{1, 10, 11, 12, 13, 2}, {0, 0, 1, 1, 1, 1}};
-  auto t = s;
-  EXPECT_FALSE(fit_to_length(t, 5, Truncation::Drop, 1));
-  EXPECT_TRUE(fit_to_length(t, 6, Truncation::Drop, 1));
-  EXPECT_TRUE(fit_to_length(t, 0, Truncation::Drop, 1));
-  EXPECT_EQ(t.ids, s.ids);
-  t = s;
-  fit_to_length(t, 3, Truncation::TruncateRight, 1);
-  EXPECT_EQ(t.ids, (std::vector<int32_t>{1, 10, 11}));
-  EXPECT_EQ(t.trained, (std::vector<uint8_t>{0, 0, 1}));
-  t = s;
-  fit_to_length(t, 3, Truncation::TruncateLeft, 1);
-  EXPECT_EQ(t.ids, (std::vector<int32_t>{1, 13, 2}));
-  EXPECT_EQ(t.trained, (std::vector<uint8_t>{0, 1, 1}));
-  t = s;
-  fit_to_length(t, 3, Truncation::TruncateLeft, 99);  // no BOS in front: just the tail
-  EXPECT_EQ(t.ids, (std::vector<int32_t>{12, 13, 2}));
-  t = s;
-  fit_to_length(t, 1, Truncation::TruncateLeft, 1);
-  EXPECT_EQ(t.ids, (std::vector<int32_t>{2}));
+TEST(SftPrepare, FittedSamplesWithoutTokenizer) {
+  // BOS, prompt, answer 1 (3 tokens), user turn, answer 2 (2 tokens), user turn, answer 3.
+  RenderedSample s{{1, 10, 20, 21, 22, 11, 12, 30, 31, 13, 40, 41},
+                   {0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1}};
+  auto fit = [&](int64_t max_len, Overlength p) {
+    return fitted_samples(s, fit_conversation(s.trained.data(), static_cast<int64_t>(s.ids.size()), max_len, p));
+  };
+  EXPECT_EQ(fit(12, Overlength::Drop).size(), 1u);
+  EXPECT_EQ(fit(0, Overlength::Drop).front().ids, s.ids);
+  EXPECT_TRUE(fit(11, Overlength::Drop).empty());
+  EXPECT_TRUE(fit(4, Overlength::Truncate).empty());  // the first answer ends at 5
+  auto t = fit(8, Overlength::Truncate);
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_EQ(t[0].ids, (std::vector<int32_t>{1, 10, 20, 21, 22}));  // 7 would cut answer 2
+  t = fit(9, Overlength::Truncate);
+  EXPECT_EQ(t[0].ids, (std::vector<int32_t>{1, 10, 20, 21, 22, 11, 12, 30, 31}));
+  // window at 8: [0,5) then head [0,5) + [5,9)? 5 + 4 = 9 > 8: answer 2 is skipped;
+  // head + [9,12) = 8 fits.
+  auto w = fit(8, Overlength::Window);
+  ASSERT_EQ(w.size(), 2u);
+  EXPECT_EQ(w[1].ids, (std::vector<int32_t>{1, 10, 20, 21, 22, 13, 40, 41}));
+  EXPECT_EQ(w[1].trained, (std::vector<uint8_t>{0, 0, 0, 0, 0, 0, 1, 1}));  // the head is context
+  auto w9 = fit(9, Overlength::Window);
+  ASSERT_EQ(w9.size(), 2u);
+  EXPECT_EQ(w9[1].ids, (std::vector<int32_t>{1, 10, 20, 21, 22, 13, 40, 41}));
+  const auto f = fit_conversation(s.trained.data(), 12, 8, Overlength::Window);
+  EXPECT_EQ(f.trained, 7);
+  EXPECT_EQ(f.trained_kept, 5);
+  EXPECT_EQ(f.trained_lost(), 2);
 }
 
 TEST(SftPrepare, AllMaskedDatasetIsAnErrorNamingDatasetAndTemplate) {

@@ -64,14 +64,15 @@ TEST(DataPlan, WeightsInSamplesScaleByTrainedTokensPerSample) {
 TEST(DataPlan, EpochsBecomeStepsOverAllTokens) {
   auto c = two_sources();
   c.train.epochs = 2;
-  int64_t tokens = 0, docs = 0;
+  int64_t tokens = 0, rows = 0;
   for (const auto& s : c.data.sources) {
     auto d = TokenDataset::open(s.path);
-    tokens += d.num_tokens(), docs += d.num_documents();
+    tokens += d.num_tokens();
+    for (int64_t k = 0; k < d.num_documents(); ++k) rows += (d.document_length(k) + 255) / 256;
   }
   EXPECT_EQ(resolve_data_config(c).train.max_steps, (2 * tokens + 8 * 256 - 1) / (8 * 256));
-  c.data.packing = Packing::Pad;
-  EXPECT_EQ(resolve_data_config(c).train.max_steps, (2 * docs + 7) / 8);
+  c.data.packing = Packing::Pad;  // a row per 256 tokens of each document
+  EXPECT_EQ(resolve_data_config(c).train.max_steps, (2 * rows + 7) / 8);
 }
 
 TEST(DataPlan, ConflictsAndMissingFoldersAreNamed) {

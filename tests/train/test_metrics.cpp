@@ -1,11 +1,17 @@
 #include <gtest/gtest.h>
+#include <pty.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "agenttune/train/metrics.h"
+#include "agenttune/util/error.h"
 #include "agenttune/util/files.h"
 #include "test_paths.h"
 
@@ -150,6 +156,10 @@ TEST(Progress, FormatLine) {
             "step 1/2 | loss 10.0000 | lr 1.00e-05 | 2.50M tok/s | ETA ?");
   EXPECT_EQ(ProgressLine::format_line(7, 9, 0.5, 0, 950, 0, 5),
             "step 7/9 | loss 0.5000 | lr 0.00e+00 | 950 tok/s | MFU 0.0% | ETA 5s");
+  // An evaluated step shows its validation loss beside the training loss (issue 22: it reached
+  // only metrics.jsonl).
+  EXPECT_EQ(ProgressLine::format_line(40, 120, 2.3456, 3e-4, 12345, -1, 60, 2.71828),
+            "step 40/120 | loss 2.3456 | val_loss 2.7183 | lr 3.00e-04 | 12.3k tok/s | ETA 1m00s");
 }
 
 TEST(Progress, PlainFileGetsOneLinePerUpdate) {
@@ -170,6 +180,84 @@ TEST(Progress, PlainFileGetsOneLinePerUpdate) {
   EXPECT_TRUE(lines[2].starts_with("step 3/10 | loss 2.0000 | lr 1.00e-04 | 1.0k tok/s | MFU 50.0% | ETA "))
       << lines[2];
   EXPECT_NE(lines[0].find("ETA 0s"), std::string::npos) << lines[0];  // 9 steps at microseconds each
+}
+
+// On a terminal the line is redrawn in place, but an evaluated step's line stays: it ends, and the
+// next update draws below it. A pseudo-terminal makes the stream a tty.
+TEST(Progress, TerminalKeepsTheEvaluatedStepsLine) {
+  int master = -1, slave = -1;
+  ASSERT_EQ(::openpty(&master, &slave, nullptr, nullptr, nullptr), 0);
+  std::FILE* f = ::fdopen(slave, "w");
+  ASSERT_NE(f, nullptr);
+  {
+    ProgressLine p(4, 0, f);
+    p.update(1, 2.0, 1e-4, 1000, -1);
+    p.update(2, 1.5, 1e-4, 1000, -1, 1.75);
+    p.update(3, 1.25, 1e-4, 1000, -1);
+    p.finish();
+  }
+  std::fclose(f);
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(master, buf, sizeof buf)) > 0;) {
+    text.append(buf, static_cast<size_t>(n));
+    if (text.find("step 3/4") != std::string::npos && text.back() == '\n') break;
+  }
+  ::close(master);
+  // The tty turns "\n" into "\r\n"; the redraws start with "\r".
+  const size_t val = text.find("val_loss 1.7500");
+  ASSERT_NE(val, std::string::npos) << text;
+  const size_t step3 = text.find("step 3/4");
+  ASSERT_NE(step3, std::string::npos) << text;
+  EXPECT_NE(text.substr(val, step3 - val).find('\n'), std::string::npos) << "the evaluated line was redrawn over";
+  EXPECT_EQ(text.substr(0, val).find('\n'), std::string::npos) << "step 1's line is redrawn, not kept";
+}
+
+// A run that starts on a full disk: the TensorBoard file's first record cannot be written. It used
+// to be buffered by a std::ofstream whose failure surfaced at a later flush, reported with whatever
+// errno another call had left ("Inappropriate ioctl for device", from the progress line's
+// isatty()). Now the constructor's own write fails, with its own errno. The file-size limit 0 makes
+// every write fail (EFBIG), in a child process so the test's own files are untouched.
+[[noreturn]] void write_tensorboard_with_no_file_space(const fs::path& logdir) {
+  std::signal(SIGXFSZ, SIG_IGN);
+  rlimit limit{};
+  ::getrlimit(RLIMIT_FSIZE, &limit);
+  const rlim_t soft = limit.rlim_cur;
+  limit.rlim_cur = 0;
+  ::setrlimit(RLIMIT_FSIZE, &limit);
+  std::string what = "no error";
+  try {
+    TensorBoardWriter w(logdir);
+    errno = ENOTTY;
+    w.flush();
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  limit.rlim_cur = soft;  // gtest reads what the child prints from a file
+  ::setrlimit(RLIMIT_FSIZE, &limit);
+  std::fprintf(stderr, "%s\n", what.c_str());
+  std::_Exit(0);
+}
+
+TEST(TensorBoardDeathTest, AWriteFailureAtStartCarriesItsOwnErrno) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const fs::path dir = scratch_dir();
+  EXPECT_EXIT(write_tensorboard_with_no_file_space(dir / "tb"), ::testing::ExitedWithCode(0),
+              "tb/events\\.out\\.tfevents\\.[^:]*: write failed: File too large");
+}
+
+// The same for metrics.jsonl, here on a real full device.
+TEST(Metrics, AFullDiskIsReportedWithTheWritesOwnErrno) {
+  auto dir = scratch_dir();
+  fs::create_symlink("/dev/full", dir / "metrics.jsonl");
+  MetricsLogger m(dir, false);
+  errno = ENOTTY;
+  try {
+    m.log(1, {{"loss", 1.0}});
+    FAIL() << "a row was written to /dev/full";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), (dir / "metrics.jsonl").string() + ": write failed: No space left on device");
+  }
 }
 
 }  // namespace

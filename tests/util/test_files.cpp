@@ -3,6 +3,7 @@
 // std::filesystem::filesystem_error; a failed atomic write leaves no temporary behind.
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <fstream>
 
 #include "agenttune/util/error.h"
@@ -52,6 +53,31 @@ TEST(Files, RenameCreateAndRemoveFailuresNameThePaths) {
   remove_file(dir / "absent");  // nothing to remove is fine
   msg = error_of([&] { read_text_file(dir); });
   EXPECT_NE(msg.find(dir.string() + ": is a folder, expected a file"), std::string::npos) << msg;
+}
+
+// errno is read at the failing call: set to ENOTTY ("Inappropriate ioctl for device", what an
+// isatty() leaves) before each failure, it must not be what the message reports.
+TEST(Files, AppendFileFailuresCarryTheErrnoOfTheFailingCall) {
+  auto dir = testing::scratch_dir();
+  errno = ENOTTY;
+  std::string msg = error_of([&] { AppendFile f(dir / "missing" / "log"); });
+  EXPECT_EQ(msg, (dir / "missing" / "log").string() + ": cannot open for appending: No such file or directory");
+  AppendFile full("/dev/full");  // every write: ENOSPC, as on a full disk
+  full.append("a row\n");
+  errno = ENOTTY;
+  msg = error_of([&] { full.flush(); });
+  EXPECT_EQ(msg, "/dev/full: write failed: No space left on device");
+
+  {
+    AppendFile log(dir / "log");
+    log.append("one\n");
+    log.flush();
+  }
+  AppendFile again(dir / "log");  // a second opening appends, never truncates
+  again.append("two\n");
+  EXPECT_EQ(read_text_file(dir / "log"), "one\n") << "nothing is written before flush()";
+  again.flush();
+  EXPECT_EQ(read_text_file(dir / "log"), "one\ntwo\n");
 }
 
 TEST(Utf8, FirstInvalidByte) {

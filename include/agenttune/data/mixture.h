@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "agenttune/config/scalars.h"
+#include "agenttune/data/overlength.h"
 #include "agenttune/data/packed_batch.h"
 #include "agenttune/data/token_shards.h"
 
@@ -87,6 +88,9 @@ struct MixtureOptions {
   double validation_fraction = 0.0;  // documents held out of training (chosen by a seeded hash)
   AttentionMode attention = AttentionMode::Causal;
   Packing packing = Packing::Pack;
+  // SFT conversations (sources with a loss mask) are never split across rows; one longer than
+  // seq_len is fitted by this policy (data/overlength.h). Pretraining documents are cut freely.
+  Overlength overlength = Overlength::Truncate;
   std::string tokenizer_sha256;  // when set, every source must have been made with it
   std::filesystem::path tokenizer;  // the file tokenizer_sha256 is of, named when a source differs
 };
@@ -130,6 +134,17 @@ class Mixture {
   // unchecked: an id past the embedding would otherwise fail mid-run inside the model.
   void set_model_vocab(int64_t vocab_size);
 
+  // What data.overlength did to source i's conversations (all zero for pretraining sources).
+  const OverlengthCounts& overlength(size_t source) const;
+  // Rows one pass over every source's training documents fills: pretraining tokens / seq_len
+  // (packed) or a row per seq_len of each document (padded); conversations' pieces packed greedily
+  // in file order, whole, or one per row (padded). What train.epochs counts.
+  double rows_per_pass() const;
+  // Whether any source holds conversations (a loss mask): their rows may end in padding.
+  bool has_conversations() const;
+  // Source i's epochs finished so far (only the first is logged as it happens).
+  int64_t epochs_done(size_t source) const { return state_.sources.at(source).epoch; }
+
   // A fresh, deterministic pass over the held-out documents, packed the same way.
   std::vector<PackedBatch> validation_batches(int64_t batch, int64_t count) const;
 
@@ -141,9 +156,15 @@ class Mixture {
                    std::vector<int64_t>& source_tokens);
   size_t pick_source() const;
   std::pair<size_t, int64_t> next_document(size_t src);
-  // Fails naming the shard file and position of the first id in `ids` (tokens of document `doc`
-  // of source `src` from `offset` on) that is outside the source's vocabulary.
-  void check_ids(size_t src, int64_t doc, int64_t offset, const std::vector<int64_t>& ids) const;
+  // Places the current (carried) document's next part at `filled`: all of what is left of a
+  // pretraining document that fits, or one whole piece of a conversation. Returns the tokens
+  // placed; 0 when a conversation's next piece does not fit in the rest of the window.
+  int64_t place_document(int64_t filled, int64_t segment, int64_t* tokens, int64_t* targets, int64_t* positions,
+                         int64_t* doc_ids, std::vector<int64_t>& source_tokens);
+  void fit_conversations(size_t src);
+  // Fails naming the shard file and position of the first id in `ids` (`count` tokens of document
+  // `doc` of source `src` from `offset` on) that is outside the source's vocabulary.
+  void check_ids(size_t src, int64_t doc, int64_t offset, const int64_t* ids, int64_t count) const;
 
   MixtureOptions opts_;
   std::vector<std::shared_ptr<Source>> sources_;

@@ -5,7 +5,8 @@
 //
 //   read (readers/dataset.h) -> max_samples -> Agent-FLAN transforms (datasets with transform:
 //   true, pooled) -> render with the chat template -> mask = the template's `trained` vector ->
-//   max_seq_len (drop or truncate) -> upsample -> NAME.bin/.idx/.mask + manifest.json
+//   max_seq_len (overlength: truncate, drop or window; data/overlength.h) -> upsample ->
+//   NAME.bin/.idx/.mask + manifest.json
 //
 // Units: max_samples and upsample count SAMPLES (conversations) of one dataset. The train
 // config's mixture weights count TRAINED TOKENS across datasets; data/sft_mix.h converts a
@@ -20,25 +21,12 @@
 
 #include "agenttune/chat/template.h"
 #include "agenttune/config/scalars.h"
+#include "agenttune/data/overlength.h"
 #include "agenttune/data/token_shards.h"
 #include "agenttune/readers/dataset.h"
 #include "agenttune/transforms/transforms.h"
 
 namespace agenttune {
-
-enum class Truncation {
-  Drop,           // a rendering longer than max_seq_len is dropped (counted)
-  TruncateLeft,   // keep the end (a leading BOS is kept too): the last answers survive
-  TruncateRight,  // keep the start: the prompt and the first answers survive
-};
-
-template <>
-struct EnumNames<Truncation> {
-  static constexpr std::array<std::pair<Truncation, std::string_view>, 3> values = {
-      {{Truncation::Drop, "drop"},
-       {Truncation::TruncateLeft, "truncate_left"},
-       {Truncation::TruncateRight, "truncate_right"}}};
-};
 
 struct SftDatasetConfig {
   std::string name;                          // Conversation::source, report and error messages
@@ -69,7 +57,9 @@ struct SftPrepareConfig {
   std::filesystem::path format_following_output;
   std::filesystem::path negatives_output;
   int64_t max_seq_len = 4096;  // tokens per rendered sample; 0 = no limit
-  Truncation truncation = Truncation::Drop;
+  // A rendering longer than max_seq_len: truncate (to its last whole answer) | drop | window
+  // (more samples, each the head plus later turns). The same rule as the trainer's data.overlength.
+  Overlength overlength = Overlength::Truncate;
   uint64_t seed = 0;  // max_samples subsets and fractional upsampling (transforms have their own)
   int threads = 0;    // rendering threads; 0 = all cores. The output does not depend on it.
   int64_t shard_tokens = 256LL << 20;  // roll to a new shard after this many tokens
@@ -84,15 +74,20 @@ struct SftDatasetReport {
   ReadReport read;             // the reader's records, drops and mapped roles
   int64_t samples_in = 0;      // conversations entering the pipeline (read, or generated)
   // Reason -> samples: max_samples, transforms (dropped by balancing), render_error (with
-  // bad_record: drop), untrained (no trained token in the rendering), too_long (truncation:
-  // drop), untrained_after_truncation.
+  // bad_record: drop), untrained (no trained token in the rendering), too_long (overlength: drop,
+  // or no whole answer fits).
   std::map<std::string, int64_t> dropped;
   int64_t kept = 0;            // distinct samples kept
-  int64_t truncated = 0;       // kept samples that were cut to max_seq_len
+  OverlengthCounts overlength;  // what max_seq_len did to the rendered samples with trained tokens
+  int64_t max_seq_len = 0;      // the limit it was fitted to
   int64_t documents = 0;       // written, after upsampling
   int64_t tokens = 0;          // written
   int64_t trained_tokens = 0;  // written mask ones
   ShardManifest manifest;
+  // Records the reader saw (samples generated, for a transform's source): kept + every drop.
+  int64_t records_in() const;
+  // Reason -> records: the reader's drops (read.dropped_records) and the pipeline's (dropped).
+  std::map<std::string, int64_t> all_dropped() const;
   std::string summary_line() const;
 };
 
@@ -116,9 +111,9 @@ struct SftPrepareHooks {
 // template cannot express (bad_record: error), or a dataset whose rendering trains no token.
 SftPrepareReport prepare_sft(const SftPrepareConfig& config, const SftPrepareHooks& hooks = {});
 
-// Cuts a rendered sample (ids and mask together) to max_len tokens under `policy` (0 = no
-// limit); false when the policy drops it. Exposed for tests.
-bool fit_to_length(RenderedSample& sample, int64_t max_len, Truncation policy, int32_t bos_id);
+// The samples `sample` becomes under a fit (data/overlength.h): one per piece, the head's tokens
+// untrained. Exposed for tests.
+std::vector<RenderedSample> fitted_samples(const RenderedSample& sample, const FittedConversation& fit);
 
 template <class V>
 void visit(V& v, SftDatasetConfig& d) {
@@ -142,7 +137,7 @@ void visit(V& v, SftPrepareConfig& c) {
   v("format_following_output", c.format_following_output);
   v("negatives_output", c.negatives_output);
   v("max_seq_len", c.max_seq_len);
-  v("truncation", c.truncation);
+  v("overlength", c.overlength);
   v("seed", c.seed);
   v("threads", c.threads);
   v("shard_tokens", c.shard_tokens);

@@ -21,5 +21,8 @@ FlopsPerToken training_flops_per_token(const LlamaConfig& c, int64_t seq_len);
 
 // Every parameter the model holds (a tied head counted once), as named_parameters() would sum.
 int64_t count_parameters(const LlamaConfig& c);
+// The same in floating point (exact below 2^53): never overflows, so an absurd shape (a fuzzed
+// config.json) can be sized before anything is allocated.
+double count_parameters_approx(const LlamaConfig& c);
 
 }  // namespace agenttune

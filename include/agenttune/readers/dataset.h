@@ -122,7 +122,10 @@ std::vector<Conversation> read_dataset(const DatasetSpec& spec, ReadReport& repo
 
 // The format of one parsed record by its keys: `conversation` -> AgentFlan, `messages` -> OpenAI,
 // `conversations` with a per-turn `loss` -> AgentInstruct, with a `function` turn or an id
-// "Step N: ..." -> ToolBench, otherwise ShareGPT. Auto if none fits.
+// "Step N: ..." -> ToolBench, otherwise ShareGPT. Auto if none fits. The same marks refuse a
+// record whose schema disagrees with the format it is read as (configured, or detected from the
+// file's first record): an error naming the field and the format to use, whatever bad_record says,
+// because the whole file is likely in that format.
 DatasetFormat detect_format(const nlohmann::json& record);
 
 }  // namespace agenttune

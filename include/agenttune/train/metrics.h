@@ -9,9 +9,12 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "agenttune/util/files.h"
 
 namespace agenttune {
 
@@ -48,7 +51,7 @@ class MetricsLogger {
   void flush();
 
  private:
-  std::ofstream jsonl_;
+  AppendFile jsonl_;
   std::unique_ptr<TensorBoardWriter> tb_;
 };
 
@@ -57,11 +60,13 @@ class ProgressLine {
  public:
   ProgressLine(int64_t total_steps, int64_t start_step, std::FILE* out = stderr);
   // Prints "step 120/1000 | loss 2.3456 | lr 3.00e-04 | 12.3k tok/s | MFU 41.2% | ETA 1h02m";
-  // mfu is a fraction (0.412), left out when negative (peak FLOPs unknown).
-  void update(int64_t step, double loss, double lr, double tokens_per_s, double mfu);
+  // mfu is a fraction (0.412), left out when negative (peak FLOPs unknown). An evaluated step adds
+  // "| val_loss 2.4567" after the loss, and on a terminal its line stays instead of being redrawn.
+  void update(int64_t step, double loss, double lr, double tokens_per_s, double mfu,
+              std::optional<double> val_loss = std::nullopt);
   void finish();
-  static std::string format_line(int64_t step, int64_t total, double loss, double lr,
-                                 double tokens_per_s, double mfu, double eta_seconds);
+  static std::string format_line(int64_t step, int64_t total, double loss, double lr, double tokens_per_s,
+                                 double mfu, double eta_seconds, std::optional<double> val_loss = std::nullopt);
   static std::string format_eta(double seconds);  // "1h02m", "4m05s", "12s", "2d03h", "?"
 
  private:

@@ -28,7 +28,10 @@ struct EnumNames<NonfiniteAction> {
 struct ModelSection {
   // A Hugging Face or Meta folder to continue from; empty = a fresh model of `shape`.
   std::filesystem::path init_from;
-  LlamaConfig shape;  // used only when init_from is empty
+  // Required without init_from; with it, optional and then it must equal the folder's
+  // architecture (a shape that lost silently to the checkpoint's was issue 22). A resolved config
+  // always carries the architecture the run trains (train/model_fit.h).
+  std::optional<LlamaConfig> shape;
   uint64_t init_seed = 0;
   bool activation_checkpointing = false;
   // Forward and backward run in this dtype: the engine casts the gathered fp32 master shards to it
@@ -47,6 +50,9 @@ struct DataSection {
   int64_t seq_len = 2048;
   AttentionMode attention = AttentionMode::Causal;
   Packing packing = Packing::Pack;  // pack | pad (one document per sequence; see data/mixture.h)
+  // A conversation (SFT source) longer than seq_len: truncate | drop | window (data/overlength.h).
+  // Conversations are never split across rows; counts are logged at startup.
+  Overlength overlength = Overlength::Truncate;
   double validation_fraction = 0.0;
   // The SentencePiece model the shards must have been made with (checked by fingerprint).
   std::filesystem::path tokenizer;
@@ -128,7 +134,7 @@ struct TrainConfig {
 template <class V>
 void visit(V& v, ModelSection& m) {
   v("init_from", m.init_from);
-  v.section("shape", m.shape);
+  v("shape", m.shape);
   v("init_seed", m.init_seed);
   v("activation_checkpointing", m.activation_checkpointing);
   v("compute_dtype", m.compute_dtype);
@@ -142,6 +148,7 @@ void visit(V& v, DataSection& d) {
   v("seq_len", d.seq_len);
   v("attention", d.attention);
   v("packing", d.packing);
+  v("overlength", d.overlength);
   v("validation_fraction", d.validation_fraction);
   v("tokenizer", d.tokenizer);
 }

@@ -19,6 +19,19 @@ inline constexpr std::string_view understanding = "understanding";
 inline constexpr std::string_view instruction_following = "instruction_following";
 }  // namespace capability
 
+// A shortfall larger than this share of what was asked is logged as a warning by prepare: a
+// transform that made a few samples less than asked for is noise, one that made a quarter of them
+// changes the mixture the config describes.
+inline constexpr double kShortfallWarnShare = 0.10;
+
+// What a setting asked a transform for and what the data allowed it to make, and why.
+struct Shortfall {
+  std::string what;  // "samples", "pairs", ...
+  int64_t asked = 0;
+  int64_t made = 0;
+  std::string why;
+};
+
 struct TransformReport {
   TransformReport() = default;
   explicit TransformReport(std::string name) : transform(std::move(name)) {}
@@ -27,13 +40,20 @@ struct TransformReport {
   std::map<std::string, int64_t> counts;  // keys are listed beside each transform (transforms.h)
   std::vector<std::string> notes;         // the first `max_notes` problems, in full
   size_t max_notes = 8;
+  std::vector<Shortfall> shortfalls;      // only those with made < asked
 
   void add(const std::string& key, int64_t n = 1) { counts[key] += n; }
   // 0 for a key never added, so tests and callers need not know which counts were touched.
   int64_t get(const std::string& key) const;
   void note(std::string message);
-  // One line: "align: conversations_rewritten=12 turns_rewritten=40 ..." plus the notes.
+  // Records a shortfall when made < asked.
+  void short_of(std::string what, int64_t asked, int64_t made, std::string why);
+  // One line: "align: conversations_rewritten=12 turns_rewritten=40 ..." plus a line per
+  // shortfall and the notes.
   std::string summary() const;
+  // One message per shortfall above `share` of what was asked, naming the transform, asked vs
+  // made and why.
+  std::vector<std::string> shortfall_warnings(double share = kShortfallWarnShare) const;
 };
 
 }  // namespace agenttune

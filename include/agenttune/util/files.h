@@ -37,6 +37,29 @@ std::string read_text_file(const fs::path& path);
 // file or the new one, never a torn one.
 void write_file_atomic(const fs::path& path, std::string_view contents);
 
+// A file written at its end through a descriptor, for logs a run appends to (metrics.jsonl,
+// TensorBoard events). Writes are buffered until flush(); every failure names the file and the
+// errno of the failing call itself (a std::ofstream reports failure only as a state bit, and errno
+// read later is whatever some other call left: "Inappropriate ioctl for device" from an isatty()).
+class AppendFile {
+ public:
+  // Opens `path` for appending, creating it if absent.
+  explicit AppendFile(const fs::path& path);
+  ~AppendFile();
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
+
+  void append(std::string_view data) { pending_.append(data); }
+  // Writes everything appended so far; throws "PATH: write failed: REASON".
+  void flush();
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+  int fd_ = -1;
+  std::string pending_;
+};
+
 // std::filesystem calls that fail with agenttune::fail naming the paths and the OS's reason,
 // instead of throwing a raw filesystem_error (exit 3).
 void rename_file(const fs::path& from, const fs::path& to);

@@ -1,0 +1,271 @@
+// The one-line meaning of every config key, per struct (the struct whose visit() offers the key).
+// `agenttune config-docs` fails for a key missing here, so a new key cannot go undocumented: add
+// its line, then regenerate docs/config.md with `build/agenttune config-docs > docs/config.md`.
+#include "config_meanings.h"
+
+#include <fmt/ranges.h>
+
+#include "agenttune/chat/template.h"
+#include "agenttune/data/prepare_config.h"
+#include "agenttune/data/sft_prepare.h"
+#include "agenttune/model/init_config.h"
+#include "agenttune/train/train_config.h"
+
+namespace agenttune::cli {
+
+namespace {
+
+void train_meanings(ConfigMeanings& m) {
+  m.add<TrainConfig>({
+      {"output_dir", "The run's folder: checkpoints, metrics.jsonl, tb/, the resolved config.yaml, the run lock."},
+      {"model", "The model to train: a fresh one of `shape`, or a checkpoint folder to continue from."},
+      {"data", "The token shards to train on, their mixture and how they are cut into sequences."},
+      {"train", "Steps, batch size, optimizer, learning-rate schedule, bad-step handling, logging."},
+      {"checkpoint", "When and where training state is saved."},
+      {"metrics", "What is recorded besides metrics.jsonl."},
+      {"dist", "How ranks share the model (torchrun or Slurm launches; one process runs alone)."},
+  });
+  m.add<ModelSection>({
+      {"init_from", "A Hugging Face or Meta model folder to continue from; empty = a fresh model of `shape`."},
+      {"shape", "The architecture (Hugging Face config.json names). Required without `init_from`; with it, "
+                "optional and then it must equal the folder's architecture."},
+      {"init_seed", "Seed of a fresh model's random initialisation."},
+      {"activation_checkpointing", "Recompute each layer's activations in the backward pass: less memory, about "
+                                   "a third more compute."},
+      {"compute_dtype", "The dtype forward and backward run in; the optimizer's master weights and the checkpoints "
+                        "stay float32. float16 is refused (no loss scaling)."},
+  });
+  m.add<DataSection>({
+      {"sources", "The corpora to mix: folders `agenttune prepare` wrote, or Megatron indexed datasets."},
+      {"weight_unit", "What `sources[].weight` and `agent_share` count: trained tokens or samples (documents, "
+                      "conversations)."},
+      {"agent_share", "AgentTuning's eta: the share (in weight_unit) of the sources marked `agent: true`, the rest "
+                      "going to the others; exclusive with explicit weights."},
+      {"seq_len", "Tokens per training sequence."},
+      {"attention", "causal: a packed sequence attends across its documents; document: only within each one."},
+      {"packing", "pack: documents are concatenated into full sequences; pad: one document per sequence, padded."},
+      {"overlength", "A conversation (SFT source) longer than seq_len: truncate after its last whole answer that "
+                     "fits, drop it, or window (its head plus later turns, as more rows). Never split across rows."},
+      {"validation_fraction", "Share of documents held out for validation (chosen by a seeded hash); needed by "
+                              "`train.eval_interval`."},
+      {"tokenizer", "The SentencePiece model the shards must have been made with (checked by fingerprint); empty "
+                    "= not checked."},
+  });
+  m.add<MixtureSource>({
+      {"name", "The source's name in logs, metrics (`share/NAME`) and checkpoints."},
+      {"path", "A prepared folder, or a Megatron dataset's prefix (PATH.bin + PATH.idx)."},
+      {"format", "prepared: a folder `agenttune prepare` wrote; megatron: a Megatron-LM indexed dataset."},
+      {"vocab_size", "format: megatron only (required): the vocabulary of the tokenizer that made the files."},
+      {"tokenizer_sha256", "format: megatron only (required): the sha256 of the tokenizer that made the files."},
+      {"weight", "The source's relative share of training (in data.weight_unit)."},
+      {"agent", "Agent data, for data.agent_share."},
+  });
+  m.add<TrainSection>({
+      {"max_steps", "Optimizer steps of the run (the schedule's length)."},
+      {"epochs", "> 0: train this many passes over the data instead of max_steps (a pass is every source once)."},
+      {"seed", "Seed of the data order."},
+      {"micro_batch_size", "Sequences per forward/backward on one rank."},
+      {"global_batch_sequences", "Sequences per optimizer step over all ranks (set this or global_batch_tokens)."},
+      {"global_batch_tokens", "Tokens per optimizer step over all ranks, rounded to whole sequences (set this or "
+                              "global_batch_sequences)."},
+      {"lr", "Peak learning rate."},
+      {"min_lr_ratio", "The rate decays to `lr * min_lr_ratio` at max_steps."},
+      {"warmup_steps", "Steps of linear warmup to lr."},
+      {"warmup_start_ratio", "Warmup starts at `lr * warmup_start_ratio` (0 = from zero)."},
+      {"decay", "The rate's decay after warmup."},
+      {"beta1", "AdamW's beta1."},
+      {"beta2", "AdamW's beta2."},
+      {"eps", "AdamW's epsilon."},
+      {"weight_decay", "AdamW's decoupled weight decay."},
+      {"clip_grad_norm", "Clip the global gradient norm to this; 0 = no clipping."},
+      {"max_nonfinite_in_a_row", "Bad steps in a row (and rollbacks to one checkpoint) before the run stops."},
+      {"on_nonfinite", "What a non-finite (or spiking) step does: skip its update, roll back to the last good "
+                       "checkpoint, or stop."},
+      {"spike_zscore", "> 0: a loss this many standard deviations above the recent mean counts as non-finite; 0 = "
+                       "off."},
+      {"spike_window", "Accepted steps the spike detector's mean and deviation are taken over."},
+      {"log_interval", "Write a metrics row every this many steps."},
+      {"eval_interval", "Validation loss every this many steps (needs data.validation_fraction); 0 = never."},
+      {"eval_batches", "Micro-batches of held-out data per evaluation."},
+      {"threads", "Intra-op threads per rank; 0 = LibTorch's default."},
+  });
+  m.add<CheckpointSection>({
+      {"interval", "Save every this many steps; also at the end and on SIGTERM/SIGINT."},
+      {"keep_last", "Complete checkpoints kept; older ones are deleted."},
+      {"dir", "Where checkpoints go; empty = `<output_dir>/checkpoints`."},
+  });
+  m.add<MetricsSection>({
+      {"tensorboard", "Also write TensorBoard events to `<output_dir>/tb`."},
+      {"peak_tflops", "The device's dense bf16 peak in TFLOP/s, for MFU; 0 = from the built-in table by device "
+                      "name."},
+      {"host_syncs", "Count each step's host syncs with CUDA's sync debug mode (a GPU diagnostic; an error on "
+                     "the CPU)."},
+  });
+  m.add<DistSection>({
+      {"strategy", "full_shard (ZeRO-3/FSDP), shard_grad_op (ZeRO-2), no_shard (DDP) or hybrid_shard."},
+      {"backend", "auto (NCCL on CUDA, Gloo on CPU), nccl or gloo."},
+      {"device", "auto (`cuda:<local_rank>` when CUDA is available, else cpu), cpu, cuda or `cuda:N`."},
+      {"timeout_s", "A collective slower than this fails on every rank."},
+      {"hybrid_group_size", "hybrid_shard: ranks that shard together; 0 = one node."},
+      {"prefetch", "Overlap collectives with compute (bit-identical results either way)."},
+      {"reshard_after_forward", "full_shard/hybrid_shard: free gathered parameters after each forward and gather "
+                                "again for backward (less memory, one more all-gather)."},
+  });
+}
+
+void model_meanings(ConfigMeanings& m) {
+  m.add<InitConfig>({
+      {"model", "The architecture (Hugging Face config.json names)."},
+      {"seed", "Seed of the random initialisation."},
+      {"tokenizer", "A SentencePiece .model copied into the output folder; empty = none."},
+  });
+  m.add<LlamaConfig>({
+      {"vocab_size", "Tokens in the vocabulary (embedding and output rows)."},
+      {"hidden_size", "Width of the residual stream."},
+      {"intermediate_size", "Width of the SwiGLU feed-forward layer."},
+      {"num_hidden_layers", "Transformer layers."},
+      {"num_attention_heads", "Query heads."},
+      {"num_key_value_heads", "Key/value heads; fewer than the query heads is grouped-query attention."},
+      {"head_dim", "Width of one head; 0 = hidden_size / num_attention_heads."},
+      {"max_position_embeddings", "Positions the model is trained for."},
+      {"rope_theta", "RoPE's base."},
+      {"rope_scaling_factor", "Linear RoPE scaling (positions stretch by this); 1 = none."},
+      {"rms_norm_eps", "RMSNorm's epsilon."},
+      {"tie_word_embeddings", "The output layer shares the embedding's weights."},
+      {"initializer_range", "Standard deviation of the random initialisation."},
+      {"bos_token_id", "Beginning-of-sequence token."},
+      {"eos_token_id", "End-of-sequence token."},
+      {"pad_token_id", "Padding token; null = none."},
+      {"dtype", "The dtype the weights are saved in (training keeps float32 masters)."},
+  });
+}
+
+void prepare_meanings(ConfigMeanings& m) {
+  m.add<PrepareConfig>({
+      {"tokenizer", "The SentencePiece .model to tokenize with."},
+      {"corpora", "The corpora to tokenize, one output folder each."},
+      {"add_bos", "Start each document with BOS."},
+      {"add_eos", "End each document with EOS."},
+      {"shard_tokens", "Roll to a new shard after this many tokens."},
+      {"threads", "Tokenizer threads; 0 = all cores."},
+      {"on_error", "A bad record (malformed JSON, missing text field): fail, or skip it and count it."},
+  });
+  m.add<CorpusSpec>({
+      {"name", "The corpus's name in logs and its manifest."},
+      {"inputs", "Files, folders or globs of JSON Lines or text (.gz, .zst too)."},
+      {"output", "The prepared folder to write (a training source)."},
+      {"text_field", "The JSON Lines field holding a document's text."},
+  });
+}
+
+void sft_meanings(ConfigMeanings& m) {
+  m.add<SftPrepareConfig>({
+      {"tokenizer", "The base SentencePiece .model."},
+      {"template", fmt::format("The chat template conversations are rendered with: {}.", fmt::join(template_names(), ", "))},
+      {"default_system", "The system prompt of conversations without one; null = the template's own default."},
+      {"datasets", "The chat/agent datasets to read, one prepared folder each."},
+      {"transforms", "The Agent-FLAN transforms, applied to the datasets with `transform: true`."},
+      {"format_following_output", "The prepared folder for the generated format-following samples (required "
+                                  "when that stage produces samples)."},
+      {"negatives_output", "The prepared folder for the generated negative samples (required when that stage "
+                           "produces samples)."},
+      {"max_seq_len", "Tokens per rendered sample; 0 = no limit."},
+      {"overlength", "A rendering longer than max_seq_len: truncate after its last whole answer that fits, drop "
+                     "it, or window (more samples, each the head plus later turns)."},
+      {"seed", "Seed of max_samples subsets and fractional upsampling (the transforms have their own)."},
+      {"threads", "Rendering threads; 0 = all cores. The output does not depend on it."},
+      {"shard_tokens", "Roll to a new shard after this many tokens."},
+      {"progress", "Log one line per dataset."},
+  });
+  m.add<SftDatasetConfig>({
+      {"name", "The dataset's name in reports, messages and the conversations' source."},
+      {"paths", "Files, or folders of `*.json` / `*.jsonl` (their schemas: docs/datasets.md)."},
+      {"format", "The records' schema; auto decides per file from its first record."},
+      {"policies", "How the reader treats records that do not fit the schema."},
+      {"output", "This dataset's prepared folder (a training source)."},
+      {"max_samples", "Keep a seeded random subset of this many conversations; 0 = all."},
+      {"upsample", "Write each kept sample this many times (fractions write a seeded subset once more)."},
+      {"transform", "Apply the Agent-FLAN transforms (pooled over all datasets marked so)."},
+  });
+  m.add<ReadPolicies>({
+      {"alternation", "User/assistant turns that do not alternate: error, merge same-role turns, or drop the "
+                      "record."},
+      {"bad_record", "A malformed record (wrong types, missing fields, empty content, no assistant turn): error, "
+                     "or drop it (counted)."},
+      {"unknown_roles", "A turn whose role is not known: error, or drop the turn."},
+      {"drop_leading_assistant", "Drop an assistant turn that opens the conversation (FastChat's rule for "
+                                 "ShareGPT)."},
+      {"toolbench_last_assistant_only", "ToolBench: train only each record's last assistant turn (the earlier "
+                                        "ones are context), as ToolLLaMA did."},
+  });
+}
+
+void transform_meanings(ConfigMeanings& m) {
+  m.add<TransformConfig>({
+      {"align", "Rewrite ReAct trajectories into multi-turn conversations (Agent-FLAN's format alignment)."},
+      {"balance", "Sub-sample trained turns per capability (Agent-FLAN's capability balancing)."},
+      {"format_following", "Generate samples that ask for a tool call in JSON or as plain text."},
+      {"negatives", "Generate negative samples: queries answered without calling a tool."},
+  });
+  m.add<AlignConfig>({
+      {"enabled", "Run this stage."},
+      {"seed", "Seed of this stage's choices."},
+      {"sources", "Datasets (by name) to rewrite; empty = every conversation."},
+      {"keep_react_fraction", "Share of ReAct conversations kept verbatim, so ReAct can still be asked for."},
+      {"tool_elicits", "User turns that ask which tool comes next (one drawn per conversation)."},
+      {"action_elicits", "User turns that ask for the next action."},
+      {"argument_elicits", "User turns that ask for the arguments."},
+      {"answer_elicits", "User turns that ask for the final answer."},
+  });
+  m.add<BalanceConfig>({
+      {"enabled", "Run this stage."},
+      {"seed", "Seed of this stage's choices."},
+      {"weights", "Share of trained turns of each capability that keep their loss (0 to 1)."},
+      {"drop_untrained", "Drop a conversation left with no trained turn (counted)."},
+  });
+  m.add<CapabilityWeights>({
+      {"reasoning", "Share kept of reasoning turns (thoughts)."},
+      {"retrieval", "Share kept of retrieval turns (tool and action calls)."},
+      {"understanding", "Share kept of understanding turns (arguments)."},
+      {"instruction_following", "Share kept of instruction-following turns (ReAct kept verbatim, answers)."},
+  });
+  m.add<FormatFollowingConfig>({
+      {"enabled", "Run this stage."},
+      {"seed", "Seed of this stage's choices."},
+      {"samples", "At most this many samples (fewer when there are fewer distinct tool calls)."},
+      {"json_fraction", "Share asking for a JSON tool call; the rest ask for the tool's name as plain text."},
+      {"json_requests", "Phrasings of the JSON request."},
+      {"string_requests", "Phrasings of the plain-text request."},
+      {"tools_header", "The line introducing the tool list in the system turn."},
+      {"source", "The generated samples' source name."},
+  });
+  m.add<NegativesConfig>({
+      {"enabled", "Run this stage."},
+      {"seed", "Seed of this stage's choices."},
+      {"pairs", "Queries with their plain answers."},
+      {"pairs_file", "More pairs: JSON Lines or a JSON array of {\"query\": ..., \"answer\": ...}."},
+      {"with_tools_fraction", "Share of pairs shown with an unrelated ToolBench tool list; the rest get no tools."},
+      {"max_tools", "Tools listed per sample with tools."},
+      {"tools_header", "The line introducing the tool list in the system turn."},
+      {"system_without_tools", "The system turn of samples without tools; empty = none."},
+      {"source", "The generated samples' source name."},
+  });
+  m.add<NegativePair>({
+      {"query", "The user's query."},
+      {"answer", "The plain reply: no tool call, no ReAct keywords."},
+  });
+}
+
+}  // namespace
+
+ConfigMeanings config_meanings() {
+  ConfigMeanings m("src/cli/config_meanings.cpp");
+  train_meanings(m);
+  model_meanings(m);
+  prepare_meanings(m);
+  sft_meanings(m);
+  transform_meanings(m);
+  return m;
+}
+
+}  // namespace agenttune::cli
