@@ -1,7 +1,7 @@
 #pragma once
 // Autocast for a scope: the sharding bench's reference (the plain module, its fp32 parameters
 // autocast to the compute dtype). Training does not use it: the sharded engine casts the gathered
-// shards to model.compute_dtype itself (src/dist/sharded_model.cpp).
+// shards to model.compute_dtype itself (src/parallel/sharded_model.cpp).
 #include <ATen/autocast_mode.h>
 
 namespace agenttune {

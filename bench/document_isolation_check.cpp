@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2)
     if (std::string(argv[i]) == "--device") device = argv[i + 1];
   const c10::Device dev(device);
-  const bool varlen = dev.is_cuda();
+  const bool varlen = dev.is_cuda();  // in bf16 there, so attention_spec() picks the varlen kernel
   LlamaConfig c;
   c.vocab_size = 512, c.hidden_size = 256, c.intermediate_size = 688, c.num_hidden_layers = 2;
   c.num_attention_heads = 4, c.num_key_value_heads = 2, c.max_position_embeddings = 256;
@@ -39,15 +39,7 @@ int main(int argc, char** argv) {
       t += len;
     }
   }
-  AttentionSpec spec;
-  if (varlen) {
-    auto spans = document_spans(doc_ids);
-    spec.cu_seqlens = spans.cu_seqlens.to(dev);
-    spec.max_seqlen = spans.max_seqlen;
-  } else {
-    spec.mask = document_causal_mask(doc_ids.to(dev));
-  }
-  auto packed = model->forward(tokens.to(dev), positions.to(dev), spec).to(at::kFloat).cpu();
+  auto packed = model->forward(tokens.to(dev), positions.to(dev), attention_spec(doc_ids, dev, c.dtype)).to(at::kFloat).cpu();
 
   double worst = 0, scale = 0;
   for (int64_t r = 0; r < 2; ++r) {

@@ -1,6 +1,6 @@
 // What the sharding engine costs at world size 1: a training step (forward, backward, AdamW) of
 // the same model on the same tokens, trained plainly (autograd on the module, AdamW on its own
-// parameters; the reference) and through dist::ShardedModel with each strategy over a process
+// parameters; the reference) and through parallel::ShardedModel with each strategy over a process
 // group of one, the trainer's path for a single GPU (NCCL on CUDA, Gloo on CPU). Prints ms/step,
 // tokens/s and the overhead against the plain step (a world of one keeps every unit resident
 // whatever the strategy; the plain step with activation checkpointing is printed for scale). The
@@ -17,8 +17,8 @@
 #include <functional>
 #include <string>
 
-#include "agenttune/dist/dist.h"
-#include "agenttune/dist/sharded_model.h"
+#include "agenttune/parallel/process_group.h"
+#include "agenttune/parallel/sharded_model.h"
 #include "agenttune/model/llama.h"
 #include "agenttune/model/llama_config.h"
 #include "agenttune/model/loss.h"
@@ -117,12 +117,12 @@ int main(int argc, char** argv) {
   std::printf("%-30s %10.2f %12.0f %10s\n", "plain + recompute (reference)", plain_ac_ms,
               tokens_per_step / plain_ac_ms * 1e3, "-");
 
-  auto dist = dist::Dist::create(dist::WorldInfo{}, dev);
+  auto dist = parallel::ProcessGroup::create(parallel::WorldInfo{}, dev);
   for (const char* name : {"full_shard", "shard_grad_op", "no_shard"}) {
-    dist::ShardOptions so;
-    so.strategy = dist::parse_shard_strategy(name);
+    parallel::ShardOptions so;
+    so.strategy = parallel::parse_shard_strategy(name);
     so.compute_dtype = dtype;
-    dist::ShardedModel sharded(make_llama(c, 0, dev), *dist, dist::WorldInfo{}, so);
+    parallel::ShardedModel sharded(make_llama(c, 0, dev), *dist, parallel::WorldInfo{}, so);
     AdamW opt(sharded.shard_params(), adam, sharded.shard_decay());
     PackedBatch b;
     b.tokens = inputs, b.targets = targets, b.positions = positions;

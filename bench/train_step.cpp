@@ -40,8 +40,8 @@
 #include <string>
 #include <vector>
 
-#include "agenttune/dist/dist.h"
-#include "agenttune/dist/sharded_model.h"
+#include "agenttune/parallel/process_group.h"
+#include "agenttune/parallel/sharded_model.h"
 #include "agenttune/model/flops.h"
 #include "agenttune/model/llama.h"
 #include "agenttune/model/loss.h"
@@ -293,7 +293,7 @@ struct Row {
 // repetitions so each repetition times steady-state steps.
 struct Runner {
   int64_t resident = 0;  // bytes the configuration holds between steps (weights, optimizer state)
-  std::unique_ptr<dist::ShardedModel> model;
+  std::unique_ptr<parallel::ShardedModel> model;
   std::unique_ptr<AdamW> opt;
   std::vector<PackedBatch> batches;
   AttentionMode attention = AttentionMode::Causal;
@@ -313,7 +313,7 @@ int main(int argc, char** argv) {
   c.max_position_embeddings = std::max<int64_t>(a.seq, 2048), c.rms_norm_eps = 1e-5;
   c.tie_word_embeddings = false;
 
-  auto world = dist::Dist::create(dist::WorldInfo{}, dev);
+  auto world = parallel::ProcessGroup::create(parallel::WorldInfo{}, dev);
   std::vector<std::string> names;
   for (size_t s = 0, e; s < a.strategies.size(); s = e + 1) {
     e = a.strategies.find(',', s);
@@ -323,12 +323,12 @@ int main(int argc, char** argv) {
   std::vector<Runner> runners;
   std::vector<Row> rows;
   auto add_runner = [&](const std::string& strategy, bool sft) {
-    dist::ShardOptions so;
-    so.strategy = dist::parse_shard_strategy(strategy);
+    parallel::ShardOptions so;
+    so.strategy = parallel::parse_shard_strategy(strategy);
     so.compute_dtype = dtype;
     Runner r;
     const int64_t before = live_bytes(dev);
-    r.model = std::make_unique<dist::ShardedModel>(make_llama(c, 0), *world, dist::WorldInfo{}, so);
+    r.model = std::make_unique<parallel::ShardedModel>(make_llama(c, 0), *world, parallel::WorldInfo{}, so);
     r.opt = std::make_unique<AdamW>(r.model->shard_params(), AdamWOptions{}, r.model->shard_decay());
     r.resident = live_bytes(dev) - before;
     r.batches = {sft ? sft_batch(a) : pretraining_batch(a)};

@@ -4,7 +4,7 @@
 #   scripts/launch/torchrun_1node.sh NPROC --config configs/lemur/pretrain_7b.yaml [train args...]
 #
 # torchrun sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT for each rank; agenttune reads
-# them (src/dist/rendezvous.cpp) and every rank connects to torchrun's own TCP store.
+# them (src/parallel/rendezvous.cpp) and every rank connects to torchrun's own TCP store.
 # --standalone picks a free port, so two jobs on one machine do not collide.
 # SIGTERM to torchrun reaches every rank; the trainer checkpoints and exits 143, so re-running
 # with --resume auto (passed below) continues from there. torchrun SIGKILLs ranks still running

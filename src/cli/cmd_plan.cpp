@@ -4,10 +4,11 @@
 #include <iostream>
 
 #include "agenttune/config/load.h"
-#include "agenttune/dist/memory_plan.h"
+#include "agenttune/parallel/memory_plan.h"
 #include "agenttune/model/flops.h"
 #include "agenttune/train/data_resolution.h"
 #include "agenttune/train/model_fit.h"
+#include "agenttune/train/run_options.h"
 #include "agenttune/train/train_config.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
@@ -54,7 +55,7 @@ Command plan_command() {
     s->add_option("--gpus", a->gpus, "world size(s), e.g. 8,32,128")->required()->delimiter(',')
         ->check(CLI::PositiveNumber);
     s->add_option("--strategy", a->strategies, "strategies to compare (default: dist.strategy)")->delimiter(',')
-        ->check(CLI::IsMember(enum_names<dist::ShardStrategy>()));
+        ->check(CLI::IsMember(enum_names<parallel::ShardStrategy>()));
     s->add_option("--gpu-memory", a->gpu_memory_gib, "GiB per GPU that the plan must fit in")->check(CLI::PositiveNumber);
     s->add_option("--gpus-per-node", a->gpus_per_node, "GPUs sharing NVLink (and the hybrid shard group)")
         ->check(CLI::PositiveNumber);
@@ -66,9 +67,9 @@ Command plan_command() {
   c.run = [a] {
     auto cfg = load_config<TrainConfig>(a->config, a->overrides);
     const LlamaConfig model = planned_architecture(cfg, a->config);
-    if (a->strategies.empty()) a->strategies = {cfg.dist.strategy};
+    if (a->strategies.empty()) a->strategies = {enum_name(cfg.dist.strategy)};
     const int64_t seqs = global_batch_sequences(cfg);
-    dist::Hardware hw{a->peak_tflops, a->nvlink_gbs, a->link_gbps / 8.0};
+    parallel::Hardware hw{a->peak_tflops, a->nvlink_gbs, a->link_gbps / 8.0};
 
     std::cout << fmt::format(
         "model: L={} D={} F={} heads={}/{} V={} ({:.2f}B params); seq {} x micro-batch {}, {}, "
@@ -85,24 +86,12 @@ Command plan_command() {
     std::cout << "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n";
     for (const auto& name : a->strategies)
       for (int world : a->gpus) {
-        dist::MemoryPlanInput in;
-        in.model = model;
-        in.strategy = dist::parse_shard_strategy(name);
-        in.world = world;
-        in.gpus_per_node = a->gpus_per_node;
-        in.hybrid_group_size = cfg.dist.hybrid_group_size;
-        in.prefetch = cfg.dist.prefetch;
-        in.reshard_after_forward = cfg.dist.reshard_after_forward;
-        in.seq_len = cfg.data.seq_len;
-        in.micro_batch = cfg.train.micro_batch_size;
-        in.compute_dtype = cfg.model.compute_dtype;
-        in.activation_checkpointing = cfg.model.activation_checkpointing;
-        const int64_t per_micro = in.micro_batch * world;
-        in.grad_accum = std::max<int64_t>(1, seqs / per_micro);
-        if (seqs % per_micro != 0)
+        const auto in =
+            memory_plan_input(cfg, model, parallel::parse_shard_strategy(name), world, a->gpus_per_node);
+        if (!step_batch(cfg, world).exact)
           log::warn("{} GPUs: the global batch of {} sequences is not a multiple of {} x {}; train would refuse it",
                     world, seqs, in.micro_batch, world);
-        auto p = dist::plan_memory(in, hw);
+        auto p = parallel::plan_memory(in, hw);
         const double tokens = static_cast<double>(in.micro_batch * in.seq_len * in.grad_accum);
         std::cout << fmt::format(
             "| {:<13} | {:>4} | {:>5} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>4} | {:>9.1f} | "

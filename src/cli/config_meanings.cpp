@@ -78,7 +78,8 @@ void train_meanings(ConfigMeanings& m) {
       {"eps", "AdamW's epsilon."},
       {"weight_decay", "AdamW's decoupled weight decay."},
       {"clip_grad_norm", "Clip the global gradient norm to this; 0 = no clipping."},
-      {"max_nonfinite_in_a_row", "Bad steps in a row (and rollbacks to one checkpoint) before the run stops."},
+      {"max_nonfinite_in_a_row", "Bad steps in a row before the run stops."},
+      {"max_rollbacks", "on_nonfinite: rollback: rollbacks to one checkpoint before the run stops."},
       {"on_nonfinite", "What a non-finite (or spiking) step does: skip its update, roll back to the last good "
                        "checkpoint, or stop."},
       {"spike_zscore", "> 0: a loss this many standard deviations above the recent mean counts as non-finite; 0 = "
@@ -103,9 +104,10 @@ void train_meanings(ConfigMeanings& m) {
   });
   m.add<DistSection>({
       {"strategy", "full_shard (ZeRO-3/FSDP), shard_grad_op (ZeRO-2), no_shard (DDP) or hybrid_shard."},
-      {"backend", "auto (NCCL on CUDA, Gloo on CPU), nccl or gloo."},
+      {"backend", "The collectives' library: auto = NCCL on CUDA, Gloo on CPU."},
       {"device", "auto (`cuda:<local_rank>` when CUDA is available, else cpu), cpu, cuda or `cuda:N`."},
       {"timeout_s", "A collective slower than this fails on every rank."},
+      {"connect_timeout_s", "How long ranks wait for each other to join at startup (after model loading)."},
       {"hybrid_group_size", "hybrid_shard: ranks that shard together; 0 = one node."},
       {"prefetch", "Overlap collectives with compute (bit-identical results either way)."},
       {"reshard_after_forward", "full_shard/hybrid_shard: free gathered parameters after each forward and gather "

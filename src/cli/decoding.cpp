@@ -1,6 +1,6 @@
 #include "decoding.h"
 
-#include "agenttune/dist/device.h"
+#include "agenttune/parallel/device.h"
 #include "agenttune/util/error.h"
 
 namespace agenttune::cli {
@@ -17,7 +17,7 @@ void add_device_option(CLI::App* s, std::string& device) {
   s->add_option("--device", device, "auto | cpu | cuda | cuda:N (default auto: the GPU when there is one)");
 }
 
-c10::Device decoding_device(const std::string& device) { return dist::select_device(device, "--device", 0); }
+c10::Device decoding_device(const std::string& device) { return parallel::select_device(device, "--device", 0); }
 
 std::unique_ptr<ChatTemplate> template_for_model(const std::string& name, Tokenizer& tok, const LlamaConfig& model,
                                                  const std::string& model_dir) {

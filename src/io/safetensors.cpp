@@ -159,28 +159,44 @@ const SafetensorsEntry* SafetensorsFile::find(const std::string& name) const {
   return it == impl_->by_name.end() ? nullptr : &impl_->entries[it->second];
 }
 
-// The returned tensor aliases PROT_READ memory: writing into it in place faults (SIGSEGV).
-// Callers that mutate must clone() first; the model loader copies into its own parameters.
 at::Tensor SafetensorsFile::tensor(const std::string& name) const {
-  const SafetensorsEntry* e = find(name);
-  if (e == nullptr) fail("{}: no tensor named '{}'", impl_->path.string(), name);
-  auto st = safetensors_model_dtype(e->dtype_tag);
+  const SafetensorsEntry& e = entry(name);
+  auto st = safetensors_model_dtype(e.dtype_tag);
   if (!st)
     fail("{}: tensor '{}' has dtype {}; only F32, F16 and BF16 are supported", impl_->path.string(),
-         name, e->dtype_tag);
-  auto options = at::TensorOptions().dtype(*st).device(at::kCPU);
-  if (e->begin == e->end) return at::empty(e->shape, options);
+         name, e.dtype_tag);
+  return view(e, *st);
+}
+
+at::Tensor SafetensorsFile::any_tensor(const std::string& name) const {
+  const SafetensorsEntry& e = entry(name);
+  auto st = safetensors_written_dtype(e.dtype_tag);
+  if (!st) fail("{}: tensor '{}' has unsupported dtype {}", impl_->path.string(), name, e.dtype_tag);
+  return view(e, *st);
+}
+
+const SafetensorsEntry& SafetensorsFile::entry(const std::string& name) const {
+  const SafetensorsEntry* e = find(name);
+  if (e == nullptr) fail("{}: no tensor named '{}'", impl_->path.string(), name);
+  return *e;
+}
+
+// The returned tensor aliases PROT_READ memory: writing into it in place faults (SIGSEGV).
+// Callers that mutate must clone() first; the model loader copies into its own parameters.
+at::Tensor SafetensorsFile::view(const SafetensorsEntry& e, c10::ScalarType st) const {
+  auto options = at::TensorOptions().dtype(st).device(at::kCPU);
+  if (e.begin == e.end) return at::empty(e.shape, options);
 
   // from_blob wants void*; the const_cast is safe only because nothing writes (see above).
-  auto* ptr = const_cast<std::byte*>(impl_->map->data() + impl_->data_start + e->begin);
+  auto* ptr = const_cast<std::byte*>(impl_->map->data() + impl_->data_start + e.begin);
   // Headers from other writers need not keep data aligned and kernels may assume alignment, so a
   // misaligned tensor gets its own aligned copy (memcpy: no typed load of the misaligned bytes).
-  if (reinterpret_cast<uintptr_t>(ptr) % at::elementSize(*st) != 0) {
-    at::Tensor copy = at::empty(e->shape, options);
-    std::memcpy(copy.data_ptr(), ptr, e->end - e->begin);
+  if (reinterpret_cast<uintptr_t>(ptr) % at::elementSize(st) != 0) {
+    at::Tensor copy = at::empty(e.shape, options);
+    std::memcpy(copy.data_ptr(), ptr, e.end - e.begin);
     return copy;
   }
-  return at::from_blob(ptr, e->shape, [map = impl_->map](void*) {}, options);
+  return at::from_blob(ptr, e.shape, [map = impl_->map](void*) {}, options);
 }
 
 }  // namespace agenttune

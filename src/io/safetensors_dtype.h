@@ -42,4 +42,12 @@ inline std::string safetensors_tag(c10::ScalarType t) {
   }
 }
 
+// The scalar type of a tag safetensors_tag() writes; none for the others.
+inline std::optional<c10::ScalarType> safetensors_written_dtype(const std::string& tag) {
+  using S = c10::ScalarType;
+  for (S t : {S::Double, S::Float, S::Half, S::BFloat16, S::Long, S::Int, S::Short, S::Char, S::Byte, S::Bool})
+    if (safetensors_tag(t) == tag) return t;
+  return std::nullopt;
+}
+
 }  // namespace agenttune

@@ -58,7 +58,12 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeTables& rope,
   int64_t past = cache ? cache->length : 0;
   if (cache) std::tie(k, v) = cache->append(k, v);
 
-  if (spec.cu_seqlens && !cache && x.is_cuda() && x.scalar_type() != at::kFloat) {
+  if (spec.cu_seqlens) {
+    if (spec.mask || cache || !varlen_attention_runs(x.device(), x.scalar_type()))
+      fail("attention spec: varlen document spans for {} activations on {}{}{}; build the spec with "
+           "attention_spec() for the device and dtype the model computes in",
+           dtype_name(x.scalar_type()), x.device().str(), spec.mask ? ", together with a mask" : "",
+           cache ? ", with a KV cache" : "");
     // Packed documents without a dense mask: the rows end to end as one varlen batch, each
     // document causal on its own; flash attention takes fewer kv heads natively.
     auto flat = [&](const at::Tensor& t, int64_t heads) { return t.transpose(1, 2).reshape({B * T, heads, head_dim_}); };
@@ -271,6 +276,23 @@ DocumentSpans document_spans(const at::Tensor& doc_ids) {
         cu.push_back(static_cast<int32_t>(end));
       }
   return {at::tensor(cu, at::kInt), longest};
+}
+
+bool varlen_attention_runs(const c10::Device& device, c10::ScalarType dtype) {
+  return device.is_cuda() && (dtype == at::kBFloat16 || dtype == at::kHalf);
+}
+
+AttentionSpec attention_spec(const at::Tensor& doc_ids, const c10::Device& device, c10::ScalarType dtype) {
+  AttentionSpec spec;
+  if (!doc_ids.defined()) return spec;
+  if (varlen_attention_runs(device, dtype)) {
+    auto spans = document_spans(doc_ids);
+    spec.cu_seqlens = spans.cu_seqlens.to(device, /*non_blocking=*/true);
+    spec.max_seqlen = spans.max_seqlen;
+  } else {
+    spec.mask = document_causal_mask(doc_ids.to(device, /*non_blocking=*/true));
+  }
+  return spec;
 }
 
 at::Tensor document_causal_mask(const at::Tensor& doc_ids) {

@@ -8,10 +8,8 @@
 #include <map>
 #include <cctype>
 #include <cstdio>
-#include <cstring>
 #include <vector>
 
-#include "../io/safetensors_dtype.h"
 #include "agenttune/io/file_digest.h"
 #include "agenttune/io/safetensors.h"
 #include "agenttune/util/error.h"
@@ -114,50 +112,20 @@ void verify_digest(const fs::path& file, const FileDigest& actual, const std::ma
          file.string(), kComplete, it->second.to_string(), actual.to_string());
 }
 
-std::optional<c10::ScalarType> dtype_for_tag(const std::string& tag) {
-  using S = c10::ScalarType;
-  for (S t : {S::Double, S::Float, S::Half, S::BFloat16, S::Long, S::Int, S::Short, S::Char,
-              S::Byte, S::Bool})
-    if (safetensors_tag(t) == tag) return t;
-  return std::nullopt;
-}
-
-// SafetensorsFile reads model dtypes only; a checkpoint may also hold integer state (counters,
-// RNG bytes), so this source maps the file itself and serves every dtype the writer emits.
+// A rank file through io's reader, every dtype the writer emits (integer state included).
 class RankTensors final : public TensorSource {
  public:
-  explicit RankTensors(const fs::path& path)
-      : file_(SafetensorsFile::open(path)), map_(MappedFile::open(path)) {
-    uint64_t header_len = 0;
-    std::memcpy(&header_len, map_->data(), 8);  // validated by SafetensorsFile::open
-    data_start_ = 8 + header_len;
+  explicit RankTensors(const fs::path& path) : file_(SafetensorsFile::open(path)) {
     for (const auto& e : file_.entries()) names_.push_back(e.name);
     std::sort(names_.begin(), names_.end());
   }
   std::vector<std::string> names() const override { return names_; }
   bool contains(const std::string& name) const override { return file_.find(name) != nullptr; }
   std::string where(const std::string&) const override { return file_.path().string(); }
-
-  at::Tensor get(const std::string& name) const override {
-    const SafetensorsEntry* e = file_.find(name);
-    if (e == nullptr) fail("{}: no tensor named '{}'", file_.path().string(), name);
-    auto st = dtype_for_tag(e->dtype_tag);
-    if (!st) fail("{}: tensor '{}' has unsupported dtype {}", file_.path().string(), name, e->dtype_tag);
-    auto options = at::TensorOptions().dtype(*st).device(at::kCPU);
-    if (e->begin == e->end) return at::empty(e->shape, options);
-    auto* ptr = const_cast<std::byte*>(map_->data() + data_start_ + e->begin);
-    if (reinterpret_cast<uintptr_t>(ptr) % at::elementSize(*st) != 0) {
-      at::Tensor copy = at::empty(e->shape, options);
-      std::memcpy(copy.data_ptr(), ptr, e->end - e->begin);
-      return copy;
-    }
-    return at::from_blob(ptr, e->shape, [map = map_](void*) {}, options);
-  }
+  at::Tensor get(const std::string& name) const override { return file_.any_tensor(name); }
 
  private:
   SafetensorsFile file_;
-  std::shared_ptr<MappedFile> map_;
-  uint64_t data_start_ = 0;
   std::vector<std::string> names_;
 };
 

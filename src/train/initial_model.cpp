@@ -16,8 +16,8 @@ namespace {
 
 // Slices of a checkpoint's tensors, read where they lie (a safetensors file is memory-mapped:
 // only the pages of the slice are touched).
-dist::WeightSlices slices_of(std::shared_ptr<TensorSource> src) {
-  return [src](const dist::FlatParam& p, int64_t offset, int64_t numel) {
+parallel::WeightSlices slices_of(std::shared_ptr<TensorSource> src) {
+  return [src](const parallel::FlatParam& p, int64_t offset, int64_t numel) {
     return src->get(p.name).reshape({-1}).narrow(0, offset, numel).to(at::kFloat);
   };
 }
@@ -29,6 +29,7 @@ bool is_vocab_matrix(const std::string& name) {
 }  // namespace
 
 InitialModel initial_model(const TrainConfig& cfg) {
+  if (!cfg.model.shape) fail("initial_model: model.shape is not resolved (with_fitted_architecture gives it)");
   InitialModel m;
   if (cfg.model.init_from.empty()) {
     LlamaConfig shape = *cfg.model.shape;
@@ -39,7 +40,8 @@ InitialModel initial_model(const TrainConfig& cfg) {
   }
   const fs::path& dir = cfg.model.init_from;
   const WeightFormat format = detect_weight_format(dir);
-  LlamaConfig c = read_model_config(dir, format);
+  // The folder's config was read once, by with_fitted_architecture, into model.shape.
+  LlamaConfig c = *cfg.model.shape;
   c.dtype = at::kFloat;  // fp32 masters whatever the checkpoint holds
   m.source = open_weights(dir, format, c);
   m.model = LlamaForCausalLM(c);
@@ -70,7 +72,7 @@ void grow_initial_vocab(InitialModel& m, int64_t vocab) {
   // one of each), and sliced like the rest.
   auto grown = std::make_shared<std::map<std::string, at::Tensor>>();
   auto mu = std::make_shared<std::mutex>();
-  m.weights = [src = m.source, grown, mu, old_vocab, vocab](const dist::FlatParam& p, int64_t offset, int64_t numel) {
+  m.weights = [src = m.source, grown, mu, old_vocab, vocab](const parallel::FlatParam& p, int64_t offset, int64_t numel) {
     at::Tensor full;
     if (is_vocab_matrix(p.name)) {
       std::lock_guard<std::mutex> lock(*mu);

@@ -40,19 +40,23 @@ void check_shape_matches(const LlamaConfig& shape, const LlamaConfig& architectu
   }
 }
 
-LlamaConfig fitted_architecture(const TrainConfig& cfg) {
+LlamaConfig fitted_architecture(const TrainConfig& cfg, const std::string& where) {
   const fs::path& dir = cfg.model.init_from;
+  LlamaConfig c;
+  std::string source;  // what the seq_len error names: the key or the file that gave the architecture
   if (dir.empty()) {
     // validate() says so for a loaded config; a struct built in code reaches here unchecked.
     if (!cfg.model.shape) fail("set model.shape (the architecture of a fresh model) or model.init_from");
-    cfg.model.shape->check_seq_len(cfg.data.seq_len, "model.shape");
-    return *cfg.model.shape;
+    c = *cfg.model.shape;
+    source = where.empty() ? "model.shape" : where + " (model.shape)";
+  } else {
+    const auto format = detect_weight_format(dir);
+    const auto file = dir / (format == WeightFormat::MetaPth ? "params.json" : "config.json");
+    c = read_model_config(dir, format);
+    if (cfg.model.shape) check_shape_matches(*cfg.model.shape, c, file);
+    source = file.string();
   }
-  const auto format = detect_weight_format(dir);
-  const auto file = dir / (format == WeightFormat::MetaPth ? "params.json" : "config.json");
-  LlamaConfig c = read_model_config(dir, format);
-  if (cfg.model.shape) check_shape_matches(*cfg.model.shape, c, file);
-  c.check_seq_len(cfg.data.seq_len, file.string());
+  c.check_seq_len(cfg.data.seq_len, source);
   return c;
 }
 

@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 #include <fmt/ranges.h>
 
-#include <cmath>
 #include <map>
 #include <tuple>
 
@@ -90,41 +89,6 @@ void AdamW::load_state(const NamedTensors& state) {
     most = std::max(most, static_cast<int64_t>(steps_[i].item<float>()));
   }
   steps_taken_ = most;
-}
-
-namespace {
-
-// The grads that exist, grouped so each _foreach call sees one device and dtype.
-std::vector<std::vector<at::Tensor>> grads_by_device_dtype(const std::vector<at::Tensor>& params) {
-  std::map<std::pair<std::string, at::ScalarType>, std::vector<at::Tensor>> groups;
-  for (const auto& p : params)
-    if (p.grad().defined()) groups[{p.device().str(), p.grad().scalar_type()}].push_back(p.grad());
-  std::vector<std::vector<at::Tensor>> out;
-  for (auto& [key, grads] : groups) out.push_back(std::move(grads));
-  return out;
-}
-
-}  // namespace
-
-double grad_norm(const std::vector<at::Tensor>& params) {
-  at::NoGradGuard no_grad;
-  // Per-tensor norms in fp32 (bf16 grads too), summed in fp64 so billions of elements lose nothing.
-  double sum_sq = 0.0;
-  for (const auto& grads : grads_by_device_dtype(params)) {
-    auto norms = at::stack(at::_foreach_norm(grads, 2, at::kFloat)).to(at::kCPU, at::kDouble);
-    sum_sq += norms.square().sum().item<double>();
-  }
-  return std::sqrt(sum_sq);
-}
-
-double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
-  const double norm = grad_norm(params);
-  if (max_norm <= 0 || !std::isfinite(norm)) return norm;
-  const double coef = max_norm / (norm + 1e-6);
-  if (coef >= 1.0) return norm;
-  at::NoGradGuard no_grad;
-  for (auto& grads : grads_by_device_dtype(params)) at::_foreach_mul_(grads, coef);
-  return norm;
 }
 
 }  // namespace agenttune

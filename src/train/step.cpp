@@ -17,7 +17,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Ends a timed phase: collectives drained and the device idle, so the clock sees finished work.
-double phase_end(Clock::time_point& start, dist::Dist& dist) {
+double phase_end(Clock::time_point& start, parallel::ProcessGroup& dist) {
   dist.drain();
   const auto dev = dist.device();
   if (dev.type() != c10::DeviceType::CPU)
@@ -29,7 +29,7 @@ double phase_end(Clock::time_point& start, dist::Dist& dist) {
 }
 
 // Loss, grad norm and the stop vote come back to the host together: the step's one sync.
-void fetch_step_scalars(StepOutcome& o, const at::Tensor& grad_norm, const at::Tensor& stop_vote, dist::Dist& dist) {
+void fetch_step_scalars(StepOutcome& o, const at::Tensor& grad_norm, const at::Tensor& stop_vote, parallel::ProcessGroup& dist) {
   dist.drain();
   auto host = at::stack({o.loss_sum, grad_norm.to(at::kDouble), stop_vote.to(at::kDouble)}).cpu();
   const double* v = host.data_ptr<double>();
@@ -40,42 +40,30 @@ void fetch_step_scalars(StepOutcome& o, const at::Tensor& grad_norm, const at::T
 
 }  // namespace
 
-std::string judge_finite(const StepOutcome& o) {
-  if (std::isfinite(o.loss) && std::isfinite(o.grad_norm)) return "";
-  return fmt::format("non-finite loss {} or grad norm {}", o.loss, o.grad_norm);
+StepJudgement judge_finite(const StepOutcome& o) {
+  if (std::isfinite(o.loss) && std::isfinite(o.grad_norm)) return {};
+  return {StepVerdict::NonFinite, fmt::format("non-finite loss {} or grad norm {}", o.loss, o.grad_norm)};
 }
 
-at::Tensor micro_batch_loss(dist::ShardedModel& model, const PackedBatch& b, AttentionMode attention,
+at::Tensor micro_batch_loss(parallel::ShardedModel& model, const PackedBatch& b, AttentionMode attention,
                             c10::Device dev) {
-  AttentionSpec spec;
-  if (attention == AttentionMode::Document) {
-    if (dev.is_cuda() && model.compute_dtype() != at::kFloat) {
-      // The varlen flash kernel: document spans from the host's ids, no [B, T, T] mask.
-      auto spans = document_spans(b.doc_ids);
-      spec.cu_seqlens = spans.cu_seqlens.to(dev, /*non_blocking=*/true);
-      spec.max_seqlen = spans.max_seqlen;
-    } else {
-      spec.mask = document_causal_mask(b.doc_ids.to(dev, /*non_blocking=*/true));
-    }
-  }
+  const auto spec =
+      attention_spec(attention == AttentionMode::Document ? b.doc_ids : at::Tensor(), dev, model.compute_dtype());
   return model.loss_sum(b.tokens.to(dev, /*non_blocking=*/true), b.positions.to(dev, /*non_blocking=*/true), spec,
                         b.targets.to(dev, /*non_blocking=*/true),
                         // Counted on the host copy (no device sync); batches already on a device skip it.
                         b.targets.device().is_cpu() ? count_trained(b.targets) : -1);
 }
 
-StepOutcome forward_backward(dist::ShardedModel& model, const std::vector<PackedBatch>& batches,
-                             AttentionMode attention, dist::Dist& dist, StepPhaseTimes* times) {
+StepOutcome forward_backward(parallel::ShardedModel& model, const std::vector<PackedBatch>& batches,
+                             AttentionMode attention, parallel::ProcessGroup& dist, StepPhaseTimes* times) {
   StepOutcome out;
   if (batches.empty()) fail("a training step needs at least one micro-batch");
-  out.source_tokens.assign(batches.front().source_tokens.size(), 0);
   int64_t local_trained = 0, local_real = 0, local_slots = 0;
   for (const auto& b : batches) {
     local_trained += b.trained_tokens;
     local_real += b.real_tokens;
     local_slots += b.tokens.numel();
-    for (size_t s = 0; s < out.source_tokens.size() && s < b.source_tokens.size(); ++s)
-      out.source_tokens[s] += b.source_tokens[s];
   }
   out.trained = local_trained, out.real = local_real, out.slots = local_slots;
   if (dist.world_size() > 1) {
@@ -84,7 +72,7 @@ StepOutcome forward_backward(dist::ShardedModel& model, const std::vector<Packed
                               static_cast<double>(local_slots)},
                              at::kDouble)
                       .to(dist.device());
-    dist.all_reduce(counts, dist::Reduce::Sum, "token counts");
+    dist.all_reduce(counts, parallel::Reduce::Sum, "token counts");
     dist.drain();
     counts = counts.cpu();
     const double* c = counts.data_ptr<double>();
@@ -103,21 +91,21 @@ StepOutcome forward_backward(dist::ShardedModel& model, const std::vector<Packed
     if (times) times->backward += phase_end(clock, dist);
   }
   model.finish_backward();
-  dist.all_reduce(out.loss_sum, dist::Reduce::Sum, "loss");
+  dist.all_reduce(out.loss_sum, parallel::Reduce::Sum, "loss");
   if (times) times->reduce += phase_end(clock, dist);
   return out;
 }
 
-StepOutcome train_step(dist::ShardedModel& model, AdamW& opt, const std::vector<PackedBatch>& batches,
-                       const StepRequest& req, dist::Dist& dist) {
+StepOutcome train_step(parallel::ShardedModel& model, AdamW& opt, const std::vector<PackedBatch>& batches,
+                       const StepRequest& req, parallel::ProcessGroup& dist) {
   StepOutcome o = forward_backward(model, batches, req.attention, dist, req.phase_times);
   auto clock = Clock::now();
   // Ranks see a signal at different moments: they vote, so all stop after the same step.
   auto vote = at::full({}, req.stop_requested ? 1.0 : 0.0, at::TensorOptions().dtype(at::kDouble).device(dist.device()));
-  if (dist.world_size() > 1) dist.all_reduce(vote, dist::Reduce::Max, "stop signal");
-  fetch_step_scalars(o, model.clip_grad_norm_on_device(req.clip_grad_norm), vote, dist);
-  o.skipped = req.judge ? req.judge(o) : judge_finite(o);
-  if (o.skipped.empty()) {
+  if (dist.world_size() > 1) dist.all_reduce(vote, parallel::Reduce::Max, "stop signal");
+  fetch_step_scalars(o, model.clip_grad_norm(req.clip_grad_norm), vote, dist);
+  o.judgement = req.judge ? req.judge(o) : judge_finite(o);
+  if (o.judgement.applied()) {
     opt.step(req.lr);
     model.after_optimizer_step();
   }
@@ -126,7 +114,7 @@ StepOutcome train_step(dist::ShardedModel& model, AdamW& opt, const std::vector<
   return o;
 }
 
-double validation_loss(dist::ShardedModel& model, const std::vector<PackedBatch>& batches, AttentionMode attention,
+double validation_loss(parallel::ShardedModel& model, const std::vector<PackedBatch>& batches, AttentionMode attention,
                        c10::Device dev) {
   if (batches.empty()) return std::nan("");
   torch::NoGradGuard ng;

@@ -2,8 +2,8 @@
 
 #include <cmath>
 
-#include "agenttune/dist/sharded_model.h"
-#include "agenttune/dist/device.h"
+#include "agenttune/parallel/device.h"
+#include "agenttune/train/model_fit.h"
 #include "agenttune/util/error.h"
 
 namespace agenttune {
@@ -43,8 +43,8 @@ void TrainConfig::validate(const std::string& src) const {
     validate_source_format(s, fmt::format("{}: data.sources[{}]", src, i));
   }
   if (data.seq_len < 2) fail("{}: data.seq_len must be at least 2, got {}", src, data.seq_len);
-  // With init_from, the folder's architecture decides (train/model_fit.cpp reads it).
-  if (model.init_from.empty()) model.shape->check_seq_len(data.seq_len, src + " (model.shape)");
+  // With init_from, the folder's architecture decides; it is read when the run starts.
+  if (model.init_from.empty()) fitted_architecture(*this, src);
   if (data.validation_fraction < 0 || data.validation_fraction >= 1)
     fail("{}: data.validation_fraction must be in [0, 1), got {}", src, data.validation_fraction);
   if (train.max_steps <= 0 && !(train.epochs > 0))
@@ -74,18 +74,19 @@ void TrainConfig::validate(const std::string& src) const {
   if (train.max_nonfinite_in_a_row < 1)
     fail("{}: train.max_nonfinite_in_a_row must be at least 1 (the non-finite steps in a row that stop the run), got {}",
          src, train.max_nonfinite_in_a_row);
+  if (train.max_rollbacks < 1)
+    fail("{}: train.max_rollbacks must be at least 1 (the rollbacks to one checkpoint that stop the run), got {}", src,
+         train.max_rollbacks);
   if (train.log_interval <= 0) fail("{}: train.log_interval must be positive", src);
   if (train.eval_interval > 0 && data.validation_fraction == 0)
     fail("{}: train.eval_interval {} evaluates on the held-out documents, but data.validation_fraction is 0 (none "
          "are held out); set data.validation_fraction (e.g. 0.01) or train.eval_interval: 0",
          src, train.eval_interval);
   if (checkpoint.interval <= 0) fail("{}: checkpoint.interval must be positive, got {}", src, checkpoint.interval);
-  if (!parse_enum<dist::ShardStrategy>(dist.strategy))
-    fail("{}: dist.strategy '{}' is not one of: {}", src, dist.strategy, enum_name_list<dist::ShardStrategy>());
-  if (dist.backend != "auto" && dist.backend != "gloo" && dist.backend != "nccl")
-    fail("{}: dist.backend '{}' is not one of: auto, gloo, nccl", src, dist.backend);
   if (dist.timeout_s <= 0) fail("{}: dist.timeout_s must be positive", src);
-  dist::parse_device_spec(dist.device, src + ": dist.device");
+  if (!(dist.connect_timeout_s > 0) || !std::isfinite(dist.connect_timeout_s))
+    fail("{}: dist.connect_timeout_s must be positive, got {}", src, dist.connect_timeout_s);
+  parallel::parse_device_spec(dist.device, src + ": dist.device");
   if (!(metrics.peak_tflops >= 0) || !std::isfinite(metrics.peak_tflops))
     fail("{}: metrics.peak_tflops must be >= 0 (0 = from the device), got {}", src, metrics.peak_tflops);
   if (model.compute_dtype == c10::ScalarType::Half)

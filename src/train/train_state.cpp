@@ -38,9 +38,9 @@ void set_rng_state_hex(const std::string& hex) {
 
 }  // namespace
 
-std::filesystem::path save_train_state(CheckpointStore& store, dist::ShardedModel& model, const AdamW& opt,
+std::filesystem::path save_train_state(CheckpointStore& store, parallel::ShardedModel& model, const AdamW& opt,
                                        const Mixture& data, const TrainProgress& p, const nlohmann::json& config,
-                                       dist::Dist& dist) {
+                                       parallel::ProcessGroup& dist) {
   CheckpointWrite w;
   w.step = p.step;
   w.rank = dist.rank();
@@ -186,7 +186,7 @@ void check_same_model(const LoadedCheckpoint& ck, const nlohmann::json& saved, c
 
 }  // namespace
 
-TrainProgress load_train_state(const std::filesystem::path& dir, dist::ShardedModel& model, AdamW& opt,
+TrainProgress load_train_state(const std::filesystem::path& dir, parallel::ShardedModel& model, AdamW& opt,
                                Mixture& data) {
   auto ck = open_checkpoint(dir);
   check_same_model(ck, checkpoint_model_config_json(ck), llama_config_to_json(model.model()->config()));
@@ -196,18 +196,14 @@ TrainProgress load_train_state(const std::filesystem::path& dir, dist::ShardedMo
     log::warn("{}/meta.json: no data_plan (saved by an older agenttune): the data cannot be checked", dir.string());
   CheckpointGroups groups(ck);
   model.load_full_groups([&](const std::string& g, int64_t n) { return groups.full("flat.", g, n); });
-  // The optimizer moments are sliced exactly like the parameters they belong to.
+  // The optimizer moments are resharded exactly like the parameters they belong to.
   NamedTensors optim;
-  for (size_t i = 0; i < model.num_groups(); ++i) {
-    const auto& g = model.group(i);
-    const int64_t len = g.padded / model.shard_world();
-    for (const char* kind : {"exp_avg.", "exp_avg_sq."}) {
-      auto full = groups.full(std::string("optim.") + kind, g.name, g.numel).to(at::kFloat);
-      if (g.padded > g.numel) full = at::cat({full, at::zeros({g.padded - g.numel}, full.options())});
-      optim.emplace_back(kind + g.name, full.narrow(0, model.shard_rank() * len, len).clone());
-    }
-    optim.emplace_back("step." + g.name, groups.full("optim.step.", g.name, 1).clone());
-  }
+  for (const std::string kind : {"exp_avg.", "exp_avg_sq."})
+    for (auto& [group, slice] :
+         model.own_slices([&](const std::string& g, int64_t n) { return groups.full("optim." + kind, g, n); }))
+      optim.emplace_back(kind + group, slice.clone());
+  for (const auto& [group, shard] : model.shard_params())
+    optim.emplace_back("step." + group, groups.full("optim.step.", group, 1).clone());
   opt.load_state(optim);
   try {
     data.restore(MixtureState::from_json(ck.meta.at("data"), data.options().sources.size()));

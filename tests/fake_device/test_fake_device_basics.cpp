@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
-#include "agenttune/dist/host_syncs.h"
+#include "agenttune/parallel/host_syncs.h"
 #include "agenttune/util/error.h"
 #include "fake_device.h"
 
@@ -69,7 +69,7 @@ TEST(FakeDevice, HostSyncCounterCountsThroughCudasSyncDebugMode) {
   c10::WarningUtils::WarningHandlerGuard guard(&keep);
   auto dev = at::ones({64}, at::kFloat).to(fd::device(), true);
   (void)dev.sum().item<float>();  // not counted: no counter open
-  agenttune::dist::HostSyncCounter counter(fd::device());
+  agenttune::parallel::HostSyncCounter counter(fd::device());
   counter.start();
   (void)dev.sum().item<float>();
   (void)dev.cpu();
@@ -81,7 +81,7 @@ TEST(FakeDevice, HostSyncCounterCountsThroughCudasSyncDebugMode) {
   EXPECT_EQ(keep.seen, std::vector<std::string>{"an unrelated warning"});
   counter.start();
   EXPECT_EQ(counter.stop(), 0);
-  EXPECT_THROW(agenttune::dist::HostSyncCounter(c10::Device(c10::kCPU)), agenttune::Error);
+  EXPECT_THROW(agenttune::parallel::HostSyncCounter(c10::Device(c10::kCPU)), agenttune::Error);
 }
 
 TEST(FakeDevice, CountsLiveAndPeakBytesPerDevice) {

@@ -13,12 +13,12 @@
 #include <unordered_map>
 #include <thread>
 
-#include "agenttune/dist/memory_plan.h"
+#include "agenttune/parallel/memory_plan.h"
 #include "agenttune/model/loss.h"
 #include "agenttune/train/optimizer.h"
 
 using namespace agenttune;
-using namespace agenttune::dist;
+using namespace agenttune::parallel;
 
 namespace {
 
@@ -133,28 +133,35 @@ TEST_P(EngineBytes, ParamsGradsOptimizerMatchTheEngineAtWorldOneAndTwo) {
   plan_in.gpus_per_node = world;
   plan_in.hybrid_group_size = world;
   auto plan = plan_memory(plan_in);
-  run_ranks(world, [&](Dist& d, const WorldInfo& w) {
-    ShardOptions o;
-    o.strategy = strategy, o.compute_dtype = dtype, o.hybrid_group_size = world;
+  ShardOptions o;
+  o.strategy = strategy, o.compute_dtype = dtype, o.hybrid_group_size = world;
+  // The engine's peak without prefetch, measured over a step in a world of its own (two engines
+  // on one store would share their sub-groups' names).
+  int64_t one_unit_peak = 0;
+  run_ranks(world, [&](ProcessGroup& d, const WorldInfo& w) {
+    auto no_prefetch = o;
+    no_prefetch.prefetch = false;
+    ShardedModel sm(make_llama(tiny(), 3), d, w, no_prefetch);
+    auto b = batch(B, T);
+    sm.loss_sum(b.tokens, b.positions, {}, b.targets).backward();
+    sm.finish_backward();
+    if (d.is_main()) one_unit_peak = sm.stats().peak_gathered_bytes;
+  });
+  run_ranks(world, [&](ProcessGroup& d, const WorldInfo& w) {
     ShardedModel sm(make_llama(tiny(), 3), d, w, o);
-    int64_t master = 0, resident = 0, largest_unit = 0;
-    for (size_t i = 0; i < sm.num_groups(); ++i) master += bytes(sm.group(i).shard), resident += bytes(sm.group(i).full);
+    int64_t master = 0;
+    for (const auto& [name, t] : sm.shard_params()) master += bytes(t);
     EXPECT_EQ(master, plan.master);
+    // What construction left gathered: every unit for the resident strategies, none per unit.
+    const int64_t resident = sm.stats().peak_gathered_bytes;
     const bool per_unit = world > 1 && (strategy == ShardStrategy::FullShard || strategy == ShardStrategy::HybridShard);
     if (per_unit) {
       EXPECT_EQ(resident, 0);
-      for (size_t u = 0; u < static_cast<size_t>(tiny().num_hidden_layers) + 2; ++u) {
-        sm.gather_unit(u);
-        int64_t unit = 0;
-        for (size_t gi : sm.unit_groups(u)) unit += bytes(sm.group(gi).full);
-        largest_unit = std::max(largest_unit, unit);
-        sm.free_unit(u);
-      }
       // One unit at a time without prefetch; the engine's measured peak with it is checked below.
       auto in = plan_in;
       in.prefetch = false;
-      EXPECT_EQ(largest_unit, plan_memory(in).gathered);
-      EXPECT_LT(largest_unit, plan.gathered);
+      EXPECT_EQ(one_unit_peak, plan_memory(in).gathered);
+      EXPECT_LT(one_unit_peak, plan.gathered);
     } else {
       EXPECT_EQ(resident, plan.gathered);
     }
@@ -189,10 +196,10 @@ INSTANTIATE_TEST_SUITE_P(Strategies, EngineBytes,
 TEST(Plan, PaddedShardsMatchTheEngineAtWorldThree) {
   auto plan = plan_memory(input(tiny(), ShardStrategy::FullShard, 3, at::kFloat, 1, 4));
   EXPECT_GT(plan.padded, plan.numel);
-  run_ranks(3, [&](Dist& d, const WorldInfo& w) {
+  run_ranks(3, [&](ProcessGroup& d, const WorldInfo& w) {
     ShardedModel sm(make_llama(tiny(), 3), d, w, {});
     int64_t master = 0, padded = 0;
-    for (size_t i = 0; i < sm.num_groups(); ++i) master += bytes(sm.group(i).shard), padded += sm.group(i).padded;
+    for (const auto& [name, t] : sm.shard_params()) master += bytes(t), padded += 3 * t.numel();
     EXPECT_EQ(master, plan.master);
     EXPECT_EQ(padded, plan.padded);
   });
@@ -218,7 +225,7 @@ TEST_P(SavedActivations, MatchWhatForwardLeavesAlive) {
     auto plan = plan_memory(in);
     EXPECT_EQ(plan.logits, (c10::elementSize(dtype) + 4) * B * T * 97);  // one chunk holds all 32 rows
     EXPECT_EQ(plan.layer_input, static_cast<int64_t>(c10::elementSize(dtype)) * B * T * 32);
-    run_ranks(1, [&](Dist& d, const WorldInfo& w) {
+    run_ranks(1, [&](ProcessGroup& d, const WorldInfo& w) {
       ShardOptions o;
       o.strategy = strategy, o.compute_dtype = dtype;
       auto model = make_llama(tiny(), 3);

@@ -13,13 +13,13 @@
 #include <thread>
 #include <vector>
 
-#include "agenttune/dist/dist.h"
+#include "agenttune/parallel/process_group.h"
 
 namespace agenttune::testing {
 
 // `device_of(rank)` gives each rank its device (made current on its thread, as a GPU rank's
 // would be); default: the CPU.
-inline void run_ranks(int n, const std::function<void(dist::Dist&, const dist::WorldInfo&)>& fn,
+inline void run_ranks(int n, const std::function<void(parallel::ProcessGroup&, const parallel::WorldInfo&)>& fn,
                       std::chrono::milliseconds timeout = std::chrono::seconds(30),
                       const std::function<c10::Device(int)>& device_of = {}) {
   auto store = c10::make_intrusive<c10d::HashStore>();
@@ -28,13 +28,13 @@ inline void run_ranks(int n, const std::function<void(dist::Dist&, const dist::W
   for (int r = 0; r < n; ++r)
     threads.emplace_back([&, r] {
       try {
-        dist::DistOptions o;
+        parallel::ProcessGroupOptions o;
         o.timeout = timeout;
         const c10::Device dev = device_of ? device_of(r) : c10::Device(c10::kCPU);
         std::optional<c10::DeviceGuard> current;
         if (!dev.is_cpu()) current.emplace(dev);
-        dist::Dist d(store, r, n, dev, o);
-        dist::WorldInfo w;
+        parallel::ProcessGroup d(store, r, n, dev, o);
+        parallel::WorldInfo w;
         w.rank = r, w.world_size = n, w.local_rank = r, w.local_world_size = n;
         fn(d, w);
       } catch (const std::exception& e) {

@@ -39,8 +39,13 @@ class SafetensorsFile {
   // A CPU tensor viewing the mapped bytes (zero copy; keeps the map alive). F32, F16 and BF16
   // only: other dtypes throw an error naming the file, the tensor and the dtype.
   at::Tensor tensor(const std::string& name) const;
+  // The same for every dtype write_safetensors writes (floats, integers, bool): a training
+  // checkpoint also holds counters and RNG bytes, which a model never does.
+  at::Tensor any_tensor(const std::string& name) const;
 
  private:
+  const SafetensorsEntry& entry(const std::string& name) const;  // or an error naming the file
+  at::Tensor view(const SafetensorsEntry& e, c10::ScalarType dtype) const;
   struct Impl;
   std::shared_ptr<const Impl> impl_;
 };

@@ -16,17 +16,27 @@
 
 namespace agenttune {
 
-// What attention may see. `mask` (bool, true = attend, broadcastable to [B, 1, T, S]) wins when
-// set; otherwise attention is causal over the cached prefix plus the new tokens.
+// What attention may see; attention_spec() decides it, the model obeys it. At most one of:
+//   mask        bool, true = attend, broadcastable to [B, 1, T, S]
+//   cu_seqlens  packed documents for the varlen flash kernel: the documents of all rows as
+//               consecutive sequences (DocumentSpans::cu_seqlens, int32, on the device), with
+//               the longest one in max_seqlen; only where varlen_attention_runs(), without a cache
+// Neither: causal over the cached prefix plus the new tokens. A spec the model cannot follow is
+// an error, never a silent fallback to plain causal attention (packed documents would meet).
 struct AttentionSpec {
   std::optional<at::Tensor> mask;
-  // Packed documents for the varlen flash kernel (CUDA, bf16/fp16, no cache): the documents of all
-  // rows as consecutive sequences (DocumentSpans::cu_seqlens, int32, on the device) and the
-  // longest one. When set, a CUDA model attends with them and ignores `mask`; elsewhere the
-  // mask is used.
   std::optional<at::Tensor> cu_seqlens;
   int64_t max_seqlen = 0;
 };
+
+// Whether the varlen flash kernel runs for activations on `device` in `dtype` (CUDA, bf16/fp16).
+bool varlen_attention_runs(const c10::Device& device, c10::ScalarType dtype);
+
+// The one decision of how a [B, T] batch attends, for a model computing on `device` in `dtype`.
+// Undefined `doc_ids`: plain causal. Document ids (host [B, T], equal within a document inside
+// a row): each document attends only to itself, through the varlen kernel where it runs (spans
+// built on the host, no [B, T, T] mask), else through a dense document mask built on the device.
+AttentionSpec attention_spec(const at::Tensor& doc_ids, const c10::Device& device, c10::ScalarType dtype);
 
 // Where each document of a packed [B, T] batch starts and ends when the rows are laid end to end:
 // what the varlen flash kernel takes instead of a dense mask. Built on the host from the batch's

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "agenttune/train/train_config.h"
-#include "agenttune/dist/sharded_model.h"
+#include "agenttune/parallel/sharded_model.h"
 #include "agenttune/io/tensor_source.h"
 #include "agenttune/model/llama.h"
 
@@ -18,11 +18,13 @@ namespace agenttune {
 
 struct InitialModel {
   LlamaForCausalLM model{nullptr};
-  dist::WeightSlices weights;            // empty: the model's own parameters hold the weights
+  parallel::WeightSlices weights;            // empty: the model's own parameters hold the weights
   std::shared_ptr<TensorSource> source;  // what `weights` reads
   std::string description;               // for the log
 };
 
+// `cfg` is resolved (with_fitted_architecture): its model.shape is the architecture, and only
+// the weights are read from model.init_from.
 InitialModel initial_model(const TrainConfig& cfg);
 
 // Grows the vocabulary to `vocab` tokens for a chat template's added tokens; new rows of the

@@ -12,8 +12,9 @@ namespace agenttune {
 // The architecture a run trains: model.shape, or model.init_from's config.json / params.json (only
 // that file is read; the weights load later). A model.shape beside init_from must equal the
 // folder's architecture (check_shape_matches). data.seq_len must fit its positions
-// (max_position_embeddings times a linear RoPE scaling factor).
-LlamaConfig fitted_architecture(const TrainConfig& cfg);
+// (max_position_embeddings times a linear RoPE scaling factor): the one place that rule is checked
+// (TrainConfig::validate asks here for a fresh model's shape, naming the config file as `where`).
+LlamaConfig fitted_architecture(const TrainConfig& cfg, const std::string& where = "");
 
 // `cfg` with model.shape set to fitted_architecture(cfg), in fp32 (the master weights' dtype):
 // the resolved config then records the architecture actually trained, whichever key gave it.

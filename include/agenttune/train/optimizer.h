@@ -53,13 +53,4 @@ class AdamW {
   int64_t steps_taken_ = 0;
 };
 
-// Scales all grads so their global L2 norm is at most max_norm (no-op if max_norm <= 0), with
-// torch.nn.utils.clip_grad_norm_'s factor max_norm / (norm + 1e-6). Returns the norm before
-// clipping. A non-finite norm is returned as is and the grads are left untouched: the caller
-// skips the step.
-double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
-// The global L2 norm of the grads (per-tensor norms in fp32, combined in fp64), without clipping.
-// Parameters without a grad count as zero.
-double grad_norm(const std::vector<at::Tensor>& params);
-
 }  // namespace agenttune

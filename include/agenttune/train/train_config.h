@@ -1,5 +1,9 @@
 #pragma once
-// `agenttune train --config FILE`: continued pretraining (and, later, SFT) of a Llama model.
+// `agenttune train --config FILE`: continued pretraining and SFT (prepared conversations with
+// their loss masks) of a Llama model. validate() checks each key as the file loads; the data keys
+// are resolved (train/data_resolution.h) and the architecture fitted (train/model_fit.h) when the
+// run starts, and each component's options are built from these sections in one place
+// (train/run_options.h, mixture_options, bad_step_options, checkpoint_schedule_options).
 // Keys the outside world relies on: output_dir, train.max_steps, train.seed, checkpoint.interval.
 #include <cstdint>
 #include <filesystem>
@@ -10,13 +14,17 @@
 #include "agenttune/data/mixture.h"
 #include "agenttune/data/sft_mix.h"
 #include "agenttune/model/llama_config.h"
+#include "agenttune/parallel/process_group.h"
+#include "agenttune/parallel/sharded_model.h"
 #include "agenttune/train/lr_schedule.h"
 
 namespace agenttune {
 
-// What a non-finite step (or a loss spike, when train.spike_zscore is set) does: skip its update
-// (stop after train.max_nonfinite_in_a_row in a row), roll back to the last good checkpoint and
-// skip the data that led there, or stop at once. Checkpoints are never written during a streak.
+// What a non-finite step (or a loss spike, when train.spike_zscore is set) does: skip its update,
+// roll back to the last good checkpoint and skip the data that led there (at most
+// train.max_rollbacks times to one checkpoint), or stop at once. Either way the run stops after
+// train.max_nonfinite_in_a_row bad steps in a row, and no checkpoint is written during a streak
+// (train/bad_step.h, train/checkpoint_schedule.h).
 enum class NonfiniteAction { Skip, Rollback, Stop };
 
 template <>
@@ -77,7 +85,8 @@ struct TrainSection {
   double eps = 1e-8;
   double weight_decay = 0.1;
   double clip_grad_norm = 1.0;  // 0 = no clipping
-  int64_t max_nonfinite_in_a_row = 5;  // also: rollbacks to one checkpoint before giving up
+  int64_t max_nonfinite_in_a_row = 5;  // bad steps in a row that stop the run
+  int64_t max_rollbacks = 5;           // train.on_nonfinite: rollback: rollbacks to one checkpoint before stopping
   NonfiniteAction on_nonfinite = NonfiniteAction::Skip;
   // > 0: a step whose loss lies this many standard deviations above the mean of the last
   // spike_window accepted steps counts as non-finite (llm.c's outlier detector); 0 = off.
@@ -105,12 +114,17 @@ struct MetricsSection {
   bool host_syncs = false;
 };
 
+// What the sharded model and the process group run with (train/run_options.h builds their
+// options from it: a new key goes here, in visit() and in that builder).
 struct DistSection {
   // full_shard (ZeRO-3/FSDP) | shard_grad_op (ZeRO-2) | no_shard (DDP) | hybrid_shard
-  std::string strategy = "full_shard";
-  std::string backend = "auto";  // auto = NCCL on CUDA, Gloo on CPU
+  parallel::ShardStrategy strategy = parallel::ShardStrategy::FullShard;
+  parallel::Backend backend = parallel::Backend::Auto;  // auto = NCCL on CUDA, Gloo on CPU
   std::string device = "auto";   // auto = cuda:<local_rank> when CUDA is available, else cpu
   double timeout_s = 600;        // a collective slower than this fails on every rank
+  // How long ranks wait for each other to join (the store and the startup barrier), counted after
+  // model loading; a slow node start on a big allocation needs more than a collective does.
+  double connect_timeout_s = 300;
   int hybrid_group_size = 0;     // ranks that shard together under hybrid_shard; 0 = one node
   bool prefetch = true;          // overlap collectives with compute (bit-identical results either way)
   // full_shard / hybrid_shard: free gathered parameters after each unit's forward and gather them
@@ -172,6 +186,7 @@ void visit(V& v, TrainSection& t) {
   v("weight_decay", t.weight_decay);
   v("clip_grad_norm", t.clip_grad_norm);
   v("max_nonfinite_in_a_row", t.max_nonfinite_in_a_row);
+  v("max_rollbacks", t.max_rollbacks);
   v("on_nonfinite", t.on_nonfinite);
   v("spike_zscore", t.spike_zscore);
   v("spike_window", t.spike_window);
@@ -201,6 +216,7 @@ void visit(V& v, DistSection& d) {
   v("backend", d.backend);
   v("device", d.device);
   v("timeout_s", d.timeout_s);
+  v("connect_timeout_s", d.connect_timeout_s);
   v("hybrid_group_size", d.hybrid_group_size);
   v("prefetch", d.prefetch);
   v("reshard_after_forward", d.reshard_after_forward);

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agenttune/data/mixture.h"
-#include "agenttune/dist/sharded_model.h"
+#include "agenttune/parallel/sharded_model.h"
 #include "agenttune/train/checkpoint_store.h"
 #include "agenttune/train/optimizer.h"
 #include "agenttune/train/train_progress.h"
@@ -19,15 +19,15 @@
 namespace agenttune {
 
 // Collective: every rank stages its file, rank 0 commits. Returns the checkpoint folder.
-std::filesystem::path save_train_state(CheckpointStore& store, dist::ShardedModel& model, const AdamW& opt,
+std::filesystem::path save_train_state(CheckpointStore& store, parallel::ShardedModel& model, const AdamW& opt,
                                        const Mixture& data, const TrainProgress& p, const nlohmann::json& config,
-                                       dist::Dist& dist);
+                                       parallel::ProcessGroup& dist);
 
 // Restores model shards, optimizer and data state in place, whatever world size saved it. The
 // model's config and the data plan (sources, their sizes and weights, seq_len, packing, ...) must
 // equal the checkpoint's: a mismatch is an error naming the first differing key, never a silent
 // load into the wrong shapes or a cursor into different data.
-TrainProgress load_train_state(const std::filesystem::path& dir, dist::ShardedModel& model, AdamW& opt,
+TrainProgress load_train_state(const std::filesystem::path& dir, parallel::ShardedModel& model, AdamW& opt,
                                Mixture& data);
 
 // What must not change across a resume for the data cursors to mean the same documents.

@@ -1,6 +1,8 @@
 #pragma once
-// The training loop: the story of one optimizer step, repeated. Composes the model, the data
-// mixture, AdamW, the schedule, checkpoints and metrics; knows nothing of file formats.
+// A training run: build_run (train/train_run.h) builds everything from the config, then one loop
+// of optimizer steps over named components: the step (train/step.h), the bad-step policy
+// (train/bad_step.h), the checkpoint schedule (train/checkpoint_schedule.h), evaluation, and the
+// metrics row and progress line (train/run_report.h). Knows nothing of file formats.
 #include <filesystem>
 #include <string>
 #include <vector>

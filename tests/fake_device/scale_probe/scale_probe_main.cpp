@@ -16,8 +16,8 @@
 #include <cstring>
 #include <string>
 
-#include "agenttune/dist/memory_plan.h"
-#include "agenttune/dist/sharded_model.h"
+#include "agenttune/parallel/memory_plan.h"
+#include "agenttune/parallel/sharded_model.h"
 #include "agenttune/model/loss.h"
 #include "agenttune/train/optimizer.h"
 #include "agenttune/train/step.h"
@@ -44,15 +44,15 @@ int main(int argc, char** argv) {
   const auto compute = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
 
   c10::DeviceGuard current(fd::device(0));
-  dist::Dist d(c10::make_intrusive<c10d::HashStore>(), 0, 1, fd::device(0));
-  dist::WorldInfo w;
-  dist::ShardOptions o;
-  o.strategy = dist::parse_shard_strategy(strategy);
+  parallel::ProcessGroup d(c10::make_intrusive<c10d::HashStore>(), 0, 1, fd::device(0));
+  parallel::WorldInfo w;
+  parallel::ShardOptions o;
+  o.strategy = parallel::parse_shard_strategy(strategy);
   o.compute_dtype = compute;
   auto t0 = std::chrono::steady_clock::now();
   auto model = make_llama(c, 1);
   model->activation_checkpointing = checkpointing == "on";
-  dist::ShardedModel sm(model, d, w, o);
+  parallel::ShardedModel sm(model, d, w, o);
   model = nullptr;
   AdamW opt(sm.shard_params(), {}, sm.shard_decay());
   auto g = at::make_generator<at::CPUGeneratorImpl>(3);
@@ -70,13 +70,13 @@ int main(int argc, char** argv) {
   auto t2 = std::chrono::steady_clock::now();
   const auto counted = fd::counters(0);
 
-  dist::MemoryPlanInput in;
+  parallel::MemoryPlanInput in;
   in.model = c;
   in.strategy = o.strategy;
   in.seq_len = seq;
   in.compute_dtype = compute;
   in.activation_checkpointing = checkpointing == "on";
-  const auto plan = dist::plan_memory(in);
+  const auto plan = parallel::plan_memory(in);
   auto gb = [](double b) { return b / (1024.0 * 1024 * 1024); };
   std::printf("scale probe: 7B layer shape, %lld layers, seq %lld, %s compute, %s, checkpointing %s, world 1\n",
               static_cast<long long>(layers), static_cast<long long>(seq), dtype.c_str(), strategy.c_str(),

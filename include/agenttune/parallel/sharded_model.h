@@ -4,7 +4,8 @@
 //
 // Units: the embedding, each decoder layer, and the final norm + head. A unit's parameters are
 // flattened into two buffers (weight-decayed matrices, undecayed vectors), padded to a multiple of
-// the shard group, and each rank keeps its slice as an fp32 master that AdamW updates.
+// the shard group, and each rank keeps its slice as an fp32 master that AdamW updates (the cut is
+// ShardLayout's, also for checkpoints resharded to another world size: own_slices).
 //
 //   full_shard (ZeRO-3)  a unit's parameters are all-gathered in the compute dtype just before its
 //                        forward and freed after (reshard_after_forward); backward re-gathers them,
@@ -27,6 +28,10 @@
 // flight while finish_backward flattens the next; hybrid_shard issues the replica all-reduces of
 // all groups before waiting. The collectives, their order and every sum are the same as without
 // prefetch, so the results are bit-identical.
+//
+// The public surface is a step's: loss_sum (or logits), finish_backward, clip_grad_norm,
+// after_optimizer_step, and the shards for AdamW and checkpoints. The unit-level steps are private:
+// only the per-unit autograd function (detail::UnitFunction) drives them.
 #include <ATen/core/Tensor.h>
 
 #include <functional>
@@ -36,27 +41,28 @@
 #include <vector>
 
 #include "agenttune/config/scalars.h"
-#include "agenttune/dist/dist.h"
+#include "agenttune/parallel/process_group.h"
+#include "agenttune/parallel/shard_layout.h"
 #include "agenttune/model/llama.h"
 #include "agenttune/model/named_tensors.h"
 
-namespace agenttune::dist {
+namespace agenttune::parallel {
 enum class ShardStrategy { FullShard, ShardGradOp, NoShard, HybridShard };
-}  // namespace agenttune::dist
+}  // namespace agenttune::parallel
 
 namespace agenttune {
 // dist.strategy's names: the only table (train config validation, the engine, `agenttune plan`).
 template <>
-struct EnumNames<dist::ShardStrategy> {
-  static constexpr std::array<std::pair<dist::ShardStrategy, std::string_view>, 4> values = {
-      {{dist::ShardStrategy::FullShard, "full_shard"},
-       {dist::ShardStrategy::ShardGradOp, "shard_grad_op"},
-       {dist::ShardStrategy::NoShard, "no_shard"},
-       {dist::ShardStrategy::HybridShard, "hybrid_shard"}}};
+struct EnumNames<parallel::ShardStrategy> {
+  static constexpr std::array<std::pair<parallel::ShardStrategy, std::string_view>, 4> values = {
+      {{parallel::ShardStrategy::FullShard, "full_shard"},
+       {parallel::ShardStrategy::ShardGradOp, "shard_grad_op"},
+       {parallel::ShardStrategy::NoShard, "no_shard"},
+       {parallel::ShardStrategy::HybridShard, "hybrid_shard"}}};
 };
 }  // namespace agenttune
 
-namespace agenttune::dist {
+namespace agenttune::parallel {
 
 // A name of EnumNames<ShardStrategy>; anything else throws agenttune::Error listing them.
 ShardStrategy parse_shard_strategy(const std::string& s);
@@ -92,19 +98,36 @@ struct FlatParam {
 // whole model. Without one, the model's own parameters are read.
 using WeightSlices = std::function<at::Tensor(const FlatParam& p, int64_t offset, int64_t numel)>;
 
+// The engine's own record of one flat group (ShardedModel keeps them private).
 struct FlatGroup {
   std::string name;  // "layers.3.decay"
   size_t unit = 0;
   bool decay = true;
   std::vector<FlatParam> params;
   std::vector<at::Tensor> module_params;  // the model's own parameter tensors, in params order
-  int64_t numel = 0;
-  int64_t padded = 0;
+  ShardLayout layout;  // the group's flat buffer over the shard group
   at::Tensor shard;  // fp32 master slice, requires_grad: what AdamW updates
   at::Tensor full;   // gathered compute-dtype buffer while resident
   Pending gathering; // the all-gather filling `full`, while in flight
   bool storage_freed = false;  // `full` resharded after forward: its storage is empty until re-gathered
 };
+
+// The one gradient clip. The global L2 norm of `grads` (undefined ones count as zero; per-tensor
+// norms in the grads' dtype, fp32 for the engine's shards, combined in fp64; summed over `sum_over`
+// when its ranks hold disjoint parts of one gradient) as an fp64 scalar that stays on the device (on `device` when there are no grads): no
+// host sync. Scales the grads by torch.nn.utils.clip_grad_norm_'s factor max_norm / (norm + 1e-6)
+// when that is below 1 (max_norm <= 0: no clipping). A non-finite norm leaves the grads untouched
+// (the step is skipped).
+at::Tensor clip_grad_norm(const std::vector<at::Tensor>& grads, double max_norm, c10::Device device,
+                          ProcessGroup* sum_over = nullptr);
+
+// A full (unpadded) fp32 flat buffer of a group, by group name and element count: what a
+// checkpoint reassembles from its rank files, at whatever world size wrote them.
+using FullGroup = std::function<at::Tensor(const std::string& group, int64_t numel)>;
+
+namespace detail {
+struct UnitFunction;
+}
 
 class ShardedModel {
  public:
@@ -112,12 +135,12 @@ class ShardedModel {
   // or initialised with the same seed: each rank keeps its slice. `world` gives the node layout for
   // hybrid_shard.
   // With `weights`, the model may be a skeleton on the meta device (shapes and names only).
-  ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& world, ShardOptions opts,
+  ShardedModel(LlamaForCausalLM model, ProcessGroup& dist, const WorldInfo& world, ShardOptions opts,
                const WeightSlices& weights = {});
   ~ShardedModel();
 
-  // Logits for a micro-batch, in the compute dtype; backward works through them.
-  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec);
+  // Logits [B, T, V] for a micro-batch, in the compute dtype; backward works through them.
+  at::Tensor logits(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec);
   // The micro-batch's summed token loss (fp32) without materialising its logits; `trained` as in
   // LlamaForCausalLM::loss_sum. What training and evaluation call.
   at::Tensor loss_sum(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec,
@@ -125,11 +148,9 @@ class ShardedModel {
   // Call once after the step's last backward: reduces grads into the shards where the strategy
   // defers it (shard_grad_op, no_shard) and across replicas (hybrid_shard).
   void finish_backward();
-  // The global grad norm over the shards; clips them to max_norm (<= 0: no clipping). Non-finite
-  // norms are returned without touching the grads.
-  double clip_grad_norm(double max_norm);
-  // The same without a host sync: the norm stays a (fp64) scalar on the device.
-  at::Tensor clip_grad_norm_on_device(double max_norm);
+  // clip_grad_norm() over the shard grads: the global grad norm (an fp64 device scalar, no host
+  // sync), the grads clipped to max_norm.
+  at::Tensor clip_grad_norm(double max_norm);
   // Call after the optimizer updated the shards: re-gathers resident full parameters.
   void after_optimizer_step();
 
@@ -139,21 +160,49 @@ class ShardedModel {
 
   // What a checkpoint needs to reassemble full groups at any world size.
   nlohmann::json layout() const;
-  // Sets this rank's slices from full (unpadded) fp32 group buffers, by group name.
-  void load_full_groups(const std::function<at::Tensor(const std::string& group, int64_t numel)>& full_of);
-  // The full fp32 parameters of one group (all-gathered; every rank gets them).
-  NamedTensors gather_group_params(size_t group);
-  size_t num_groups() const { return groups_.size(); }
-  const FlatGroup& group(size_t i) const { return groups_[i]; }
-  int shard_rank() const;
+  // This rank's slice of each group's full buffer, by group name, in shard_params() order: how
+  // a checkpoint's parameters and optimizer moments are resharded to this world.
+  NamedTensors own_slices(const FullGroup& full_of) const;
+  // Sets this rank's shards from full buffers (own_slices) and re-gathers what stays resident.
+  void load_full_groups(const FullGroup& full_of);
   c10::ScalarType compute_dtype() const { return opts_.compute_dtype; }
-  int shard_world() const;
   LlamaForCausalLM& model() { return model_; }
   const ShardStats& stats() const { return stats_; }
 
-  // Used by the per-unit autograd function. gather_unit waits for a prefetched unit; prefetch_unit
-  // issues a unit's all-gather without waiting (nothing when prefetch is off, the unit does not
-  // exist or it is gathered already).
+ private:
+  // The per-unit autograd function drives the unit-level steps below.
+  friend struct detail::UnitFunction;
+  // A group's grad reduction in flight; `assign` replaces the shard grad (the resident strategies
+  // reduce once per step), otherwise it accumulates (per-unit strategies, once per micro-batch).
+  struct GradInFlight {
+    size_t group = 0;
+    bool assign = false;
+    Pending pending;
+    at::Tensor reduced;
+  };
+
+  int shard_rank() const;
+  int shard_world() const;
+  void build_groups(const WeightSlices& weights);
+  // This rank's slice of a group's padded flat buffer, in fp32 on the host.
+  at::Tensor read_slice(const FlatGroup& g, const WeightSlices& weights) const;
+  bool per_unit() const;
+  ProcessGroup& shard_dist();
+  void issue_gather(FlatGroup& g);
+  void gather_groups(const std::vector<size_t>& groups);
+  void note_resident();
+  void issue_grad_reduce(size_t group, const at::Tensor& flat_grad, bool assign);
+  // Waits for the `n` oldest grad reductions, in issue order, and adds them to the shard grads.
+  void land_grads(size_t n);
+  void land_all_grads() { land_grads(grads_in_flight_.size()); }
+  at::Tensor flatten_grads(const FlatGroup& g, const std::vector<at::Tensor>& grads) const;
+  // Undefined targets: the head returns logits.
+  at::Tensor run(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec,
+                 const at::Tensor& targets, int64_t trained);
+
+  // Unit-level steps. gather_unit waits for a prefetched unit; prefetch_unit issues a unit's
+  // all-gather without waiting (nothing when prefetch is off, the unit does not exist or it is
+  // gathered already).
   void gather_unit(size_t unit);
   void prefetch_unit(int64_t unit);
   void free_unit(size_t unit);
@@ -165,42 +214,17 @@ class ShardedModel {
   std::vector<at::Tensor> unit_module_params(size_t unit) const;
   std::vector<size_t> unit_groups(size_t unit) const;
 
- private:
-  // A group's grad reduction in flight; `assign` replaces the shard grad (the resident strategies
-  // reduce once per step), otherwise it accumulates (per-unit strategies, once per micro-batch).
-  struct GradInFlight {
-    size_t group = 0;
-    bool assign = false;
-    Pending pending;
-    at::Tensor reduced;
-  };
-
-  void build_groups(const WeightSlices& weights);
-  // This rank's [lo, lo + len) of a group's padded flat buffer, in fp32 on the host.
-  at::Tensor read_slice(const FlatGroup& g, int64_t lo, int64_t len, const WeightSlices& weights) const;
-  bool per_unit() const;
-  Dist& shard_dist();
-  void issue_gather(FlatGroup& g);
-  void gather_groups(const std::vector<size_t>& groups);
-  void note_resident();
-  void issue_grad_reduce(size_t group, const at::Tensor& flat_grad, bool assign);
-  // Waits for the `n` oldest grad reductions, in issue order, and adds them to the shard grads.
-  void land_grads(size_t n);
-  void land_all_grads() { land_grads(grads_in_flight_.size()); }
-  at::Tensor flatten_grads(const FlatGroup& g, const std::vector<at::Tensor>& grads) const;
-
   LlamaForCausalLM model_;
-  Dist& dist_;
+  ProcessGroup& dist_;
   ShardOptions opts_;
-  std::unique_ptr<Dist> shard_group_, replica_group_;  // hybrid_shard only
+  std::unique_ptr<ProcessGroup> shard_group_, replica_group_;  // hybrid_shard only
   std::vector<FlatGroup> groups_;
   std::vector<GradInFlight> grads_in_flight_;
   ShardStats stats_;
   size_t num_units_ = 0;
-  // The units of one forward through the model's own loop.
-  at::Tensor run(const at::Tensor& tokens);
-  // Per forward: what the units need besides their input.
+  // Per forward: what the units need besides their input. It outlives the call: a checkpointed
+  // unit's backward recomputes with it.
   UnitInputs in_;
 };
 
-}  // namespace agenttune::dist
+}  // namespace agenttune::parallel

@@ -1,4 +1,4 @@
-#include "agenttune/dist/rendezvous.h"
+#include "agenttune/parallel/rendezvous.h"
 
 #include <fmt/format.h>
 
@@ -9,7 +9,7 @@
 
 extern char** environ;
 
-namespace agenttune::dist {
+namespace agenttune::parallel {
 namespace {
 
 std::optional<std::string> get(const Env& env, const std::string& key) {
@@ -232,4 +232,4 @@ std::vector<int> expand_tasks_per_node(std::string_view spec) {
   return out;
 }
 
-}  // namespace agenttune::dist
+}  // namespace agenttune::parallel

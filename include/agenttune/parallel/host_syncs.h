@@ -14,7 +14,7 @@
 #include <memory>
 #include <string>
 
-namespace agenttune::dist {
+namespace agenttune::parallel {
 
 class HostSyncCounter {
  public:
@@ -37,4 +37,4 @@ class HostSyncCounter {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace agenttune::dist
+}  // namespace agenttune::parallel

@@ -12,13 +12,13 @@
 #include <mutex>
 #include <thread>
 
-#include "agenttune/dist/sharded_model.h"
+#include "agenttune/parallel/sharded_model.h"
 #include "agenttune/model/loss.h"
 #include "agenttune/train/optimizer.h"
 #include "tiny_llama.h"
 
 using namespace agenttune;
-using namespace agenttune::dist;
+using namespace agenttune::parallel;
 
 namespace {
 
@@ -76,7 +76,7 @@ TEST_P(Sharded, GradientsEqualPlainAutograd) {
   for (auto& p : ref->named_parameters()) ref_grads[p.key()] = p.value().grad();
 
   std::mutex mu;
-  run_ranks(world, [&](Dist& d, const WorldInfo& w) {
+  run_ranks(world, [&](ProcessGroup& d, const WorldInfo& w) {
     ShardOptions o;
     o.strategy = parse_shard_strategy(strategy);
     o.hybrid_group_size = hybrid;
@@ -85,25 +85,50 @@ TEST_P(Sharded, GradientsEqualPlainAutograd) {
     // The training path: the fused chunked loss, against the plain model's logits + cross-entropy.
     (sm.loss_sum(mine.tokens, mine.positions, {}, mine.targets) / denom).backward();
     sm.finish_backward();
-    for (size_t gi = 0; gi < sm.num_groups(); ++gi) {
-      const auto& g = sm.group(gi);
+    // The plain grads flattened as the layout a checkpoint records, resharded to this rank.
+    const auto layout = sm.layout();
+    auto want = sm.own_slices([&](const std::string& group, int64_t) {
       std::vector<at::Tensor> parts;
-      for (const auto& p : g.params) parts.push_back(ref_grads.at(p.name).reshape({-1}));
-      auto flat = at::cat(parts);
-      flat = at::cat({flat, at::zeros({g.padded - g.numel})});
-      int64_t len = g.padded / sm.shard_world();
-      auto want = flat.narrow(0, sm.shard_rank() * len, len);
+      for (const auto& g : layout["groups"])
+        if (g["name"] == group)
+          for (const auto& p : g["params"]) parts.push_back(ref_grads.at(p["name"].get<std::string>()).reshape({-1}));
+      return at::cat(parts);
+    });
+    auto shards = sm.shard_params();
+    ASSERT_EQ(shards.size(), want.size());
+    for (size_t gi = 0; gi < shards.size(); ++gi) {
+      const auto& [name, shard] = shards[gi];
       std::lock_guard<std::mutex> lock(mu);
-      ASSERT_TRUE(g.shard.grad().defined()) << g.name;
-      EXPECT_LE(rel_diff(g.shard.grad(), want), 1e-5) << strategy << " rank " << d.rank() << " " << g.name;
+      ASSERT_TRUE(shard.grad().defined()) << name;
+      EXPECT_LE(rel_diff(shard.grad(), want[gi].second), 1e-5) << strategy << " rank " << d.rank() << " " << name;
     }
   });
 }
 
-// 20 AdamW steps with clipping; returns the losses and (on rank 0) the final full weights.
+// The full weights from every rank's shards, reassembled as a checkpoint is: the first shard
+// group's slices (ranks 0 .. shard_world - 1) end to end, cut by the recorded layout.
+std::map<std::string, at::Tensor> full_weights(const nlohmann::json& layout, const std::map<int, NamedTensors>& shards) {
+  std::map<std::string, at::Tensor> out;
+  const auto& groups = layout["groups"];
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    std::vector<at::Tensor> slices;
+    for (int r = 0; r < layout["shard_world"].get<int>(); ++r) slices.push_back(shards.at(r)[gi].second);
+    auto full = at::cat(slices);
+    for (const auto& p : groups[gi]["params"]) {
+      auto shape = p["shape"].get<std::vector<int64_t>>();
+      const int64_t numel = c10::multiply_integers(shape);
+      out[p["name"].get<std::string>()] = full.narrow(0, p["offset"].get<int64_t>(), numel).view(shape);
+    }
+  }
+  return out;
+}
+
+// 20 AdamW steps with clipping; returns the losses and the final full weights.
 void train_steps(const Case& c, std::vector<double>& losses, std::map<std::string, at::Tensor>& weights) {
   std::mutex mu;
-  run_ranks(c.world, [&](Dist& d, const WorldInfo& w) {
+  std::map<int, NamedTensors> shards;
+  nlohmann::json layout;
+  run_ranks(c.world, [&](ProcessGroup& d, const WorldInfo& w) {
     ShardOptions o;
     o.strategy = parse_shard_strategy(c.strategy);
     o.hybrid_group_size = c.hybrid_group;
@@ -113,7 +138,7 @@ void train_steps(const Case& c, std::vector<double>& losses, std::map<std::strin
       auto batch = global_batch(step);
       auto mine = rows_for(batch, d.rank(), d.world_size());
       double denom = static_cast<double>(count_trained(batch.targets));
-      auto sum = cross_entropy_sum(sm.forward(mine.tokens, mine.positions, {}), mine.targets);
+      auto sum = cross_entropy_sum(sm.logits(mine.tokens, mine.positions, {}), mine.targets);
       (sum / denom).backward();
       sm.finish_backward();
       double loss = d.all_reduce(sum.item<double>(), Reduce::Sum, "loss") / denom;
@@ -123,13 +148,11 @@ void train_steps(const Case& c, std::vector<double>& losses, std::map<std::strin
       sm.after_optimizer_step();
       if (d.is_main()) losses.push_back(loss);
     }
-    for (size_t gi = 0; gi < sm.num_groups(); ++gi) {
-      auto params = sm.gather_group_params(gi);
-      if (!d.is_main()) continue;
-      std::lock_guard<std::mutex> lock(mu);
-      for (auto& [n, t] : params) weights[n] = t;
-    }
+    std::lock_guard<std::mutex> lock(mu);
+    for (const auto& [name, t] : sm.shard_params()) shards[d.rank()].emplace_back(name, t.detach().cpu().clone());
+    if (d.is_main()) layout = sm.layout();
   });
+  weights = full_weights(layout, shards);
 }
 
 TEST_P(Sharded, TwentyStepsMatchASingleRank) {
@@ -172,7 +195,7 @@ struct Variant {
 Run run_variant(const Case& c, const Variant& v, c10::ScalarType dtype, int steps) {
   Run out;
   std::mutex mu;
-  run_ranks(c.world, [&](Dist& d, const WorldInfo& w) {
+  run_ranks(c.world, [&](ProcessGroup& d, const WorldInfo& w) {
     ShardOptions o;
     o.strategy = parse_shard_strategy(c.strategy);
     o.hybrid_group_size = c.hybrid_group;
@@ -286,21 +309,27 @@ TEST(Prefetch, PeerDyingDuringAPrefetchGivesTheNamedError) {
     int64_t prefetches = 0;
     run_ranks(
         2,
-        [&](Dist& d, const WorldInfo& w) {
-          ShardedModel sm(make_llama(tiny(), 7), d, w, {});
+        [&](ProcessGroup& d, const WorldInfo& w) {
+          // Backward: the head stays gathered from forward and the layers are recomputed, so the
+          // first collective of backward is the prefetch of the last layer.
+          ShardOptions o{.reshard_after_forward = !in_backward};
+          // Rank 1 takes part in what rank 0 waits for first, then leaves (its group shuts down):
+          // the whole forward, or the embedding's gather alone (without prefetch), out-of-range
+          // token ids then failing its lookup.
+          if (d.rank() == 1 && !in_backward) o.prefetch = false;
+          auto model = make_llama(tiny(), 7);
+          model->activation_checkpointing = in_backward;
+          ShardedModel sm(model, d, w, o);
           auto b = rows_for(global_batch(0), d.rank(), 2);
           if (d.rank() == 1) {
-            // Takes part in what rank 0 waits for first, then leaves (its group shuts down).
-            if (in_backward) {
-              sm.forward(b.tokens, b.positions, {});
-              sm.gather_unit(3);  // the head, gathered again at the start of backward
-            } else {
-              sm.gather_unit(0);
+            try {
+              sm.logits(in_backward ? b.tokens : b.tokens + tiny().vocab_size, b.positions, {});
+            } catch (const std::exception&) {
             }
             return;
           }
           try {
-            auto logits = sm.forward(b.tokens, b.positions, {});
+            auto logits = sm.logits(b.tokens, b.positions, {});
             if (in_backward) cross_entropy_sum(logits, b.targets).backward();
           } catch (const std::exception& e) {
             error = e.what();
@@ -309,7 +338,7 @@ TEST(Prefetch, PeerDyingDuringAPrefetchGivesTheNamedError) {
         },
         std::chrono::seconds(5));
     // Forward dies waiting for unit 1 (layers.0), prefetched during the embedding; backward for
-    // unit 2 (layers.1), prefetched during the head's backward.
+    // unit 2 (layers.1), prefetched during the head's backward (forward's three prefetches before).
     const std::string want = in_backward ? "all_gather_into_tensor of 'layers.1.decay' on rank 0 of 2"
                                          : "all_gather_into_tensor of 'layers.0.decay' on rank 0 of 2";
     EXPECT_NE(error.find(want), std::string::npos) << error;

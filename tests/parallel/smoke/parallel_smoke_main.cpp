@@ -1,12 +1,12 @@
-// One rank of a real multi-process job, launched by torchrun or by hand from tests/dist. It joins
+// One rank of a real multi-process job, launched by torchrun or by hand from tests/parallel. It joins
 // the world from the environment, runs every collective with checkable results, and prints
-// "dist_smoke ok rank R of N". With --die-after-first this rank exits abruptly (no teardown, like
+// "parallel_smoke ok rank R of N". With --die-after-first this rank exits abruptly (no teardown, like
 // a crash) after the first collective, so the surviving ranks' error handling can be checked.
 //
 // With --hang-after-first the rank stays alive but skips the next collectives for timeout + 3 s, so
 // its peers must time out.
 //
-// Usage: dist_smoke [--die-after-first RANK] [--hang-after-first RANK] [--timeout-s S] [--backend B]
+// Usage: parallel_smoke [--die-after-first RANK] [--hang-after-first RANK] [--timeout-s S] [--backend B]
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
@@ -16,22 +16,22 @@
 #include <string>
 #include <thread>
 
-#include "agenttune/dist/dist.h"
+#include "agenttune/parallel/process_group.h"
 
-using namespace agenttune::dist;
+using namespace agenttune::parallel;
 
 namespace {
 
 void check(bool ok, const std::string& what) {
   if (!ok) {
-    std::fprintf(stderr, "dist_smoke: check failed: %s\n", what.c_str());
+    std::fprintf(stderr, "parallel_smoke: check failed: %s\n", what.c_str());
     std::exit(3);
   }
 }
 
 int run(int argc, char** argv) {
   int die_rank = -1, hang_rank = -1;
-  DistOptions opts;
+  ProcessGroupOptions opts;
   opts.timeout = std::chrono::seconds(60);
   opts.connect_timeout = std::chrono::seconds(60);
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -39,11 +39,15 @@ int run(int argc, char** argv) {
     if (a == "--die-after-first") die_rank = std::atoi(argv[i + 1]);
     else if (a == "--hang-after-first") hang_rank = std::atoi(argv[i + 1]);
     else if (a == "--timeout-s") opts.timeout = std::chrono::seconds(std::atoi(argv[i + 1]));
-    else if (a == "--backend") opts.backend = argv[i + 1];
+    else if (a == "--backend") {
+      auto b = agenttune::parse_enum<Backend>(argv[i + 1]);
+      check(b.has_value(), std::string("--backend is one of ") + agenttune::enum_name_list<Backend>());
+      opts.backend = *b;
+    }
     else check(false, "unknown flag " + a);
   }
   WorldInfo w = world_from_env(process_env());
-  auto dist = Dist::create(w, c10::Device(c10::kCPU), opts);
+  auto dist = ProcessGroup::create(w, c10::Device(c10::kCPU), opts);
   const int r = dist->rank(), n = dist->world_size();
 
   // Sum and max of rank-dependent values.
@@ -75,7 +79,7 @@ int run(int argc, char** argv) {
   for (int i = 0; i < n; ++i) check(names[i] == fmt::format("rank-{}", i), "all_gather_bytes");
 
   dist->barrier("end");
-  std::printf("dist_smoke ok rank %d of %d (local %d of %d, %s)\n", r, n, w.local_rank, w.local_world_size,
+  std::printf("parallel_smoke ok rank %d of %d (local %d of %d, %s)\n", r, n, w.local_rank, w.local_world_size,
               w.launcher.c_str());
   return 0;
 }
@@ -86,7 +90,7 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "dist_smoke: error: %s\n", e.what());
+    std::fprintf(stderr, "parallel_smoke: error: %s\n", e.what());
     return 2;
   }
 }

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-namespace agenttune::dist {
+namespace agenttune::parallel {
 
 using Env = std::map<std::string, std::string>;
 
@@ -45,4 +45,4 @@ std::vector<std::string> expand_hostlist(std::string_view list);
 // SLURM_TASKS_PER_NODE style counts: "4(x2),3" -> {4, 4, 3}.
 std::vector<int> expand_tasks_per_node(std::string_view spec);
 
-}  // namespace agenttune::dist
+}  // namespace agenttune::parallel

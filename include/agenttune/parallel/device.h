@@ -13,7 +13,7 @@
 
 #include <string>
 
-namespace agenttune::dist {
+namespace agenttune::parallel {
 
 struct DeviceSpec {
   enum class Kind { Auto, Cpu, Accelerator } kind = Kind::Auto;
@@ -35,4 +35,4 @@ c10::Device select_device(const std::string& text, const std::string& what, int 
 // How many devices of `type` this process sees (0 when the backend is not available).
 int visible_devices(c10::DeviceType type);
 
-}  // namespace agenttune::dist
+}  // namespace agenttune::parallel

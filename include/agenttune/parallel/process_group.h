@@ -31,13 +31,28 @@
 #include <string_view>
 #include <vector>
 
-#include "agenttune/dist/rendezvous.h"
+#include "agenttune/config/scalars.h"
+#include "agenttune/parallel/rendezvous.h"
 
-namespace agenttune::dist {
+namespace agenttune::parallel {
+// The c10d backend that carries the collectives (dist.backend).
+enum class Backend { Auto, Gloo, Nccl };
+}  // namespace agenttune::parallel
+
+namespace agenttune {
+// dist.backend's names: the only table (the config, the process group, the smoke test's flag).
+template <>
+struct EnumNames<parallel::Backend> {
+  static constexpr std::array<std::pair<parallel::Backend, std::string_view>, 3> values = {
+      {{parallel::Backend::Auto, "auto"}, {parallel::Backend::Gloo, "gloo"}, {parallel::Backend::Nccl, "nccl"}}};
+};
+}  // namespace agenttune
+
+namespace agenttune::parallel {
 
 enum class Reduce { Sum, Max, Min };
 
-class Dist;
+class ProcessGroup;
 
 // A collective in flight. wait() (once; later calls do nothing) throws the same named error as the
 // synchronous calls. Dropping a Pending without waiting leaves the collective running (the backend
@@ -51,8 +66,8 @@ class Pending {
   void wait();
 
  private:
-  friend class Dist;
-  Dist* dist_ = nullptr;
+  friend class ProcessGroup;
+  ProcessGroup* dist_ = nullptr;
   c10::intrusive_ptr<c10d::Work> work_;
   std::string op_, what_;
   std::chrono::steady_clock::time_point issued_;
@@ -60,10 +75,10 @@ class Pending {
   std::function<void()> then_;    // after completion (all_reduce of a non-contiguous tensor copies back)
 };
 
-struct DistOptions {
+struct ProcessGroupOptions {
   // auto: NCCL when the device is CUDA, Gloo otherwise, and none for a world of one. gloo | nccl
   // force one, even for a world of one.
-  std::string backend = "auto";
+  Backend backend = Backend::Auto;
   // A collective that has not finished after this long fails on every rank still waiting.
   std::chrono::milliseconds timeout = std::chrono::seconds(600);
   // How long ranks wait for each other to start (store connect and the join barrier). Model
@@ -74,20 +89,20 @@ struct DistOptions {
   std::string gloo_interface;
 };
 
-class Dist {
+class ProcessGroup {
  public:
   // Joins the job described by `world`: a TCPStore at master_addr:master_port (rank 0 serves it
   // unless torchrun's agent already does; a world of one needs no port at all), a join barrier
   // that names the missing ranks on timeout, then the backend. `device` is this rank's device
   // (cuda:<local_rank> in training, or cpu).
-  static std::unique_ptr<Dist> create(const WorldInfo& world, c10::Device device, const DistOptions& opts = {});
+  static std::unique_ptr<ProcessGroup> create(const WorldInfo& world, c10::Device device, const ProcessGroupOptions& opts = {});
 
   // Over an existing store (tests run ranks as threads sharing a HashStore or FileStore).
-  Dist(c10::intrusive_ptr<c10d::Store> store, int rank, int world_size, c10::Device device,
-       const DistOptions& opts = {});
-  ~Dist();
-  Dist(const Dist&) = delete;
-  Dist& operator=(const Dist&) = delete;
+  ProcessGroup(c10::intrusive_ptr<c10d::Store> store, int rank, int world_size, c10::Device device,
+       const ProcessGroupOptions& opts = {});
+  ~ProcessGroup();
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
 
   int rank() const { return rank_; }
   int world_size() const { return world_size_; }
@@ -96,7 +111,7 @@ class Dist {
   const std::string& backend_name() const { return backend_name_; }
   std::chrono::milliseconds timeout() const { return opts_.timeout; }
   // What the group was created with (sub-groups are created with the same).
-  const DistOptions& options() const { return opts_; }
+  const ProcessGroupOptions& options() const { return opts_; }
   // The raw c10d backend (prefer the *_async calls, which keep the named errors).
   const c10::intrusive_ptr<c10d::Backend>& backend() const { return backend_; }
   c10d::Store& store() const { return *store_; }
@@ -145,9 +160,10 @@ class Dist {
     double seconds = 0;
   };
 
-  void init_backend(const DistOptions& opts);
-  // The backend `backend` (auto | gloo | nccl) resolves to on `device`; throws when it cannot work.
-  static std::string check_backend_choice(const std::string& backend, c10::Device device);
+  void init_backend(const ProcessGroupOptions& opts);
+  // The backend's name ("gloo" or "nccl") that `backend` resolves to on `device`; throws when it
+  // cannot work there.
+  static std::string check_backend_choice(Backend backend, c10::Device device);
   template <typename F>
   Pending issue(std::string_view op, std::string_view what, std::vector<at::Tensor> keep, F&& start);
   void finish(Pending& p);
@@ -165,7 +181,7 @@ class Dist {
   int world_size_ = 1;
   c10::Device device_{c10::kCPU};
   std::string backend_name_;
-  DistOptions opts_;
+  ProcessGroupOptions opts_;
   std::chrono::milliseconds wait_limit_{0};
   bool failed_ = false;
   bool stage_on_host_ = false;
@@ -177,4 +193,4 @@ class Dist {
   std::shared_ptr<Inflight> inflight_ = std::make_shared<Inflight>();
 };
 
-}  // namespace agenttune::dist
+}  // namespace agenttune::parallel

@@ -1,4 +1,4 @@
-#include "agenttune/dist/memory_plan.h"
+#include "agenttune/parallel/memory_plan.h"
 
 #include <c10/core/ScalarType.h>
 
@@ -7,13 +7,12 @@
 
 #include "agenttune/model/flops.h"
 #include "agenttune/model/loss.h"
+#include "agenttune/parallel/shard_layout.h"
 #include "agenttune/util/error.h"
 
-namespace agenttune::dist {
+namespace agenttune::parallel {
 
 namespace {
-
-int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // Element counts of ShardedModel's flat groups, unit by unit, in its build order.
 std::vector<std::vector<int64_t>> unit_groups(const LlamaConfig& c) {
@@ -47,14 +46,10 @@ int64_t layer_activation_bytes_per_token(const LlamaConfig& c, c10::ScalarType c
   return norms + attention + mlp;
 }
 
-MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
-  const auto& c = in.model;
-  if (c.tie_word_embeddings)
-    fail("sharded training of a model with tied embeddings is not supported (Llama-2 is untied)");
-  if (in.world < 1 || in.gpus_per_node < 1 || in.seq_len < 1 || in.micro_batch < 1 || in.grad_accum < 1)
-    fail("plan: world, gpus per node, seq_len, micro-batch and accumulation must be positive");
-  const bool sharded_units = in.strategy == ShardStrategy::FullShard || in.strategy == ShardStrategy::HybridShard;
-  MemoryPlan p;
+namespace {
+
+// The shard group and the replicas of the strategy, as ShardedModel forms them.
+void plan_groups(const MemoryPlanInput& in, MemoryPlan& p) {
   switch (in.strategy) {
     case ShardStrategy::NoShard: p.shard_world = 1; break;
     case ShardStrategy::HybridShard: {
@@ -66,22 +61,25 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
     default: p.shard_world = in.world;
   }
   p.replicas = in.strategy == ShardStrategy::NoShard ? in.world : in.world / p.shard_world;
-  // A shard group of one keeps every unit resident (ShardedModel::per_unit).
-  const bool per_unit = sharded_units && p.shard_world > 1;
-  const bool resident = !per_unit;
+}
 
+// Parameters (masters, gathered), optimizer state and gradients, from the groups' shard layouts.
+void plan_parameters(const MemoryPlanInput& in, bool per_unit, MemoryPlan& p) {
+  const bool resident = !per_unit;
   const int64_t S = p.shard_world;
   const int64_t s = c10::elementSize(in.compute_dtype);
   int64_t groups = 0, largest_unit_numel = 0, last_unit = 0, last_group = 0;
-  for (const auto& unit : unit_groups(c)) {
+  for (const auto& unit : unit_groups(in.model)) {
     int64_t unit_padded = 0, unit_numel = 0;
     for (int64_t n : unit) {
+      const ShardLayout group(n, S);
       p.numel += n;
       unit_numel += n;
-      unit_padded += round_up(n, S);
-      p.largest_group_padded = std::max(p.largest_group_padded, round_up(n, S));
-      p.largest_group_pair_padded = std::max(p.largest_group_pair_padded, last_group + round_up(n, S));
-      last_group = round_up(n, S);
+      unit_padded += group.padded();
+      p.shard_numel += group.shard_numel();
+      p.largest_group_padded = std::max(p.largest_group_padded, group.padded());
+      p.largest_group_pair_padded = std::max(p.largest_group_pair_padded, last_group + group.padded());
+      last_group = group.padded();
       ++groups;
     }
     p.padded += unit_padded;
@@ -90,7 +88,6 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
     last_unit = unit_padded;
     largest_unit_numel = std::max(largest_unit_numel, unit_numel);
   }
-  p.shard_numel = p.padded / S;
 
   p.master = 4 * p.shard_numel;
   p.optimizer = 2 * 4 * p.shard_numel + 4 * groups;
@@ -117,7 +114,12 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
     // no_shard's flat buffer becomes the shard grad; by the last group all others are fp32 already.
     p.compute_grads = s * (p.largest_group_padded);
   }
+}
 
+// One micro-batch's activations, and the peaks of forward and backward.
+void plan_activations(const MemoryPlanInput& in, bool per_unit, MemoryPlan& p) {
+  const auto& c = in.model;
+  const int64_t s = c10::elementSize(in.compute_dtype);
   const int64_t BT = in.micro_batch * in.seq_len;
   p.checkpointing = in.activation_checkpointing;
   p.tokens = 8 * BT;
@@ -146,9 +148,13 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
   const int64_t first_unit_backward = per_unit ? p.compute_grads + p.grad_flat : 0;
   p.forward_peak = p.params() + p.optimizer + p.activations_peak + carried + first_unit_backward;
   p.backward_peak = p.params() + p.optimizer + p.grads();
+}
 
-  // Communication per optimizer step. A collective whose group spans nodes runs at the network's
-  // speed; one inside a node at NVLink's.
+// Communication and compute per optimizer step. A collective whose group spans nodes runs at the
+// network's speed; one inside a node at NVLink's.
+void plan_time(const MemoryPlanInput& in, const Hardware& hw, MemoryPlan& p) {
+  const int64_t S = p.shard_world;
+  const int64_t s = c10::elementSize(in.compute_dtype);
   const double P = static_cast<double>(p.padded), A = static_cast<double>(in.grad_accum);
   const bool group_spans_nodes = S > in.gpus_per_node;
   double shard_group_bytes = 0, replica_bytes = 0;
@@ -159,7 +165,7 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
       shard_group_bytes =
           A * gather_or_scatter(((in.reshard_after_forward || in.activation_checkpointing ? 2.0 : 1.0) * s + 4.0) * P, S);
       // Replicas all-reduce the fp32 shard grads once per step.
-      replica_bytes = 2.0 * gather_or_scatter(4.0 * P / S, p.replicas);
+      replica_bytes = 2.0 * gather_or_scatter(4.0 * static_cast<double>(p.shard_numel), p.replicas);
       break;
     case ShardStrategy::ShardGradOp:
       shard_group_bytes = gather_or_scatter((4.0 + s) * P, S);  // reduce-scatter + post-step gather
@@ -173,9 +179,26 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
   (in.world > in.gpus_per_node ? p.inter_bytes : p.intra_bytes) += replica_bytes;
   p.comm_s = p.intra_bytes / (hw.intra_node_gbs * 1e9) + p.inter_bytes / (hw.inter_node_gbs * 1e9);
 
-  p.flops = training_flops_per_token(c, in.seq_len).full * static_cast<double>(BT) * A;
+  p.flops = training_flops_per_token(in.model, in.seq_len).full * static_cast<double>(in.micro_batch * in.seq_len) * A;
   p.compute_s = p.flops / (hw.peak_tflops * 1e12);
+}
+
+}  // namespace
+
+MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
+  if (in.model.tie_word_embeddings)
+    fail("sharded training of a model with tied embeddings is not supported (Llama-2 is untied)");
+  if (in.world < 1 || in.gpus_per_node < 1 || in.seq_len < 1 || in.micro_batch < 1 || in.grad_accum < 1)
+    fail("plan: world, gpus per node, seq_len, micro-batch and accumulation must be positive");
+  MemoryPlan p;
+  plan_groups(in, p);
+  // A shard group of one keeps every unit resident (ShardedModel::per_unit).
+  const bool sharded_units = in.strategy == ShardStrategy::FullShard || in.strategy == ShardStrategy::HybridShard;
+  const bool per_unit = sharded_units && p.shard_world > 1;
+  plan_parameters(in, per_unit, p);
+  plan_activations(in, per_unit, p);
+  plan_time(in, hw, p);
   return p;
 }
 
-}  // namespace agenttune::dist
+}  // namespace agenttune::parallel

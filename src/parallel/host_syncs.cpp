@@ -1,4 +1,4 @@
-#include "agenttune/dist/host_syncs.h"
+#include "agenttune/parallel/host_syncs.h"
 
 #include "agenttune/util/error.h"
 
@@ -9,7 +9,7 @@
 
 #include <atomic>
 
-namespace agenttune::dist {
+namespace agenttune::parallel {
 
 namespace {
 
@@ -76,4 +76,4 @@ int64_t HostSyncCounter::stop() {
 
 const std::string& HostSyncCounter::first_site() const { return impl_->handler.first_site; }
 
-}  // namespace agenttune::dist
+}  // namespace agenttune::parallel

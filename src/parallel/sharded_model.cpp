@@ -1,4 +1,4 @@
-#include "agenttune/dist/sharded_model.h"
+#include "agenttune/parallel/sharded_model.h"
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -10,7 +10,7 @@
 
 #include "agenttune/util/error.h"
 
-namespace agenttune::dist {
+namespace agenttune::parallel {
 
 namespace {
 
@@ -28,6 +28,10 @@ void alloc_storage(const at::Tensor& t) {
   s->set_data_ptr_noswap(s->allocator()->allocate(bytes));
   s->set_nbytes(bytes);
 }
+
+}  // namespace
+
+namespace detail {
 
 // One sharded unit. Forward gathers its parameters, runs it and frees them (or keeps them for
 // backward when dist.reshard_after_forward is off). Backward re-gathers them and either walks the
@@ -102,7 +106,26 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
   }
 };
 
-}  // namespace
+}  // namespace detail
+
+at::Tensor clip_grad_norm(const std::vector<at::Tensor>& all_grads, double max_norm, c10::Device device,
+                          ProcessGroup* sum_over) {
+  at::NoGradGuard ng;
+  std::vector<at::Tensor> grads;
+  for (const auto& g : all_grads)
+    if (g.defined()) grads.push_back(g);
+  // Per tensor in fp32 (one fused pass over the grads, as torch's clip_grad_norm_), combined in fp64.
+  at::Tensor sq = grads.empty() ? at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device))
+                                : at::stack(at::_foreach_norm(grads, 2)).to(at::kDouble).pow(2).sum();
+  if (sum_over) sum_over->all_reduce(sq, Reduce::Sum, "grad_norm");
+  at::Tensor norm = sq.sqrt();
+  if (max_norm <= 0) return norm;
+  // Scaling by exactly 1 changes no bit, so the grads are always multiplied: deciding on the host
+  // whether to clip would cost a sync. A non-finite norm leaves them as they are (the step is skipped).
+  auto factor = at::where(at::isfinite(norm), (max_norm / (norm + 1e-6)).clamp_max(1.0), at::ones_like(norm));
+  for (auto& g : grads) g.mul_(factor);
+  return norm;
+}
 
 ShardStrategy parse_shard_strategy(const std::string& s) {
   if (auto v = parse_enum<ShardStrategy>(s)) return *v;
@@ -111,7 +134,7 @@ ShardStrategy parse_shard_strategy(const std::string& s) {
 
 std::string shard_strategy_name(ShardStrategy s) { return enum_name(s); }
 
-ShardedModel::ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& world, ShardOptions opts,
+ShardedModel::ShardedModel(LlamaForCausalLM model, ProcessGroup& dist, const WorldInfo& world, ShardOptions opts,
                            const WeightSlices& weights)
     : model_(std::move(model)), dist_(dist), opts_(opts) {
   if (model_->config().tie_word_embeddings)
@@ -124,11 +147,11 @@ ShardedModel::ShardedModel(LlamaForCausalLM model, Dist& dist, const WorldInfo& 
     // Sub-groups share the job's store under their own prefixes.
     auto store = c10::make_intrusive<c10d::PrefixStore>("shard" + std::to_string(shard_id),
                                                         c10::intrusive_ptr<c10d::Store>::reclaim_copy(&dist_.store()));
-    const DistOptions& o = dist_.options();  // the job's own choices: backend, timeouts
-    shard_group_ = std::make_unique<Dist>(store, dist_.rank() % g, g, dist_.device(), o);
+    const ProcessGroupOptions& o = dist_.options();  // the job's own choices: backend, timeouts
+    shard_group_ = std::make_unique<ProcessGroup>(store, dist_.rank() % g, g, dist_.device(), o);
     auto rstore = c10::make_intrusive<c10d::PrefixStore>("replica" + std::to_string(replica_id),
                                                          c10::intrusive_ptr<c10d::Store>::reclaim_copy(&dist_.store()));
-    replica_group_ = std::make_unique<Dist>(rstore, dist_.rank() / g, dist_.world_size() / g, dist_.device(), o);
+    replica_group_ = std::make_unique<ProcessGroup>(rstore, dist_.rank() / g, dist_.world_size() / g, dist_.device(), o);
   }
   build_groups(weights);
 }
@@ -151,7 +174,8 @@ int ShardedModel::shard_rank() const {
   }
 }
 
-at::Tensor ShardedModel::read_slice(const FlatGroup& g, int64_t lo, int64_t len, const WeightSlices& weights) const {
+at::Tensor ShardedModel::read_slice(const FlatGroup& g, const WeightSlices& weights) const {
+  const int64_t lo = g.layout.offset(shard_rank()), len = g.layout.shard_numel();
   std::vector<at::Tensor> parts;
   int64_t have = 0;
   for (size_t k = 0; k < g.params.size(); ++k) {
@@ -183,7 +207,6 @@ void ShardedModel::build_groups(const WeightSlices& weights) {
   num_units_ = units.size();
 
   at::NoGradGuard ng;
-  const int64_t S = shard_world();
   for (size_t u = 0; u < units.size(); ++u) {
     for (bool decay : {true, false}) {
       FlatGroup g;
@@ -192,17 +215,17 @@ void ShardedModel::build_groups(const WeightSlices& weights) {
       g.name = (u == 0 ? std::string("embed") : u + 1 == units.size() ? std::string("head")
                                                                          : "layers." + std::to_string(u - 1)) +
                (decay ? ".decay" : ".no_decay");
+      int64_t numel = 0;
       for (auto& [name, p] : units[u]) {
         if ((p.dim() >= 2) != decay) continue;
-        g.params.push_back({name, p.sizes().vec(), g.numel, p.numel()});
+        g.params.push_back({name, p.sizes().vec(), numel, p.numel()});
         g.module_params.push_back(p);
-        g.numel += p.numel();
+        numel += p.numel();
       }
       if (g.params.empty()) continue;
-      g.padded = (g.numel + S - 1) / S * S;
-      const int64_t len = g.padded / S;
+      g.layout = ShardLayout(numel, shard_world());
       // Only this rank's slice is read and reaches the device; the model's own storage goes below.
-      g.shard = read_slice(g, shard_rank() * len, len, weights).to(dist_.device()).requires_grad_(true);
+      g.shard = read_slice(g, weights).to(dist_.device()).requires_grad_(true);
       groups_.push_back(std::move(g));
     }
   }
@@ -233,7 +256,7 @@ bool ShardedModel::per_unit() const {
          shard_world() > 1;
 }
 
-Dist& ShardedModel::shard_dist() { return opts_.strategy == ShardStrategy::HybridShard ? *shard_group_ : dist_; }
+ProcessGroup& ShardedModel::shard_dist() { return opts_.strategy == ShardStrategy::HybridShard ? *shard_group_ : dist_; }
 
 // Allocates the group's compute-dtype buffer, points the module's parameters at it and starts
 // filling it; the views must not be read before `gathering` is waited on.
@@ -251,7 +274,7 @@ void ShardedModel::issue_gather(FlatGroup& g) {
   if (shard_world() == 1) {
     g.full = local;
   } else {
-    g.full = at::empty({g.padded}, local.options());
+    g.full = at::empty({g.layout.padded()}, local.options());
     g.gathering = shard_dist().all_gather_into_tensor_async(g.full, local, g.name);
   }
   for (size_t k = 0; k < g.params.size(); ++k)
@@ -332,7 +355,7 @@ at::Tensor ShardedModel::flatten_grads(const FlatGroup& g, const std::vector<at:
     const auto& gr = grads[k];
     parts.push_back(gr.defined() ? gr.to(at::kFloat).reshape({-1}) : at::zeros({g.params[k].numel}, g.shard.options()));
   }
-  if (g.padded > g.numel) parts.push_back(at::zeros({g.padded - g.numel}, g.shard.options()));
+  if (g.layout.padding() > 0) parts.push_back(at::zeros({g.layout.padding()}, g.shard.options()));
   return at::cat(parts);
 }
 
@@ -348,7 +371,7 @@ void ShardedModel::issue_grad_reduce(size_t gi, const at::Tensor& flat_grad, boo
   if (opts_.strategy == ShardStrategy::NoShard) {
     if (dist_.world_size() > 1) f.pending = dist_.all_reduce_async(f.reduced, Reduce::Sum, g.name + " grads");
   } else if (shard_world() > 1) {
-    f.reduced = at::empty({g.padded / shard_world()}, flat_grad.options());
+    f.reduced = at::empty({g.layout.shard_numel()}, flat_grad.options());
     f.pending = shard_dist().reduce_scatter_tensor_async(f.reduced, flat_grad, g.name + " grads");
   }
   grads_in_flight_.push_back(std::move(f));
@@ -382,14 +405,18 @@ void ShardedModel::reduce_unit_grads(size_t unit, const std::vector<at::Tensor>&
   land_grads(std::min(earlier, grads_in_flight_.size()));
 }
 
-at::Tensor ShardedModel::run(const at::Tensor& tokens) {
+at::Tensor ShardedModel::run(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec,
+                             const at::Tensor& targets, int64_t trained) {
+  in_ = model_->unit_inputs(positions.to(dist_.device()), opts_.compute_dtype, spec);
+  if (targets.defined()) in_.targets = targets.to(dist_.device());
+  in_.trained = trained;
   return model_->run_units(tokens.to(dist_.device()), in_, [this](size_t u, const at::Tensor& h) {
     if (per_unit() && at::GradMode::is_enabled()) {
       auto gs = unit_groups(u);
       // Autograd wants defined inputs; a one-group unit passes its shard twice (the function
       // gives the shards no autograd gradient either way, see UnitFunction::backward).
       at::Tensor s0 = groups_[gs[0]].shard, s1 = gs.size() > 1 ? groups_[gs[1]].shard : s0;
-      return UnitFunction::apply(h, s0, s1, static_cast<int64_t>(u), reinterpret_cast<int64_t>(this));
+      return detail::UnitFunction::apply(h, s0, s1, static_cast<int64_t>(u), reinterpret_cast<int64_t>(this));
     }
     gather_unit(u);
     prefetch_unit(static_cast<int64_t>(u) + 1);
@@ -399,18 +426,13 @@ at::Tensor ShardedModel::run(const at::Tensor& tokens) {
   });
 }
 
-at::Tensor ShardedModel::forward(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec) {
-  return loss_sum(tokens, positions, spec, at::Tensor());
+at::Tensor ShardedModel::logits(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec) {
+  return run(tokens, positions, spec, at::Tensor(), -1);
 }
 
-// Undefined targets: the head returns logits. in_ outlives the call: a checkpointed unit's
-// backward recomputes with it.
 at::Tensor ShardedModel::loss_sum(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec,
                                   const at::Tensor& targets, int64_t trained) {
-  in_ = model_->unit_inputs(positions.to(dist_.device()), opts_.compute_dtype, spec);
-  if (targets.defined()) in_.targets = targets.to(dist_.device());
-  in_.trained = trained;
-  return run(tokens);
+  return run(tokens, positions, spec, targets, trained);
 }
 
 void ShardedModel::finish_backward() {
@@ -440,27 +462,12 @@ void ShardedModel::finish_backward() {
   }
 }
 
-double ShardedModel::clip_grad_norm(double max_norm) { return clip_grad_norm_on_device(max_norm).item<double>(); }
-
-at::Tensor ShardedModel::clip_grad_norm_on_device(double max_norm) {
+at::Tensor ShardedModel::clip_grad_norm(double max_norm) {
   land_all_grads();  // nothing in flight after finish_backward; a guard for callers that skip it
-  at::NoGradGuard ng;
-  // Per group in fp32 (one fused pass over the grads, as torch's clip_grad_norm_), combined in fp64.
   std::vector<at::Tensor> grads;
-  for (auto& g : groups_)
-    if (g.shard.grad().defined()) grads.push_back(g.shard.grad());
-  at::Tensor sq = grads.empty() ? at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dist_.device()))
-                                : at::stack(at::_foreach_norm(grads, 2)).to(at::kDouble).pow(2).sum();
+  for (auto& g : groups_) grads.push_back(g.shard.grad());
   // Each shard group holds the whole gradient once; replicas hold copies, so only the shard group sums.
-  if (shard_world() > 1) shard_dist().all_reduce(sq, Reduce::Sum, "grad_norm");
-  at::Tensor norm = sq.sqrt();
-  if (max_norm <= 0) return norm;
-  // Scaling by exactly 1 changes no bit, so the grads are always multiplied: deciding on the host
-  // whether to clip would cost a sync. A non-finite norm leaves them as they are (the step is skipped).
-  auto factor = at::where(at::isfinite(norm), (max_norm / (norm + 1e-6)).clamp_max(1.0), at::ones_like(norm));
-  for (auto& g : groups_)
-    if (g.shard.grad().defined()) g.shard.mutable_grad().mul_(factor);
-  return norm;
+  return parallel::clip_grad_norm(grads, max_norm, dist_.device(), shard_world() > 1 ? &shard_dist() : nullptr);
 }
 
 void ShardedModel::after_optimizer_step() {
@@ -490,37 +497,28 @@ nlohmann::json ShardedModel::layout() const {
   for (const auto& g : groups_) {
     nlohmann::json params = nlohmann::json::array();
     for (const auto& p : g.params) params.push_back({{"name", p.name}, {"shape", p.shape}, {"offset", p.offset}});
-    groups.push_back({{"name", g.name}, {"unit", g.unit}, {"decay", g.decay}, {"numel", g.numel}, {"params", params}});
+    groups.push_back({{"name", g.name}, {"unit", g.unit}, {"decay", g.decay}, {"numel", g.layout.numel()}, {"params", params}});
   }
   return {{"strategy", shard_strategy_name(opts_.strategy)}, {"shard_world", shard_world()}, {"groups", groups}};
 }
 
-void ShardedModel::load_full_groups(const std::function<at::Tensor(const std::string&, int64_t)>& full_of) {
-  at::NoGradGuard ng;
-  const int64_t S = shard_world();
-  for (auto& g : groups_) {
-    auto full = full_of(g.name, g.numel).to(at::kFloat).reshape({-1});
-    if (full.numel() != g.numel) fail("checkpoint group '{}' has {} elements, the model {}", g.name, full.numel(), g.numel);
-    if (g.padded > g.numel) full = at::cat({full, at::zeros({g.padded - g.numel}, full.options())});
-    int64_t len = g.padded / S;
-    g.shard.copy_(full.narrow(0, shard_rank() * len, len));
+NamedTensors ShardedModel::own_slices(const FullGroup& full_of) const {
+  NamedTensors out;
+  for (const auto& g : groups_) {
+    auto full = full_of(g.name, g.layout.numel()).to(at::kFloat).reshape({-1});
+    if (full.numel() != g.layout.numel())
+      fail("checkpoint group '{}' has {} elements, the model {}", g.name, full.numel(), g.layout.numel());
+    out.emplace_back(g.name, g.layout.slice(full, shard_rank()));
   }
+  return out;
+}
+
+void ShardedModel::load_full_groups(const FullGroup& full_of) {
+  at::NoGradGuard ng;
+  auto slices = own_slices(full_of);
+  for (size_t gi = 0; gi < groups_.size(); ++gi) groups_[gi].shard.copy_(slices[gi].second);
   for (size_t u = 0; u < num_units_; ++u) free_unit(u);
   after_optimizer_step();
 }
 
-NamedTensors ShardedModel::gather_group_params(size_t gi) {
-  auto& g = groups_[gi];
-  at::NoGradGuard ng;
-  auto local = g.shard.detach();
-  at::Tensor full = local;
-  if (shard_world() > 1) {
-    full = at::empty({g.padded}, local.options());
-    shard_dist().all_gather_into_tensor(full, local, g.name);
-  }
-  NamedTensors out;
-  for (const auto& p : g.params) out.emplace_back(p.name, full.narrow(0, p.offset, p.numel).view(p.shape).cpu().clone());
-  return out;
-}
-
-}  // namespace agenttune::dist
+}  // namespace agenttune::parallel

@@ -1,4 +1,4 @@
-#include "agenttune/dist/dist.h"
+#include "agenttune/parallel/process_group.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -22,10 +22,10 @@
 #include "agenttune/util/strings.h"
 
 #ifndef USE_C10D_GLOO
-#error "agenttune_dist needs LibTorch built with Gloo (USE_C10D_GLOO comes with the torch CMake target)"
+#error "agenttune_parallel needs LibTorch built with Gloo (USE_C10D_GLOO comes with the torch CMake target)"
 #endif
 
-namespace agenttune::dist {
+namespace agenttune::parallel {
 namespace {
 
 using ms = std::chrono::milliseconds;
@@ -88,7 +88,7 @@ void join(c10d::Store& store, int rank, int world, ms timeout, const std::string
 
 }  // namespace
 
-std::unique_ptr<Dist> Dist::create(const WorldInfo& world, c10::Device device, const DistOptions& opts) {
+std::unique_ptr<ProcessGroup> ProcessGroup::create(const WorldInfo& world, c10::Device device, const ProcessGroupOptions& opts) {
   c10::intrusive_ptr<c10d::Store> store;
   const std::string where = fmt::format(" (store {}:{})", world.master_addr, world.master_port);
   if (world.world_size == 1 && !world.agent_store) {
@@ -117,19 +117,19 @@ std::unique_ptr<Dist> Dist::create(const WorldInfo& world, c10::Device device, c
   // torchrun reuses its agent's store across restarts; a per-attempt prefix keeps attempts apart.
   auto scoped = c10::make_intrusive<c10d::PrefixStore>(fmt::format("agenttune/{}", world.restart_count), store);
   join(*scoped, world.rank, world.world_size, opts.connect_timeout, where);
-  auto d = std::make_unique<Dist>(scoped, world.rank, world.world_size, device, opts);
+  auto d = std::make_unique<ProcessGroup>(scoped, world.rank, world.world_size, device, opts);
   log::info("dist: {} on {} via {}", world.describe(), device.str(), d->backend_name());
   return d;
 }
 
-Dist::Dist(c10::intrusive_ptr<c10d::Store> store, int rank, int world_size, c10::Device device,
-           const DistOptions& opts)
+ProcessGroup::ProcessGroup(c10::intrusive_ptr<c10d::Store> store, int rank, int world_size, c10::Device device,
+           const ProcessGroupOptions& opts)
     : store_(std::move(store)), rank_(rank), world_size_(world_size), device_(device), opts_(opts) {
   if (world_size < 1 || rank < 0 || rank >= world_size)
     fail("process group: rank {} is not within a world of {}", rank, world_size);
   join(*store_, rank_, world_size_, opts_.connect_timeout, "");
   check_backend_choice(opts.backend, device_);  // a wrong choice is wrong at any world size
-  if (world_size_ == 1 && opts.backend == "auto") {
+  if (world_size_ == 1 && opts.backend == Backend::Auto) {
     // Nobody to talk to: every collective is the identity (or a copy), done in place below, so a
     // one-process run creates no communicator and never waits on one. A backend named explicitly
     // is created even so (the GPU suite runs NCCL this way on its one GPU).
@@ -144,18 +144,17 @@ Dist::Dist(c10::intrusive_ptr<c10d::Store> store, int rank, int world_size, c10:
   barrier("startup");
 }
 
-Dist::~Dist() { shutdown(); }
+ProcessGroup::~ProcessGroup() { shutdown(); }
 
-std::string Dist::check_backend_choice(const std::string& backend, c10::Device device) {
-  std::string name = backend;
-  if (name == "auto") name = device.is_cuda() ? "nccl" : "gloo";
-  if (name != "gloo" && name != "nccl") fail("dist.backend '{}' is not one of auto, gloo, nccl", backend);
-  if (name == "nccl" && !device.is_cuda())
+std::string ProcessGroup::check_backend_choice(Backend backend, c10::Device device) {
+  if (backend == Backend::Auto) backend = device.is_cuda() ? Backend::Nccl : Backend::Gloo;
+  const std::string name = enum_name(backend);
+  if (backend == Backend::Nccl && !device.is_cuda())
     fail("dist.backend 'nccl' needs a CUDA device; this rank runs on {} (use gloo)", device.str());
   return name;
 }
 
-void Dist::init_backend(const DistOptions& opts) {
+void ProcessGroup::init_backend(const ProcessGroupOptions& opts) {
   const std::string name = check_backend_choice(opts.backend, device_);
   backend_name_ = name;
   try {
@@ -191,7 +190,7 @@ void Dist::init_backend(const DistOptions& opts) {
   }
 }
 
-void Dist::shutdown() {
+void ProcessGroup::shutdown() {
   if (!backend_) return;
   try {
     // A failed group may have a peer that will never answer; abort instead of draining.
@@ -204,7 +203,7 @@ void Dist::shutdown() {
 }
 
 template <typename F>
-Pending Dist::issue(std::string_view op, std::string_view what, std::vector<at::Tensor> keep, F&& start) {
+Pending ProcessGroup::issue(std::string_view op, std::string_view what, std::vector<at::Tensor> keep, F&& start) {
   if (failed_) fail("{} of '{}' on rank {} of {}: the process group already failed", op, what, rank_, world_size_);
   if (!backend_) fail("{} of '{}' on rank {} of {}: the process group is shut down", op, what, rank_, world_size_);
   Pending p;
@@ -229,7 +228,7 @@ Pending Dist::issue(std::string_view op, std::string_view what, std::vector<at::
 
 // Gloo completes a work on its own thread and runs its future's callbacks there: that moment ends
 // the collective's time in flight.
-void Dist::track_inflight(const Pending& p) {
+void ProcessGroup::track_inflight(const Pending& p) {
   auto inf = inflight_;
   {
     std::lock_guard<std::mutex> lock(inf->mu);
@@ -247,7 +246,7 @@ void Pending::wait() {
   dist_->finish(*this);
 }
 
-void Dist::finish(Pending& p) {
+void ProcessGroup::finish(Pending& p) {
   auto t0 = std::chrono::steady_clock::now();
   try {
     if (backend_name_ == "nccl") {
@@ -269,7 +268,7 @@ void Dist::finish(Pending& p) {
   if (p.then_) std::exchange(p.then_, nullptr)();
 }
 
-void Dist::fail_collective(const Pending& p, const std::exception& e) {
+void ProcessGroup::fail_collective(const Pending& p, const std::exception& e) {
   failed_ = true;
   auto took = std::chrono::duration_cast<ms>(std::chrono::steady_clock::now() - p.issued_);
   std::string msg = cause(e);
@@ -282,7 +281,7 @@ void Dist::fail_collective(const Pending& p, const std::exception& e) {
        name, rank_, world_size_, took.count() / 1000.0, backend_name_, msg);
 }
 
-void Dist::drain() {
+void ProcessGroup::drain() {
   if (!last_work_ || backend_name_ != "nccl") return;
   // Collectives on one communicator complete in issue order: the last one done means all are.
   Pending p;
@@ -300,7 +299,7 @@ void Dist::drain() {
   last_work_.reset();
 }
 
-double Dist::inflight_seconds() const {
+double ProcessGroup::inflight_seconds() const {
   if (backend_name_ != "gloo") return std::nan("");
   std::lock_guard<std::mutex> lock(inflight_->mu);
   double s = inflight_->seconds;
@@ -309,14 +308,14 @@ double Dist::inflight_seconds() const {
   return s;
 }
 
-at::Tensor Dist::on_device(const at::Tensor& cpu) const { return cpu.to(device_); }
+at::Tensor ProcessGroup::on_device(const at::Tensor& cpu) const { return cpu.to(device_); }
 
-at::Tensor Dist::for_backend(const at::Tensor& t) const {
+at::Tensor ProcessGroup::for_backend(const at::Tensor& t) const {
   if (stage_on_host_ && !t.is_cpu()) return t.to(at::kCPU).contiguous();
   return t.is_contiguous() ? t : t.contiguous();
 }
 
-Pending Dist::all_reduce_async(at::Tensor& t, Reduce op, std::string_view what) {
+Pending ProcessGroup::all_reduce_async(at::Tensor& t, Reduce op, std::string_view what) {
   if (local()) return {};
   std::vector<at::Tensor> ts{for_backend(t)};
   c10d::AllreduceOptions o;
@@ -326,9 +325,9 @@ Pending Dist::all_reduce_async(at::Tensor& t, Reduce op, std::string_view what) 
   return p;
 }
 
-void Dist::all_reduce(at::Tensor& t, Reduce op, std::string_view what) { all_reduce_async(t, op, what).wait(); }
+void ProcessGroup::all_reduce(at::Tensor& t, Reduce op, std::string_view what) { all_reduce_async(t, op, what).wait(); }
 
-double Dist::all_reduce(double value, Reduce op, std::string_view what) {
+double ProcessGroup::all_reduce(double value, Reduce op, std::string_view what) {
   if (local()) return value;
   auto t = on_device(at::full({1}, value, at::kDouble));
   all_reduce(t, op, what);
@@ -336,7 +335,7 @@ double Dist::all_reduce(double value, Reduce op, std::string_view what) {
   return t.item<double>();
 }
 
-void Dist::broadcast(at::Tensor& t, int root, std::string_view what) {
+void ProcessGroup::broadcast(at::Tensor& t, int root, std::string_view what) {
   if (root < 0 || root >= world_size_)
     fail("broadcast of '{}': root {} is not a rank of a world of {}", what, root, world_size_);
   if (local()) return;
@@ -347,14 +346,14 @@ void Dist::broadcast(at::Tensor& t, int root, std::string_view what) {
   if (!ts[0].is_same(t)) t.copy_(ts[0]);
 }
 
-void Dist::barrier(std::string_view what) {
+void ProcessGroup::barrier(std::string_view what) {
   if (local()) return;
   c10d::BarrierOptions o;
   if (device_.is_cuda()) o.device_ids = {device_.index()};
   issue("barrier", what, {}, [&] { return backend_->barrier(o); }).wait();
 }
 
-Pending Dist::all_gather_into_tensor_async(at::Tensor& out, const at::Tensor& in, std::string_view what) {
+Pending ProcessGroup::all_gather_into_tensor_async(at::Tensor& out, const at::Tensor& in, std::string_view what) {
   if (out.numel() != in.numel() * world_size_ || out.scalar_type() != in.scalar_type() || !out.is_contiguous())
     fail("all_gather_into_tensor of '{}': output must be contiguous {} with {} x {} elements, got {} {}", what,
          c10::toString(in.scalar_type()), world_size_, in.numel(), c10::toString(out.scalar_type()), out.numel());
@@ -370,11 +369,11 @@ Pending Dist::all_gather_into_tensor_async(at::Tensor& out, const at::Tensor& in
   return p;
 }
 
-void Dist::all_gather_into_tensor(at::Tensor& out, const at::Tensor& in, std::string_view what) {
+void ProcessGroup::all_gather_into_tensor(at::Tensor& out, const at::Tensor& in, std::string_view what) {
   all_gather_into_tensor_async(out, in, what).wait();
 }
 
-Pending Dist::reduce_scatter_tensor_async(at::Tensor& out, const at::Tensor& in, std::string_view what) {
+Pending ProcessGroup::reduce_scatter_tensor_async(at::Tensor& out, const at::Tensor& in, std::string_view what) {
   if (in.numel() != out.numel() * world_size_ || out.scalar_type() != in.scalar_type() || !out.is_contiguous())
     fail("reduce_scatter_tensor of '{}': input must be {} with {} x {} elements, got {} {}", what,
          c10::toString(out.scalar_type()), world_size_, out.numel(), c10::toString(in.scalar_type()), in.numel());
@@ -401,11 +400,11 @@ Pending Dist::reduce_scatter_tensor_async(at::Tensor& out, const at::Tensor& in,
   return issue("reduce_scatter_tensor", what, {out, src}, [&] { return backend_->_reduce_scatter_base(out, src, o); });
 }
 
-void Dist::reduce_scatter_tensor(at::Tensor& out, const at::Tensor& in, std::string_view what) {
+void ProcessGroup::reduce_scatter_tensor(at::Tensor& out, const at::Tensor& in, std::string_view what) {
   reduce_scatter_tensor_async(out, in, what).wait();
 }
 
-std::vector<std::string> Dist::all_gather_bytes(std::string_view bytes, std::string_view what) {
+std::vector<std::string> ProcessGroup::all_gather_bytes(std::string_view bytes, std::string_view what) {
   if (local()) return {std::string(bytes)};
   // Lengths first, then one padded buffer per rank: the flat all-gather needs equal sizes.
   auto len = on_device(at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong));
@@ -427,4 +426,4 @@ std::vector<std::string> Dist::all_gather_bytes(std::string_view bytes, std::str
   return out;
 }
 
-}  // namespace agenttune::dist
+}  // namespace agenttune::parallel

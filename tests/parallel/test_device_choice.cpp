@@ -2,11 +2,11 @@
 // starts on the right GPUs, checked without any.
 #include <gtest/gtest.h>
 
-#include "agenttune/dist/device.h"
+#include "agenttune/parallel/device.h"
 #include "error_of.h"
 
 using namespace agenttune;
-using namespace agenttune::dist;
+using namespace agenttune::parallel;
 
 namespace {
 

@@ -1,11 +1,11 @@
-#include "agenttune/dist/device.h"
+#include "agenttune/parallel/device.h"
 
 #include <ATen/Context.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include "agenttune/util/error.h"
 
-namespace agenttune::dist {
+namespace agenttune::parallel {
 
 namespace {
 
@@ -77,4 +77,4 @@ c10::Device select_device(const std::string& text, const std::string& what, int 
   return d;
 }
 
-}  // namespace agenttune::dist
+}  // namespace agenttune::parallel

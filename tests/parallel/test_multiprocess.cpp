@@ -17,7 +17,7 @@ namespace t = agenttune::testing;
 
 namespace {
 
-const std::string kSmoke = AGENTTUNE_DIST_SMOKE;
+const std::string kSmoke = AGENTTUNE_PARALLEL_SMOKE;
 
 // A port that was free a moment ago (the kernel's pick); good enough for a test.
 int free_port() {
@@ -78,8 +78,8 @@ TEST(MultiProcess, TorchrunTwoRanks) {
                               kSmoke + " --timeout-s 30",
                           &out);
   EXPECT_EQ(rc, 0) << out;
-  EXPECT_TRUE(contains(out, "dist_smoke ok rank 0 of 2 (local 0 of 2, torchrun)")) << out;
-  EXPECT_TRUE(contains(out, "dist_smoke ok rank 1 of 2 (local 1 of 2, torchrun)")) << out;
+  EXPECT_TRUE(contains(out, "parallel_smoke ok rank 0 of 2 (local 0 of 2, torchrun)")) << out;
+  EXPECT_TRUE(contains(out, "parallel_smoke ok rank 1 of 2 (local 1 of 2, torchrun)")) << out;
 }
 
 TEST(MultiProcess, HandLaunchWithRankZeroServingTheStore) {
@@ -87,7 +87,7 @@ TEST(MultiProcess, HandLaunchWithRankZeroServingTheStore) {
   auto ranks = launch_two("--timeout-s 30", &s);
   for (int r = 0; r < 2; ++r) {
     EXPECT_EQ(ranks[r].rc, 0) << ranks[r].log;
-    EXPECT_TRUE(contains(ranks[r].log, "dist_smoke ok rank " + std::to_string(r) + " of 2")) << ranks[r].log;
+    EXPECT_TRUE(contains(ranks[r].log, "parallel_smoke ok rank " + std::to_string(r) + " of 2")) << ranks[r].log;
   }
 }
 

@@ -1,11 +1,11 @@
-#include "agenttune/dist/rendezvous.h"
+#include "agenttune/parallel/rendezvous.h"
 
 #include <gtest/gtest.h>
 
 #include "agenttune/util/error.h"
 
 using namespace agenttune;
-using namespace agenttune::dist;
+using namespace agenttune::parallel;
 
 namespace {
 

@@ -2,7 +2,7 @@
 // `agenttune plan`: per-GPU memory, communication and a step-time lower bound for a model shape
 // under one of ShardedModel's strategies, computed from the shape alone (nothing is allocated).
 //
-// The accounting follows what src/dist/sharded_model.cpp and the Llama layer actually hold, not a
+// The accounting follows what src/parallel/sharded_model.cpp and the Llama layer actually hold, not a
 // generic ZeRO formula:
 //  - every unit's parameters live in flat groups (decayed matrices, undecayed vectors), each padded
 //    to a multiple of the shard group; a rank keeps 1/S of each as an fp32 master, its fp32 grad
@@ -22,10 +22,10 @@
 #include <cstdint>
 #include <string>
 
-#include "agenttune/dist/sharded_model.h"
+#include "agenttune/parallel/sharded_model.h"
 #include "agenttune/model/llama_config.h"
 
-namespace agenttune::dist {
+namespace agenttune::parallel {
 
 struct MemoryPlanInput {
   LlamaConfig model;
@@ -99,4 +99,4 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw = {});
 // T x T score matrix).
 int64_t layer_activation_bytes_per_token(const LlamaConfig& c, c10::ScalarType compute_dtype);
 
-}  // namespace agenttune::dist
+}  // namespace agenttune::parallel

@@ -7,12 +7,12 @@
 #include <map>
 #include <mutex>
 
-#include "agenttune/dist/sharded_model.h"
+#include "agenttune/parallel/sharded_model.h"
 #include "tiny_llama.h"
 #include "thread_ranks.h"
 
 using namespace agenttune;
-using namespace agenttune::dist;
+using namespace agenttune::parallel;
 
 namespace {
 
@@ -30,7 +30,7 @@ TEST(ShardSlices, EachRankReadsOnlyItsOwnElementsAndGetsTheSameShards) {
   std::vector<int64_t> read(3, 0);
   for (int world : {1, 3}) {
     std::fill(read.begin(), read.end(), 0);
-    agenttune::testing::run_ranks(world, [&](Dist& d, const WorldInfo& w) {
+    agenttune::testing::run_ranks(world, [&](ProcessGroup& d, const WorldInfo& w) {
       int64_t mine = 0;
       WeightSlices slices = [&](const FlatParam& p, int64_t offset, int64_t numel) {
         EXPECT_EQ(weights.at(p.name).sizes().vec(), p.shape) << p.name;
@@ -40,9 +40,10 @@ TEST(ShardSlices, EachRankReadsOnlyItsOwnElementsAndGetsTheSameShards) {
       ShardOptions o;
       ShardedModel from_slices(LlamaForCausalLM(tiny()), d, w, o, slices);  // never filled
       ShardedModel from_model(make_llama(tiny(), 9), d, w, o);
-      for (size_t g = 0; g < from_slices.num_groups(); ++g)
-        EXPECT_TRUE(at::equal(from_slices.group(g).shard, from_model.group(g).shard))
-            << from_slices.group(g).name << " rank " << d.rank();
+      auto got = from_slices.shard_params(), want = from_model.shard_params();
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t g = 0; g < got.size(); ++g)
+        EXPECT_TRUE(at::equal(got[g].second, want[g].second)) << got[g].first << " rank " << d.rank();
       std::lock_guard<std::mutex> lock(mu);
       read[static_cast<size_t>(d.rank())] = mine;
     });
