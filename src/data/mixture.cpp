@@ -119,10 +119,10 @@ void Mixture::fit_conversations(size_t i) {
     src.data.read_mask(d, 0, len, mask.data());
     FittedConversation f = fit_conversation(mask.data(), len, T, opts_.overlength);
     counts.add(f);
-    counts.trained -= f.trained;  // the manifest's total is added once below
     src.fitted.emplace(d, std::move(f.pieces));
   }
-  counts.trained += src.data.manifest().trained_tokens;
+  // Every conversation's trained tokens, not only the long ones' that add() summed.
+  counts.trained = src.data.manifest().trained_tokens;
   if (counts.over == 0) return;
   const std::string text = fmt::format("data source '{}' (data.overlength {}): {}", opts_.sources[i].name,
                                        ConfigScalar<Overlength>::format(opts_.overlength), counts.describe(T));
@@ -269,7 +269,8 @@ int64_t Mixture::place_document(int64_t filled, int64_t segment, int64_t* tokens
   // SFT corpora carry a loss mask: mask[t] says whether token t is a trained target (predicted
   // from t-1). The head is context only. The mask is read even for another rank's window: trained
   // token counts steer the mixture.
-  std::vector<uint8_t> mask(with_peek, 1);
+  auto& mask = mask_scratch_;
+  mask.assign(with_peek, 1);
   if (masked) {
     std::fill_n(mask.begin(), part.head, 0);
     src.data.read_mask(doc, part.begin, part.end - part.begin, mask.data() + part.head);
@@ -277,7 +278,8 @@ int64_t Mixture::place_document(int64_t filled, int64_t segment, int64_t* tokens
   int64_t trained = 0;
   for (int64_t k = 1; k < with_peek; ++k) trained += mask[k] != 0;
   if (tokens != nullptr) {
-    std::vector<int64_t> buf(with_peek);
+    auto& buf = ids_scratch_;
+    buf.resize(with_peek);
     if (part.head > 0) src.data.read(doc, 0, part.head, buf.data());
     src.data.read(doc, part.begin, part.end - part.begin + peek, buf.data() + part.head);
     check_ids(si, doc, 0, buf.data(), part.head);

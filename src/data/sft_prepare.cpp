@@ -133,6 +133,21 @@ void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uin
       rep.trained_tokens += s.num_trained();
     }
   };
+  auto fit_of = [&](const RenderedSample& s) {
+    return fit_conversation(s.trained.data(), static_cast<int64_t>(s.ids.size()), cfg.max_seq_len, cfg.overlength);
+  };
+  // A sample that fits is written as it is (no copy); a cut one as its pieces. `show` hands the
+  // first to inspect.
+  auto write_fitted = [&](const RenderedSample& s, const FittedConversation& fit, const Conversation& c,
+                          int64_t copies, bool show) {
+    if (!fit.cut) {
+      if (show && hooks.on_kept) hooks.on_kept(rep.name, c, s);
+      return write(s, c, copies);
+    }
+    const auto pieces = fitted_samples(s, fit);
+    if (show && hooks.on_kept) hooks.on_kept(rep.name, c, pieces.front());
+    for (const auto& piece : pieces) write(piece, c, copies);
+  };
   for (size_t b = 0; b < n; b += kBlock) {
     std::vector<size_t> idx;
     for (size_t i = b; i < std::min(n, b + kBlock); ++i) idx.push_back(i);
@@ -157,17 +172,14 @@ void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uin
         drop("untrained");
         continue;
       }
-      const auto fit = fit_conversation(s.trained.data(), static_cast<int64_t>(s.ids.size()), cfg.max_seq_len,
-                                        cfg.overlength);
+      const auto fit = fit_of(s);
       rep.overlength.add(fit);
       if (fit.dropped()) {
         drop("too_long");
         continue;
       }
       kept.push_back(idx[j]);
-      const auto pieces = fitted_samples(s, fit);
-      if (hooks.on_kept) hooks.on_kept(rep.name, c, pieces.front());
-      for (const auto& piece : pieces) write(piece, c, whole);
+      write_fitted(s, fit, c, whole, true);
     }
   }
   if (rendered_ok > 0) require_trained_tokens(p.label(), tname, trained_any);
@@ -185,12 +197,7 @@ void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uin
     std::vector<size_t> idx;
     for (size_t i = b; i < std::min(extra.size(), b + kBlock); ++i) idx.push_back(kept[extra[i]]);
     r.run(p.convs, idx, rendered, errors);
-    for (size_t j = 0; j < idx.size(); ++j) {
-      const auto& s = rendered[j];
-      const auto fit = fit_conversation(s.trained.data(), static_cast<int64_t>(s.ids.size()), cfg.max_seq_len,
-                                        cfg.overlength);
-      for (const auto& piece : fitted_samples(s, fit)) write(piece, p.convs[idx[j]], 1);
-    }
+    for (size_t j = 0; j < idx.size(); ++j) write_fitted(rendered[j], fit_of(rendered[j]), p.convs[idx[j]], 1, false);
   }
   if (out) rep.manifest = out->finish();
 }

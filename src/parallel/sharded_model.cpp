@@ -508,7 +508,8 @@ NamedTensors ShardedModel::own_slices(const FullGroup& full_of) const {
     auto full = full_of(g.name, g.layout.numel()).to(at::kFloat).reshape({-1});
     if (full.numel() != g.layout.numel())
       fail("checkpoint group '{}' has {} elements, the model {}", g.name, full.numel(), g.layout.numel());
-    out.emplace_back(g.name, g.layout.slice(full, shard_rank()));
+    // A copy, so each group's full buffer is freed here: resume peaks at one group, not the model.
+    out.emplace_back(g.name, g.layout.slice(full, shard_rank()).clone());
   }
   return out;
 }

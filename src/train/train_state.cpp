@@ -201,7 +201,7 @@ TrainProgress load_train_state(const std::filesystem::path& dir, parallel::Shard
   for (const std::string kind : {"exp_avg.", "exp_avg_sq."})
     for (auto& [group, slice] :
          model.own_slices([&](const std::string& g, int64_t n) { return groups.full("optim." + kind, g, n); }))
-      optim.emplace_back(kind + group, slice.clone());
+      optim.emplace_back(kind + group, slice);
   for (const auto& [group, shard] : model.shard_params())
     optim.emplace_back("step." + group, groups.full("optim.step.", group, 1).clone());
   opt.load_state(optim);

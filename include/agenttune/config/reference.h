@@ -33,15 +33,14 @@ namespace config_detail {
 // "an integer" -> "integer": the reader's `expected` text, as a type name.
 std::string type_name_from_expected(std::string_view expected);
 std::string struct_name(const std::type_index& t);  // demangled, for messages
-template <class T> inline constexpr bool is_struct = !is_optional<T> && !is_vector<T> && !HasScalar<T>;
 template <class T> inline constexpr bool is_optional_struct = false;
-template <class T> inline constexpr bool is_optional_struct<std::optional<T>> = is_struct<T>;
+template <class T> inline constexpr bool is_optional_struct<std::optional<T>> = ConfigStruct<T>;
 
 template <class T>
 std::string type_name() {
   if constexpr (is_optional<T>) return type_name<typename T::value_type>() + " or null";
   else if constexpr (is_vector<T>)
-    return is_struct<typename T::value_type> ? "list of mappings" : "list of " + type_name<typename T::value_type>();
+    return ConfigStruct<typename T::value_type> ? "list of mappings" : "list of " + type_name<typename T::value_type>();
   else if constexpr (HasScalar<T>) return type_name_from_expected(ConfigScalar<T>::expected);
   else return "mapping";
 }
@@ -49,7 +48,7 @@ std::string type_name() {
 // What a resolved config says for `v`, on one line; empty for a mapping, whose keys follow.
 template <class T>
 std::string default_yaml(const T& v) {
-  if constexpr (is_struct<T>) {
+  if constexpr (ConfigStruct<T>) {
     return "";
   } else if constexpr (is_optional_struct<T>) {
     return v ? "" : "null";
@@ -75,11 +74,11 @@ class ConfigKeyLister {
     using namespace config_detail;
     const std::string path = prefix_ + std::string(key);
     out_.push_back({path, type_name<T>(), default_yaml(field), owner_, std::string(key)});
-    if constexpr (is_struct<T>) {
+    if constexpr (ConfigStruct<T>) {
       list(path + ".", field);
     } else if constexpr (is_optional<T> || is_vector<T>) {
       // The keys of a list item or an unset section, with their defaults when it is given.
-      if constexpr (is_struct<typename T::value_type>) {
+      if constexpr (ConfigStruct<typename T::value_type>) {
         typename T::value_type item{};
         if constexpr (is_optional<T>) item = field.value_or(item);
         list(path + (is_vector<T> ? "[]." : "."), item);

@@ -169,6 +169,9 @@ class Mixture {
   MixtureOptions opts_;
   std::vector<std::shared_ptr<Source>> sources_;
   MixtureState state_;
+  // Reused by place_document for every document placed (no allocation per document).
+  std::vector<uint8_t> mask_scratch_;
+  std::vector<int64_t> ids_scratch_;
 };
 
 }  // namespace agenttune
