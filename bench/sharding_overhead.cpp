@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
   const double plain_ms = time_steps(plain_step, a.steps);
   // full_shard re-gathers and recomputes each unit in backward: its fair reference is the plain
   // step with activation checkpointing (the same recompute, no communication).
-  plain->activation_checkpointing = true;
+  plain->recompute = Recompute::Full;
   const double plain_ac_ms = time_steps(plain_step, a.steps);
   const double tokens_per_step = static_cast<double>(a.batch * a.seq);
   std::printf("%-30s %10s %12s %10s\n", "path", "ms/step", "tokens/s", "overhead");

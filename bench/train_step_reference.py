@@ -1,21 +1,22 @@
-"""The PyTorch reference for bench_train_step: transformers' LlamaForCausalLM (SDPA attention) and
-torch.optim.AdamW(fused=True), the step a careful PyTorch user writes (forward with labels,
-backward, clip_grad_norm_ to 1.0, AdamW, zero_grad(set_to_none)).
+"""The PyTorch reference for bench_train_step, as a standalone loop: transformers' LlamaForCausalLM
+(SDPA attention) and torch.optim.AdamW(fused=True), the step a careful PyTorch user writes (forward
+with labels, backward, clip_grad_norm_ to 1.0, AdamW, zero_grad(set_to_none)).
 
-A worker: bench_train_step starts it once and alternates with its own runs. It prints "ready"
-after building the model and one warm-up step, then answers each "run N" line on stdin with one
-JSON line {"ms_per_step", "loss", "peak_bytes", "peak_rss_bytes"} for N timed steps.
+One process per run, alone on the machine: bench_train_step starts it, waits for it, and starts the
+next row only after it has exited. It builds the model, runs --warmup steps, then --steps timed
+steps (each drained on CUDA), and prints one JSON line {"step_ms": [...], "loss", "peak_bytes",
+"threads", "omp_wait_policy"}; torch's parallel settings go to stderr first. Runs on its own too:
 
 usage: train_step_reference.py --hidden H --ffn F --layers L --heads A --kv-heads K --vocab V
                                --seq T --batch B --threads N --device cpu|cuda --dtype float32|bfloat16
-                               [--compile]
---compile: the model under torch.compile (default mode), compiled during the warm-up step.
+                               [--warmup 2] [--steps 5] [--compile]
+--compile: the model under torch.compile (default mode), compiled during the warm-up steps.
 Tokens are (arange(B*T) * 7919 + 13) % V, as in bench_train_step, so both train on the same ids.
 """
 import argparse
 import contextlib
 import json
-import resource
+import os
 import sys
 import time
 
@@ -29,6 +30,8 @@ def main():
         p.add_argument("--" + k, type=int, required=True)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
     p.add_argument("--compile", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -62,30 +65,24 @@ def main():
         opt.zero_grad(set_to_none=True)
         return loss
 
-    step()
-    sync()
-    print("ready", flush=True)
-    for line in sys.stdin:
-        words = line.split()
-        if not words:
-            continue
-        if words[0] != "run":
-            print(json.dumps({"error": f"unknown command {line.strip()!r}"}), flush=True)
-            continue
-        n = int(words[1])
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        sync()
+    def timed_step():
         t0 = time.perf_counter()
-        for _ in range(n):
-            loss = step()
-        last = loss.item()  # one sync at the end, as the C++ side reads its loss once per step
-        sync()
-        dt = time.perf_counter() - t0
-        peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else None
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        print(json.dumps({"ms_per_step": dt * 1000 / n, "loss": last, "peak_bytes": peak, "peak_rss_bytes": rss}),
-              flush=True)
+        loss = step()
+        sync()  # each step drained, as bench_train_step's own
+        return (time.perf_counter() - t0) * 1000, loss
+
+    for _ in range(a.warmup):
+        timed_step()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    ms = []
+    for _ in range(a.steps):
+        t, loss = timed_step()
+        ms.append(t)
+    peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else None
+    print(torch.__config__.parallel_info(), file=sys.stderr, flush=True)
+    print(json.dumps({"step_ms": ms, "loss": loss.item(), "peak_bytes": peak, "threads": torch.get_num_threads(),
+                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")}), flush=True)
 
 
 if __name__ == "__main__":

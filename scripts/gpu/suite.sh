@@ -5,7 +5,7 @@
 # bundle with LD_LIBRARY_PATH = the bundle + torch's lib/ and nothing else (checked with ldd):
 # ctest runs it (label gpu_rehearsal), so the suite cannot rot before a GPU is lent.
 #
-#   scripts/gpu/suite.sh [--rehearse] [--bundle DIR] [--python PY]
+#   scripts/gpu/suite.sh [--rehearse] [--bundle DIR] [--python PY] [--only PHASE,PHASE...]
 #   on the GPU machine (see docs/benchmarks.md):  OUT=$OUT scripts/gpu/suite.sh
 #
 # Phases: env (GPU, driver, torch, how the bundle resolves; when it cannot load, `fallback` builds
@@ -14,20 +14,27 @@
 # bf16, document attention, activation checkpointing, evaluation, checkpoints, SIGKILL + resume
 # against an uninterrupted run through an explicitly named communicator (NCCL at world size 1),
 # export verified by transformers, greedy generate against transformers'; host syncs per step by
-# CUDA's sync debug mode; packed documents against each alone), speed (bench_train_step against
-# transformers eager at the 7B and TinyLlama shapes with packed SFT, and against torch.compile),
-# io (writing and loading the 7B-shaped checkpoint, GB/s, beside the disk's read speed).
+# CUDA's sync debug mode; packed documents against each alone), per_unit (the ZeRO-3 path at world
+# size 1 over NCCL against the resident path), offload (the full 32-layer Llama-2-7B with
+# dist.offload: optimizer), recompute (one run per model.activation_checkpointing mode), speed
+# (bench_train_step, every row its own process run alone: our step, packed SFT and `agenttune
+# train` against transformers eager at the 7B layer shape, and against torch.compile), io (writing and loading the 7B-shaped checkpoint, GB/s, beside the disk's read
+# speed). Rows are sized from the device's free memory and `agenttune plan`: one that does not fit
+# is skipped with its plan, never run into an OOM; one whose config key this build lacks is
+# skipped as "not built". On the device a phase whose budget no longer fits the 540 s is skipped.
 # The rehearsal also configures the fallback build from the .debs alone (no second build in CI).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 REHEARSE=0
 BUNDLE="$ROOT/gpu_bundle"
 PY=""
+ONLY=""  # --only env,offload: just those phases (a rerun of some rows); env always runs
 while (($#)); do
   case "$1" in
     --rehearse) REHEARSE=1 ;;
     --bundle) BUNDLE="$2"; shift ;;
     --python) PY="$2"; shift ;;
+    --only) ONLY=",$2,"; shift ;;
     *) echo "suite: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -48,6 +55,7 @@ rm -rf "${OUT:?}"/*
 RESULTS="$OUT/phases.jsonl"
 : > "$RESULTS"
 SUITE_START=$(date +%s)
+SUITE_LIMIT_S=540  # 9 minutes: the device's command limit is 10, its start and the transfers need the rest
 
 if [[ -z "$PY" ]]; then
   if ((REHEARSE)); then PY="$ROOT/.venv/bin/python"; else PY="$(command -v python3)"; fi
@@ -72,7 +80,16 @@ record() {
 # prints its figures as one JSON object on its last line.
 phase() {
   local name="$1" budget="$2" fn="$3" t0 rc figures
+  [[ -z "$ONLY" || "$ONLY" == *",$name,"* || "$name" == env ]] || return 0
   t0=$(date +%s)
+  # On the device the whole stays inside SUITE_LIMIT_S: a phase whose budget no longer fits is
+  # skipped, never cut. (The rehearsal runs every phase; ctest's timeout bounds it.)
+  if ((!REHEARSE && t0 - SUITE_START + budget > SUITE_LIMIT_S)); then
+    local why="no time left: ${budget}s budget, $(( SUITE_LIMIT_S - (t0 - SUITE_START) ))s of ${SUITE_LIMIT_S}s left"
+    echo "== $name: skipped, $why"
+    skip "$name" "$why"
+    return 4
+  fi
   echo "== $name (budget ${budget}s)"
   timeout --kill-after=10 "$budget" bash -c "$(declare -f); $fn" > "$LOGS/$name.log" 2>&1
   rc=$?
@@ -90,7 +107,8 @@ phase() {
 # What comes back from the device: the logs and bench tables in one archive, under its limits;
 # remade after every phase so that a command cut off at its limit still returns what ran.
 archive_logs() {
-  (cd "$WORK" && tar -czf "$OUT/logs.tar.gz" logs $(ls bench_*.txt isolation.json ours.json 2> /dev/null))
+  (cd "$WORK" && tar -czf "$OUT/logs.tar.gz" logs $(ls -d bench_*.txt isolation.json ours.json plan.txt bench_work/*.log \
+    scale/*.plan scale/*/train.log scale/*/metrics.jsonl 2> /dev/null))
 }
 skip() {  # NAME WHY: a phase this run leaves out, in the table with its reason
   record "$1" skipped 0 "{\"why\": \"$2\"}"
@@ -178,7 +196,7 @@ phase_correctness() {
   cd "$WORK"
   local common=(--set "model.init_from=$WORK/model" --set "data.sources.0.path=$WORK/prepared/code"
                 --set "data.sources.1.path=$WORK/prepared/text" --set "dist.device=$DEV"
-                --set "model.compute_dtype=$DTYPE" --set model.activation_checkpointing=true
+                --set "model.compute_dtype=$DTYPE" --set model.activation_checkpointing=full
                 --set data.attention=document --set train.max_steps=24 --set train.eval_interval=8
                 --set checkpoint.interval=8 --set "data.tokenizer=$TOKENIZER")
   "$BIN" init --config "$ROOT/configs/tiny/model.yaml" --out "$WORK/model" --set "tokenizer=$TOKENIZER"
@@ -276,14 +294,359 @@ sys.exit(0 if resume_ok and generate_ok and iso["ok"] and parity_ok and syncs_ok
 PY
 }
 
-# run_bench NAME ARGS...: one bench_train_step run, its table kept in $WORK/bench_NAME.txt.
-run_bench() {
-  local name="$1"; shift
-  "$BENCH" --python "$PY" --threads "$(nproc)" "$@" | tee "$WORK/bench_$name.txt"
+# ---- The scale rows (issue 24): training runs sized from the device's free memory and the plan ----
+# Every row is `agenttune train` on the tiny pretraining config with model.shape, batch and sequence
+# set, no evaluation, no checkpoint inside the steps (the run is killed once it has logged its last
+# step, before the end-of-run save: a 7B's is 80 GB). A row whose plan does not fit 90 % of the
+# free memory (the planner's own rule) is skipped with the figures that say why, never run into an
+# OOM; a row whose config key this build does not accept yet is skipped as "not built".
+
+# The tiny corpora as token shards for the scale rows (seconds; independent of the correctness phase).
+scale_data() {
+  local dir="$WORK/scale_data"
+  mkdir -p "$WORK/scale"
+  [[ -f "$dir/done" ]] && return
+  "$BIN" prepare --config "$ROOT/configs/tiny/prepare.yaml" --set "tokenizer=$TOKENIZER" \
+    --set "corpora.0.output=$dir/code" --set "corpora.1.output=$dir/text" > "$WORK/scale_prepare.log" 2>&1
+  touch "$dir/done"
 }
 
-# bench_figures NAME...: those runs' tokens/s and ratios as one JSON line (plus the matmul ceiling
-# with --ceiling: this device's bf16 matmul throughput in this call, what MFU is also read against).
+# shape_sets HIDDEN FFN LAYERS HEADS KV SEQ MICRO: SETS = the --set arguments of a run at that shape
+# (one micro-batch per step) on this suite's device and dtype.
+shape_sets() {
+  local maxpos=$(( $6 > 2048 ? $6 : 2048 ))
+  SETS=(--set "model.shape={vocab_size: 32000, hidden_size: $1, intermediate_size: $2, num_hidden_layers: $3, num_attention_heads: $4, num_key_value_heads: $5, max_position_embeddings: $maxpos}"
+        --set "data.seq_len=$6" --set "train.micro_batch_size=$7" --set "train.global_batch_sequences=$7"
+        --set "model.compute_dtype=$DTYPE" --set "dist.device=$DEV" --set train.eval_interval=0
+        --set checkpoint.interval=1000000 --set metrics.tensorboard=false --set "data.tokenizer=$TOKENIZER"
+        --set "data.sources.0.path=$WORK/scale_data/code" --set "data.sources.1.path=$WORK/scale_data/text")
+}
+
+# accepts KEY=VALUE: whether this build's config takes the setting (on top of SETS).
+accepts() {
+  "$BIN" plan --config "$ROOT/configs/tiny/pretrain.yaml" --gpus 1 ${SETS[@]+"${SETS[@]}"} --set "$1" > /dev/null \
+    2> "$WORK/accepts.err"
+}
+
+# plan_gib [--set K=V ...]: the plan's per-GPU total in GiB at world size 1 (the `total` column of
+# `agenttune plan`), its table into the log.
+plan_gib() {
+  "$BIN" plan --config "$ROOT/configs/tiny/pretrain.yaml" --gpus 1 "${SETS[@]}" "$@" > "$WORK/plan.txt"
+  cat "$WORK/plan.txt" >&2
+  plan_column total
+}
+
+# plan_column NAME: that column of the last plan (0 when the plan has no such column).
+plan_column() {
+  "$PY" - "$WORK/plan.txt" "$1" <<'PY'
+import sys
+header = None
+for line in open(sys.argv[1]):
+    cols = [c.strip() for c in line.strip().strip("|").split("|")]
+    if header is None and "total" in cols:
+        header = cols
+    elif header and len(cols) == len(header) and cols[0] and not cols[0].startswith("-"):
+        print(cols[header.index(sys.argv[2])] if sys.argv[2] in header else 0)
+        break
+else:
+    sys.exit("no plan row with a total column")
+PY
+}
+
+# free_gib: what a row may use: the device's free memory (the driver's figure), or on the CPU the
+# host's available memory.
+free_gib() {
+  if [[ "$DEV" == cuda ]]; then
+    nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits | head -1 | awk '{printf "%.2f\n", $1 / 1024}'
+  else
+    awk '/MemAvailable/ {printf "%.2f\n", $2 / 1048576}' /proc/meminfo
+  fi
+}
+
+# fits PLAN_GIB: the planner's rule (total <= 90 % of the memory), against what is free now.
+fits() {
+  "$PY" -c "import sys; sys.exit(0 if float('$1') <= 0.9 * float('$(free_gib)') else 1)"
+}
+
+# logged_steps DIR: how many steps the run in DIR has logged so far.
+logged_steps() {
+  local n
+  n="$(grep -c step_seconds "$1/metrics.jsonl" 2> /dev/null || true)"
+  echo "${n:-0}"
+}
+
+# train_steps NAME STEPS [ARGS...]: `agenttune train` at SETS in $WORK/scale/NAME until it has
+# logged STEPS steps, then SIGKILL (no end-of-run checkpoint). On CUDA the device's used memory is
+# sampled meanwhile (the driver's view: context and cache included) into NAME/smi_peak_mib.
+train_steps() {
+  local name="$1" steps="$2"; shift 2
+  local dir="$WORK/scale/$name" base=0 peak=0 used
+  rm -rf "$dir" && mkdir -p "$dir"
+  [[ "$DEV" == cuda ]] && base="$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)"
+  env ${SCALE_PRELOAD:+"LD_PRELOAD=$SCALE_PRELOAD"} "$BIN" train --config "$ROOT/configs/tiny/pretrain.yaml" \
+    --set "output_dir=$dir" "${SETS[@]}" --set "train.max_steps=$((steps + 1))" "$@" > "$dir/train.log" 2>&1 &
+  local pid=$!
+  while kill -0 "$pid" 2> /dev/null; do
+    if [[ "$DEV" == cuda ]]; then
+      used="$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)"
+      ((used - base > peak)) && peak=$((used - base))
+    fi
+    if (( $(logged_steps "$dir") >= steps )); then
+      kill -9 "$pid" 2> /dev/null || true
+      break
+    fi
+    sleep 0.2
+  done
+  local rc=0
+  wait "$pid" 2> /dev/null || rc=$?
+  echo "$peak" > "$dir/smi_peak_mib"
+  echo "$steps" > "$dir/steps"  # a fast run may log one more before the kill: compared up to here
+  if (( $(logged_steps "$dir") < steps )); then
+    tail -n 30 "$dir/train.log" >&2
+    echo "train $name ended (rc $rc) before logging $steps steps" >&2
+    return 1
+  fi
+  tail -n 3 "$dir/train.log" >&2
+}
+
+# scale_runs_json: every scale run in $WORK/scale/* as figures (median step seconds after the first,
+# tokens/s, MFU, losses, host syncs, the allocator's peak when train logs one), with the plans in
+# $WORK/scale/*.plan, as JSON on stdout for the row's own checks.
+scale_runs_json() {
+  "$PY" - "$WORK/scale" <<'PY'
+import json, os, statistics, sys
+root, out = sys.argv[1], {}
+for name in sorted(os.listdir(root)):
+    d = os.path.join(root, name)
+    f = os.path.join(d, "metrics.jsonl")
+    if not os.path.exists(f):
+        continue
+    steps = int(open(os.path.join(d, "steps")).read())
+    rows = [r for r in (json.loads(l) for l in open(f) if "step_seconds" in l) if r["step"] <= steps]
+    timed = rows[1:] or rows
+    peaks = [v for r in rows for k, v in r.items() if "peak" in k and k.endswith("bytes") and v is not None]
+    r = {"losses": [x["loss"] for x in rows],
+         "step_s": statistics.median(x["step_seconds"] for x in timed),
+         "tokens_per_s": statistics.median(x["tokens_per_s"] for x in timed),
+         "comm_s": statistics.median(x.get("comm_seconds", 0) for x in timed),
+         "mfu": statistics.median(x["mfu"] for x in timed) if all(x.get("mfu") is not None for x in timed) else None,
+         "host_syncs_max": max(x["host_syncs"] for x in rows) if all("host_syncs" in x for x in rows) else None,
+         "peak_gib": max(peaks) / 2**30 if peaks else None,
+         "smi_peak_gib": int(open(os.path.join(d, "smi_peak_mib")).read()) / 1024}
+    p = d + ".plan"
+    r["plan_gib"] = float(open(p).read()) if os.path.exists(p) else None
+    out[name] = r
+print(json.dumps(out))
+PY
+}
+
+# skip_row WHY: this row cannot apply here; the phase's last line says why (status "skipped").
+skip_row() {
+  printf '{"why": "%s"}\n' "$1"
+  exit 4
+}
+
+# no_fit WHY: the row's plan does not fit what is free. On the device a skip; in the rehearsal,
+# whose tiny shapes always fit, a failure (the plan or the sizing is wrong).
+no_fit() {
+  ((REHEARSE)) && { echo "rehearsal: $1" >&2; exit 1; }
+  skip_row "$1"
+}
+
+# plan_and_fit NAME [--set K=V...]: the plan for SETS plus the given settings, kept with the run;
+# skips the row (exit 4) when it does not fit 90 % of the free memory.
+plan_and_fit() {
+  local name="$1"; shift
+  local plan free
+  plan="$(plan_gib "$@")" || { echo "$name: agenttune plan failed" >&2; exit 1; }
+  free="$(free_gib)"
+  echo "$name: plan $plan GiB per GPU, free $free GiB" >&2
+  fits "$plan" || no_fit "$name: the plan needs $plan GiB, more than 90% of the $free GiB free"
+  mkdir -p "$WORK/scale" && echo "$plan" > "$WORK/scale/$name.plan"
+}
+
+# not_built KEY=VALUE: skips the row when this build does not take the setting yet.
+not_built() {
+  accepts "$1" || skip_row "not built: this agenttune does not take $1 ($(head -c 160 "$WORK/accepts.err" | tr '\n\"\\' '   '))"
+}
+
+# The per-unit path at world size 1 (dist.single_rank_path: per_unit: gather, free and
+# reduce-scatter per unit through the backend, NCCL on the GPU) against the resident path: losses
+# equal (CPU: bit-identical; CUDA: within bf16's 1e-2, some backward kernels use atomics), host
+# syncs per step <= 1 (CUDA's sync debug mode), the allocator's peak within 10 % of the plan.
+phase_per_unit() {
+  set -euo pipefail
+  scale_data
+  local backend=gloo steps=6 syncs=()
+  if ((REHEARSE)); then
+    shape_sets 128 352 2 4 4 128 2
+  else
+    shape_sets 2048 5632 22 32 4 2048 4  # TinyLlama-1.1B's shape
+    backend=nccl steps=8 syncs=(--set metrics.host_syncs=true)
+  fi
+  not_built dist.single_rank_path=per_unit
+  SETS+=(--set "dist.backend=$backend")
+  plan_and_fit per_unit --set dist.single_rank_path=per_unit
+  plan_and_fit resident --set dist.single_rank_path=resident
+  train_steps resident "$steps" --set dist.single_rank_path=resident "${syncs[@]}"
+  train_steps per_unit "$steps" --set dist.single_rank_path=per_unit "${syncs[@]}"
+  grep -q "via $backend" "$WORK/scale/per_unit/train.log" || { echo "per_unit did not run through $backend" >&2; exit 1; }
+  scale_runs_json | "$PY" -c '
+import json, os, sys
+runs = json.load(sys.stdin)
+a, b = runs["resident"], runs["per_unit"]
+cpu = os.environ["DEV"] == "cpu"
+tol = 0.0 if cpu else 1e-2
+loss_rel = max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a["losses"], b["losses"]))
+losses_ok = len(a["losses"]) == len(b["losses"]) and loss_rel <= tol
+syncs = b["host_syncs_max"]
+syncs_ok = cpu or (syncs is not None and syncs <= 1)
+peak_vs_plan = b["peak_gib"] / b["plan_gib"] - 1 if b["peak_gib"] is not None else None
+peak_ok = peak_vs_plan is None or abs(peak_vs_plan) <= 0.10
+print("losses resident", a["losses"]); print("losses per_unit", b["losses"])
+print(f"max relative difference {loss_rel:.3g} (tolerance {tol})")
+print(json.dumps({"loss_max_rel_diff": loss_rel, "loss_tolerance": tol, "losses_ok": losses_ok,
+                  "host_syncs_per_step": syncs if not cpu else "counted on CUDA only",
+                  "step_s_resident": a["step_s"], "step_s_per_unit": b["step_s"],
+                  "comm_s_resident": a["comm_s"], "comm_s_per_unit": b["comm_s"],
+                  "plan_gib": b["plan_gib"], "peak_gib": b["peak_gib"] if b["peak_gib"] is not None else "train logs no allocator peak",
+                  "device_used_gib": b["smi_peak_gib"] if not cpu else None,
+                  "peak_vs_plan": peak_vs_plan, "peak_ok": peak_ok}))
+sys.exit(0 if losses_ok and syncs_ok and peak_ok else 1)
+'
+}
+
+# The full 32-layer Llama-2-7B shape on one GPU with dist.offload: optimizer (fp32 masters and
+# AdamW state in host memory), the least recompute whose plan fits: tokens/s, MFU, peak vs plan.
+# The rehearsal runs a tiny shape on the fake accelerator, offloaded and not: losses bit-identical.
+phase_offload() {
+  set -euo pipefail
+  scale_data
+  local steps=4 device=()
+  if ((REHEARSE)); then
+    [[ -f "$BUNDLE/rehearsal/libagenttune_fake_device.so" ]] || { echo "the bundle has no fake device (build the tests)" >&2; exit 1; }
+    # Planned as the CPU (plan knows no fake device), run on the fake accelerator.
+    export SCALE_PRELOAD="$BUNDLE/rehearsal/libagenttune_fake_device.so"
+    shape_sets 128 352 2 4 4 128 2
+    device=(--set dist.device=fake)
+    steps=6
+  else
+    shape_sets 4096 11008 32 32 32 4096 1
+  fi
+  not_built dist.offload=optimizer
+  local mode chosen="" plan none_plan
+  none_plan="$(plan_gib --set dist.offload=none)" || none_plan=null
+  for mode in none selective full; do  # least recompute first
+    plan="$(plan_gib --set dist.offload=optimizer --set "model.activation_checkpointing=$mode")" || continue
+    if fits "$plan"; then chosen="$mode"; break; fi
+  done
+  [[ -n "$chosen" ]] || no_fit "offload: no recompute mode plans within 90% of the $(free_gib) GiB free"
+  # The offloaded masters, gradients and AdamW state live in pinned host memory: the host must
+  # hold them too, and the process's own few GiB (libraries, data); there is no device context or
+  # allocator fragmentation to keep 10 % for, so the margin is 6 GiB rather than 90 %.
+  local host host_free
+  host="$(plan_column host)"
+  host_free="$(awk '/MemAvailable/ {printf "%.2f\n", $2 / 1048576}' /proc/meminfo)"
+  echo "offload: the plan keeps $host GiB on the host, $host_free GiB available" >&2
+  "$PY" -c "import sys; sys.exit(0 if float('$host') <= float('$host_free') - 6 else 1)" ||
+    no_fit "offload: the plan keeps $host GiB on the host; $host_free GiB are available, less 6 GiB for the process"
+  echo "$plan" > "$WORK/scale/offload.plan"
+  SETS+=(--set "model.activation_checkpointing=$chosen")
+  train_steps offload "$steps" --set dist.offload=optimizer "${device[@]}"
+  ((REHEARSE)) && train_steps no_offload "$steps" --set dist.offload=none "${device[@]}"
+  scale_runs_json | CHOSEN="$chosen" NONE_PLAN="$none_plan" "$PY" -c '
+import json, os, sys
+runs = json.load(sys.stdin)
+o = runs["offload"]
+peak_vs_plan = o["peak_gib"] / o["plan_gib"] - 1 if o["peak_gib"] is not None else None
+ok = peak_vs_plan is None or abs(peak_vs_plan) <= 0.10
+fig = {"recompute": os.environ["CHOSEN"], "plan_gib": o["plan_gib"], "plan_gib_without_offload": json.loads(os.environ["NONE_PLAN"]),
+       "tokens_per_s": o["tokens_per_s"], "step_s": o["step_s"], "mfu": o["mfu"],
+       "peak_gib": o["peak_gib"] if o["peak_gib"] is not None else "train logs no allocator peak",
+       "device_used_gib": o["smi_peak_gib"] if os.environ["DEV"] == "cuda" else None,
+       "peak_vs_plan": peak_vs_plan, "peak_ok": ok}
+if "no_offload" in runs:  # the fake device: the same losses bit for bit
+    fig["losses_bit_identical"] = runs["no_offload"]["losses"] == o["losses"]
+    ok = ok and fig["losses_bit_identical"]
+    print("losses offload", o["losses"]); print("losses none   ", runs["no_offload"]["losses"])
+print(json.dumps(fig))
+sys.exit(0 if ok else 1)
+'
+}
+
+# One run per model.activation_checkpointing mode (none | selective | full) at the 7B layer shape
+# with 8 layers: step time and the allocator's peak against the plan for each; a mode whose plan
+# does not fit is left out with its plan.
+phase_recompute() {
+  set -euo pipefail
+  scale_data
+  local steps=6
+  if ((REHEARSE)); then shape_sets 128 352 2 4 4 128 2; steps=5; else shape_sets 4096 11008 8 32 32 4096 1; fi
+  not_built model.activation_checkpointing=selective
+  local mode plan left_out=()
+  for mode in none selective full; do
+    plan="$(plan_gib --set "model.activation_checkpointing=$mode")" || { echo "plan failed for $mode" >&2; exit 1; }
+    if ! fits "$plan"; then
+      ((REHEARSE)) && { echo "rehearsal: recompute $mode plans $plan GiB, more than 90% free" >&2; exit 1; }
+      left_out+=("$mode:${plan}GiB")
+      continue
+    fi
+    echo "$plan" > "$WORK/scale/recompute_$mode.plan"
+    train_steps "recompute_$mode" "$steps" --set "model.activation_checkpointing=$mode"
+  done
+  scale_runs_json | LEFT_OUT="${left_out[*]}" "$PY" -c '
+import json, os, sys
+runs = json.load(sys.stdin)
+fig, ok = {}, True
+for mode in ("none", "selective", "full"):
+    r = runs.get("recompute_" + mode)
+    if r is None:
+        continue
+    fig[f"{mode}: step_s"] = r["step_s"]
+    fig[f"{mode}: plan_gib"] = r["plan_gib"]
+    if r["peak_gib"] is not None:
+        fig[f"{mode}: peak_gib"] = r["peak_gib"]
+        fig[f"{mode}: peak_vs_plan"] = r["peak_gib"] / r["plan_gib"] - 1
+        ok = ok and abs(fig[f"{mode}: peak_vs_plan"]) <= 0.10
+    if os.environ["DEV"] == "cuda":
+        fig[f"{mode}: device_used_gib"] = r["smi_peak_gib"]
+        fig[f"{mode}: mfu"] = r["mfu"]
+if not any(r["peak_gib"] is not None for r in runs.values()):
+    fig["peak"] = "train logs no allocator peak"
+if os.environ["LEFT_OUT"]:
+    fig["left_out (plan over 90% of free)"] = os.environ["LEFT_OUT"]
+print(json.dumps(fig))
+sys.exit(0 if ok and fig else 1)
+'
+}
+
+# layers_that_fit HIDDEN FFN HEADS KV SEQ MICRO MAX: the most layers (<= MAX) of that shape whose
+# plan, with 15 % more for the reference (transformers keeps autocast copies and full logits),
+# fits 90 % of the free memory; each process of the bench runs alone, so one side at a time.
+layers_that_fit() {
+  local one two free
+  shape_sets "$1" "$2" 1 "$3" "$4" "$5" "$6"; one="$(plan_gib)"
+  shape_sets "$1" "$2" 2 "$3" "$4" "$5" "$6"; two="$(plan_gib)"
+  free="$(free_gib)"
+  "$PY" -c "
+one, two, free, cap = $one, $two, $free, $7
+per = two - one
+n = int((0.9 * free / 1.15 - (one - per)) // per)
+print(max(0, min(cap, n)))"
+}
+
+# run_bench NAME ARGS...: one bench_train_step run, its table kept in $WORK/bench_NAME.txt. Every
+# row is its own process, alone on the machine, alternating whole runs; the `agenttune train` row
+# trains on the tiny corpora prepared by the bench in its work folder.
+run_bench() {
+  local name="$1"; shift
+  "$BENCH" --python "$PY" --threads "$(nproc)" --agenttune "$BIN" --source "$ROOT" --tokenizer "$TOKENIZER" \
+    --work "$WORK/bench_work" "$@" | tee "$WORK/bench_$name.txt"
+}
+
+# bench_figures NAME...: those runs' tokens/s, ratios and trainer-vs-step gaps as one JSON line
+# (plus the matmul ceiling with --ceiling: this device's bf16 matmul throughput in this call, what
+# MFU is also read against).
 bench_figures() {
   "$PY" - "$WORK" "$DEV" "$@" <<'PY'
 import json, re, sys, time
@@ -307,32 +670,42 @@ for name in names:
         m = re.match(r"ratio (.*?): ([0-9.]+)", line)
         if m:
             out[f"{name}: ratio {m.group(1)}"] = float(m.group(2))
+        m = re.match(r"trainer vs library step \((.*?)\): ([-+0-9.]+)%", line)
+        if m:
+            out[f"{name}: trainer vs step {m.group(1)}"] = float(m.group(2)) / 100
+        m = re.match(r"shape: .*?(\d+) layers", line)
+        if m:
+            out[f"{name}: layers"] = int(m.group(1))
         cols = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cols) == 8 and (cols[0].startswith("agenttune") or cols[0].startswith("PyTorch")):
+        if len(cols) == 10 and (cols[0].startswith("agenttune") or cols[0].startswith("PyTorch")):
             try:
-                out[f"{name}: {cols[0]} tokens/s"] = float(cols[2])
-                if cols[4] != "-": out[f"{name}: {cols[0]} MFU"] = float(cols[4].rstrip("%")) / 100
-                if cols[6] != "-": out[f"{name}: {cols[0]} peak GB"] = float(cols[6].split()[0]) / 1e3
+                out[f"{name}: {cols[0]} tokens/s"] = float(cols[3])
+                if cols[5] != "-": out[f"{name}: {cols[0]} MFU"] = float(cols[5].rstrip("%")) / 100
+                if cols[7] != "-": out[f"{name}: {cols[0]} peak GB"] = float(cols[7].split()[0]) / 1e3
             except ValueError:
                 pass
 print(json.dumps(out))
 PY
 }
 
+# On the device each bench process runs alone, so a row needs only its own side's memory: the 7B
+# layer shape gets as many layers (<= 12) as the plan fits in the free memory, with a margin for
+# the reference. Rows: our step, packed SFT, `agenttune train` and the reference, 2 runs each.
 phase_speed() {
   set -euo pipefail
   if ((REHEARSE)); then
     run_bench tiny --device cpu --dtype float32 --hidden 128 --ffn 352 --layers 2 --heads 4 --kv-heads 4 \
-      --seq 128 --batch 2 --reps 2 --steps 1 --strategies full_shard
+      --seq 128 --batch 2 --reps 2 --warmup 1 --steps 2 --strategies full_shard
     bench_figures --ceiling tiny
   else
-    # Both sides hold fp32 masters + AdamW (16 B/parameter) at once: 12 of the 7B's 32 layers fit
-    # beside the reference on one 141 GB GPU. Each run also has packed SFT under document isolation.
-    run_bench llama7b_shape --device cuda --dtype bfloat16 --hidden 4096 --ffn 11008 --layers 12 --heads 32 \
-      --kv-heads 32 --seq 4096 --batch 1 --reps 3 --steps 3 --strategies full_shard
-    run_bench tinyllama_shape --device cuda --dtype bfloat16 --hidden 2048 --ffn 5632 --layers 22 --heads 32 \
-      --kv-heads 4 --seq 2048 --batch 4 --reps 3 --steps 3 --strategies full_shard
-    bench_figures --ceiling llama7b_shape tinyllama_shape
+    # The TinyLlama shape's training speed is the per_unit phase's (its resident run).
+    local layers
+    layers="$(layers_that_fit 4096 11008 32 32 4096 1 12)"
+    echo "7B layer shape: $layers layers fit beside the free $(free_gib) GiB"
+    ((layers >= 1)) || skip_row "speed: not one 7B layer plans within 90% of the $(free_gib) GiB free"
+    run_bench llama7b_shape --device cuda --dtype bfloat16 --hidden 4096 --ffn 11008 --layers "$layers" --heads 32 \
+      --kv-heads 32 --seq 4096 --batch 1 --reps 2 --warmup 2 --steps 4 --strategies full_shard
+    bench_figures --ceiling llama7b_shape
   fi
 }
 
@@ -343,12 +716,16 @@ phase_speed_compiled() {
   set -euo pipefail
   if ((REHEARSE)); then
     run_bench tiny_compiled --device cpu --dtype float32 --hidden 128 --ffn 352 --layers 2 --heads 4 --kv-heads 4 \
-      --seq 128 --batch 2 --reps 2 --steps 1 --strategies full_shard --sft off --reference compiled
+      --seq 128 --batch 2 --reps 1 --warmup 1 --steps 2 --strategies full_shard --sft off --train off \
+      --reference compiled
     bench_figures tiny_compiled
   else
-    run_bench llama7b_shape_compiled --device cuda --dtype bfloat16 --hidden 4096 --ffn 11008 --layers 4 \
-      --heads 32 --kv-heads 32 --seq 4096 --batch 1 --reps 3 --steps 3 --strategies full_shard --sft off \
-      --reference compiled
+    local layers
+    layers="$(layers_that_fit 4096 11008 32 32 4096 1 4)"
+    ((layers >= 1)) || skip_row "speed_compiled: not one 7B layer plans within 90% of the $(free_gib) GiB free"
+    run_bench llama7b_shape_compiled --device cuda --dtype bfloat16 --hidden 4096 --ffn 11008 --layers "$layers" \
+      --heads 32 --kv-heads 32 --seq 4096 --batch 1 --reps 2 --warmup 2 --steps 3 --strategies full_shard --sft off \
+      --train off --reference compiled
     bench_figures llama7b_shape_compiled
   fi
 }
@@ -398,16 +775,23 @@ if ((REHEARSE)); then
   phase env 60 phase_env
   phase fallback_configure 180 "fallback_build configure"
   phase correctness 300 phase_correctness
+  phase per_unit 120 phase_per_unit
+  phase offload 120 phase_offload
+  phase recompute 120 phase_recompute
   phase speed 300 phase_speed
   phase speed_compiled 240 phase_speed_compiled
   phase io 120 phase_io
 else
-  # 30 + 150 + 150 + 100 + 100 s: the whole within 9 minutes.
-  if phase env 30 phase_env; then
-    phase correctness 150 phase_correctness
-    phase speed 150 phase_speed
+  # In order of what the suite is for; the budgets sum to the 540 s limit, and speed_compiled
+  # runs only when the earlier phases left its 100 s (the guard in `phase`).
+  if phase env 20 phase_env; then
+    phase correctness 120 phase_correctness
+    phase per_unit 60 phase_per_unit
+    phase offload 120 phase_offload
+    phase recompute 70 phase_recompute
+    phase speed 100 phase_speed
+    phase io 50 phase_io
     phase speed_compiled 100 phase_speed_compiled
-    phase io 100 phase_io
   elif [[ "$(tail -n 1 "$RESULTS")" == *'"status": "failed(3)"'* ]]; then
     # The bundle cannot load here: build (minutes), then the phases that still fit in 9 minutes.
     echo "suite: the bundle does not load on this machine; building from the checkout (costs minutes of the budget)"
@@ -415,14 +799,16 @@ else
       BUNDLE="$WORK/fallback_bundle"
       export BUNDLE BIN="$BUNDLE/bin/agenttune" BENCH="$BUNDLE/bin/bench_train_step"
       export LD_LIBRARY_PATH="$BUNDLE/lib:$TORCH_LIB"
-      phase correctness 150 phase_correctness
-      phase speed 150 phase_speed
-      skip speed_compiled "the fallback build used its time"
+      phase correctness 120 phase_correctness
+      phase per_unit 60 phase_per_unit
+      phase offload 120 phase_offload
+      skip recompute "the fallback build used its time"
+      skip speed "the fallback build used its time"
       skip io "the fallback build used its time"
+      skip speed_compiled "the fallback build used its time"
     fi
   fi
 fi
-
 archive_logs
 {
   echo

@@ -7,6 +7,7 @@
 #include "agenttune/parallel/memory_plan.h"
 #include "agenttune/model/flops.h"
 #include "agenttune/train/data_resolution.h"
+#include "agenttune/train/memory_check.h"
 #include "agenttune/train/model_fit.h"
 #include "agenttune/train/run_options.h"
 #include "agenttune/train/train_config.h"
@@ -42,7 +43,7 @@ Command plan_command() {
     std::string config;
     std::vector<std::string> overrides, strategies;
     std::vector<int> gpus;
-    double gpu_memory_gib = 80, link_gbps = 400, nvlink_gbs = 450, peak_tflops = 989;
+    double gpu_memory_gib = 80, host_memory_gib = 0, link_gbps = 400, nvlink_gbs = 450, peak_tflops = 989;
     int gpus_per_node = 8;
   };
   auto a = std::make_shared<Args>();
@@ -57,6 +58,9 @@ Command plan_command() {
     s->add_option("--strategy", a->strategies, "strategies to compare (default: dist.strategy)")->delimiter(',')
         ->check(CLI::IsMember(enum_names<parallel::ShardStrategy>()));
     s->add_option("--gpu-memory", a->gpu_memory_gib, "GiB per GPU that the plan must fit in")->check(CLI::PositiveNumber);
+    s->add_option("--host-memory", a->host_memory_gib,
+                  "GiB of host memory per node that offloaded state must fit in (default: not checked)")
+        ->check(CLI::PositiveNumber);
     s->add_option("--gpus-per-node", a->gpus_per_node, "GPUs sharing NVLink (and the hybrid shard group)")
         ->check(CLI::PositiveNumber);
     s->add_option("--link-gbps", a->link_gbps, "inter-node network per GPU, Gbit/s")->check(CLI::PositiveNumber);
@@ -70,20 +74,29 @@ Command plan_command() {
     if (a->strategies.empty()) a->strategies = {enum_name(cfg.dist.strategy)};
     const int64_t seqs = global_batch_sequences(cfg);
     parallel::Hardware hw{a->peak_tflops, a->nvlink_gbs, a->link_gbps / 8.0};
+    parallel::MemoryLimits limits;
+    limits.device_bytes = static_cast<int64_t>(a->gpu_memory_gib * (1 << 30));
+    limits.host_bytes = a->host_memory_gib > 0 ? static_cast<int64_t>(a->host_memory_gib * (1 << 30)) : -1;
 
     std::cout << fmt::format(
-        "model: L={} D={} F={} heads={}/{} V={} ({:.2f}B params); seq {} x micro-batch {}, {}, "
-        "global batch {} sequences\nmemory in GiB per GPU; fits = total <= 90% of {} GiB (the rest for the "
-        "CUDA context, workspaces, fragmentation)\nbound = max(compute at {} TFLOP/s, comm at {} GB/s "
-        "NVLink / {} Gb/s network), per optimizer step\n\n",
+        "model: L={} D={} F={} heads={}/{} V={} ({:.2f}B params); seq {} x micro-batch {}, {}, recompute {}, "
+        "offload {}, global batch {} sequences\nmemory in GiB per GPU (host: offloaded state per GPU); fits = "
+        "total <= {:.0f}% of {} GiB (the rest for the CUDA context, workspaces, fragmentation){}\nbound = "
+        "max(compute at {} TFLOP/s, comm at {} GB/s NVLink / {} Gb/s network), per optimizer step\n\n",
         model.num_hidden_layers, model.hidden_size, model.intermediate_size, model.num_attention_heads,
         model.num_key_value_heads, model.vocab_size, count_parameters(model) / 1e9, cfg.data.seq_len,
-        cfg.train.micro_batch_size, dtype_name(cfg.model.compute_dtype), seqs, a->gpu_memory_gib,
+        cfg.train.micro_batch_size, dtype_name(cfg.model.compute_dtype), enum_name(cfg.model.activation_checkpointing),
+        enum_name(cfg.dist.offload), seqs, 100 * parallel::kUsableFraction, a->gpu_memory_gib,
+        a->host_memory_gib > 0
+            ? fmt::format(" and the host state of a node's GPUs <= {:.0f}% of {} GiB", 100 * parallel::kUsableFraction,
+                          a->host_memory_gib)
+            : std::string(),
         a->peak_tflops, a->nvlink_gbs, a->link_gbps);
-    std::cout << fmt::format("| {:<13} | {:>4} | {:>5} | {:>6} | {:>6} | {:>6} | {:>6} | {:>6} | {:>4} | {:>9} | {:>9} | {:>8} | {:>8} | {:>9} |\n",
-                             "strategy", "gpus", "accum", "params", "grads", "optim", "activ", "total", "fits",
+    std::cout << fmt::format("| {:<13} | {:>4} | {:>5} | {:>6} | {:>6} | {:>6} | {:>6} | {:>6} | {:>6} | {:>4} | {:>9} | {:>9} | {:>8} | {:>8} | {:>9} |\n",
+                             "strategy", "gpus", "accum", "params", "grads", "optim", "activ", "total", "host", "fits",
                              "comm GB", "compute s", "comm s", "bound s", "tok/s/GPU");
-    std::cout << "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n";
+    std::cout << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n";
+    std::vector<std::pair<std::string, parallel::MemoryPlanInput>> too_large;
     for (const auto& name : a->strategies)
       for (int world : a->gpus) {
         const auto in =
@@ -92,15 +105,19 @@ Command plan_command() {
           log::warn("{} GPUs: the global batch of {} sequences is not a multiple of {} x {}; train would refuse it",
                     world, seqs, in.micro_batch, world);
         auto p = parallel::plan_memory(in, hw);
+        const bool fit = parallel::fits(p, in, limits);
+        if (!fit) too_large.emplace_back(fmt::format("{} on {} GPU(s)", name, world), in);
         const double tokens = static_cast<double>(in.micro_batch * in.seq_len * in.grad_accum);
         std::cout << fmt::format(
-            "| {:<13} | {:>4} | {:>5} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>4} | {:>9.1f} | "
-            "{:>9.3f} | {:>8.3f} | {:>8.3f} | {:>9.0f} |\n",
+            "| {:<13} | {:>4} | {:>5} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>4} | "
+            "{:>9.1f} | {:>9.3f} | {:>8.3f} | {:>8.3f} | {:>9.0f} |\n",
             name, world, in.grad_accum, gib(p.params()), gib(p.grads()), gib(p.optimizer), gib(p.activations_peak),
-            gib(p.total()), gib(p.total()) <= 0.9 * a->gpu_memory_gib ? "yes" : "no",
-            (p.intra_bytes + p.inter_bytes) / 1e9, p.compute_s, p.comm_s, p.step_bound_s(),
-            tokens / p.step_bound_s());
+            gib(p.total()), gib(p.host), fit ? "yes" : "no", (p.intra_bytes + p.inter_bytes) / 1e9, p.compute_s,
+            p.comm_s, p.step_bound_s(), tokens / p.step_bound_s());
       }
+    for (const auto& [what, in] : too_large)
+      std::cout << fmt::format("\n{} does not fit: ", what)
+                << describe_alternatives(in, parallel::fitting_alternatives(in, seqs, limits, hw), limits);
     return 0;
   };
   return c;

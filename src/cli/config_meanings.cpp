@@ -30,8 +30,11 @@ void train_meanings(ConfigMeanings& m) {
       {"shape", "The architecture (Hugging Face config.json names). Required without `init_from`; with it, "
                 "optional and then it must equal the folder's architecture."},
       {"init_seed", "Seed of a fresh model's random initialisation."},
-      {"activation_checkpointing", "Recompute each layer's activations in the backward pass: less memory, about "
-                                   "a third more compute."},
+      {"activation_checkpointing",
+       "How much of each decoder layer the backward pass recomputes instead of keeping: `none`; `selective` "
+       "(the RMSNorms and the SwiGLU product: about 40 % less activation memory, the same bits, a few % more "
+       "time); `full` (each layer kept as its input only and re-run whole: about a third more compute). "
+       "`agenttune plan` prints each mode's memory. Was a boolean: true is `full`, false `none`."},
       {"compute_dtype", "The dtype forward and backward run in; the optimizer's master weights and the checkpoints "
                         "stay float32. float16 is refused (no loss scaling)."},
   });
@@ -89,6 +92,10 @@ void train_meanings(ConfigMeanings& m) {
       {"eval_interval", "Validation loss every this many steps (needs data.validation_fraction); 0 = never."},
       {"eval_batches", "Micro-batches of held-out data per evaluation."},
       {"threads", "Intra-op threads per rank; 0 = LibTorch's default."},
+      {"memory_check", "Before any weight is read, the run's memory plan (as `agenttune plan` computes it) against "
+                       "the device's free memory and the host's available memory (offloaded state; all of it on "
+                       "CPU): error = refuse with exit code 2, the plan and the setting changes that would fit; "
+                       "warn = log the same and go on; off = no check."},
   });
   m.add<CheckpointSection>({
       {"interval", "Save every this many steps; also at the end and on SIGTERM/SIGINT."},
@@ -101,6 +108,9 @@ void train_meanings(ConfigMeanings& m) {
                       "name."},
       {"host_syncs", "Count each step's host syncs with CUDA's sync debug mode (a GPU diagnostic; an error on "
                      "the CPU)."},
+      {"phase_times", "Time each step's phases (data, forward, backward, reduce, optimizer, other), write them "
+                      "as `phase_<name>_seconds` and print a per-phase table at the end. Each phase ends by "
+                      "draining the device, so a profiled step loses the overlap of a real one: a diagnostic."},
   });
   m.add<DistSection>({
       {"strategy", "full_shard (ZeRO-3/FSDP), shard_grad_op (ZeRO-2), no_shard (DDP) or hybrid_shard."},
@@ -112,6 +122,11 @@ void train_meanings(ConfigMeanings& m) {
       {"prefetch", "Overlap collectives with compute (bit-identical results either way)."},
       {"reshard_after_forward", "full_shard/hybrid_shard: free gathered parameters after each forward and gather "
                                 "again for backward (less memory, one more all-gather)."},
+      {"offload", "none, or optimizer: fp32 master weights and AdamW moments in (pinned) host memory, gradients "
+                  "streamed to the host, AdamW on the CPU; the device keeps compute-dtype weights (same losses)."},
+      {"single_rank_path", "resident, or per_unit: a shard group of one (one process) under full_shard/hybrid_shard "
+                           "gathers, frees and reduce-scatters each unit through the backend like a larger group "
+                           "(bit-identical results; the ZeRO-3 path on one GPU). No effect on larger groups."},
   });
 }
 

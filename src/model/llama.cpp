@@ -27,13 +27,26 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps, const ParamOptions& params) : 
   weight = register_parameter("weight", at::ones({dim}, params));
 }
 
-at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
-  // Normalise in fp32 and cast back before the weight, exactly as HF does: bf16 runs then round
-  // the same way and parity holds beyond fp32.
-  // at::rms_norm without a weight is that normalisation in one kernel (the same fp32 bits on CPU;
-  // fused on CUDA), and it saves only its input and the rstd for backward.
-  auto h = at::rms_norm(x.to(at::kFloat), {x.size(-1)}, std::nullopt, eps_);
+namespace {
+
+// Normalise in fp32 and cast back before the weight, exactly as HF does: bf16 runs then round
+// the same way and parity holds beyond fp32.
+// at::rms_norm without a weight is that normalisation in one kernel (the same fp32 bits on CPU;
+// fused on CUDA), and it saves only its input and the rstd for backward.
+// In fp32 to() is a no-op and rms_norm reads x twice: the alias gives x one consumer inside the
+// norm, so its gradient is residual + norm in one order whether the norm is kept or recomputed
+// (selective), not three terms summed in whatever order the engine reaches them.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  auto upcast = x.scalar_type() == at::kFloat ? x.alias() : x.to(at::kFloat);
+  auto h = at::rms_norm(upcast, {x.size(-1)}, std::nullopt, eps);
   return weight * h.to(x.scalar_type());
+}
+
+}  // namespace
+
+at::Tensor RMSNormImpl::forward(const at::Tensor& x, bool recompute) {
+  if (!recompute) return rms_norm(x, weight, eps_);
+  return recomputed([eps = eps_](const at::Tensor& a, const at::Tensor& w) { return rms_norm(a, w, eps); }, x, weight);
 }
 
 AttentionImpl::AttentionImpl(const LlamaConfig& c, const ParamOptions& params)
@@ -96,8 +109,11 @@ MLPImpl::MLPImpl(const LlamaConfig& c, const ParamOptions& params) {
   down_proj = register_module("down_proj", Projection(c.intermediate_size, c.hidden_size, params));
 }
 
-at::Tensor MLPImpl::forward(const at::Tensor& x) {
-  return down_proj(at::silu(gate_proj(x)) * up_proj(x));
+at::Tensor MLPImpl::forward(const at::Tensor& x, bool recompute) {
+  auto gate = gate_proj(x);
+  auto up = up_proj(x);
+  if (recompute) return swiglu_linear_recomputed(gate, up, down_proj->weight);
+  return down_proj(swiglu(gate, up));
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const LlamaConfig& c, const ParamOptions& params) {
@@ -109,9 +125,11 @@ DecoderLayerImpl::DecoderLayerImpl(const LlamaConfig& c, const ParamOptions& par
 }
 
 at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const RopeTables& rope,
-                                     const AttentionSpec& spec, LayerCache* cache) {
-  auto h = x + self_attn(input_layernorm(x), rope, spec, cache);
-  return h + mlp(post_attention_layernorm(h));
+                                     const AttentionSpec& spec, LayerCache* cache, bool selective) {
+  // RoPE is left alone: its graph keeps only the shared cos/sin tables (q and k after rotation are
+  // attention's inputs, kept like every matmul output), so recomputing it would free nothing.
+  auto h = x + self_attn(input_layernorm(x, selective), rope, spec, cache);
+  return h + mlp(post_attention_layernorm(h, selective), selective);
 }
 
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c, const ParamOptions& params) {
@@ -158,7 +176,7 @@ UnitInputs LlamaForCausalLMImpl::unit_inputs(const at::Tensor& positions, c10::S
 }
 
 bool LlamaForCausalLMImpl::checkpointed(size_t unit) const {
-  return activation_checkpointing && unit > 0 && unit + 1 < num_units();
+  return recompute == Recompute::Full && unit > 0 && unit + 1 < num_units();
 }
 
 at::Tensor LlamaForCausalLMImpl::run_unit(size_t unit, const at::Tensor& x, const UnitInputs& in, bool checkpoint) {
@@ -175,12 +193,12 @@ at::Tensor LlamaForCausalLMImpl::run_unit(size_t unit, const at::Tensor& x, cons
       flat_h = flat_h.index_select(0, rows);
       flat_t = flat_t.index_select(0, rows);
     }
-    return linear_cross_entropy_sum(flat_h, head_weight(), flat_t);
+    return linear_cross_entropy_sum(flat_h, head_weight(), flat_t, 0, in.head_weight_grad);
   }
   auto& layer = model->layers[unit - 1];
   LayerCache* cache = in.cache ? &in.cache->layers[unit - 1] : nullptr;
   if (checkpoint && !cache) return checkpointed_layer(layer, x, in.rope, in.spec);
-  return layer(x, in.rope, in.spec, cache);
+  return layer(x, in.rope, in.spec, cache, recompute == Recompute::Selective);
 }
 
 at::Tensor LlamaForCausalLMImpl::run_units(const at::Tensor& tokens, const UnitInputs& in, const UnitCall& around) {
@@ -250,7 +268,7 @@ LlamaForCausalLM grow_vocab(LlamaForCausalLM& model, int64_t new_vocab) {
       dst.narrow(0, old_vocab, new_vocab - old_vocab).copy_(src.mean(0, /*keepdim=*/true).expand({new_vocab - old_vocab, -1}));
     }
   }
-  grown->activation_checkpointing = model->activation_checkpointing;
+  grown->recompute = model->recompute;
   return grown;
 }
 

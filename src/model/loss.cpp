@@ -31,14 +31,27 @@ at::Tensor chunk_loss(const at::Tensor& logits, const at::Tensor& targets, bool 
   return loss;
 }
 
+// grad_weight += g^T h with no compute-dtype partial. fp32 accumulates in place; a CUDA bf16 GEMM
+// writes fp32 (mm's out_dtype); the CPU has no such kernel, so there the chunk's fp32 softmax
+// gradient meets its upcast hidden rows.
+void add_weight_grad(at::Tensor& grad_weight, const at::Tensor& grad_logits, const at::Tensor& g, const at::Tensor& h) {
+  if (h.scalar_type() == at::kFloat) grad_weight.addmm_(g.t(), h);
+  else if (h.is_cuda()) grad_weight.add_(at::mm(g.t(), h, at::kFloat));
+  else grad_weight.addmm_(grad_logits.t(), h.to(at::kFloat));
+}
+
+struct SinkHolder : torch::CustomClassHolder {
+  explicit SinkHolder(GradSink f) : fn(std::move(f)) {}
+  GradSink fn;
+};
+
 struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
-                            const at::Tensor& targets, int64_t chunk) {
+                            const at::Tensor& targets, int64_t chunk, const c10::intrusive_ptr<SinkHolder>& sink) {
     const int64_t N = hidden.size(0);
     auto loss = at::zeros({}, hidden.options().dtype(at::kFloat));
     auto grad_hidden = at::empty_like(hidden);
     auto grad_weight = at::zeros(weight.sizes(), weight.options().dtype(at::kFloat));
-    const bool fp32 = hidden.scalar_type() == at::kFloat;
     for (int64_t s = 0; s < N; s += chunk) {
       const int64_t n = std::min(chunk, N - s);
       auto h = hidden.narrow(0, s, n);
@@ -47,33 +60,47 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
       auto g = logits.to(hidden.scalar_type());
       auto gh = grad_hidden.narrow(0, s, n);
       at::mm_out(gh, g, weight);
-      if (fp32) grad_weight.addmm_(g.t(), h);
-      else grad_weight.add_(at::mm(g.t(), h));
+      add_weight_grad(grad_weight, logits, g, h);
     }
-    ctx->save_for_backward({grad_hidden, grad_weight});
+    // Neither is an input or output of the function: kept as plain data, scaled in place by backward.
+    ctx->saved_data["grad_hidden"] = grad_hidden;
+    ctx->saved_data["grad_weight"] = grad_weight;
     ctx->saved_data["weight_dtype"] = static_cast<int64_t>(weight.scalar_type());
+    if (sink) ctx->saved_data["sink"] = at::IValue::make_capsule(sink);
     return loss;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
-    auto saved = ctx->get_saved_variables();
-    const auto& g = grad_out[0];
+    auto gh = ctx->saved_data["grad_hidden"].toTensor();
+    auto gw = ctx->saved_data["grad_weight"].toTensor();
+    ctx->saved_data.erase("grad_hidden");
+    ctx->saved_data.erase("grad_weight");
+    // The step's scale (1 / its trained tokens) in fp32: cast to bf16 it would be off by up to 2^-9
+    // in every gradient below the head.
+    const at::Tensor& scale = grad_out[0];
+    if (gh.scalar_type() == at::kFloat) gh.mul_(scale);
+    else gh.copy_(gh.to(at::kFloat).mul_(scale));
+    gw.mul_(scale);
+    if (ctx->saved_data.count("sink")) {
+      c10::static_intrusive_pointer_cast<SinkHolder>(ctx->saved_data["sink"].toCapsule())->fn(gw);
+      return {gh, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    }
     const auto wdtype = static_cast<at::ScalarType>(ctx->saved_data["weight_dtype"].toInt());
-    auto gh = (saved[0] * g.to(saved[0].scalar_type()));
-    auto gw = (saved[1] * g).to(wdtype);
-    return {gh, gw, at::Tensor(), at::Tensor()};
+    return {gh, gw.to(wdtype), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
 at::Tensor linear_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-                                    int64_t chunk_rows) {
+                                    int64_t chunk_rows, const GradSink& weight_grad_sink) {
   const int64_t chunk = chunk_rows > 0 ? chunk_rows : linear_cross_entropy_chunk_rows(weight.size(0), weight.device().is_cpu());
   auto flat_t = targets.reshape({-1});
   if (at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad()))
-    return LinearCrossEntropy::apply(hidden, weight, flat_t, chunk);
+    return LinearCrossEntropy::apply(hidden, weight, flat_t, chunk,
+                                     weight_grad_sink ? c10::make_intrusive<SinkHolder>(weight_grad_sink)
+                                                      : c10::intrusive_ptr<SinkHolder>());
   // Evaluation: the loss alone, chunk by chunk.
   auto loss = at::zeros({}, hidden.options().dtype(at::kFloat));
   for (int64_t s = 0; s < hidden.size(0); s += chunk) {
@@ -85,7 +112,9 @@ at::Tensor linear_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& 
 }
 
 int64_t linear_cross_entropy_chunk_rows(int64_t vocab, bool on_cpu) {
-  const int64_t elements = on_cpu ? (int64_t{1} << 22) : (int64_t{1} << 26);
+  // On a CPU each chunk's three head matmuls repack the whole [V, D] weight, so chunks of ~130
+  // rows (16 MB at V = 32000) spent more time packing than multiplying; ~1000 rows amortise it.
+  const int64_t elements = on_cpu ? (int64_t{1} << 25) : (int64_t{1} << 26);
   return std::max<int64_t>(1, elements / std::max<int64_t>(vocab, 1));
 }
 

@@ -140,6 +140,9 @@ ProcessGroup::ProcessGroup(c10::intrusive_ptr<c10d::Store> store, int rank, int 
   init_backend(opts);
   // Gloo moves host memory (and CUDA); another device's tensors travel through host copies.
   stage_on_host_ = backend_name_ == "gloo" && !device_.is_cpu() && !device_.is_cuda();
+  // Staging copies are issued non-blocking: the only such device is the test suite's fake one,
+  // whose copies complete on return, and they stand in for NCCL moving device memory itself, so
+  // they must not count as host syncs a GPU run would make.
   // Proves the backend can talk before any real work depends on it.
   barrier("startup");
 }
@@ -171,7 +174,9 @@ void ProcessGroup::init_backend(const ProcessGroupOptions& opts) {
       return;
     }
 #ifdef USE_C10D_NCCL
-    auto o = c10d::ProcessGroupNCCL::Options::create();
+    // Collectives on high-priority streams: an all-gather or reduce-scatter overlapping a unit's
+    // compute is scheduled ahead of that compute's kernels (FSDP2's and Megatron's choice).
+    auto o = c10d::ProcessGroupNCCL::Options::create(/*is_high_priority_stream=*/true);
     // Our blocking wait (run()) throws at `timeout` with a message naming the collective; the
     // watchdog, which takes the whole process down, is only the backstop for work we never wait on.
     o->timeout = opts.timeout + std::chrono::seconds(10);
@@ -311,7 +316,7 @@ double ProcessGroup::inflight_seconds() const {
 at::Tensor ProcessGroup::on_device(const at::Tensor& cpu) const { return cpu.to(device_); }
 
 at::Tensor ProcessGroup::for_backend(const at::Tensor& t) const {
-  if (stage_on_host_ && !t.is_cpu()) return t.to(at::kCPU).contiguous();
+  if (stage_on_host_ && !t.is_cpu()) return t.to(at::kCPU, /*non_blocking=*/true).contiguous();
   return t.is_contiguous() ? t : t.contiguous();
 }
 
@@ -321,7 +326,7 @@ Pending ProcessGroup::all_reduce_async(at::Tensor& t, Reduce op, std::string_vie
   c10d::AllreduceOptions o;
   o.reduceOp = to_c10d(op);
   auto p = issue("all_reduce", what, ts, [&] { return backend_->allreduce(ts, o); });
-  if (!ts[0].is_same(t)) p.then_ = [t, c = ts[0]]() mutable { t.copy_(c); };
+  if (!ts[0].is_same(t)) p.then_ = [t, c = ts[0]]() mutable { t.copy_(c, /*non_blocking=*/true); };
   return p;
 }
 
@@ -343,7 +348,7 @@ void ProcessGroup::broadcast(at::Tensor& t, int root, std::string_view what) {
   c10d::BroadcastOptions o;
   o.rootRank = root;
   issue("broadcast", what, ts, [&] { return backend_->broadcast(ts, o); }).wait();
-  if (!ts[0].is_same(t)) t.copy_(ts[0]);
+  if (!ts[0].is_same(t)) t.copy_(ts[0], /*non_blocking=*/true);
 }
 
 void ProcessGroup::barrier(std::string_view what) {
@@ -365,7 +370,7 @@ Pending ProcessGroup::all_gather_into_tensor_async(at::Tensor& out, const at::Te
   at::Tensor dst = stage_on_host_ ? at::empty(out.sizes(), out.options().device(at::kCPU)) : out;
   // Staged, the device buffers stay alive until completion, as the backend would keep them.
   auto p = issue("all_gather_into_tensor", what, {dst, src, in, out}, [&] { return backend_->_allgather_base(dst, src); });
-  if (!dst.is_same(out)) p.then_ = [out, dst]() mutable { out.copy_(dst); };
+  if (!dst.is_same(out)) p.then_ = [out, dst]() mutable { out.copy_(dst, /*non_blocking=*/true); };
   return p;
 }
 
@@ -386,12 +391,15 @@ Pending ProcessGroup::reduce_scatter_tensor_async(at::Tensor& out, const at::Ten
     // slice, but wrapped in a work that copies the slice inside wait() (so only one thread may
     // wait on it) and has no completion future. Done here, the sums are the same and the
     // all-reduce's completion is observed like every other collective's.
-    std::vector<at::Tensor> buf{stage_on_host_ ? in.to(at::kCPU).contiguous() : in.clone(at::MemoryFormat::Contiguous)};
+    std::vector<at::Tensor> buf{stage_on_host_ ? in.to(at::kCPU, /*non_blocking=*/true).contiguous()
+                                               : in.clone(at::MemoryFormat::Contiguous)};
     if (buf[0].is_same(in)) buf[0] = in.clone(at::MemoryFormat::Contiguous);
     c10d::AllreduceOptions o;
     o.reduceOp = c10d::ReduceOp::SUM;
     auto p = issue("reduce_scatter_tensor", what, {out, buf[0], in}, [&] { return backend_->allreduce(buf, o); });
-    p.then_ = [out, b = buf[0], n = world_size_, r = rank_]() mutable { out.copy_(b.chunk(n)[r]); };
+    p.then_ = [out, b = buf[0], n = world_size_, r = rank_]() mutable {
+      out.copy_(b.chunk(n)[r], /*non_blocking=*/true);
+    };
     return p;
   }
   at::Tensor src = in.contiguous();

@@ -1,8 +1,10 @@
 #include "agenttune/parallel/sharded_model.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 
 #include <algorithm>
@@ -22,6 +24,32 @@ void free_storage(const at::Tensor& t) {
   s->set_nbytes(0);
 }
 
+// Host memory for the offloaded state: pinned (page-locked) when the device is CUDA, so copies to
+// and from it run asynchronously; plain elsewhere (a CPU-only build, the fake device, a CPU run),
+// where there is nothing to overlap. The one place that decides.
+at::TensorOptions host_memory(c10::Device device, c10::ScalarType dtype) {
+  return at::TensorOptions().dtype(dtype).device(at::kCPU).pinned_memory(device.is_cuda());
+}
+
+// The global L2 norm of the defined `grads`, as clip_grad_norm() describes it.
+at::Tensor global_grad_norm(const std::vector<at::Tensor>& all_grads, c10::Device device, ProcessGroup* sum_over) {
+  std::vector<at::Tensor> grads;
+  for (const auto& g : all_grads)
+    if (g.defined()) grads.push_back(g);
+  // Per tensor in fp32 (one fused pass over the grads, as torch's clip_grad_norm_), combined in fp64.
+  at::Tensor sq = grads.empty() ? at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device))
+                                : at::stack(at::_foreach_norm(grads, 2)).to(at::kDouble).pow(2).sum();
+  if (sum_over) sum_over->all_reduce(sq, Reduce::Sum, "grad_norm");
+  return sq.sqrt();
+}
+
+// torch.nn.utils.clip_grad_norm_'s factor max_norm / (norm + 1e-6), at most 1. Scaling by exactly 1
+// changes no bit, so the grads are always multiplied: deciding on the host whether to clip would
+// cost a sync. A non-finite norm gives 1: the grads stay as they are (the step is skipped).
+at::Tensor clip_factor(const at::Tensor& norm, double max_norm) {
+  return at::where(at::isfinite(norm), (max_norm / (norm + 1e-6)).clamp_max(1.0), at::ones_like(norm));
+}
+
 void alloc_storage(const at::Tensor& t) {
   auto* s = t.storage().unsafeGetStorageImpl();
   const size_t bytes = static_cast<size_t>(t.numel()) * t.element_size();
@@ -33,10 +61,49 @@ void alloc_storage(const at::Tensor& t) {
 
 namespace detail {
 
-// One sharded unit. Forward gathers its parameters, runs it and frees them (or keeps them for
-// backward when dist.reshard_after_forward is off). Backward re-gathers them and either walks the
-// graph the forward kept, or, when the model checkpoints the unit, recomputes it first; then it
-// hands the reduce-scattered fp32 grads to the shards.
+// One unit of a training forward, on every path. Forward gathers its parameters (per-unit
+// strategies; resident ones hold them already), runs it and frees them (or keeps them for backward
+// when dist.reshard_after_forward is off). Backward re-gathers them and either walks the graph the
+// forward kept, or, when the model checkpoints the unit, recomputes it first; then the unit's grads
+// go to the engine's fp32 accumulation (accumulate_unit_grads), never through autograd: it would
+// cast them to the parameters' compute dtype.
+// The entry of a unit's kept sub-graph: an alias of the unit's input behind a node that saves
+// nothing, where backward takes the input's gradient. A fresh leaf would do the same, but its
+// AccumulateGrad node holds the tensor, and with it a [B, T, D] input that nothing else keeps.
+// `anchor` (any tensor that requires grad) only makes the alias require grad.
+struct UnitEntry : public torch::autograd::Function<UnitEntry> {
+  static at::Tensor forward(torch::autograd::AutogradContext*, at::Tensor x, at::Tensor anchor) {
+    return x.view_as(x);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*, torch::autograd::variable_list) {
+    return {at::Tensor(), at::Tensor()};
+  }
+};
+
+// What backward needs of a kept sub-graph: where it starts (the output's node) and where the
+// input's gradient is taken. Edges hold graph nodes, not the tensors' data.
+struct KeptGraph : torch::CustomClassHolder {
+  torch::autograd::Edge out, in;
+};
+
+// The grads of `params` (undefined where the graph does not reach) and, when `in` is valid, first
+// the input's: torch::autograd::grad over edges instead of tensors.
+torch::autograd::variable_list grads_at(const torch::autograd::Edge& out, const at::Tensor& grad_out,
+                                        const torch::autograd::Edge& in, const std::vector<at::Tensor>& params) {
+  torch::autograd::edge_list outputs;
+  if (in.is_valid()) outputs.push_back(in);
+  for (const auto& p : params) outputs.push_back(torch::autograd::impl::gradient_edge(p));
+  return torch::autograd::Engine::get_default_engine().execute({out}, {grad_out}, /*keep_graph=*/false,
+                                                               /*create_graph=*/false, /*accumulate_grad=*/false,
+                                                               outputs);
+}
+
+// One unit of a training forward, on every path. Forward gathers its parameters (per-unit
+// strategies; resident ones hold them already), runs it and frees them (or keeps them for backward
+// when dist.reshard_after_forward is off). Backward re-gathers them and either walks the graph the
+// forward kept, or, when the model checkpoints the unit, recomputes it first; then the unit's grads
+// go to the engine's fp32 accumulation (accumulate_unit_grads), never through autograd: it would
+// cast them to the parameters' compute dtype.
 struct UnitFunction : public torch::autograd::Function<UnitFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor shard0,
                             at::Tensor shard1, int64_t unit, int64_t owner) {
@@ -56,16 +123,21 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
       self->free_unit(u);
       return out;
     }
-    // Keep this unit's graph (a sub-graph from a fresh leaf, so the outer graph holds only this
+    // Keep this unit's graph (a sub-graph from its own entry, so the outer graph holds only this
     // node); backward walks it with the parameters gathered again.
-    at::Tensor xin = x.is_floating_point() ? x.detach().requires_grad_(true) : x;
+    auto kept = c10::make_intrusive<KeptGraph>();
     at::Tensor out;
     {
       at::AutoGradMode enable(true);
+      at::Tensor xin = x;
+      if (x.is_floating_point()) {
+        xin = UnitEntry::apply(x.detach(), shard0);
+        kept->in = torch::autograd::impl::gradient_edge(xin);
+      }
       out = self->run_unit(u, xin);
     }
-    ctx->saved_data["xin"] = xin;
-    ctx->saved_data["out"] = out;
+    kept->out = torch::autograd::impl::gradient_edge(out);
+    ctx->saved_data["kept"] = at::IValue::make_capsule(kept);
     self->release_after_forward(u);
     return out.detach();
   }
@@ -74,32 +146,36 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
                                                  torch::autograd::variable_list grad_out) {
     auto* self = reinterpret_cast<ShardedModel*>(ctx->saved_data["owner"].toInt());
     auto unit = static_cast<size_t>(ctx->saved_data["unit"].toInt());
-    self->gather_unit(unit);
-    self->prefetch_unit(static_cast<int64_t>(unit) - 1);  // backward walks the units in reverse
-    at::Tensor xin, out;
-    if (ctx->saved_data.count("out")) {
-      xin = ctx->saved_data["xin"].toTensor();
-      out = ctx->saved_data["out"].toTensor();
-      ctx->saved_data.erase("out");
-      ctx->saved_data.erase("xin");
+    // The embedding's backward scatters grad rows by token id and never reads its weight: a kept
+    // embedding graph is walked without gathering it again (nor prefetching it).
+    const bool kept = ctx->saved_data.count("kept") > 0;
+    if (unit != 0 || !kept) self->gather_unit(unit);
+    if (unit != 1) self->prefetch_unit(static_cast<int64_t>(unit) - 1);  // backward walks the units in reverse
+    auto params = self->unit_module_params(unit);
+    torch::autograd::variable_list grads;
+    bool input_grad = false;
+    if (kept) {
+      auto graph = c10::static_intrusive_pointer_cast<KeptGraph>(ctx->saved_data["kept"].toCapsule());
+      ctx->saved_data.erase("kept");
+      input_grad = graph->in.is_valid();
+      grads = grads_at(graph->out, grad_out[0], graph->in, params);
     } else {
       at::Tensor x = ctx->get_saved_variables()[0];
-      xin = x.is_floating_point() ? x.detach().requires_grad_(true) : x;
-      at::AutoGradMode enable(true);
-      out = self->run_unit(unit, xin);
+      at::Tensor xin = x.is_floating_point() ? x.detach().requires_grad_(true) : x;
+      at::Tensor out;
+      {
+        at::AutoGradMode enable(true);
+        out = self->run_unit(unit, xin);
+      }
+      input_grad = xin.requires_grad();
+      grads = grads_at(torch::autograd::impl::gradient_edge(out), grad_out[0],
+                       input_grad ? torch::autograd::impl::gradient_edge(xin) : torch::autograd::Edge(), params);
     }
-    auto params = self->unit_module_params(unit);
-    std::vector<at::Tensor> inputs = params;
-    if (xin.requires_grad()) inputs.insert(inputs.begin(), xin);
-    auto grads = torch::autograd::grad({out}, inputs, {grad_out[0]}, /*retain_graph=*/false,
-                                       /*create_graph=*/false, /*allow_unused=*/true);
-    out.reset();
     at::Tensor grad_x;
-    if (xin.requires_grad()) grad_x = grads[0], grads.erase(grads.begin());
-    self->reduce_unit_grads(unit, grads);
-    grads.clear();
+    if (input_grad) grad_x = grads[0], grads.erase(grads.begin());
+    self->accumulate_unit_grads(unit, std::move(grads));
     self->free_unit(unit);
-    // reduce_unit_grads accumulates the grads into the shards' .grad itself (summed over ranks
+    // accumulate_unit_grads puts the grads into the shards' fp32 grads itself (summed over ranks
     // first), so the shard inputs get no gradient from autograd: it would add them twice.
     torch::autograd::variable_list result{grad_x, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     return result;
@@ -111,19 +187,11 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
 at::Tensor clip_grad_norm(const std::vector<at::Tensor>& all_grads, double max_norm, c10::Device device,
                           ProcessGroup* sum_over) {
   at::NoGradGuard ng;
-  std::vector<at::Tensor> grads;
-  for (const auto& g : all_grads)
-    if (g.defined()) grads.push_back(g);
-  // Per tensor in fp32 (one fused pass over the grads, as torch's clip_grad_norm_), combined in fp64.
-  at::Tensor sq = grads.empty() ? at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device))
-                                : at::stack(at::_foreach_norm(grads, 2)).to(at::kDouble).pow(2).sum();
-  if (sum_over) sum_over->all_reduce(sq, Reduce::Sum, "grad_norm");
-  at::Tensor norm = sq.sqrt();
+  at::Tensor norm = global_grad_norm(all_grads, device, sum_over);
   if (max_norm <= 0) return norm;
-  // Scaling by exactly 1 changes no bit, so the grads are always multiplied: deciding on the host
-  // whether to clip would cost a sync. A non-finite norm leaves them as they are (the step is skipped).
-  auto factor = at::where(at::isfinite(norm), (max_norm / (norm + 1e-6)).clamp_max(1.0), at::ones_like(norm));
-  for (auto& g : grads) g.mul_(factor);
+  auto factor = clip_factor(norm, max_norm);
+  for (const auto& g : all_grads)
+    if (g.defined()) g.mul_(factor);
   return norm;
 }
 
@@ -153,6 +221,11 @@ ShardedModel::ShardedModel(LlamaForCausalLM model, ProcessGroup& dist, const Wor
                                                          c10::intrusive_ptr<c10d::Store>::reclaim_copy(&dist_.store()));
     replica_group_ = std::make_unique<ProcessGroup>(rstore, dist_.rank() / g, dist_.world_size() / g, dist_.device(), o);
   }
+  if (opts_.single_rank_path == SingleRankPath::PerUnit &&
+      (opts_.strategy == ShardStrategy::NoShard || opts_.strategy == ShardStrategy::ShardGradOp))
+    fail("dist.single_rank_path per_unit runs full_shard's per-unit path in a shard group of one; {} keeps full "
+         "parameters resident by design (use full_shard or hybrid_shard, or single_rank_path: resident)",
+         shard_strategy_name(opts_.strategy));
   build_groups(weights);
 }
 
@@ -224,11 +297,16 @@ void ShardedModel::build_groups(const WeightSlices& weights) {
       }
       if (g.params.empty()) continue;
       g.layout = ShardLayout(numel, shard_world());
-      // Only this rank's slice is read and reaches the device; the model's own storage goes below.
-      g.shard = read_slice(g, weights).to(dist_.device()).requires_grad_(true);
+      // Only this rank's slice is read and reaches the device (or, offloaded, host memory); the
+      // model's own storage goes below.
+      at::Tensor master = read_slice(g, weights);
+      g.shard = (offloaded() ? at::empty(master.sizes(), host_memory(dist_.device(), at::kFloat)).copy_(master)
+                             : master.to(dist_.device()))
+                    .requires_grad_(true);
       groups_.push_back(std::move(g));
     }
   }
+  if (offloaded()) refresh_device_shards();
   // The model's own storage is released: from here on its parameters are views of gathered
   // buffers (resident for shard_grad_op / no_shard, per unit for full and hybrid sharding).
   for (size_t u = 0; u < num_units_; ++u) free_unit(u);
@@ -251,9 +329,10 @@ std::vector<at::Tensor> ShardedModel::unit_module_params(size_t unit) const {
 }
 
 bool ShardedModel::per_unit() const {
-  // A shard group of one holds every parameter anyway: gathering per unit would only copy.
+  // A shard group of one holds every parameter anyway: gathering per unit would only copy, unless
+  // asked for (the ZeRO-3 path on one GPU, with its real collectives and allocator traffic).
   return (opts_.strategy == ShardStrategy::FullShard || opts_.strategy == ShardStrategy::HybridShard) &&
-         shard_world() > 1;
+         (shard_world() > 1 || opts_.single_rank_path == SingleRankPath::PerUnit);
 }
 
 ProcessGroup& ShardedModel::shard_dist() { return opts_.strategy == ShardStrategy::HybridShard ? *shard_group_ : dist_; }
@@ -264,14 +343,15 @@ void ShardedModel::issue_gather(FlatGroup& g) {
   at::NoGradGuard ng;
   // In a shard group of one the fp32 master is the whole group: in fp32 the module computes on
   // it directly (no copy at all), in bf16 on a cast refreshed once per optimizer step.
-  auto local = g.shard.detach().to(opts_.compute_dtype);
+  // Offloaded, the device copy is the source (in a shard group of one, the computed-on buffer).
+  auto local = offloaded() ? g.device_shard : g.shard.detach().to(opts_.compute_dtype);
   if (g.full.defined() && g.storage_freed) {  // resharded after forward: refill the same storage
     alloc_storage(g.full);
     g.storage_freed = false;
     g.gathering = shard_dist().all_gather_into_tensor_async(g.full, local, g.name);
     return;
   }
-  if (shard_world() == 1) {
+  if (shard_world() == 1 && !per_unit()) {
     g.full = local;
   } else {
     g.full = at::empty({g.layout.padded()}, local.options());
@@ -334,7 +414,10 @@ void ShardedModel::free_unit(size_t unit) {
 }
 
 void ShardedModel::release_after_forward(size_t unit) {
-  if (!opts_.reshard_after_forward) return;  // kept gathered until this unit's backward
+  if (!per_unit() || !opts_.reshard_after_forward) return;  // kept gathered until this unit's backward
+  // The last unit (norm + head) is the last forward and the first backward: freeing it in between
+  // would only gather the same bytes again.
+  if (unit + 1 == num_units_) return;
   for (size_t gi : unit_groups(unit)) {
     auto& g = groups_[gi];
     g.gathering.wait();
@@ -343,19 +426,20 @@ void ShardedModel::release_after_forward(size_t unit) {
   }
 }
 
-// The sharded units run the plain model's unit; their own recompute (per-unit strategies) runs it
-// unchecked, the resident strategies let the model checkpoint as it decides.
+// The sharded units run the plain model's unit, never checkpointed by the model: UnitFunction
+// recomputes the units the model checkpoints itself, so their grads reach the fp32 accumulators.
 at::Tensor ShardedModel::run_unit(size_t unit, const at::Tensor& x) {
-  return model_->run_unit(unit, x, in_, !per_unit() && at::GradMode::is_enabled() && model_->checkpointed(unit));
+  return model_->run_unit(unit, x, in_, /*checkpoint=*/false);
 }
 
 at::Tensor ShardedModel::flatten_grads(const FlatGroup& g, const std::vector<at::Tensor>& grads) const {
+  const auto grad_options = at::TensorOptions().dtype(at::kFloat).device(dist_.device());  // not the shard's: it may be offloaded
   std::vector<at::Tensor> parts;
   for (size_t k = 0; k < g.params.size(); ++k) {
     const auto& gr = grads[k];
-    parts.push_back(gr.defined() ? gr.to(at::kFloat).reshape({-1}) : at::zeros({g.params[k].numel}, g.shard.options()));
+    parts.push_back(gr.defined() ? gr.to(at::kFloat).reshape({-1}) : at::zeros({g.params[k].numel}, grad_options));
   }
-  if (g.layout.padding() > 0) parts.push_back(at::zeros({g.layout.padding()}, g.shard.options()));
+  if (g.layout.padding() > 0) parts.push_back(at::zeros({g.layout.padding()}, grad_options));
   return at::cat(parts);
 }
 
@@ -370,7 +454,7 @@ void ShardedModel::issue_grad_reduce(size_t gi, const at::Tensor& flat_grad, boo
   f.reduced = flat_grad;
   if (opts_.strategy == ShardStrategy::NoShard) {
     if (dist_.world_size() > 1) f.pending = dist_.all_reduce_async(f.reduced, Reduce::Sum, g.name + " grads");
-  } else if (shard_world() > 1) {
+  } else if (shard_world() > 1 || per_unit()) {
     f.reduced = at::empty({g.layout.shard_numel()}, flat_grad.options());
     f.pending = shard_dist().reduce_scatter_tensor_async(f.reduced, flat_grad, g.name + " grads");
   }
@@ -391,16 +475,47 @@ void ShardedModel::land_grads(size_t n) {
   grads_in_flight_.erase(grads_in_flight_.begin(), grads_in_flight_.begin() + static_cast<int64_t>(n));
 }
 
-// The previous unit's reductions (issued in its backward) land once this unit's are issued: one
-// unit's reduce-scatter is in flight while the next unit's backward computes.
-void ShardedModel::reduce_unit_grads(size_t unit, const std::vector<at::Tensor>& full_grads) {
+at::Tensor& ShardedModel::grad_accumulator(FlatGroup& g) {
+  return shard_world() == 1 ? g.shard.mutable_grad() : g.grad_acc;
+}
+
+void ShardedModel::fold_grads(FlatGroup& g, const std::vector<at::Tensor>& grads) {
+  at::NoGradGuard ng;
+  at::Tensor& acc = grad_accumulator(g);
+  const bool first = !acc.defined();
+  // On the device even when the masters are offloaded (finish_backward moves the final grads).
+  if (first) acc = at::empty({g.layout.padded()}, at::TensorOptions().dtype(at::kFloat).device(dist_.device()));
+  for (size_t k = 0; k < g.params.size(); ++k) {
+    auto view = acc.narrow(0, g.params[k].offset, g.params[k].numel);
+    if (!grads[k].defined()) {
+      if (first) view.zero_();
+    } else if (first) {
+      view.copy_(grads[k].reshape({-1}));
+    } else {
+      view.add_(grads[k].reshape({-1}));  // fp32 += compute dtype, elementwise: no fp32 temporary
+    }
+  }
+  if (first && g.layout.padding() > 0) acc.narrow(0, g.layout.numel(), g.layout.padding()).zero_();
+}
+
+// Per-unit strategies: the previous unit's reductions (issued in its backward) land once this
+// unit's are issued, so one unit's reduce-scatter is in flight while the next unit's backward
+// computes. Resident ones: folded into the fp32 accumulators at once.
+void ShardedModel::accumulate_unit_grads(size_t unit, std::vector<at::Tensor> full_grads) {
+  if (head_weight_grad_.defined()) {  // the fused loss's fp32 head weight grad stands in for autograd's
+    auto params = unit_module_params(unit);
+    for (size_t k = 0; k < params.size(); ++k)
+      if (params[k].is_same(model_->head_weight())) full_grads[k] = std::move(head_weight_grad_);
+    head_weight_grad_ = at::Tensor();
+  }
   const size_t earlier = grads_in_flight_.size();
   size_t k = 0;
   for (size_t gi : unit_groups(unit)) {
     auto& g = groups_[gi];
     std::vector<at::Tensor> mine(full_grads.begin() + k, full_grads.begin() + k + g.params.size());
     k += g.params.size();
-    issue_grad_reduce(gi, flatten_grads(g, mine), /*assign=*/false);
+    if (per_unit()) issue_grad_reduce(gi, flatten_grads(g, mine), /*assign=*/false);
+    else fold_grads(g, mine);
   }
   land_grads(std::min(earlier, grads_in_flight_.size()));
 }
@@ -410,8 +525,9 @@ at::Tensor ShardedModel::run(const at::Tensor& tokens, const at::Tensor& positio
   in_ = model_->unit_inputs(positions.to(dist_.device()), opts_.compute_dtype, spec);
   if (targets.defined()) in_.targets = targets.to(dist_.device());
   in_.trained = trained;
+  if (at::GradMode::is_enabled()) in_.head_weight_grad = [this](at::Tensor g) { head_weight_grad_ = std::move(g); };
   return model_->run_units(tokens.to(dist_.device()), in_, [this](size_t u, const at::Tensor& h) {
-    if (per_unit() && at::GradMode::is_enabled()) {
+    if (at::GradMode::is_enabled()) {
       auto gs = unit_groups(u);
       // Autograd wants defined inputs; a one-group unit passes its shard twice (the function
       // gives the shards no autograd gradient either way, see UnitFunction::backward).
@@ -438,16 +554,17 @@ at::Tensor ShardedModel::loss_sum(const at::Tensor& tokens, const at::Tensor& po
 void ShardedModel::finish_backward() {
   land_all_grads();  // the per-unit strategies' last reduce-scatters (the embedding's)
   if (!per_unit()) {
-    // One group's reduction in flight while the next is flattened.
+    // The accumulators are reduced once per step: no_shard all-reduces the shard grads in place,
+    // shard_grad_op reduce-scatters its full buffers into them (all issued, then waited on).
+    const bool reduce = opts_.strategy == ShardStrategy::NoShard ? dist_.world_size() > 1 : shard_world() > 1;
     for (size_t gi = 0; gi < groups_.size(); ++gi) {
       auto& g = groups_[gi];
-      std::vector<at::Tensor> grads;
-      for (auto& p : g.module_params) grads.push_back(p.grad());
-      auto flat = flatten_grads(g, grads);
-      for (auto& p : g.module_params) p.mutable_grad().reset();
-      const size_t earlier = grads_in_flight_.size();
-      issue_grad_reduce(gi, flat, /*assign=*/true);
-      land_grads(std::min(earlier, grads_in_flight_.size()));
+      at::Tensor& acc = grad_accumulator(g);
+      // A group no backward reached (or a step without one) has a zero grad: every rank reduces every group.
+      if (!acc.defined()) acc = at::zeros({g.layout.padded()}, at::TensorOptions().dtype(at::kFloat).device(dist_.device()));
+      if (!reduce) continue;
+      issue_grad_reduce(gi, acc, /*assign=*/true);
+      g.grad_acc = at::Tensor();  // the collective keeps what it reads until it completes
     }
     land_all_grads();
   }
@@ -460,18 +577,79 @@ void ShardedModel::finish_backward() {
     }
     for (auto& p : replicas) p.wait();
   }
+  if (offloaded()) offload_grads();
 }
 
 at::Tensor ShardedModel::clip_grad_norm(double max_norm) {
   land_all_grads();  // nothing in flight after finish_backward; a guard for callers that skip it
+  // Each shard group holds the whole gradient once; replicas hold copies, so only the shard group sums.
+  ProcessGroup* sum_over = shard_world() > 1 ? &shard_dist() : nullptr;
+  if (offloaded()) {
+    // The norm of the device grads (the host copies' values, bit for bit), which are then dropped;
+    // before_optimizer_step() scales the host grads once the step's sync has brought the factor over.
+    at::NoGradGuard ng;
+    at::Tensor norm = global_grad_norm(offloaded_device_grads_, dist_.device(), sum_over);
+    offloaded_device_grads_.clear();
+    host_clip_factor_ = max_norm > 0 ? at::empty({}, host_memory(dist_.device(), at::kDouble))
+                                           .copy_(clip_factor(norm, max_norm), /*non_blocking=*/true)
+                                     : at::Tensor();
+    return norm;
+  }
   std::vector<at::Tensor> grads;
   for (auto& g : groups_) grads.push_back(g.shard.grad());
-  // Each shard group holds the whole gradient once; replicas hold copies, so only the shard group sums.
-  return parallel::clip_grad_norm(grads, max_norm, dist_.device(), shard_world() > 1 ? &shard_dist() : nullptr);
+  return parallel::clip_grad_norm(grads, max_norm, dist_.device(), sum_over);
+}
+
+void ShardedModel::offload_grads() {
+  at::NoGradGuard ng;
+  offloaded_device_grads_.assign(groups_.size(), at::Tensor());
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    auto& shard = groups_[gi].shard;
+    at::Tensor dev = shard.grad();
+    if (!dev.defined()) continue;
+    // Queued behind the reduction on the compute stream: the host does not wait here; the step's
+    // one sync (reading the loss and norm) waits for these copies too.
+    at::Tensor host = at::empty(dev.sizes(), host_memory(dist_.device(), at::kFloat));
+    host.copy_(dev, /*non_blocking=*/true);
+    offloaded_device_grads_[gi] = dev;
+    shard.mutable_grad() = host;
+  }
+}
+
+void ShardedModel::refresh_device_shards() {
+  at::NoGradGuard ng;
+  for (auto& g : groups_) {
+    if (!g.device_shard.defined())
+      g.device_shard = at::empty({g.layout.shard_numel()}, at::TensorOptions().dtype(opts_.compute_dtype).device(dist_.device()));
+    // The fp32 master is uploaded and cast on the device (as the resident path casts its master),
+    // one group at a time: a bf16 staging copy on the host would cost 2 more pinned bytes per
+    // parameter, and the device is idle here anyway (the optimizer ran on the host).
+    at::Tensor master = g.shard.detach();
+    if (opts_.compute_dtype == at::kFloat) g.device_shard.copy_(master, /*non_blocking=*/true);
+    else g.device_shard.copy_(master.to(dist_.device(), /*non_blocking=*/true));
+  }
+}
+
+void ShardedModel::before_optimizer_step() {
+  if (!host_clip_factor_.defined()) return;
+  at::NoGradGuard ng;
+  // The factor and the grads arrived with the step's host sync; the same multiply as on the device.
+  for (auto& g : groups_)
+    if (g.shard.grad().defined()) g.shard.mutable_grad().mul_(host_clip_factor_);
+  host_clip_factor_ = at::Tensor();
 }
 
 void ShardedModel::after_optimizer_step() {
-  if (per_unit()) return;
+  if (host_clip_factor_.defined())
+    fail("dist.offload: optimizer: the optimizer stepped on unclipped host grads; call before_optimizer_step() "
+         "between clip_grad_norm() and the optimizer step");
+  if (offloaded()) refresh_device_shards();
+  if (per_unit()) {
+    // Nothing stays gathered between steps: a forward whose backward never ran (the head stays
+    // gathered for it) must not keep parameters from before the update.
+    for (size_t u = 0; u < num_units_; ++u) free_unit(u);
+    return;
+  }
   std::vector<size_t> all(groups_.size());
   for (size_t gi = 0; gi < all.size(); ++gi) {
     all[gi] = gi;
@@ -517,6 +695,13 @@ NamedTensors ShardedModel::own_slices(const FullGroup& full_of) const {
 void ShardedModel::load_full_groups(const FullGroup& full_of) {
   at::NoGradGuard ng;
   auto slices = own_slices(full_of);
+  host_clip_factor_ = at::Tensor();  // a rollback after a skipped step drops its clip
+  offloaded_device_grads_.clear();
+  if (offloaded() && !dist_.device().is_cpu()) {
+    // An upload queued from an fp32 host master (on the current stream) may still be reading it.
+    const auto* impl = c10::impl::getDeviceGuardImpl(dist_.device().type());
+    impl->synchronizeStream(impl->getStream(dist_.device()));
+  }
   for (size_t gi = 0; gi < groups_.size(); ++gi) groups_[gi].shard.copy_(slices[gi].second);
   for (size_t u = 0; u < num_units_; ++u) free_unit(u);
   after_optimizer_step();

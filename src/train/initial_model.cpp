@@ -65,9 +65,9 @@ void grow_initial_vocab(InitialModel& m, int64_t vocab) {
   if (vocab < old_vocab) fail("cannot shrink the vocabulary from {} to {} tokens", old_vocab, vocab);
   LlamaConfig c = m.model->config();
   c.vocab_size = vocab;
-  const bool checkpointing = m.model->activation_checkpointing;
+  const Recompute recompute = m.model->recompute;
   m.model = LlamaForCausalLM(c);
-  m.model->activation_checkpointing = checkpointing;
+  m.model->recompute = recompute;
   // The grown embedding and head are built once, whole (vocab x hidden: the largest matrices, but
   // one of each), and sliced like the rest.
   auto grown = std::make_shared<std::map<std::string, at::Tensor>>();

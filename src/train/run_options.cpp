@@ -29,6 +29,8 @@ parallel::ShardOptions shard_options(const TrainConfig& cfg) {
   o.hybrid_group_size = cfg.dist.hybrid_group_size;
   o.prefetch = cfg.dist.prefetch;
   o.reshard_after_forward = cfg.dist.reshard_after_forward;
+  o.offload = cfg.dist.offload;
+  o.single_rank_path = cfg.dist.single_rank_path;
   return o;
 }
 
@@ -58,10 +60,12 @@ parallel::MemoryPlanInput memory_plan_input(const TrainConfig& cfg, const LlamaC
   in.hybrid_group_size = so.hybrid_group_size;
   in.prefetch = so.prefetch;
   in.reshard_after_forward = so.reshard_after_forward;
+  in.offload = so.offload;
+  in.single_rank_path = so.single_rank_path;
   in.compute_dtype = so.compute_dtype;
   in.seq_len = cfg.data.seq_len;
   in.micro_batch = cfg.train.micro_batch_size;
-  in.activation_checkpointing = cfg.model.activation_checkpointing;
+  in.recompute = cfg.model.activation_checkpointing;
   in.grad_accum = step_batch(cfg, world).micro_batches;
   return in;
 }

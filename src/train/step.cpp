@@ -28,11 +28,15 @@ double phase_end(Clock::time_point& start, parallel::ProcessGroup& dist) {
   return s;
 }
 
-// Loss, grad norm and the stop vote come back to the host together: the step's one sync.
+// Loss, grad norm, stop vote and the step's token counts come back to the host together: the
+// step's one sync.
 void fetch_step_scalars(StepOutcome& o, const at::Tensor& grad_norm, const at::Tensor& stop_vote, parallel::ProcessGroup& dist) {
   dist.drain();
-  auto host = at::stack({o.loss_sum, grad_norm.to(at::kDouble), stop_vote.to(at::kDouble)}).cpu();
+  auto host = at::cat({o.loss_sum.reshape({1}), grad_norm.to(at::kDouble).reshape({1}),
+                       stop_vote.to(at::kDouble).reshape({1}), o.counts})
+                  .cpu();
   const double* v = host.data_ptr<double>();
+  o.trained = static_cast<int64_t>(v[3]), o.real = static_cast<int64_t>(v[4]), o.slots = static_cast<int64_t>(v[5]);
   o.loss = v[0] / static_cast<double>(std::max<int64_t>(o.trained, 1));
   o.grad_norm = v[1];
   o.stop_vote = v[2] > 0;
@@ -65,28 +69,24 @@ StepOutcome forward_backward(parallel::ShardedModel& model, const std::vector<Pa
     local_real += b.real_tokens;
     local_slots += b.tokens.numel();
   }
-  out.trained = local_trained, out.real = local_real, out.slots = local_slots;
-  if (dist.world_size() > 1) {
-    // Token counts are exact in a double up to 2^53.
-    auto counts = at::tensor({static_cast<double>(local_trained), static_cast<double>(local_real),
-                              static_cast<double>(local_slots)},
-                             at::kDouble)
-                      .to(dist.device());
-    dist.all_reduce(counts, parallel::Reduce::Sum, "token counts");
-    dist.drain();
-    counts = counts.cpu();
-    const double* c = counts.data_ptr<double>();
-    out.trained = static_cast<int64_t>(c[0]), out.real = static_cast<int64_t>(c[1]), out.slots = static_cast<int64_t>(c[2]);
-  }
-  // Each micro-batch's summed loss is divided by the step's trained tokens (all ranks) before
-  // backward: the gradient is that of the step's token mean.
-  const double denom = static_cast<double>(std::max<int64_t>(out.trained, 1));
+  // The counts are summed over the ranks on the device and the denominator of every micro-batch's
+  // loss stays there: reading them here would be a second host sync. They come back with the
+  // step's fetch. Token counts are exact in a double up to 2^53.
+  out.counts = at::tensor({static_cast<double>(local_trained), static_cast<double>(local_real),
+                           static_cast<double>(local_slots)},
+                          at::kDouble)
+                   .to(dist.device(), /*non_blocking=*/true);
+  if (dist.world_size() > 1) dist.all_reduce(out.counts, parallel::Reduce::Sum, "token counts");
+  // Each micro-batch's summed loss is scaled by 1 / the step's trained tokens (all ranks) before
+  // backward: the gradient is that of the step's token mean. The reciprocal is taken in fp64 and
+  // rounded once to fp32, the loss's dtype, as dividing the fp32 loss by the count did.
+  const at::Tensor inv_denom = out.counts.select(0, 0).clamp_min(1.0).reciprocal().to(at::kFloat);
   out.loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dist.device()));
   auto clock = Clock::now();
   for (const auto& b : batches) {
     auto sum = micro_batch_loss(model, b, attention, dist.device());
     if (times) times->forward += phase_end(clock, dist);
-    (sum / denom).backward();
+    (sum * inv_denom).backward();
     out.loss_sum = out.loss_sum + sum.detach().to(at::kDouble);
     if (times) times->backward += phase_end(clock, dist);
   }
@@ -106,6 +106,7 @@ StepOutcome train_step(parallel::ShardedModel& model, AdamW& opt, const std::vec
   fetch_step_scalars(o, model.clip_grad_norm(req.clip_grad_norm), vote, dist);
   o.judgement = req.judge ? req.judge(o) : judge_finite(o);
   if (o.judgement.applied()) {
+    model.before_optimizer_step();  // offload: the host grads are clipped now that the sync has passed
     opt.step(req.lr);
     model.after_optimizer_step();
   }

@@ -87,6 +87,11 @@ void TrainConfig::validate(const std::string& src) const {
   if (!(dist.connect_timeout_s > 0) || !std::isfinite(dist.connect_timeout_s))
     fail("{}: dist.connect_timeout_s must be positive, got {}", src, dist.connect_timeout_s);
   parallel::parse_device_spec(dist.device, src + ": dist.device");
+  if (dist.single_rank_path == parallel::SingleRankPath::PerUnit &&
+      (dist.strategy == parallel::ShardStrategy::NoShard || dist.strategy == parallel::ShardStrategy::ShardGradOp))
+    fail("{}: dist.single_rank_path per_unit runs full_shard's per-unit path in a shard group of one; dist.strategy "
+         "{} keeps parameters resident (use full_shard or hybrid_shard)",
+         src, enum_name(dist.strategy));
   if (!(metrics.peak_tflops >= 0) || !std::isfinite(metrics.peak_tflops))
     fail("{}: metrics.peak_tflops must be >= 0 (0 = from the device), got {}", src, metrics.peak_tflops);
   if (model.compute_dtype == c10::ScalarType::Half)

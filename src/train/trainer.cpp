@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "agenttune/train/bad_step.h"
+#include "agenttune/train/batch_prefetch.h"
 #include "agenttune/train/checkpoint_schedule.h"
 #include "agenttune/train/run_report.h"
 #include "agenttune/train/step.h"
@@ -14,12 +15,9 @@ namespace agenttune {
 
 namespace {
 
-// The step's micro-batches for this rank, read from the mixture.
-std::vector<PackedBatch> next_step_batches(TrainRun& run) {
-  std::vector<PackedBatch> batches;
-  for (int64_t i = 0; i < run.batch.micro_batches; ++i)
-    batches.push_back(run.data->next_batch(run.cfg.train.micro_batch_size, run.dist->rank(), run.dist->world_size()));
-  return batches;
+// This rank's share of every step: micro-batches per step and their size.
+StepBatchShape step_batch_shape(const TrainRun& run) {
+  return {run.batch.micro_batches, run.cfg.train.micro_batch_size, run.dist->rank(), run.dist->world_size()};
 }
 
 StepRequest step_request(const TrainConfig& cfg, double lr, const BadStepPolicy& policy) {
@@ -48,12 +46,21 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   const CheckpointSchedule schedule(checkpoint_schedule_options(run.cfg, opts));
   RunReport report(run, opts.progress);
   StopSignal stop;
+  // After the run: destroyed first, waiting for a read in flight before the mixture goes.
+  BatchPrefetch prefetch(*run.data, step_batch_shape(run), run.dist->device());
   while (run.prog.step < run.cfg.train.max_steps) {
     const StepClock clock(*run.dist);
     StepMeasures m;
     m.lr = run.sched.lr(run.prog.step);
-    const auto batches = next_step_batches(run);
+    // The next step's batches are read on a thread while this one trains (none after the last).
+    const auto batches = prefetch.next(run.prog.step + 1 < run.cfg.train.max_steps);
+    m.data_seconds = clock.seconds();
     const StepOutcome o = report.counted_step(run, batches, step_request(run.cfg, m.lr, policy));
+    // From here on the mixture is where this step's batches left it: what a checkpoint, the
+    // shares and a rollback see. Waiting for a read slower than the step counts as data time.
+    const double stepped = clock.seconds();
+    prefetch.settle();
+    m.data_seconds += clock.seconds() - stepped;
     if (policy.after_step(o, run.prog, run.result.last_checkpoint) == BadStepPolicy::Next::RollBack) {
       report.rolled_back(run.prog.step + 1, o, m.lr);
       roll_back(run, policy);

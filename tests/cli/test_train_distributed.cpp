@@ -100,7 +100,10 @@ TEST_P(TrainDistributed, TwoRanksMatchOneAndCheckpointsReshard) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Strategies, TrainDistributed, ::testing::Values("full_shard", "shard_grad_op", "no_shard"));
+// The last: full_shard with the optimizer offloaded to the host (its masters and moments reshard
+// the same way).
+INSTANTIATE_TEST_SUITE_P(Strategies, TrainDistributed,
+                         ::testing::Values("full_shard", "shard_grad_op", "no_shard", "full_shard, offload: optimizer"));
 
 TEST(TrainDistributedFailure, KilledRankMakesTheOtherExitNamingTheCollective) {
   auto root = testing::scratch_dir();

@@ -97,6 +97,21 @@ TEST_F(TrainResume, SigkillAfterCheckpointThenResumeIsBitIdentical) {
   expect_same_final_weights(root_ / "full", out);
 }
 
+// dist.offload: optimizer (masters and moments in host memory, AdamW on the host) SIGKILLed and
+// resumed: bit-identical to the uninterrupted run without offload, losses and weights.
+TEST_F(TrainResume, OffloadedRunKilledAndResumedEqualsTheResidentRun) {
+  auto out = root_ / "offloaded";
+  const std::string offload = "--set dist.offload=optimizer";
+  testing::kill_after_checkpoint(train_cmd(cfg_, out, offload), out / "checkpoints", 5, 10, 120);
+  if (HasFatalFailure()) return;
+  int rc = testing::run_command(train_cmd(cfg_, out, offload + " --resume auto"));
+  ASSERT_EQ(rc, 0) << testing::run_command("cat " + out.string() + ".log");
+  auto resumed = testing::run_losses(out);
+  ASSERT_EQ(resumed.size(), 10u);
+  for (auto [step, loss] : full_) EXPECT_EQ(resumed.at(step), loss) << "step " << step;
+  expect_same_final_weights(root_ / "full", out);
+}
+
 TEST_F(TrainResume, SigtermCheckpointsExits143AndResumes) {
   auto out = root_ / "preempted";
   pid_t pid = spawn(train_cmd(cfg_, out, "--set checkpoint.interval=100"));

@@ -64,5 +64,23 @@ TEST(TrainSettings, EvalIntervalWithoutAValidationSplitIsAnError) {
   EXPECT_EQ(ok.train.eval_interval, 5);
 }
 
+// model.activation_checkpointing was a boolean: a config that still says true or false is told
+// which mode each meant, with the file and line; the three modes load.
+TEST(TrainSettings, ActivationCheckpointingBooleansNameTheirModes) {
+  for (const char* old : {"true", "false"}) {
+    auto path = write_yaml(std::string("ac_") + old + ".yaml",
+                           train_yaml(std::string(kShape) + "  activation_checkpointing: " + old + "\n"));
+    const std::string e = error_of([&] { load_config<TrainConfig>(path); });
+    EXPECT_NE(e.find(path.string() + ":"), std::string::npos) << e;
+    EXPECT_NE(e.find("model.activation_checkpointing: expected one of none, selective, full"), std::string::npos) << e;
+    EXPECT_NE(e.find("use full (was true) or none (was false)"), std::string::npos) << e;
+  }
+  auto path = write_yaml("ac.yaml", train_yaml(kShape));
+  EXPECT_EQ(load_config<TrainConfig>(path).model.activation_checkpointing, Recompute::None);
+  for (Recompute mode : {Recompute::None, Recompute::Selective, Recompute::Full})
+    EXPECT_EQ(load_config<TrainConfig>(path, {"model.activation_checkpointing=" + enum_name(mode)}).model.activation_checkpointing,
+              mode);
+}
+
 }  // namespace
 }  // namespace agenttune

@@ -25,7 +25,7 @@ std::string train_cmd(const fs::path& root, const fs::path& out, const std::stri
          " --set data.sources.0.path=" + (root / "prepared/code").string() +
          " --set data.sources.1.path=" + (root / "prepared/text").string() +
          " --set dist.device=fake --set data.attention=document --set data.packing=pad"
-         " --set model.activation_checkpointing=true --set model.compute_dtype=bf16"
+         " --set model.activation_checkpointing=full --set model.compute_dtype=bf16"
          " --set train.max_steps=8 --set train.eval_interval=4 --set train.eval_batches=1"
          " --set checkpoint.interval=4 --set checkpoint.keep_last=4 --set metrics.tensorboard=false " +
          extra + " > " + out.string() + ".log 2>&1";

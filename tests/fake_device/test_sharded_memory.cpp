@@ -13,6 +13,7 @@
 #include "agenttune/train/optimizer.h"
 #include "agenttune/train/step.h"
 #include "fake_device.h"
+#include "random_batch.h"
 #include "thread_ranks.h"
 #include "tiny_llama.h"
 
@@ -48,12 +49,7 @@ Measured measure(int world) {
         AdamW opt(sm.shard_params(), {}, sm.shard_decay());
         fd::reset(dev);
         auto g = at::make_generator<at::CPUGeneratorImpl>(11 + d.rank());
-        PackedBatch b;
-        b.tokens = at::randint(0, shape().vocab_size, {kMicro, kSeq}, g, at::kLong);
-        b.positions = at::arange(kSeq, at::kLong).expand({kMicro, kSeq}).contiguous();
-        b.targets = labels_to_targets(b.tokens);
-        b.doc_ids = at::zeros({kMicro, kSeq}, at::kLong);
-        b.trained_tokens = kMicro * (kSeq - 1), b.real_tokens = kMicro * kSeq;
+        PackedBatch b = agenttune::testing::random_batch(g, shape().vocab_size, kMicro, kSeq);
         StepRequest req;
         req.lr = 1e-3;
         auto step = train_step(sm, opt, {b}, req, d);  // the trainer's step

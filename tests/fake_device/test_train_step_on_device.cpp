@@ -57,7 +57,7 @@ TEST(TrainOnFakeDevice, OneHostSyncPerStepWhateverTheMicroBatchingAndOnlyTheBatc
   const auto root = scratch_dir();
   TinyRun r;
   const std::vector<std::string> doc = {"data.attention=document", "model.compute_dtype=bf16",
-                                        "model.activation_checkpointing=true"};
+                                        "model.activation_checkpointing=full"};
   r.micro_batch = 2;  // 4 micro-batches per step
   auto four = per_step(root / "mb4", r, doc);
   r.micro_batch = 8;  // 1 micro-batch
@@ -83,7 +83,7 @@ TEST(TrainOnFakeDevice, EvaluationPaddingAndCheckpointsRunOnTheDevice) {
   r.checkpoint = "{interval: 2}";
   auto run = train_on_fake(root, r,
                            {"data.attention=document", "data.packing=pad", "data.validation_fraction=0.1",
-                            "train.eval_interval=2", "model.compute_dtype=bf16", "model.activation_checkpointing=true"});
+                            "train.eval_interval=2", "model.compute_dtype=bf16", "model.activation_checkpointing=full"});
   ASSERT_EQ(run.result.losses.size(), 4u);
   for (double l : run.result.losses) EXPECT_TRUE(std::isfinite(l));
   std::ifstream in(root / "run" / "metrics.jsonl");

@@ -1,8 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <fmt/ranges.h>
 #include <torch/csrc/autograd/function.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
 
@@ -32,9 +34,9 @@ struct Run {
 };
 
 // One forward + backward; grads are taken out of the model so the next run starts from none.
-Run run(LlamaForCausalLM& model, bool checkpointing, const at::Tensor& tokens, const at::Tensor& positions,
+Run run(LlamaForCausalLM& model, Recompute mode, const at::Tensor& tokens, const at::Tensor& positions,
         const AttentionSpec& spec) {
-  model->activation_checkpointing = checkpointing;
+  model->recompute = mode;
   auto logits = model->forward(tokens, positions, spec);
   auto targets = labels_to_targets(tokens);
   Run r{cross_entropy_sum(logits, targets) / count_trained(targets), {}};
@@ -46,13 +48,28 @@ Run run(LlamaForCausalLM& model, bool checkpointing, const at::Tensor& tokens, c
   return r;
 }
 
-void expect_same(const Run& plain, const Run& ckpt) {
-  EXPECT_LT((plain.loss - ckpt.loss).abs().item<double>(), 1e-6);
-  ASSERT_EQ(plain.grads.size(), ckpt.grads.size());
+// Recomputing re-runs the same ops on the same inputs: the same bits, not merely close ones.
+void expect_same(const Run& plain, const Run& other) {
+  EXPECT_TRUE(at::equal(plain.loss, other.loss)) << plain.loss.item<double>() << " vs " << other.loss.item<double>();
+  ASSERT_EQ(plain.grads.size(), other.grads.size());
   for (const auto& [name, g] : plain.grads) {
-    ASSERT_TRUE(ckpt.grads.count(name)) << name;
-    EXPECT_LT((g - ckpt.grads.at(name)).abs().max().item<double>(), 1e-6) << name;
+    ASSERT_TRUE(other.grads.count(name)) << name;
+    EXPECT_TRUE(at::equal(g, other.grads.at(name)))
+        << name << " differs by " << (g - other.grads.at(name)).abs().max().item<double>();
     EXPECT_GT(g.abs().max().item<double>(), 0.0) << name;  // a zero grad would hide a lost one
+  }
+}
+
+// Each recompute mode against none, in fp32 and bf16.
+void expect_modes_agree(LlamaForCausalLM& model, const at::Tensor& tokens, const at::Tensor& positions,
+                        const AttentionSpec& spec = {}) {
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    model->to(dtype);
+    auto plain = run(model, Recompute::None, tokens, positions, spec);
+    for (Recompute mode : {Recompute::Selective, Recompute::Full}) {
+      SCOPED_TRACE(enum_name(mode) + " " + c10::toString(dtype));
+      expect_same(plain, run(model, mode, tokens, positions, spec));
+    }
   }
 }
 
@@ -65,10 +82,8 @@ TEST(ActivationCheckpoint, SameLossAndGradsAsPlainForward) {
   auto model = make_llama(c, 3);
   auto tokens = tokens_for(c);
   auto positions = default_positions(2, 19, 0, at::kCPU);
-  auto plain = run(model, false, tokens, positions, {});
-  auto ckpt = run(model, true, tokens, positions, {});
-  EXPECT_EQ(plain.grads.size(), model->parameters().size());
-  expect_same(plain, ckpt);
+  EXPECT_EQ(run(model, Recompute::None, tokens, positions, {}).grads.size(), model->parameters().size());
+  expect_modes_agree(model, tokens, positions);
 }
 
 TEST(ActivationCheckpoint, SameWithDocumentMask) {
@@ -79,25 +94,48 @@ TEST(ActivationCheckpoint, SameWithDocumentMask) {
   auto doc_ids = at::cat({at::zeros({2, 8}, at::kLong), at::ones({2, 11}, at::kLong)}, 1);
   auto positions = at::cat({at::arange(8, at::kLong), at::arange(11, at::kLong)}).expand({2, 19}).contiguous();
   AttentionSpec spec{document_causal_mask(doc_ids)};
-  auto plain = run(model, false, tokens, positions, spec);
-  auto ckpt = run(model, true, tokens, positions, spec);
-  expect_same(plain, ckpt);
+  expect_modes_agree(model, tokens, positions, spec);
   // The mask matters: without it the loss differs, so the comparison above is not vacuous.
-  auto unmasked = run(model, true, tokens, positions, {});
-  EXPECT_GT((unmasked.loss - ckpt.loss).abs().item<double>(), 1e-6);
+  auto masked = run(model, Recompute::Full, tokens, positions, spec);
+  auto unmasked = run(model, Recompute::Full, tokens, positions, {});
+  EXPECT_GT((unmasked.loss - masked.loss).abs().item<double>(), 1e-6);
 }
 
-TEST(ActivationCheckpoint, LayersGetGradsWhenEmbeddingsAreFrozen) {
+TEST(ActivationCheckpoint, LayersGetGradsWhenEmbeddingsAndNormsAreFrozen) {
   auto c = tiny_config();
   auto model = make_llama(c, 5);
   model->model->embed_tokens->weight.requires_grad_(false);
+  // A recomputed norm whose weight is frozen still passes the gradient to its input.
+  model->model->layers[1]->post_attention_layernorm->weight.requires_grad_(false);
   auto tokens = tokens_for(c);
   auto positions = default_positions(2, 19, 0, at::kCPU);
-  auto plain = run(model, false, tokens, positions, {});
-  auto ckpt = run(model, true, tokens, positions, {});
+  auto plain = run(model, Recompute::None, tokens, positions, {});
   EXPECT_FALSE(plain.grads.count("model.embed_tokens.weight"));
+  EXPECT_FALSE(plain.grads.count("model.layers.1.post_attention_layernorm.weight"));
   EXPECT_TRUE(plain.grads.count("model.layers.0.mlp.down_proj.weight"));
-  expect_same(plain, ckpt);
+  expect_modes_agree(model, tokens, positions);
+}
+
+// Selective keeps less than none: the norms' upcast copies, silu(gate) and down_proj's input are
+// gone from the graph (the memory itself is measured in tests/plan and tests/fake_device).
+TEST(ActivationCheckpoint, SelectiveLayerRecomputesItsNormsAndSwiGLU) {
+  auto c = tiny_config();
+  auto model = make_llama(c, 6);
+  auto& layer = model->model->layers[0];
+  auto x = at::randn({2, 5, c.hidden_size}).requires_grad_(true);
+  auto rope = RotaryEmbedding(c).tables(default_positions(2, 5, 0, at::kCPU), at::kFloat);
+  auto out = layer->forward(x, rope, {}, nullptr, /*selective=*/true);
+  // The last op is the residual add of the MLP's output; that output is the recomputing Function's.
+  std::vector<std::string> names;
+  for (const auto& edge : out.grad_fn()->next_edges())
+    if (edge.function) names.push_back(edge.function->name());
+  EXPECT_NE(std::find_if(names.begin(), names.end(),
+                         [](const std::string& n) { return n.find("SwiGLULinear") != std::string::npos; }),
+            names.end())
+      << fmt::format("{}", fmt::join(names, ", "));
+  EXPECT_TRUE(at::equal(out, layer->forward(x, rope, {}, nullptr)));
+  at::NoGradGuard no_grad;
+  EXPECT_TRUE(at::equal(layer->forward(x, rope, {}, nullptr, true), out));
 }
 
 TEST(ActivationCheckpoint, RecomputesOnlyWhenTraining) {

@@ -7,6 +7,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include "agenttune/model/llama.h"
 #include "agenttune/model/loss.h"
 #include "tiny_llama.h"
@@ -93,6 +95,74 @@ TEST(FusedLoss, WithoutGradModeOnlyTheLossAndAllUntrainedIsZero) {
   loss.backward();
   EXPECT_EQ(loss.item<double>(), 0.0);
   EXPECT_EQ(h.grad().abs().max().item<double>(), 0.0);
+}
+
+// bf16 inputs (as a bf16 run's head sees them) and their float64 reference: the loss summed in
+// float64, divided by the trained-token count, plain autograd.
+struct Bf16Head {
+  at::Tensor hidden, weight, targets;
+  double denom = 0;
+  at::Tensor ref_weight_grad;
+};
+
+Bf16Head bf16_head() {
+  const auto c = random_case(512, 64, 1000, 21);
+  Bf16Head b{c.hidden.to(at::kBFloat16), (c.weight * 0.5).to(at::kBFloat16), c.targets};
+  b.denom = static_cast<double>(count_trained(b.targets));
+  auto w = b.weight.to(at::kDouble).requires_grad_(true);
+  auto logits = at::matmul(b.hidden.to(at::kDouble), w.t());
+  (at::cross_entropy_loss(logits, b.targets, {}, at::Reduction::Sum, kIgnoreIndex) / b.denom).backward();
+  b.ref_weight_grad = w.grad();
+  return b;
+}
+
+double rel_norm(const at::Tensor& a, const at::Tensor& ref) {
+  return ((a.to(at::kDouble) - ref).norm() / ref.norm()).item<double>();
+}
+
+// What bf16 matmuls accumulating in fp32 can reach: bf16 logits, the softmax gradient rounded to
+// bf16 once, the weight gradient accumulated and scaled in fp32.
+double ideal_bf16_weight_grad_error(const Bf16Head& b) {
+  auto h = b.hidden.to(at::kFloat), w = b.weight.to(at::kFloat);
+  auto logits = at::matmul(h, w.t()).to(at::kBFloat16).to(at::kFloat);
+  auto valid = (b.targets != kIgnoreIndex).unsqueeze(1);
+  auto onehot = at::one_hot(at::where(valid.squeeze(1), b.targets, 0), logits.size(1)).to(at::kFloat);
+  auto g = ((at::softmax(logits, 1) - onehot) * valid).to(at::kBFloat16).to(at::kFloat);
+  return rel_norm(at::matmul(g.t(), h) / b.denom, b.ref_weight_grad);
+}
+
+TEST(FusedLoss, Bf16HeadWeightGradientIsAsCloseToFloat64AsFp32AccumulationAllows) {
+  const auto b = bf16_head();
+  auto h = b.hidden.clone().requires_grad_(true);
+  auto w = b.weight.clone().requires_grad_(true);
+  at::Tensor sunk;  // what the sharding engine's fp32 accumulator receives
+  (linear_cross_entropy_sum(h, w, b.targets, 64, [&](at::Tensor g) { sunk = std::move(g); }) / b.denom).backward();
+  EXPECT_FALSE(w.grad().defined());  // the sink took it, not autograd
+  ASSERT_TRUE(sunk.defined());
+  EXPECT_EQ(sunk.scalar_type(), at::kFloat);
+  // Without a sink autograd rounds it to the weight's bf16: the plain model's path.
+  auto w2 = b.weight.clone().requires_grad_(true);
+  (linear_cross_entropy_sum(b.hidden, w2, b.targets, 64) / b.denom).backward();
+  const double ours = rel_norm(sunk, b.ref_weight_grad), ideal = ideal_bf16_weight_grad_error(b);
+  std::printf("[ figures  ] bf16 head weight grad vs float64 (8 chunks): %.4e (through autograd, bf16: %.4e); "
+              "fp32-accumulated bf16 matmuls: %.4e (ratio %.3f)\n",
+              ours, rel_norm(w2.grad(), b.ref_weight_grad), ideal, ours / ideal);
+  EXPECT_LE(ours / ideal, 1.25);
+}
+
+// The 1/denominator scale reaches the hidden gradient in fp32: one rounding of the fp32 product,
+// not a product with the scale rounded to bf16.
+TEST(FusedLoss, Bf16HiddenGradientIsScaledInFp32) {
+  const auto b = bf16_head();
+  auto grad_with = [&](double denom) {
+    auto h = b.hidden.clone().requires_grad_(true);
+    auto loss = linear_cross_entropy_sum(h, b.weight, b.targets, 64);
+    (denom == 1.0 ? loss : loss / denom).backward();
+    return h.grad();
+  };
+  const auto unscaled = grad_with(1.0), scaled = grad_with(b.denom);
+  const auto scale = at::ones({}, at::kFloat) / b.denom;
+  EXPECT_TRUE(at::equal(scaled, (unscaled.to(at::kFloat) * scale).to(at::kBFloat16)));
 }
 
 LlamaConfig tiny() { return agenttune::testing::tiny_llama(61); }

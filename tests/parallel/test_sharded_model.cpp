@@ -189,7 +189,7 @@ struct Run {
 struct Variant {
   bool prefetch = true;
   bool reshard_after_forward = true;
-  bool checkpointing = false;
+  Recompute recompute = Recompute::None;
 };
 
 Run run_variant(const Case& c, const Variant& v, c10::ScalarType dtype, int steps) {
@@ -203,7 +203,7 @@ Run run_variant(const Case& c, const Variant& v, c10::ScalarType dtype, int step
     o.prefetch = v.prefetch;
     o.reshard_after_forward = v.reshard_after_forward;
     auto model = make_llama(tiny(), 7);
-    model->activation_checkpointing = v.checkpointing;
+    model->recompute = v.recompute;
     ShardedModel sm(model, d, w, o);
     AdamW opt(sm.shard_params(), {}, sm.shard_decay());
     for (int step = 0; step < steps; ++step) {
@@ -259,18 +259,20 @@ TEST_P(Prefetch, OnAndOffAreBitIdentical) {
 
 // A unit's backward either walks the graph its forward kept (parameters freed in between and
 // gathered again into the same storage, or kept gathered) or recomputes the unit (activation
-// checkpointing): the same kernels on the same inputs, so the same bits.
+// checkpointing, whole or selective): the same kernels on the same inputs, so the same bits.
 TEST_P(Prefetch, ReshardKeepAndRecomputeAreBitIdentical) {
   for (auto dtype : {at::kFloat, at::kBFloat16}) {
     auto base = run_variant(GetParam(), {}, dtype, 2);
-    for (const Variant& v : {Variant{.reshard_after_forward = false}, Variant{.checkpointing = true},
+    for (const Variant& v : {Variant{.reshard_after_forward = false}, Variant{.recompute = Recompute::Full},
+                             Variant{.recompute = Recompute::Selective},
+                             Variant{.reshard_after_forward = false, .recompute = Recompute::Selective},
                              Variant{.prefetch = false, .reshard_after_forward = false}}) {
       auto other = run_variant(GetParam(), v, dtype, 2);
       ASSERT_EQ(other.per_rank.size(), base.per_rank.size());
       for (auto& [name, t] : base.per_rank)
         EXPECT_TRUE(at::equal(other.per_rank.at(name), t))
-            << name << " " << c10::toString(dtype) << " reshard " << v.reshard_after_forward << " checkpointing "
-            << v.checkpointing;
+            << name << " " << c10::toString(dtype) << " reshard " << v.reshard_after_forward << " recompute "
+            << enum_name(v.recompute);
     }
   }
 }
@@ -284,8 +286,9 @@ INSTANTIATE_TEST_SUITE_P(Strategies, Prefetch,
                          });
 
 // full_shard with 2 layers has 4 units (embed, 2 layers, head). Each micro-batch prefetches units
-// 1..3 in forward and 2..0 in backward; at most the current and the prefetched unit are gathered,
-// so the peak is the largest pair of neighbouring units, in bytes as well.
+// 1..3 in forward and 2..1 in backward (the head stays gathered from its forward to its backward,
+// the embedding's backward needs no weight); at most the current and the prefetched unit are
+// gathered, so the peak is the largest pair of neighbouring units, in bytes as well.
 TEST(Prefetch, AtMostTwoUnitsGatheredAtOnce) {
   const auto c = tiny();
   const int64_t D = c.hidden_size, hd = D / c.num_attention_heads;
@@ -295,7 +298,7 @@ TEST(Prefetch, AtMostTwoUnitsGatheredAtOnce) {
   for (bool prefetch : {false, true}) {
     auto r = run_variant({"full_shard", 2}, {.prefetch = prefetch}, at::kFloat, 2);
     EXPECT_EQ(r.stats.peak_resident_units, prefetch ? 2 : 1);
-    EXPECT_EQ(r.stats.prefetches, prefetch ? 2 * 2 * 6 : 0);  // 2 steps x 2 micro-batches x 6
+    EXPECT_EQ(r.stats.prefetches, prefetch ? 2 * 2 * 5 : 0);  // 2 steps x 2 micro-batches x 5
     const int64_t peak = prefetch ? std::max({embed + layer, 2 * layer, layer + head}) : std::max(layer, head);
     EXPECT_EQ(r.stats.peak_gathered_bytes, 4 * peak);
   }
@@ -318,7 +321,7 @@ TEST(Prefetch, PeerDyingDuringAPrefetchGivesTheNamedError) {
           // token ids then failing its lookup.
           if (d.rank() == 1 && !in_backward) o.prefetch = false;
           auto model = make_llama(tiny(), 7);
-          model->activation_checkpointing = in_backward;
+          model->recompute = in_backward ? Recompute::Full : Recompute::None;
           ShardedModel sm(model, d, w, o);
           auto b = rows_for(global_batch(0), d.rank(), 2);
           if (d.rank() == 1) {

@@ -116,7 +116,10 @@ struct Batch {
 Batch batch(int64_t B, int64_t T) {
   auto g = at::make_generator<at::CPUGeneratorImpl>(7);
   auto tokens = at::randint(3, 97, {B, T}, g, at::kLong);
-  return {tokens, labels_to_targets(tokens), at::arange(T, at::kLong).expand({B, T}).contiguous()};
+  // Positions restart mid-row as packed training data's do: the tables are then the batch's own
+  // (the plan's `rope`); a plain run 0..T-1 would read the model's cached table (model/rope.h).
+  auto positions = at::cat({at::arange(T / 2, at::kLong), at::arange(T - T / 2, at::kLong)});
+  return {tokens, labels_to_targets(tokens), positions.expand({B, T}).contiguous()};
 }
 
 class EngineBytes : public ::testing::TestWithParam<std::string> {};
@@ -172,11 +175,11 @@ TEST_P(EngineBytes, ParamsGradsOptimizerMatchTheEngineAtWorldOneAndTwo) {
 
     auto b = batch(B, T);
     sm.loss_sum(b.tokens, b.positions, {}, b.targets).backward();
-    if (strategy == ShardStrategy::ShardGradOp) {
-      int64_t module_grads = 0;
-      for (const auto& p : sm.model()->parameters()) module_grads += bytes(p.grad());
-      EXPECT_EQ(module_grads, plan.compute_grads);
-    }
+    // Each unit's grads are folded into the fp32 accumulators in its own backward: the module
+    // parameters never hold any (the plan's compute_grads is one unit's, transient).
+    int64_t module_grads = 0;
+    for (const auto& p : sm.model()->parameters()) module_grads += bytes(p.grad());
+    EXPECT_EQ(module_grads, 0);
     sm.finish_backward();
     // What forward + backward really held gathered at once (two neighbouring units with prefetch).
     EXPECT_EQ(sm.stats().peak_gathered_bytes, plan.gathered);
@@ -206,22 +209,22 @@ TEST(Plan, PaddedShardsMatchTheEngineAtWorldThree) {
 }
 
 // After forward + loss, what stays alive is the plan's saved activations (the tokens existed
-// before): every layer's graph, or only its input with activation checkpointing, the rope tables,
+// before): every layer's graph (selective's smaller one), or only its input with full recompute, the rope tables,
 // and what the head's norm and fused loss keep (no logits). A shard group of one is resident, so
 // full_shard at world 1 saves what shard_grad_op does.
 struct ActCase {
   std::string strategy;
-  bool checkpointing;
+  Recompute recompute;
 };
 class SavedActivations : public ::testing::TestWithParam<ActCase> {};
 
 TEST_P(SavedActivations, MatchWhatForwardLeavesAlive) {
-  const auto [name, checkpointing] = GetParam();
+  const auto [name, recompute] = GetParam();
   const auto strategy = parse_shard_strategy(name);
   const int64_t B = 2, T = 16;
   for (auto dtype : {at::kFloat, at::kBFloat16}) {
     auto in = input(tiny(), strategy, 1, dtype, B, T);
-    in.activation_checkpointing = checkpointing;
+    in.recompute = recompute;
     auto plan = plan_memory(in);
     EXPECT_EQ(plan.logits, (c10::elementSize(dtype) + 4) * B * T * 97);  // one chunk holds all 32 rows
     EXPECT_EQ(plan.layer_input, static_cast<int64_t>(c10::elementSize(dtype)) * B * T * 32);
@@ -229,7 +232,7 @@ TEST_P(SavedActivations, MatchWhatForwardLeavesAlive) {
       ShardOptions o;
       o.strategy = strategy, o.compute_dtype = dtype;
       auto model = make_llama(tiny(), 3);
-      model->activation_checkpointing = checkpointing;
+      model->recompute = recompute;
       ShardedModel sm(model, d, w, o);
       auto b = batch(B, T);
       int64_t held = 0;
@@ -247,15 +250,20 @@ TEST_P(SavedActivations, MatchWhatForwardLeavesAlive) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Strategies, SavedActivations,
-                         ::testing::Values(ActCase{"full_shard", false}, ActCase{"full_shard", true},
-                                           ActCase{"shard_grad_op", false}, ActCase{"shard_grad_op", true}),
-                         [](const auto& info) { return info.param.strategy + (info.param.checkpointing ? "_ac" : ""); });
+                         ::testing::Values(ActCase{"full_shard", Recompute::None}, ActCase{"full_shard", Recompute::Full},
+                                           ActCase{"full_shard", Recompute::Selective},
+                                           ActCase{"shard_grad_op", Recompute::None},
+                                           ActCase{"shard_grad_op", Recompute::Full},
+                                           ActCase{"shard_grad_op", Recompute::Selective}),
+                         [](const auto& info) { return info.param.strategy + "_" + enum_name(info.param.recompute); });
 
-// One plain bf16 decoder layer: what its graph keeps, measured, against the per-token formula
-// (MHA and GQA: CPU SDPA, like the fused CUDA kernels, takes GQA without expanding k and v).
+// One bf16 decoder layer, plain and selective: what its graph keeps, measured, against the
+// per-token formula (MHA and GQA: CPU SDPA, like the fused CUDA kernels, takes GQA without
+// expanding k and v).
 TEST(Plan, LayerActivationFormulaMatchesWhatAutogradKeeps) {
   const int64_t B = 2, T = 32;
-  for (int64_t kv : {4, 2}) {
+  for (int64_t kv : {4, 2})
+  for (bool selective : {false, true}) {
     auto c = tiny(kv);
     auto model = make_llama(c, 5);
     model->to(at::kBFloat16);
@@ -264,13 +272,15 @@ TEST(Plan, LayerActivationFormulaMatchesWhatAutogradKeeps) {
     int64_t held = 0;
     {
       CountingScope counter;
-      auto out = model->model->layers[0]->forward(x, rope, AttentionSpec{}, nullptr);
-      held = counter.live() - bytes(out);
+      auto out = model->model->layers[0]->forward(x, rope, AttentionSpec{}, nullptr, selective);
+      // Selective keeps the layer's own input for its first norm, allocated before the count began.
+      held = counter.live() - bytes(out) + (selective ? bytes(x) : 0);
       out.sum().backward();
     }
-    const int64_t expected = B * T * layer_activation_bytes_per_token(c, at::kBFloat16);
+    const int64_t expected =
+        B * T * layer_activation_bytes_per_token(c, at::kBFloat16, selective ? Recompute::Selective : Recompute::None);
     EXPECT_NEAR(static_cast<double>(held), static_cast<double>(expected), 64.0)
-        << "kv heads " << kv;
+        << "kv heads " << kv << " selective " << selective;
   }
 }
 
@@ -279,10 +289,10 @@ TEST(Plan, Llama2At70BFitsFullyShardedButNotReplicated) {
   // As configs/*/…70b.yaml train it: layers recomputed in backward. Keeping every layer's graph
   // at seq 4096 would need ~130 GB of activations alone.
   auto full_in = input(c70, ShardStrategy::FullShard, 512, at::kBFloat16, 1, 4096);
-  full_in.activation_checkpointing = true;
+  full_in.recompute = Recompute::Full;
   auto full = plan_memory(full_in);
   EXPECT_LT(full.total(), int64_t{80} << 30);
-  full_in.activation_checkpointing = false;
+  full_in.recompute = Recompute::None;
   EXPECT_GT(plan_memory(full_in).total(), int64_t{80} << 30);
   auto ddp = input(c70, ShardStrategy::NoShard, 8, at::kBFloat16, 1, 4096);
   ddp.gpus_per_node = 8;

@@ -12,6 +12,7 @@
 #include <ATen/native/transformers/attention.h>
 #include <ATen/SDPBackend.h>
 #include <c10/core/Allocator.h>
+#include <c10/core/CachingDeviceAllocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <c10/core/impl/alloc_cpu.h>
@@ -97,21 +98,97 @@ void release(void* ctx_ptr) {
   delete ctx;
 }
 
-struct FakeAllocator final : c10::Allocator {
+// AGENTTUNE_FAKE_DEVICE_CAPACITY=BYTES gives every device that much memory (0 or unset: as much as
+// the host has available).
+int64_t initial_capacity() {
+  const char* env = std::getenv("AGENTTUNE_FAKE_DEVICE_CAPACITY");
+  return env && *env ? std::max<int64_t>(0, std::atoll(env)) : 0;
+}
+std::atomic<int64_t> g_capacity{initial_capacity()};
+
+// MemAvailable and MemTotal from /proc/meminfo, in bytes (0 where unreadable).
+std::pair<int64_t, int64_t> host_memory() {
+  std::ifstream in("/proc/meminfo");
+  int64_t available = 0, total = 0;
+  std::string key, unit;
+  for (int64_t kb = 0; in >> key >> kb;) {
+    if (key == "MemAvailable:") available = kb * 1024;
+    if (key == "MemTotal:") total = kb * 1024;
+    std::getline(in, unit);
+  }
+  return {available, total};
+}
+
+std::string gib_text(int64_t bytes) {
+  std::ostringstream os;
+  os.setf(std::ios::fixed);
+  os.precision(2);
+  os << static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0) << " GiB";
+  return os.str();
+}
+
+// A device allocator as CUDA's is to LibTorch (c10::DeviceAllocator): code asks it for the device's
+// free memory (getMemoryInfo) and its statistics, and an allocation beyond the capacity fails as
+// CUDA's does, with c10::OutOfMemoryError ("CUDA out of memory. Tried to allocate ...").
+struct FakeAllocator final : c10::DeviceAllocator {
   c10::DataPtr allocate(size_t n) override {
     const int dev = t_current;
-    void* p = n > 0 ? c10::alloc_cpu(n) : nullptr;
     auto& d = of(dev);
+    const int64_t capacity = g_capacity.load();
     {
       std::lock_guard<std::mutex> lock(d.mu);
+      const int64_t live = d.c.live_bytes;
+      if (capacity > 0 && live + static_cast<int64_t>(n) > capacity) {
+        ++ooms_;
+        TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate ",
+                         gib_text(static_cast<int64_t>(n)), ". GPU ", dev, " has a total capacity of ",
+                         gib_text(capacity), " of which ", gib_text(capacity - live), " is free. (fake device: ",
+                         "AGENTTUNE_FAKE_DEVICE_CAPACITY)");
+      }
       d.c.live_bytes += static_cast<int64_t>(n);
       d.c.peak_bytes = std::max(d.c.peak_bytes, d.c.live_bytes);
       ++d.c.allocations;
     }
+    void* p = n > 0 ? c10::alloc_cpu(n) : nullptr;
     auto* ctx = new std::pair<void*, Block>(p, Block{n, dev});
     return {p, ctx, &release, c10::Device(kType, static_cast<c10::DeviceIndex>(dev))};
   }
   void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
+
+  bool initialized() override { return true; }
+  void emptyCache(c10::MempoolId_t) override {}  // nothing is cached: every block goes back when freed
+  void recordStream(const c10::DataPtr&, c10::Stream) override {}  // one in-order stream per device
+  c10::CachingDeviceAllocator::DeviceStats getDeviceStats(c10::DeviceIndex device) override {
+    const Counters c = counters(device);
+    c10::CachingDeviceAllocator::DeviceStats s;
+    auto& bytes = s.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+    bytes.current = c.live_bytes, bytes.peak = c.peak_bytes;
+    s.allocation[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].allocated = c.allocations;
+    s.num_ooms = ooms_.load();
+    return s;
+  }
+  void resetAccumulatedStats(c10::DeviceIndex device) override {
+    auto& d = of(device);
+    std::lock_guard<std::mutex> lock(d.mu);
+    d.c = Counters{d.c.live_bytes, d.c.peak_bytes};
+  }
+  void resetPeakStats(c10::DeviceIndex device) override {
+    auto& d = of(device);
+    std::lock_guard<std::mutex> lock(d.mu);
+    d.c.peak_bytes = d.c.live_bytes;
+  }
+  // Free = capacity less what is allocated (without a capacity, the host's available memory).
+  std::pair<size_t, size_t> getMemoryInfo(c10::DeviceIndex device) override {
+    const int64_t capacity = g_capacity.load(), live = counters(device).live_bytes;
+    if (capacity == 0) {
+      const auto [available, total] = host_memory();
+      return {static_cast<size_t>(available), static_cast<size_t>(total)};
+    }
+    return {static_cast<size_t>(std::max<int64_t>(0, capacity - live)), static_cast<size_t>(capacity)};
+  }
+
+ private:
+  std::atomic<int64_t> ooms_{0};
 };
 
 FakeAllocator g_allocator;
@@ -456,6 +533,8 @@ void reset_all() {
 c10::Device device(int index) { return {kType, static_cast<c10::DeviceIndex>(index)}; }
 int device_count() { return g_device_count.load(); }
 void set_device_count(int n) { g_device_count = std::clamp(n, 0, kMaxDevices); }
+int64_t capacity() { return g_capacity.load(); }
+void set_capacity(int64_t bytes) { g_capacity = std::max<int64_t>(0, bytes); }
 
 std::string describe(const Counters& c) {
   std::ostringstream os;

@@ -14,7 +14,11 @@
 //
 // Linked into a test, the library registers itself when loaded. The agenttune binary gets it with
 // LD_PRELOAD=<libagenttune_fake_device.so> and `dist.device: fake` (or `--device fake`).
-// AGENTTUNE_FAKE_DEVICES sets how many devices are visible (default 2).
+// AGENTTUNE_FAKE_DEVICES sets how many devices are visible (default 2), and
+// AGENTTUNE_FAKE_DEVICE_CAPACITY=BYTES each one's memory: an allocation beyond it fails with CUDA's
+// out-of-memory error (c10::OutOfMemoryError), and the allocator (a c10::DeviceAllocator, as CUDA's)
+// reports capacity less allocated bytes as free (getMemoryInfo). Without one, free is the host's
+// available memory and nothing is refused.
 #include <c10/core/Device.h>
 
 #include <cstdint>
@@ -42,6 +46,9 @@ void reset_all();
 c10::Device device(int index = 0);
 int device_count();
 void set_device_count(int n);
+// Bytes each device holds before an allocation fails (0: no limit); AGENTTUNE_FAKE_DEVICE_CAPACITY's.
+int64_t capacity();
+void set_capacity(int64_t bytes);
 // "host_syncs=3 h2d=1.2 MB d2h=8 B peak=40.1 MB" for test output.
 std::string describe(const Counters& c);
 

@@ -16,8 +16,10 @@ TrainConfig config() {
   c.dist.hybrid_group_size = 4;
   c.dist.prefetch = false;
   c.dist.reshard_after_forward = false;
+  c.dist.offload = parallel::Offload::Optimizer;
+  c.dist.single_rank_path = parallel::SingleRankPath::PerUnit;
   c.model.compute_dtype = c10::ScalarType::BFloat16;
-  c.model.activation_checkpointing = true;
+  c.model.activation_checkpointing = Recompute::Selective;
   c.data.seq_len = 512;
   c.train.micro_batch_size = 2;
   c.train.global_batch_sequences = 16;
@@ -35,6 +37,8 @@ TEST(RunOptions, ProcessGroupAndShardOptionsFromDist) {
   EXPECT_EQ(so.hybrid_group_size, 4);
   EXPECT_FALSE(so.prefetch);
   EXPECT_FALSE(so.reshard_after_forward);
+  EXPECT_EQ(so.offload, parallel::Offload::Optimizer);
+  EXPECT_EQ(so.single_rank_path, parallel::SingleRankPath::PerUnit);
 }
 
 TEST(RunOptions, TheGlobalBatchSplitsOverTheRanks) {
@@ -58,7 +62,7 @@ TEST(RunOptions, ThePlanSeesTheTrainersSettings) {
   EXPECT_FALSE(in.prefetch);
   EXPECT_FALSE(in.reshard_after_forward);
   EXPECT_EQ(in.compute_dtype, c10::ScalarType::BFloat16);
-  EXPECT_TRUE(in.activation_checkpointing);
+  EXPECT_EQ(in.recompute, Recompute::Selective);
   EXPECT_EQ(in.seq_len, 512);
   EXPECT_EQ(in.micro_batch, 2);
   EXPECT_EQ(in.grad_accum, 4);

@@ -67,5 +67,39 @@ TEST(MetricsRow, MfuIsPerDeviceAndUnknownWithoutAPeak) {
   EXPECT_EQ(model_flops_utilisation(6e9, 1000, 0, 1), -1.0);
 }
 
+PhaseSeconds phases(double scale, int64_t faults) {
+  PhaseSeconds p;
+  p.data = 0.001 * scale, p.step.forward = 0.5 * scale, p.step.backward = 1.0 * scale;
+  p.step.reduce = 0.1 * scale, p.step.optimizer = 0.3 * scale, p.other = 0.099 * scale;
+  p.minor_faults = faults;
+  return p;
+}
+
+TEST(MetricsRow, PhaseTimesAddAColumnPerPhaseAndTheFaults) {
+  StepMeasures m;
+  m.host_syncs = 1;
+  m.phases = phases(1, 42);
+  const auto n = names(metrics_row(outcome(), m, {}));
+  EXPECT_EQ(std::vector<std::string>(n.begin() + 11, n.end()),
+            (std::vector<std::string>{"host_syncs", "phase_data_seconds", "phase_forward_seconds",
+                                      "phase_backward_seconds", "phase_reduce_seconds", "phase_optimizer_seconds",
+                                      "phase_other_seconds", "minor_faults"}));
+  EXPECT_EQ(value(metrics_row(outcome(), m, {}), "phase_backward_seconds"), 1.0);
+  EXPECT_EQ(value(metrics_row(outcome(), m, {}), "minor_faults"), 42);
+}
+
+TEST(PhaseTable, MeansPerStepAfterTheWarmUpStep) {
+  PhaseTable t;
+  t.add(phases(100, 1000000));  // the first step: left out
+  t.add(phases(1, 10));
+  t.add(phases(3, 30));
+  const std::string table = t.format();
+  EXPECT_NE(table.find("mean of 2 step(s) after the first"), std::string::npos) << table;
+  // forward: (0.5 + 1.5) / 2 s = 1000 ms, a quarter of the 4000 ms step.
+  EXPECT_NE(table.find("forward          1000.0   25.0%"), std::string::npos) << table;
+  EXPECT_NE(table.find("step             4000.0  100.0%"), std::string::npos) << table;
+  EXPECT_NE(table.find("minor page faults per step: 20"), std::string::npos) << table;
+}
+
 }  // namespace
 }  // namespace agenttune

@@ -99,6 +99,7 @@ struct SourceCursor {
   int64_t epoch = 0;
   int64_t position = 0;  // index into this epoch's permutation
   int64_t tokens = 0;    // trained tokens taken so far
+  bool operator==(const SourceCursor&) const = default;
 };
 
 struct MixtureState {
@@ -109,6 +110,7 @@ struct MixtureState {
 
   nlohmann::json to_json() const;
   static MixtureState from_json(const nlohmann::json& j, size_t num_sources);
+  bool operator==(const MixtureState&) const = default;
 };
 
 class Mixture {

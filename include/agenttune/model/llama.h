@@ -12,6 +12,8 @@
 
 #include "agenttune/model/kv_cache.h"
 #include "agenttune/model/llama_config.h"
+#include "agenttune/model/loss.h"
+#include "agenttune/model/recompute.h"
 #include "agenttune/model/rope.h"
 
 namespace agenttune {
@@ -57,6 +59,9 @@ struct UnitInputs {
   KVCache* cache = nullptr;
   at::Tensor targets;
   int64_t trained = -1;
+  // Where the fused loss hands the head weight's fp32 gradient instead of autograd (the sharding
+  // engine's fp32 accumulation); unset, autograd gets it in the weight's dtype.
+  GradSink head_weight_grad;
 };
 
 // Parameters are created uninitialised with these options (fp32 on the CPU by default): every way
@@ -86,7 +91,8 @@ TORCH_MODULE(TokenEmbedding);
 class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(int64_t dim, double eps, const ParamOptions& params = {});
-  at::Tensor forward(const at::Tensor& x);
+  // `recompute`: keep only x (and the weight) for backward and normalise again there.
+  at::Tensor forward(const at::Tensor& x, bool recompute = false);
   at::Tensor weight;
 
  private:
@@ -109,7 +115,8 @@ TORCH_MODULE(Attention);
 class MLPImpl : public torch::nn::Module {
  public:
   explicit MLPImpl(const LlamaConfig& c, const ParamOptions& params = {});
-  at::Tensor forward(const at::Tensor& x);
+  // `recompute`: keep only gate and up for backward; silu(gate) * up comes back there.
+  at::Tensor forward(const at::Tensor& x, bool recompute = false);
   Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(MLP);
@@ -117,8 +124,10 @@ TORCH_MODULE(MLP);
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   explicit DecoderLayerImpl(const LlamaConfig& c, const ParamOptions& params = {});
+  // `selective`: Recompute::Selective's layer (the norms and the SwiGLU product recomputed in
+  // backward); the same values and gradients either way.
   at::Tensor forward(const at::Tensor& x, const RopeTables& rope, const AttentionSpec& spec,
-                     LayerCache* cache);
+                     LayerCache* cache, bool selective = false);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   MLP mlp{nullptr};
@@ -148,9 +157,10 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   UnitInputs unit_inputs(const at::Tensor& positions, c10::ScalarType dtype, const AttentionSpec& spec = {},
                          KVCache* cache = nullptr) const;
   at::Tensor run_units(const at::Tensor& tokens, const UnitInputs& in, const UnitCall& around = {});
-  // One unit; `checkpoint` recomputes a decoder layer in backward instead of keeping its activations.
+  // One unit; `checkpoint` recomputes a decoder layer whole in backward instead of keeping its
+  // activations. A selective model's layers recompute their cheap parts whatever `checkpoint` says.
   at::Tensor run_unit(size_t unit, const at::Tensor& x, const UnitInputs& in, bool checkpoint);
-  // Whether the model wants `unit` recomputed in backward when it trains (activation_checkpointing,
+  // Whether the model wants `unit` recomputed whole in backward when it trains (Recompute::Full,
   // layers only): the one place that decides, for the plain loop and the sharding engine alike.
   bool checkpointed(size_t unit) const;
 
@@ -169,9 +179,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 
   const LlamaConfig& config() const { return config_; }
   const RotaryEmbedding& rope() const { return rope_; }
-  // Recompute each decoder layer in backward instead of keeping its activations (training only:
-  // applies when grad mode is on and no KV cache is used).
-  bool activation_checkpointing = false;
+  // How much of each decoder layer backward recomputes instead of keeping (model/recompute.h;
+  // training only: applies when grad mode is on and no KV cache is used).
+  Recompute recompute = Recompute::None;
   LlamaModel model{nullptr};
   Projection lm_head{nullptr};  // null when tie_word_embeddings
 

@@ -14,16 +14,18 @@
 //    and one unit's fp32 flat grads are in flight while the next unit's are flattened; without
 //    prefetch one unit's params and one group's flat grads;
 //  - a shard group of one, shard_grad_op and no_shard keep every unit gathered in the compute dtype
-//    (a group of one in fp32 computes on the masters themselves), and autograd keeps
-//    full compute-dtype grads until finish_backward() flattens them group by group into fp32
-//    (with prefetch, one group's reduction in flight while the next is flattened).
+//    (a group of one in fp32 computes on the masters themselves); each unit's compute-dtype grads
+//    are folded into an fp32 accumulator in its backward (the shard grads where a rank holds whole
+//    groups, shard_grad_op's full fp32 buffer otherwise), reduced once by finish_backward().
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "agenttune/parallel/sharded_model.h"
 #include "agenttune/model/llama_config.h"
+#include "agenttune/model/recompute.h"
 
 namespace agenttune::parallel {
 
@@ -37,9 +39,15 @@ struct MemoryPlanInput {
   int64_t micro_batch = 1;
   int64_t grad_accum = 1;  // micro-batches per optimizer step on each rank
   c10::ScalarType compute_dtype = c10::ScalarType::BFloat16;
-  bool activation_checkpointing = false;  // layers recomputed in backward (model.activation_checkpointing)
+  Recompute recompute = Recompute::None;  // what layers recompute in backward (model.activation_checkpointing)
   bool reshard_after_forward = true;      // dist.reshard_after_forward
   bool prefetch = true;  // dist.prefetch: overlapped collectives hold a second unit / flat group
+  // dist.offload: optimizer moves the fp32 masters and AdamW moments to (pinned) host memory; the
+  // device keeps a compute-dtype copy of this rank's shard to gather from (the resident buffer itself
+  // on the resident path) and the fp32 grads until they are copied out after backward.
+  Offload offload = Offload::None;
+  // dist.single_rank_path: per_unit runs a shard group of one through full_shard's per-unit path.
+  SingleRankPath single_rank_path = SingleRankPath::Resident;
 };
 
 struct Hardware {
@@ -56,14 +64,20 @@ struct MemoryPlan {
   // The largest two neighbouring units / groups together (in build order): what prefetch holds.
   int64_t largest_unit_pair_padded = 0, largest_group_pair_padded = 0;
 
-  int64_t master = 0;         // fp32 shards (AdamW updates these)
+  int64_t master = 0;         // fp32 shards (AdamW updates these); 0 on the device with offload
   int64_t gathered = 0;       // compute-dtype full params resident at the peak
+  int64_t shard_copy = 0;     // offload, per-unit path: the compute-dtype shard the gathers read
   int64_t shard_grads = 0;    // fp32 grads on the shards, alive from the first backward to the step
   int64_t compute_grads = 0;  // full compute-dtype grads alive at the peak (autograd's)
   int64_t grad_flat = 0;      // the fp32 flat buffer one group's grads are reduced from
-  int64_t optimizer = 0;      // exp_avg + exp_avg_sq (fp32, shard-sized) + per-group step
+  int64_t optimizer = 0;      // exp_avg + exp_avg_sq (fp32, shard-sized) + per-group step; 0 with offload
+  // Host memory per rank for offloaded state (0 without offload): the pinned fp32 masters and grads
+  // (each group's block rounded up to a power of two, as LibTorch's caching host allocator does),
+  // the two fp32 moments and the steps.
+  int64_t host = 0;
 
-  bool checkpointing = false;
+  Recompute recompute = Recompute::None;
+  bool checkpointing = false;  // recompute == Full: a layer keeps only its input
   int64_t tokens = 0;       // int64 token ids (saved by the embedding)
   int64_t rope = 0;         // cos + sin tables [B, T, head_dim] in the compute dtype
   int64_t layer_input = 0;  // one saved layer input, B*T*D in the compute dtype
@@ -73,7 +87,7 @@ struct MemoryPlan {
   int64_t activations_saved = 0;  // held from the end of forward into backward
   int64_t activations_peak = 0;   // + the larger of one recomputed layer and the loss backward
 
-  int64_t params() const { return master + gathered; }
+  int64_t params() const { return master + gathered + shard_copy; }
   int64_t grads() const { return shard_grads + compute_grads + grad_flat; }
   // Activations and grads peak at different moments: forward's end (and the first unit's backward)
   // holds every saved activation but only the grads carried over from earlier micro-batches and
@@ -96,7 +110,47 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw = {});
 
 // Bytes one decoder layer's autograd graph saves per token (the Korthikanti et al. accounting,
 // done for this implementation: RMSNorm upcasts to fp32, SwiGLU, GQA, fused SDPA without the
-// T x T score matrix).
-int64_t layer_activation_bytes_per_token(const LlamaConfig& c, c10::ScalarType compute_dtype);
+// T x T score matrix), for a layer run in `mode`. Full keeps only the layer's input; what this
+// returns for it is the graph its recompute builds in backward (the same as None's).
+int64_t layer_activation_bytes_per_token(const LlamaConfig& c, c10::ScalarType compute_dtype,
+                                         Recompute mode = Recompute::None);
+
+// What a plan must fit in. A plan fits when its device total is within kUsableFraction of the
+// device's bytes (the rest: the CUDA context, kernels' workspaces, the caching allocator's
+// fragmentation) and the host state of every rank on a node within kUsableFraction of the node's.
+inline constexpr double kUsableFraction = 0.9;
+struct MemoryLimits {
+  int64_t device_bytes = 0;
+  int64_t host_bytes = -1;      // one node's host memory for offloaded state; < 0: not checked
+  bool device_is_host = false;  // CPU ranks: device and offloaded state share the host's memory
+};
+// Ranks whose host state shares a node's memory: min(world, gpus_per_node).
+int ranks_per_node(const MemoryPlanInput& in);
+// Bytes of the node's host memory the plan needs (every rank's device state too when device_is_host).
+int64_t host_bytes_needed(const MemoryPlan& p, const MemoryPlanInput& in, const MemoryLimits& limits);
+bool fits(const MemoryPlan& p, const MemoryPlanInput& in, const MemoryLimits& limits);
+
+// A change of the memory settings that makes a plan fit, and its plan.
+struct Alternative {
+  Recompute recompute = Recompute::None;
+  Offload offload = Offload::None;
+  int64_t micro_batch = 1;
+  int world = 1;
+  MemoryPlanInput input;
+  MemoryPlan plan;
+};
+
+// The changes of `in` that fit `limits`, keeping the global batch of `global_batch` sequences
+// (accumulation makes up for a smaller micro-batch or a larger world): more recompute
+// (none -> selective -> full), optimizer offload, a smaller micro-batch, and more ranks (world sizes
+// up to `max_world`, or to the global batch when 0, with the global batch a whole number of
+// micro-batches x ranks). Nothing is changed back: a setting already more economical is kept.
+// Only minimal changes are returned (one that also changes something else is left out), least
+// intrusive first: same world before more GPUs, then without offload before with it, then less
+// recompute, then the larger micro-batch; that is, new hardware, then host memory and a CPU
+// optimizer, then extra compute, then smaller matmuls.
+std::vector<Alternative> fitting_alternatives(const MemoryPlanInput& in, int64_t global_batch,
+                                              const MemoryLimits& limits, const Hardware& hw = {},
+                                              int max_world = 0);
 
 }  // namespace agenttune::parallel

@@ -10,7 +10,9 @@
 //   full_shard (ZeRO-3)  a unit's parameters are all-gathered in the compute dtype just before its
 //                        forward and freed after (reshard_after_forward); backward re-gathers them,
 //                        walks the unit's kept graph (or recomputes it when the model checkpoints
-//                        it), then reduce-scatters its grads in fp32.
+//                        it), then reduce-scatters its grads in fp32. The last unit (norm + head)
+//                        stays gathered from its forward to its backward, and the embedding's
+//                        backward, which reads no weight, gathers nothing.
 //   shard_grad_op (ZeRO-2)  full parameters stay resident through the step; grads are
 //                        reduce-scattered after backward; updated shards are all-gathered after
 //                        the optimizer step.
@@ -18,7 +20,26 @@
 //   hybrid_shard         full_shard inside groups of `hybrid_group_size` ranks (a node), and the
 //                        shard grads all-reduced across the groups (replicas).
 // A shard group of one (a single process) keeps every unit resident, as no_shard does: the fp32
-// masters are the compute weights in fp32, a bf16 copy is refreshed once per optimizer step.
+// masters are the compute weights in fp32, a bf16 copy is refreshed once per optimizer step
+// (dist.single_rank_path resident; per_unit runs full_shard's per-unit path through the backend
+// even there, so one GPU exercises the ZeRO-3 path).
+//
+// Gradients accumulate in fp32 on every path, micro-batch by micro-batch: each unit's backward
+// (detail::UnitFunction, resident units too) takes its grads from the unit's own sub-graph and folds
+// them at once into an fp32 accumulator: the per-unit strategies reduce-scatter them (fp32) into
+// the shard grads; the resident ones add them into a full-size fp32 buffer per group (the shard
+// grad itself when a rank holds the whole group: a shard group of one, no_shard), reduced once per
+// step by finish_backward. Module parameters never get a .grad. The fused loss hands the head
+// weight's grad over in fp32 (a GradSink): autograd would round it to a bf16 weight's dtype.
+//
+// dist.offload: optimizer (ZeRO-Offload, FSDP2's CPUOffloadPolicy) keeps the fp32 masters, their
+// grads and AdamW's moments in host memory (pinned when the device is CUDA): AdamW runs on the CPU.
+// The device holds a compute-dtype copy of each shard (what gathers read; in a shard group of one,
+// the weights computed on), refreshed by one upload per group after each optimizer step, and the
+// fp32 grad accumulators during backward. finish_backward queues each group's final grad to the
+// host (non_blocking) and clip_grad_norm takes the norm from the device grads before dropping them;
+// the clip factor reaches the host with the step's one sync and before_optimizer_step applies it.
+// The arithmetic and its order are unchanged, so losses and checkpoints are bit-identical.
 //
 // With `prefetch` (the default) communication overlaps compute: the per-unit strategies issue the
 // all-gather of the next unit (forward) or of the previous one (backward) before computing the
@@ -30,8 +51,8 @@
 // prefetch, so the results are bit-identical.
 //
 // The public surface is a step's: loss_sum (or logits), finish_backward, clip_grad_norm,
-// after_optimizer_step, and the shards for AdamW and checkpoints. The unit-level steps are private:
-// only the per-unit autograd function (detail::UnitFunction) drives them.
+// before_optimizer_step, after_optimizer_step, and the shards for AdamW and checkpoints. The
+// unit-level steps are private: only the per-unit autograd function (detail::UnitFunction) drives them.
 #include <ATen/core/Tensor.h>
 
 #include <functional>
@@ -63,6 +84,34 @@ struct EnumNames<parallel::ShardStrategy> {
 }  // namespace agenttune
 
 namespace agenttune::parallel {
+// dist.offload: where the fp32 masters and the optimizer state live. Optimizer keeps them in host
+// memory (ZeRO-Offload, FSDP2's CPUOffloadPolicy): the device holds compute-dtype parameters and
+// the fp32 gradient of the group in flight, AdamW runs on the host.
+enum class Offload { None, Optimizer };
+}  // namespace agenttune::parallel
+
+namespace agenttune {
+template <>
+struct EnumNames<parallel::Offload> {
+  static constexpr std::array<std::pair<parallel::Offload, std::string_view>, 2> values = {
+      {{parallel::Offload::None, "none"}, {parallel::Offload::Optimizer, "optimizer"}}};
+};
+}  // namespace agenttune
+
+namespace agenttune::parallel {
+// dist.single_rank_path: what a shard group of one does under full_shard / hybrid_shard.
+enum class SingleRankPath { Resident, PerUnit };
+}  // namespace agenttune::parallel
+
+namespace agenttune {
+template <>
+struct EnumNames<parallel::SingleRankPath> {
+  static constexpr std::array<std::pair<parallel::SingleRankPath, std::string_view>, 2> values = {
+      {{parallel::SingleRankPath::Resident, "resident"}, {parallel::SingleRankPath::PerUnit, "per_unit"}}};
+};
+}  // namespace agenttune
+
+namespace agenttune::parallel {
 
 // A name of EnumNames<ShardStrategy>; anything else throws agenttune::Error listing them.
 ShardStrategy parse_shard_strategy(const std::string& s);
@@ -77,6 +126,11 @@ struct ShardOptions {
   // them again for its backward (dist.reshard_after_forward; FSDP2's choice of the same name).
   // Off keeps them from forward to backward: one all-gather per micro-batch instead of two.
   bool reshard_after_forward = true;
+  // A shard group of one (full_shard / hybrid_shard): keep every unit resident, or gather, free and
+  // reduce-scatter per unit through the backend as a larger group does (bit-identical results).
+  // No effect on larger shard groups (always per unit); no_shard / shard_grad_op refuse per_unit.
+  SingleRankPath single_rank_path = SingleRankPath::Resident;
+  Offload offload = Offload::None;  // dist.offload
 };
 
 // What the engine did, for tests and benchmarks.
@@ -107,7 +161,13 @@ struct FlatGroup {
   std::vector<at::Tensor> module_params;  // the model's own parameter tensors, in params order
   ShardLayout layout;  // the group's flat buffer over the shard group
   at::Tensor shard;  // fp32 master slice, requires_grad: what AdamW updates
+  // dist.offload: optimizer: `shard` lives in host memory; this is its compute-dtype copy on the
+  // device, what gathers read (and the resident full buffer in a shard group of one).
+  at::Tensor device_shard;
   at::Tensor full;   // gathered compute-dtype buffer while resident
+  // shard_grad_op with a shard group > 1: the group's full fp32 grad, accumulated over the step's
+  // micro-batches until finish_backward reduce-scatters it (elsewhere the shard grad accumulates).
+  at::Tensor grad_acc;
   Pending gathering; // the all-gather filling `full`, while in flight
   bool storage_freed = false;  // `full` resharded after forward: its storage is empty until re-gathered
 };
@@ -151,6 +211,9 @@ class ShardedModel {
   // clip_grad_norm() over the shard grads: the global grad norm (an fp64 device scalar, no host
   // sync), the grads clipped to max_norm.
   at::Tensor clip_grad_norm(double max_norm);
+  // Call between the step's host sync (which reads clip_grad_norm's norm) and the optimizer step:
+  // with offload, scales the host grads by the clip factor the device computed (nothing otherwise).
+  void before_optimizer_step();
   // Call after the optimizer updated the shards: re-gathers resident full parameters.
   void after_optimizer_step();
 
@@ -167,6 +230,7 @@ class ShardedModel {
   void load_full_groups(const FullGroup& full_of);
   c10::ScalarType compute_dtype() const { return opts_.compute_dtype; }
   LlamaForCausalLM& model() { return model_; }
+  bool offloaded() const { return opts_.offload == Offload::Optimizer; }
   const ShardStats& stats() const { return stats_; }
 
  private:
@@ -182,6 +246,11 @@ class ShardedModel {
   };
 
   int shard_rank() const;
+  // Offload, at the end of finish_backward: queues the copy of each group's final fp32 device grad
+  // into host memory as the shard's .grad, keeping the device grads for clip_grad_norm's norm.
+  void offload_grads();
+  // Offload: refreshes every group's device compute-dtype copy from its host master.
+  void refresh_device_shards();
   int shard_world() const;
   void build_groups(const WeightSlices& weights);
   // This rank's slice of a group's padded flat buffer, in fp32 on the host.
@@ -196,6 +265,12 @@ class ShardedModel {
   void land_grads(size_t n);
   void land_all_grads() { land_grads(grads_in_flight_.size()); }
   at::Tensor flatten_grads(const FlatGroup& g, const std::vector<at::Tensor>& grads) const;
+  // The resident strategies' fp32 accumulator of a group: the shard grad where this rank holds the
+  // whole group, else grad_acc. Undefined before the step's first backward reaches the group.
+  at::Tensor& grad_accumulator(FlatGroup& g);
+  // Adds one micro-batch's grads of a group (params order, any float dtype, undefined = zero) into
+  // its accumulator: copied into it by the step's first micro-batch, added after.
+  void fold_grads(FlatGroup& g, const std::vector<at::Tensor>& grads);
   // Undefined targets: the head returns logits.
   at::Tensor run(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec,
                  const at::Tensor& targets, int64_t trained);
@@ -210,7 +285,9 @@ class ShardedModel {
   // After a unit's forward whose graph is kept: frees its gathered parameters' memory (their
   // storage object stays, for the graph's saved views) unless reshard_after_forward is off.
   void release_after_forward(size_t unit);
-  void reduce_unit_grads(size_t unit, const std::vector<at::Tensor>& full_grads);
+  // One micro-batch's grads of a unit's parameters (unit_module_params order): reduce-scattered
+  // (per-unit strategies) or folded into the accumulators (resident ones).
+  void accumulate_unit_grads(size_t unit, std::vector<at::Tensor> full_grads);
   std::vector<at::Tensor> unit_module_params(size_t unit) const;
   std::vector<size_t> unit_groups(size_t unit) const;
 
@@ -220,7 +297,12 @@ class ShardedModel {
   std::unique_ptr<ProcessGroup> shard_group_, replica_group_;  // hybrid_shard only
   std::vector<FlatGroup> groups_;
   std::vector<GradInFlight> grads_in_flight_;
+  // Offload: the groups' final device grads until clip_grad_norm reads them, and the clip factor
+  // (host copy, valid after the step's sync) that before_optimizer_step applies to the host grads.
+  std::vector<at::Tensor> offloaded_device_grads_;
+  at::Tensor host_clip_factor_;
   ShardStats stats_;
+  at::Tensor head_weight_grad_;  // the fused loss's fp32 head weight grad, until its unit's backward takes it
   size_t num_units_ = 0;
   // Per forward: what the units need besides their input. It outlives the call: a checkpointed
   // unit's backward recomputes with it.

@@ -12,6 +12,7 @@
 
 #include "agenttune/model/flops.h"
 #include "agenttune/parallel/host_syncs.h"
+#include <c10/core/CachingDeviceAllocator.h>
 #include "agenttune/parallel/process_group.h"
 #include "agenttune/train/checkpoint_schedule.h"
 #include "agenttune/train/device_peak.h"
@@ -24,6 +25,20 @@ struct TrainRun;
 
 using MetricsRow = std::vector<std::pair<std::string, double>>;
 
+// One step's seconds per phase (metrics.phase_times): waiting for its batches, the step's own
+// phases (each ended by a drain of the device), and the rest of its wall clock.
+struct PhaseSeconds {
+  double data = 0;
+  StepPhaseTimes step;
+  double other = 0;
+  // Minor page faults of the process since the previous step's (first touches of memory the
+  // allocator took from the OS: allocator churn shows here).
+  int64_t minor_faults = 0;
+};
+
+// The phases by name, in the order of the metrics columns and the table.
+std::vector<std::pair<std::string, double>> phase_columns(const PhaseSeconds& p);
+
 // What one step measured besides its outcome.
 struct StepMeasures {
   double lr = 0;
@@ -34,6 +49,11 @@ struct StepMeasures {
   double tokens_per_s = 0;      // the step's tokens without padding: what throughput and MFU are honest about
   double mfu = -1;              // < 0: unknown (no peak FLOPs, as on a CPU); written as null
   std::optional<int64_t> host_syncs;  // with metrics.host_syncs
+  // The device allocator's peak of allocated bytes during the step, where it keeps one (CUDA's
+  // caching allocator, the fake device); what `agenttune plan` predicts. Absent on a CPU.
+  std::optional<int64_t> peak_device_bytes;
+  double data_seconds = 0;            // from the step's start until its batches were in hand
+  std::optional<PhaseSeconds> phases;  // with metrics.phase_times
   std::optional<double> val_loss;     // on an evaluated step
 };
 
@@ -53,10 +73,22 @@ MetricsRow rolled_back_row(const StepOutcome& o, double lr);
 // Per device (the step's tokens were shared by every rank's device); -1 without a peak.
 double model_flops_utilisation(double flops_per_token, double tokens_per_s, double peak_flops, int world);
 
+// The per-phase table of a profiled run: mean seconds per step and each phase's share. The first
+// step (warm-up: allocations, lazy initialisation) is left out when there are others.
+class PhaseTable {
+ public:
+  void add(const PhaseSeconds& p) { steps_.push_back(p); }
+  std::string format() const;
+
+ private:
+  std::vector<PhaseSeconds> steps_;
+};
+
 // The wall clock and communication time of one step, from its construction.
 class StepClock {
  public:
   explicit StepClock(const parallel::ProcessGroup& dist);
+  double seconds() const;  // since construction
   // Fills seconds, comm_seconds and inflight_seconds with what has passed so far.
   void stamp(StepMeasures& m) const;
 
@@ -93,6 +125,13 @@ class RunReport {
   DevicePeak peak_;
   std::unique_ptr<parallel::HostSyncCounter> syncs_;
   int64_t last_syncs_ = 0;
+  c10::DeviceAllocator* device_stats_ = nullptr;  // null where the device keeps no allocator stats
+  c10::DeviceIndex device_index_ = 0;
+  std::optional<int64_t> last_peak_;
+  bool profile_phases_ = false;
+  StepPhaseTimes step_phases_;  // the last counted_step's
+  PhaseTable phase_table_;
+  int64_t faults_at_last_step_ = 0;
 };
 
 }  // namespace agenttune

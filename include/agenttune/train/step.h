@@ -35,7 +35,10 @@ struct StepJudgement {
 };
 
 struct StepOutcome {
-  at::Tensor loss_sum;  // summed token loss of this rank's micro-batches (fp64, on the device)
+  at::Tensor loss_sum;  // summed token loss of the micro-batches, all ranks (fp64, on the device)
+  // trained, real and slots summed over the ranks (fp64, on the device); the fields below hold
+  // them once fetched (before that, this rank's own).
+  at::Tensor counts;
   double loss = 0;      // the step's token mean over all ranks, once fetched
   double grad_norm = 0;
   int64_t trained = 0;
@@ -72,12 +75,13 @@ at::Tensor micro_batch_loss(parallel::ShardedModel& model, const PackedBatch& b,
                             c10::Device dev);
 
 // Forward and backward over the micro-batches, the gradient of the step's token mean whatever the
-// micro-batching and world size; then the grads are reduced (finish_backward). No host sync.
+// micro-batching and world size; then the grads are reduced (finish_backward). No host sync: the
+// token counts are summed over the ranks on the device and stay there (StepOutcome::counts).
 StepOutcome forward_backward(parallel::ShardedModel& model, const std::vector<PackedBatch>& batches,
                              AttentionMode attention, parallel::ProcessGroup& dist, StepPhaseTimes* times = nullptr);
 
-// The whole step: forward_backward, the stop vote, clipping, one host sync for loss, grad norm
-// and vote, then (when judged good) the AdamW update and the re-gather of resident parameters.
+// The whole step: forward_backward, the stop vote, clipping, one host sync for loss, grad norm,
+// vote and token counts, then (when judged good) the AdamW update and the re-gather of resident parameters.
 // Grads are dropped either way.
 StepOutcome train_step(parallel::ShardedModel& model, AdamW& opt, const std::vector<PackedBatch>& batches,
                        const StepRequest& req, parallel::ProcessGroup& dist);

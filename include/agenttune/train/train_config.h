@@ -14,6 +14,7 @@
 #include "agenttune/data/mixture.h"
 #include "agenttune/data/sft_mix.h"
 #include "agenttune/model/llama_config.h"
+#include "agenttune/model/recompute.h"
 #include "agenttune/parallel/process_group.h"
 #include "agenttune/parallel/sharded_model.h"
 #include "agenttune/train/lr_schedule.h"
@@ -33,6 +34,18 @@ struct EnumNames<NonfiniteAction> {
       {{NonfiniteAction::Skip, "skip"}, {NonfiniteAction::Rollback, "rollback"}, {NonfiniteAction::Stop, "stop"}}};
 };
 
+// What `train` does when the memory plan of its configuration does not fit the device's free
+// memory (or the host's, for offloaded state and CPU runs), checked before any weight is read
+// (train/memory_check.h): refuse (exit 2, the plan and the changes that would fit), warn and go
+// on, or not check.
+enum class MemoryCheck { Error, Warn, Off };
+
+template <>
+struct EnumNames<MemoryCheck> {
+  static constexpr std::array<std::pair<MemoryCheck, std::string_view>, 3> values = {
+      {{MemoryCheck::Error, "error"}, {MemoryCheck::Warn, "warn"}, {MemoryCheck::Off, "off"}}};
+};
+
 struct ModelSection {
   // A Hugging Face or Meta folder to continue from; empty = a fresh model of `shape`.
   std::filesystem::path init_from;
@@ -41,7 +54,7 @@ struct ModelSection {
   // always carries the architecture the run trains (train/model_fit.h).
   std::optional<LlamaConfig> shape;
   uint64_t init_seed = 0;
-  bool activation_checkpointing = false;
+  Recompute activation_checkpointing = Recompute::None;
   // Forward and backward run in this dtype: the engine casts the gathered fp32 master shards to it
   // (no autocast); the optimizer and checkpoints stay fp32.
   c10::ScalarType compute_dtype = c10::ScalarType::Float;
@@ -96,6 +109,7 @@ struct TrainSection {
   int64_t eval_interval = 0;  // 0 = never
   int64_t eval_batches = 4;
   int threads = 0;  // intra-op threads; 0 = LibTorch's default
+  MemoryCheck memory_check = MemoryCheck::Error;
 };
 
 struct CheckpointSection {
@@ -112,6 +126,10 @@ struct MetricsSection {
   // Count the host syncs of each training step with CUDA's sync debug mode and write them as
   // `host_syncs` (a GPU diagnostic: agenttune's step has one, reading the loss; an error on the CPU).
   bool host_syncs = false;
+  // Time each step's phases (data, forward, backward, reduce, optimizer, other), write them as
+  // phase_<name>_seconds and print a table at the end. Each phase ends by draining the device, so
+  // a profiled step loses the overlap of a real one: a diagnostic, not a speed setting.
+  bool phase_times = false;
 };
 
 // What the sharded model and the process group run with (train/run_options.h builds their
@@ -131,6 +149,12 @@ struct DistSection {
   // again for its backward (less memory); false keeps them until the unit's backward (one all-gather
   // per micro-batch instead of two). Bit-identical results either way.
   bool reshard_after_forward = true;
+  // none | optimizer: fp32 masters and AdamW moments in host memory, AdamW on the host, the
+  // device keeping compute-dtype parameters (a 7B full fine-tune on one 80 GB GPU).
+  parallel::Offload offload = parallel::Offload::None;
+  // resident | per_unit: what a shard group of one does under full_shard / hybrid_shard (per_unit:
+  // gather, free and reduce-scatter each unit through the backend, as a larger group does).
+  parallel::SingleRankPath single_rank_path = parallel::SingleRankPath::Resident;
 };
 
 struct TrainConfig {
@@ -194,6 +218,7 @@ void visit(V& v, TrainSection& t) {
   v("eval_interval", t.eval_interval);
   v("eval_batches", t.eval_batches);
   v("threads", t.threads);
+  v("memory_check", t.memory_check);
 }
 
 template <class V>
@@ -208,6 +233,7 @@ void visit(V& v, MetricsSection& m) {
   v("tensorboard", m.tensorboard);
   v("peak_tflops", m.peak_tflops);
   v("host_syncs", m.host_syncs);
+  v("phase_times", m.phase_times);
 }
 
 template <class V>
@@ -220,6 +246,8 @@ void visit(V& v, DistSection& d) {
   v("hybrid_group_size", d.hybrid_group_size);
   v("prefetch", d.prefetch);
   v("reshard_after_forward", d.reshard_after_forward);
+  v("offload", d.offload);
+  v("single_rank_path", d.single_rank_path);
 }
 
 template <class V>

@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   o.compute_dtype = compute;
   auto t0 = std::chrono::steady_clock::now();
   auto model = make_llama(c, 1);
-  model->activation_checkpointing = checkpointing == "on";
+  model->recompute = checkpointing == "on" ? Recompute::Full : Recompute::None;
   parallel::ShardedModel sm(model, d, w, o);
   model = nullptr;
   AdamW opt(sm.shard_params(), {}, sm.shard_decay());
@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
   in.strategy = o.strategy;
   in.seq_len = seq;
   in.compute_dtype = compute;
-  in.activation_checkpointing = checkpointing == "on";
+  in.recompute = checkpointing == "on" ? Recompute::Full : Recompute::None;
   const auto plan = parallel::plan_memory(in);
   auto gb = [](double b) { return b / (1024.0 * 1024 * 1024); };
   std::printf("scale probe: 7B layer shape, %lld layers, seq %lld, %s compute, %s, checkpointing %s, world 1\n",
