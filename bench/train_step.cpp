@@ -63,6 +63,7 @@
 #include "agenttune/parallel/sharded_model.h"
 #include "agenttune/train/device_peak.h"
 #include "agenttune/train/step.h"
+#include "agenttune/util/host_memory.h"
 
 using namespace agenttune;
 namespace fs = std::filesystem;
@@ -273,6 +274,7 @@ const char* env_or(const char* name, const char* fallback) {
 // over the timed steps (everything live included), what this process runs with, and with
 // --phases the per-phase times of extra steps.
 int worker_main(const Args& a) {
+  keep_freed_host_memory();  // as `agenttune train` does (build_run): the step is measured as it trains
   at::set_num_threads(a.threads);
   const c10::Device dev = a.device == "cuda" ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
   if (!dev.is_cuda()) counting_allocator();

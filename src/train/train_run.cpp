@@ -1,10 +1,6 @@
 #include "agenttune/train/train_run.h"
 
 #include <ATen/Parallel.h>
-#include <malloc.h>
-
-#include <cstdlib>
-#include <limits>
 
 #include "agenttune/config/load.h"
 #include "agenttune/parallel/device.h"
@@ -16,6 +12,7 @@
 #include "agenttune/train/resume_changes.h"
 #include "agenttune/train/train_state.h"
 #include "agenttune/util/error.h"
+#include "agenttune/util/host_memory.h"
 #include "agenttune/util/log.h"
 
 namespace agenttune {
@@ -80,19 +77,6 @@ void shard_initial_model(TrainRun& run, const parallel::WorldInfo& world) {
   run.model = initial.model;  // the checkpoint's mapping goes with `initial`: no longer needed
 }
 
-// glibc serves every block over its mmap threshold (at most 32 MiB) with a fresh mmap and returns
-// it, and trims the heap's free top, at each free: a step's large activations and gradients then
-// come back as new pages every step, each first touch a page fault (about 120,000 per step, 0.5 GB,
-// at hidden 512 x 4 layers, 4 x 512 tokens on CPU). A training process reaches the same peak every
-// step, so it keeps what it freed: no mmap'd blocks, no trimming (about 2,200 faults per step). A
-// user's own glibc malloc settings win.
-void keep_freed_host_memory() {
-  for (const char* var : {"GLIBC_TUNABLES", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"})
-    if (std::getenv(var)) return;
-  if (mallopt(M_MMAP_MAX, 0) != 1 || mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max()) != 1)
-    log::warn("glibc refused the malloc settings that keep freed memory; steps may page-fault more");
-}
-
 void resume(TrainRun& run, const std::string& resume) {
   if (resume.empty()) return;
   const auto& store = *run.store;
@@ -116,7 +100,8 @@ void resume(TrainRun& run, const std::string& resume) {
 }  // namespace
 
 TrainRun build_run(const TrainConfig& config, const TrainOptions& opts) {
-  keep_freed_host_memory();
+  if (!keep_freed_host_memory())
+    log::warn("glibc refused the malloc settings that keep freed memory; steps may page-fault more");
   TrainRun run;
   // model.shape is filled from model.init_from (and checked against it): the resolved config and
   // every checkpoint's copy show the architecture trained.

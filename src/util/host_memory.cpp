@@ -1,6 +1,10 @@
 #include "agenttune/util/host_memory.h"
 
+#include <malloc.h>
+
 #include <charconv>
+#include <cstdlib>
+#include <limits>
 #include <fstream>
 #include <sstream>
 
@@ -54,6 +58,12 @@ std::string format_bytes(double bytes) {
   if (bytes >= 1024.0 * 1024 * 1024) return fmt::format("{:.3g} GiB", bytes / (1024.0 * 1024 * 1024));
   if (bytes >= 1024.0 * 1024) return fmt::format("{:.1f} MiB", bytes / (1024.0 * 1024));
   return fmt::format("{:.0f} bytes", bytes);
+}
+
+bool keep_freed_host_memory() {
+  for (const char* var : {"GLIBC_TUNABLES", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"})
+    if (std::getenv(var)) return true;
+  return mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max()) == 1;
 }
 
 }  // namespace agenttune
