@@ -61,12 +61,6 @@ void alloc_storage(const at::Tensor& t) {
 
 namespace detail {
 
-// One unit of a training forward, on every path. Forward gathers its parameters (per-unit
-// strategies; resident ones hold them already), runs it and frees them (or keeps them for backward
-// when dist.reshard_after_forward is off). Backward re-gathers them and either walks the graph the
-// forward kept, or, when the model checkpoints the unit, recomputes it first; then the unit's grads
-// go to the engine's fp32 accumulation (accumulate_unit_grads), never through autograd: it would
-// cast them to the parameters' compute dtype.
 // The entry of a unit's kept sub-graph: an alias of the unit's input behind a node that saves
 // nothing, where backward takes the input's gradient. A fresh leaf would do the same, but its
 // AccumulateGrad node holds the tensor, and with it a [B, T, D] input that nothing else keeps.
