@@ -1,7 +1,8 @@
-// agenttune chat --model DIR --template NAME: a multi-turn conversation with a saved model on
-// stdin/stdout. Each turn renders the whole conversation with the chat template (exactly as
-// training rendered it), generates until the template's end-of-turn id, and keeps the reply as the
-// assistant turn. Lines "/reset" (forget the conversation) and "/exit" are commands.
+// agenttune chat --model DIR [--adapter DIR] --template NAME: a multi-turn conversation with a saved
+// model (with a LoRA adapter folder over it) on stdin/stdout. Each turn renders the whole
+// conversation with the chat template (exactly as training rendered it), generates until the
+// template's end-of-turn id, and keeps the reply as the assistant turn. Lines "/reset" (forget the
+// conversation) and "/exit" are commands.
 #include <unistd.h>
 
 #include <iostream>
@@ -22,6 +23,7 @@ namespace {
 struct ChatArgs {
   std::string model_dir, tokenizer, dtype, chat_template, system;
   std::string device = "auto";
+  std::string adapter;
   SamplingOptions sampling;
   std::vector<int64_t> stop_ids;
   bool json = false;
@@ -48,6 +50,7 @@ int run_chat(ChatArgs& a) {
   if (!a.dtype.empty()) lo.dtype = parse_dtype(a.dtype);
   lo.device = decoding_device(a.device);
   auto loaded = load_pretrained(a.model_dir, lo);
+  apply_adapter_option(loaded.model, a.adapter);
   const auto tok_path = a.tokenizer.empty() ? std::filesystem::path(a.model_dir) / "tokenizer.model"
                                             : std::filesystem::path(a.tokenizer);
   if (!std::filesystem::exists(tok_path)) fail("{}: no tokenizer (pass --tokenizer FILE)", tok_path.string());
@@ -114,6 +117,7 @@ Command chat_command() {
     s->add_option("--system", a->system, "system prompt (default: the template's own)");
     s->add_option("--tokenizer", a->tokenizer, "SentencePiece .model (default: MODEL/tokenizer.model)");
     s->add_option("--dtype", a->dtype, "float32 | bfloat16 | float16 (default: the checkpoint's)");
+    add_adapter_option(s, a->adapter);
     add_device_option(s, a->device);
     add_sampling_options(s, a->sampling, a->stop_ids);
     s->add_flag("--json", a->json, "one JSON line per reply: {prompt_ids, new_ids, stopped, text}");

@@ -1,4 +1,5 @@
-// agenttune generate --model DIR --prompt TEXT: decode from a saved model with a KV cache.
+// agenttune generate --model DIR [--adapter DIR] --prompt TEXT: decode from a saved model (with a
+// LoRA adapter folder over it) with a KV cache.
 #include "agenttune/util/log.h"
 
 #include <algorithm>
@@ -21,6 +22,7 @@ namespace {
 struct GenerateArgs {
   std::string model_dir, prompt, prompt_ids, tokenizer, dtype, chat_template, system;
   std::string device = "auto";
+  std::string adapter;
   SamplingOptions sampling;
   std::vector<int64_t> stop_ids;
   bool no_bos = false, json = false;
@@ -46,6 +48,7 @@ int run_generate(GenerateArgs& a) {
   lo.device = decoding_device(a.device);
   auto loaded = load_pretrained(a.model_dir, lo);
   log::info("loaded {} ({}) in {:.2f}s", a.model_dir, to_string(loaded.format), loaded.seconds);
+  apply_adapter_option(loaded.model, a.adapter);
 
   std::optional<Tokenizer> tok;
   std::filesystem::path tok_path = a.tokenizer.empty() ? std::filesystem::path(a.model_dir) / "tokenizer.model"
@@ -104,13 +107,16 @@ Command generate_command() {
   Command c;
   c.attach_fn = [a](CLI::App& app) {
     auto* s = app.add_subcommand("generate", "Generate text from a saved model (KV cache)");
-    s->add_option("--model", a->model_dir, "Hugging Face or Meta model folder")->required()->check(CLI::ExistingDirectory);
+    s->add_option("--model", a->model_dir, "Hugging Face or Meta model folder (the base, with --adapter)")
+        ->required()
+        ->check(CLI::ExistingDirectory);
     auto* p = s->add_option("--prompt", a->prompt, "prompt text (encoded with the model's tokenizer)");
     auto* pi = s->add_option("--prompt-ids", a->prompt_ids, "prompt as comma-separated token ids");
     p->excludes(pi);
     s->add_option("--tokenizer", a->tokenizer, "SentencePiece .model (default: MODEL/tokenizer.model)");
     add_sampling_options(s, a->sampling, a->stop_ids);
     s->add_option("--dtype", a->dtype, "float32 | bfloat16 | float16 (default: the checkpoint's)");
+    add_adapter_option(s, a->adapter);
     add_device_option(s, a->device);
     s->add_flag("--no-bos", a->no_bos, "do not prepend BOS to the prompt");
     s->add_option("--template", a->chat_template,

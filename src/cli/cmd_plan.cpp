@@ -36,6 +36,12 @@ LlamaConfig planned_architecture(const TrainConfig& cfg, const std::string& conf
   return *cfg.model.shape;
 }
 
+// The plan's total per GPU with the config's model.adapter settings (rank, targets, ...) as `kind`.
+int64_t adapted_total(parallel::MemoryPlanInput in, AdapterKind kind, const parallel::Hardware& hw) {
+  in.adapter.kind = kind;
+  return parallel::plan_memory(in, hw).total();
+}
+
 }  // namespace
 
 Command plan_command() {
@@ -80,22 +86,24 @@ Command plan_command() {
 
     std::cout << fmt::format(
         "model: L={} D={} F={} heads={}/{} V={} ({:.2f}B params); seq {} x micro-batch {}, {}, recompute {}, "
-        "offload {}, global batch {} sequences\nmemory in GiB per GPU (host: offloaded state per GPU); fits = "
+        "offload {}, global batch {} sequences, adapter {}\nmemory in GiB per GPU (host: offloaded state per GPU); fits = "
         "total <= {:.0f}% of {} GiB (the rest for the CUDA context, workspaces, fragmentation){}\nbound = "
-        "max(compute at {} TFLOP/s, comm at {} GB/s NVLink / {} Gb/s network), per optimizer step\n\n",
+        "max(compute at {} TFLOP/s, comm at {} GB/s NVLink / {} Gb/s network), per optimizer step\nLoRA / QLoRA: "
+        "the total per GPU with model.adapter.kind lora / qlora (rank {}, {} target modules), all else the same\n\n",
         model.num_hidden_layers, model.hidden_size, model.intermediate_size, model.num_attention_heads,
         model.num_key_value_heads, model.vocab_size, count_parameters(model) / 1e9, cfg.data.seq_len,
         cfg.train.micro_batch_size, dtype_name(cfg.model.compute_dtype), enum_name(cfg.model.activation_checkpointing),
-        enum_name(cfg.dist.offload), seqs, 100 * parallel::kUsableFraction, a->gpu_memory_gib,
+        enum_name(cfg.dist.offload), seqs, enum_name(cfg.model.adapter.kind), 100 * parallel::kUsableFraction,
+        a->gpu_memory_gib,
         a->host_memory_gib > 0
             ? fmt::format(" and the host state of a node's GPUs <= {:.0f}% of {} GiB", 100 * parallel::kUsableFraction,
                           a->host_memory_gib)
             : std::string(),
-        a->peak_tflops, a->nvlink_gbs, a->link_gbps);
-    std::cout << fmt::format("| {:<13} | {:>4} | {:>5} | {:>6} | {:>6} | {:>6} | {:>6} | {:>6} | {:>6} | {:>4} | {:>9} | {:>9} | {:>8} | {:>8} | {:>9} |\n",
+        a->peak_tflops, a->nvlink_gbs, a->link_gbps, cfg.model.adapter.rank, cfg.model.adapter.target_modules.size());
+    std::cout << fmt::format("| {:<13} | {:>4} | {:>5} | {:>6} | {:>6} | {:>6} | {:>6} | {:>6} | {:>6} | {:>4} | {:>9} | {:>9} | {:>8} | {:>8} | {:>9} | {:>6} | {:>6} |\n",
                              "strategy", "gpus", "accum", "params", "grads", "optim", "activ", "total", "host", "fits",
-                             "comm GB", "compute s", "comm s", "bound s", "tok/s/GPU");
-    std::cout << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n";
+                             "comm GB", "compute s", "comm s", "bound s", "tok/s/GPU", "LoRA", "QLoRA");
+    std::cout << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n";
     std::vector<std::pair<std::string, parallel::MemoryPlanInput>> too_large;
     for (const auto& name : a->strategies)
       for (int world : a->gpus) {
@@ -110,10 +118,11 @@ Command plan_command() {
         const double tokens = static_cast<double>(in.micro_batch * in.seq_len * in.grad_accum);
         std::cout << fmt::format(
             "| {:<13} | {:>4} | {:>5} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>6.2f} | {:>4} | "
-            "{:>9.1f} | {:>9.3f} | {:>8.3f} | {:>8.3f} | {:>9.0f} |\n",
+            "{:>9.1f} | {:>9.3f} | {:>8.3f} | {:>8.3f} | {:>9.0f} | {:>6.2f} | {:>6.2f} |\n",
             name, world, in.grad_accum, gib(p.params()), gib(p.grads()), gib(p.optimizer), gib(p.activations_peak),
             gib(p.total()), gib(p.host), fit ? "yes" : "no", (p.intra_bytes + p.inter_bytes) / 1e9, p.compute_s,
-            p.comm_s, p.step_bound_s(), tokens / p.step_bound_s());
+            p.comm_s, p.step_bound_s(), tokens / p.step_bound_s(), gib(adapted_total(in, AdapterKind::Lora, hw)),
+            gib(adapted_total(in, AdapterKind::Qlora, hw)));
       }
     for (const auto& [what, in] : too_large)
       std::cout << fmt::format("\n{} does not fit: ", what)

@@ -37,6 +37,26 @@ void train_meanings(ConfigMeanings& m) {
        "`agenttune plan` prints each mode's memory. Was a boolean: true is `full`, false `none`."},
       {"compute_dtype", "The dtype forward and backward run in; the optimizer's master weights and the checkpoints "
                         "stay float32. float16 is refused (no loss scaling)."},
+      {"adapter", "Low-rank adapters (LoRA) on the decoder's projections with the base frozen; kind none trains "
+                  "every weight."},
+  });
+  m.add<AdapterConfig>({
+      {"kind", "none: full fine-tuning. lora: the base (init_from or init_seed) frozen in compute_dtype, only the "
+               "adapters trained (float32 masters, AdamW); checkpoints hold the adapters. qlora: as lora with the "
+               "seven projections of every layer stored as NF4 (bitsandbytes' 4-bit NormalFloat: blocks of 64, "
+               "double-quantised absmax, about 0.52 bytes per weight), sharded and gathered as bytes and "
+               "dequantised into compute_dtype only while each matmul runs; embeddings, norms and the head stay "
+               "in compute_dtype."},
+      {"rank", "r: the adapters' inner dimension (A is [r, in], B is [out, r]), as PEFT's `r`."},
+      {"alpha", "PEFT's `lora_alpha`: the adapter's output is scaled by alpha / rank (alpha / sqrt(rank) with "
+                "rslora)."},
+      {"dropout", "Dropout on each adapter's input while training, in [0, 1) (PEFT's `lora_dropout`); the base path "
+                  "sees the input undropped."},
+      {"target_modules", "The projections that get an adapter, by PEFT's names: any of q_proj, k_proj, v_proj, o_proj, "
+                         "gate_proj, up_proj, down_proj (default all seven), in every layer."},
+      {"init_seed", "Seed of A's initial values (PEFT's Kaiming-uniform, drawn per parameter name, so any device and "
+                    "world size start alike); B starts at zero, so step 0 computes exactly the base."},
+      {"rslora", "Rank-stabilised LoRA: scale alpha / sqrt(rank) instead of alpha / rank (PEFT's `use_rslora`)."},
   });
   m.add<DataSection>({
       {"sources", "The corpora to mix: folders `agenttune prepare` wrote, or Megatron indexed datasets."},

@@ -1,7 +1,11 @@
 #include "decoding.h"
 
+#include <fmt/ranges.h>
+
+#include "agenttune/io/peft_adapter.h"
 #include "agenttune/parallel/device.h"
 #include "agenttune/util/error.h"
+#include "agenttune/util/log.h"
 
 namespace agenttune::cli {
 
@@ -11,6 +15,24 @@ void add_sampling_options(CLI::App* s, SamplingOptions& sampling, std::vector<in
   s->add_option("--top-p", sampling.top_p, "nucleus sampling mass")->check(CLI::Range(0.0, 1.0));
   s->add_option("--stop-id", stop_ids, "stop after this token id (repeatable; default: eos or the template's)");
   s->add_option("--seed", sampling.seed, "sampling seed");
+}
+
+void add_adapter_option(CLI::App* s, std::string& adapter) {
+  s->add_option("--adapter", adapter,
+                "LoRA adapter folder (adapter_config.json + adapter_model.safetensors, from `export --adapter-only` "
+                "or peft's save_pretrained) to apply over --model")
+      ->check(CLI::ExistingDirectory);
+}
+
+void apply_adapter_option(LlamaForCausalLM& model, const std::string& dir) {
+  model->eval();
+  if (dir.empty()) return;
+  auto adapter = read_peft_adapter(dir);
+  apply_peft_adapter(model, adapter, dir);
+  log::info("adapter {}: LoRA rank {}, alpha {}{} on {} ({} tensors){}", dir, adapter.config.rank, adapter.config.alpha,
+            adapter.config.rslora ? " (rsLoRA)" : "", fmt::join(adapter.config.target_modules, ", "),
+            adapter.tensors.size(),
+            adapter.base_model.empty() ? "" : fmt::format("; made for base {}", adapter.base_model));
 }
 
 void add_device_option(CLI::App* s, std::string& device) {

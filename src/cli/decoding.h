@@ -10,6 +10,7 @@
 
 #include "agenttune/chat/template.h"
 #include "agenttune/model/generation.h"
+#include "agenttune/model/llama.h"
 #include "agenttune/model/llama_config.h"
 #include "agenttune/tokenizer/tokenizer.h"
 
@@ -17,6 +18,13 @@ namespace agenttune::cli {
 
 // --max-new-tokens, --temperature, --top-p, --stop-id, --seed.
 void add_sampling_options(CLI::App* app, SamplingOptions& sampling, std::vector<int64_t>& stop_ids);
+
+// --adapter DIR: a PEFT LoRA adapter folder (one `export --adapter-only` wrote, or peft's
+// save_pretrained) to put on the model.
+void add_adapter_option(CLI::App* app, std::string& adapter);
+// Puts the adapter in `dir` on the model (nothing when `dir` is empty; io/peft_adapter.h refuses what
+// we cannot compute as PEFT does) and switches the model to inference (no adapter dropout).
+void apply_adapter_option(LlamaForCausalLM& model, const std::string& dir);
 
 // --device (auto | cpu | cuda | cuda:N; default auto: the GPU when there is one).
 void add_device_option(CLI::App* app, std::string& device);

@@ -10,13 +10,52 @@
 
 #include "agenttune/model/activation_checkpoint.h"
 #include "agenttune/model/flops.h"
+#include "agenttune/model/fused_projection.h"
 #include "agenttune/model/loss.h"
+#include "agenttune/quant/nf4_linear.h"
 #include "allocation.h"
 
 namespace agenttune {
 
 ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, const ParamOptions& params) {
   weight = register_parameter("weight", at::empty({out, in}, params));
+}
+
+ProjectionImpl::ProjectionImpl(const at::Tensor& w) {
+  weight = register_parameter("weight", w, w.requires_grad());
+}
+
+// nf4: the record is registered as a frozen parameter so the engine shards and gathers its bytes.
+ProjectionImpl::ProjectionImpl(const at::Tensor& record, std::vector<int64_t> shape) : nf4_shape(std::move(shape)) {
+  weight_nf4 = register_parameter("weight_nf4", record, /*requires_grad=*/false);
+}
+
+at::Tensor ProjectionImpl::forward(const at::Tensor& x) {
+  auto y = quantized() ? quant::nf4_linear(x, weight_nf4, nf4_shape) : at::linear(x, weight);
+  if (!has_adapter()) return y;
+  // PEFT's `result + delta` (promoting when the adapter is float32 on a bf16 base), then back to
+  // the base output's dtype.
+  auto sum = y + adapter_delta(x);
+  return sum.scalar_type() == y.scalar_type() ? sum : sum.to(y.scalar_type());
+}
+
+void ProjectionImpl::attach_adapter(int64_t rank, double scale, double dropout) {
+  if (has_adapter()) fail("attach_adapter: this projection already has an adapter");
+  if (quantized()) fail("attach_adapter: the projection is NF4-quantised; attach adapters before quantize_projections");
+  // Float32 like PEFT's adapters (it up-casts them on a bf16 base); a sharded run's compute copies
+  // are cast to the compute dtype by the engine like every other parameter.
+  auto options = weight.options().dtype(at::kFloat);
+  lora_A = register_parameter("lora_A", at::empty({rank, weight.size(1)}, options));
+  lora_B = register_parameter("lora_B", at::empty({weight.size(0), rank}, options));
+  lora_scale = scale;
+  lora_dropout = dropout;
+}
+
+at::Tensor ProjectionImpl::adapter_delta(const at::Tensor& x) {
+  if (!has_adapter()) return {};
+  auto in = x.scalar_type() == lora_A.scalar_type() ? x : x.to(lora_A.scalar_type());
+  if (lora_dropout > 0) in = at::dropout(in, lora_dropout, is_training());
+  return at::linear(at::linear(in, lora_A), lora_B) * lora_scale;
 }
 
 TokenEmbeddingImpl::TokenEmbeddingImpl(int64_t vocab, int64_t dim, const ParamOptions& params) {
@@ -59,14 +98,28 @@ AttentionImpl::AttentionImpl(const LlamaConfig& c, const ParamOptions& params)
   o_proj = register_module("o_proj", Projection(n_heads_ * head_dim_, c.hidden_size, params));
 }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeTables& rope,
-                                  const AttentionSpec& spec, LayerCache* cache) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> AttentionImpl::project_qkv(const at::Tensor& x, const RopeTables& rope) {
+  std::vector<FusedSlot> slots = {{q_proj->weight, {}, n_heads_, true},
+                                  {k_proj->weight, {}, n_kv_heads_, true},
+                                  {v_proj->weight, {}, n_kv_heads_, false}};
+  if (fuses_projections_on(x.device()) && fusable(slots)) {
+    slots[0].delta = q_proj->adapter_delta(x);
+    slots[1].delta = k_proj->adapter_delta(x);
+    slots[2].delta = v_proj->adapter_delta(x);
+    auto qkv = fused_projections(x, slots, rope);
+    return {qkv[0], qkv[1], qkv[2]};
+  }
   int64_t B = x.size(0), T = x.size(1);
   auto q = q_proj(x).view({B, T, n_heads_, head_dim_}).transpose(1, 2);
   auto k = k_proj(x).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);
   auto v = v_proj(x).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);
-  q = apply_rope(q, rope);
-  k = apply_rope(k, rope);
+  return {apply_rope(q, rope), apply_rope(k, rope), v};
+}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeTables& rope,
+                                  const AttentionSpec& spec, LayerCache* cache) {
+  int64_t B = x.size(0), T = x.size(1);
+  auto [q, k, v] = project_qkv(x, rope);
 
   int64_t past = cache ? cache->length : 0;
   if (cache) std::tie(k, v) = cache->append(k, v);
@@ -110,9 +163,20 @@ MLPImpl::MLPImpl(const LlamaConfig& c, const ParamOptions& params) {
 }
 
 at::Tensor MLPImpl::forward(const at::Tensor& x, bool recompute) {
-  auto gate = gate_proj(x);
-  auto up = up_proj(x);
-  if (recompute) return swiglu_linear_recomputed(gate, up, down_proj->weight);
+  std::vector<FusedSlot> slots = {{gate_proj->weight}, {up_proj->weight}};
+  at::Tensor gate, up;
+  if (fuses_projections_on(x.device()) && fusable(slots)) {
+    slots[0].delta = gate_proj->adapter_delta(x);
+    slots[1].delta = up_proj->adapter_delta(x);
+    auto gate_up = fused_projections(x, slots, {});
+    gate = gate_up[0], up = gate_up[1];
+  } else {
+    gate = gate_proj(x);
+    up = up_proj(x);
+  }
+  if (recompute && !down_proj->has_adapter() && !down_proj->quantized())  // nf4: no dense weight to pass
+    return swiglu_linear_recomputed(gate, up, down_proj->weight);
+  // A LoRA adapter on down_proj needs the SwiGLU product for lora_A's gradient: it is kept.
   return down_proj(swiglu(gate, up));
 }
 
@@ -193,7 +257,8 @@ at::Tensor LlamaForCausalLMImpl::run_unit(size_t unit, const at::Tensor& x, cons
       flat_h = flat_h.index_select(0, rows);
       flat_t = flat_t.index_select(0, rows);
     }
-    return linear_cross_entropy_sum(flat_h, head_weight(), flat_t, 0, in.head_weight_grad);
+    // With the count known, every row left is trained: the loss masks none.
+    return linear_cross_entropy_sum(flat_h, head_weight(), flat_t, 0, in.head_weight_grad, in.trained >= 0);
   }
   auto& layer = model->layers[unit - 1];
   LayerCache* cache = in.cache ? &in.cache->layers[unit - 1] : nullptr;

@@ -77,27 +77,35 @@ RopeTables RotaryEmbedding::tables(const at::Tensor& positions, c10::ScalarType 
 
 namespace {
 
-// x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1], written half by half:
+// x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1], written half by half into `out`:
 //   out1 = x1 * cos1 - x2 * sin1,  out2 = x2 * cos2 + x1 * sin2.
 // (-a) * b is -(a * b) and c + -(d) is c - d exactly, so these are the bits of the concatenating
 // form. `transposed` is the rotation's transpose, what backward applies to the incoming grad
 // (autograd's sum of the two paths: grad * cos + rotate_half^T(grad * sin)):
 //   out1 = g1 * cos1 + g2 * sin2,  out2 = g2 * cos2 - g1 * sin1.
-at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool transposed) {
+// `out` may be x itself: then both cross products are taken before either half is written (else
+// each is a temporary of its own moment, as before).
+void rotate_to(const at::Tensor& out, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+               bool transposed) {
   const int64_t h = x.size(-1) / 2;
   auto half = [h](const at::Tensor& t, int i) { return t.narrow(-1, i * h, h); };
-  // The layout a pointwise op on x would give (x * cos does the same for the concatenating form).
-  auto out = at::empty_like(x);
+  auto cross1 = [&] { return half(x, 1) * half(sin, transposed ? 1 : 0); };
+  auto cross2 = [&] { return half(x, 0) * half(sin, transposed ? 0 : 1); };
+  at::Tensor early1, early2;
+  if (out.is_same(x)) early1 = cross1(), early2 = cross2();
   auto o1 = half(out, 0), o2 = half(out, 1);
   at::mul_out(o1, half(x, 0), half(cos, 0));
   at::mul_out(o2, half(x, 1), half(cos, 1));
-  if (!transposed) {
-    o1.sub_(half(x, 1) * half(sin, 0));
-    o2.add_(half(x, 0) * half(sin, 1));
-  } else {
-    o1.add_(half(x, 1) * half(sin, 1));
-    o2.sub_(half(x, 0) * half(sin, 0));
-  }
+  const auto first = early1.defined() ? early1 : cross1();
+  transposed ? o1.add_(first) : o1.sub_(first);
+  const auto second = early2.defined() ? early2 : cross2();
+  transposed ? o2.sub_(second) : o2.add_(second);
+}
+
+at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool transposed) {
+  // The layout a pointwise op on x would give (x * cos does the same for the concatenating form).
+  auto out = at::empty_like(x);
+  rotate_to(out, x, cos, sin, transposed);
   return out;
 }
 
@@ -121,6 +129,14 @@ at::Tensor apply_rope(const at::Tensor& x, const RopeTables& t) {
   auto sin = t.sin.unsqueeze(1);
   if (!at::GradMode::is_enabled() || !x.requires_grad()) return rotate(x, cos, sin, /*transposed=*/false);
   return RopeFunction::apply(x, cos, sin);
+}
+
+void rope_in_place(const at::Tensor& x, const RopeTables& t) {
+  rotate_to(x, x, t.cos.unsqueeze(1), t.sin.unsqueeze(1), /*transposed=*/false);
+}
+
+void rope_transposed_to(const at::Tensor& out, const at::Tensor& grad, const RopeTables& t) {
+  rotate_to(out, grad, t.cos.unsqueeze(1), t.sin.unsqueeze(1), /*transposed=*/true);
 }
 
 }  // namespace agenttune

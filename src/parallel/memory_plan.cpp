@@ -3,32 +3,61 @@
 #include <c10/core/ScalarType.h>
 
 #include <algorithm>
+#include <array>
+#include <initializer_list>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
 #include "agenttune/model/flops.h"
 #include "agenttune/model/loss.h"
 #include "agenttune/parallel/shard_layout.h"
+#include "agenttune/quant/nf4.h"
 #include "agenttune/util/error.h"
 
 namespace agenttune::parallel {
 
 namespace {
 
-// Element counts of ShardedModel's flat groups, unit by unit, in its build order.
-// ShardedModel's flat groups (element counts), unit by unit in build order, as runs of equal
-// units: the embedding, the decoder layers (one unit repeated num_hidden_layers times), the norm +
-// head. Runs keep a damaged config's billion layers from being walked one by one.
+// ShardedModel's flat groups, unit by unit in build order, as runs of equal units: the embedding,
+// the decoder layers (one unit repeated num_hidden_layers times), the norm + head. Runs keep a
+// damaged config's billion layers from being walked one by one. `groups` are the trained ones
+// (element counts); with adapters the base is a unit's frozen group (compute-dtype elements) and,
+// QLoRA, its group of NF4 records (bytes).
 struct UnitRun {
   std::vector<int64_t> groups;
+  int64_t frozen = 0, nf4_bytes = 0;
   int64_t repeat = 1;
 };
 
-std::vector<UnitRun> unit_runs(const LlamaConfig& c) {
-  const int64_t D = c.hidden_size, hd = c.resolved_head_dim();
-  const int64_t matrices = D * hd * (2 * c.num_attention_heads + 2 * c.num_key_value_heads) +
-                           3 * D * c.intermediate_size;
-  return {{{c.vocab_size * D}, 1}, {{matrices, 2 * D}, c.num_hidden_layers}, {{c.vocab_size * D, D}, 1}};
+struct Projection {
+  std::string_view name;
+  int64_t in, out;
+};
+
+std::array<Projection, 7> projections(const LlamaConfig& c) {
+  const int64_t D = c.hidden_size, F = c.intermediate_size, hd = c.resolved_head_dim();
+  const int64_t dq = c.num_attention_heads * hd, dkv = c.num_key_value_heads * hd;
+  return {{{"q_proj", D, dq}, {"k_proj", D, dkv}, {"v_proj", D, dkv}, {"o_proj", dq, D},
+           {"gate_proj", D, F}, {"up_proj", D, F}, {"down_proj", F, D}}};
+}
+
+std::vector<UnitRun> unit_runs(const LlamaConfig& c, const AdapterConfig& adapter) {
+  const int64_t D = c.hidden_size, V = c.vocab_size;
+  int64_t matrices = 0, adapters = 0, records = 0;
+  for (const auto& p : projections(c)) {
+    matrices += p.in * p.out;
+    if (adapter.targets(p.name)) adapters += adapter.rank * (p.in + p.out);
+    records += quant::nf4_record_bytes(p.in * p.out);
+  }
+  if (!adapter.enabled()) return {{{V * D}, 0, 0, 1}, {{matrices, 2 * D}, 0, 0, c.num_hidden_layers}, {{V * D, D}, 0, 0, 1}};
+  // Adapters are matrices: one decayed group per layer; every other parameter is frozen.
+  std::vector<int64_t> trained;
+  if (adapters > 0) trained.push_back(adapters);
+  const bool nf4 = adapter.kind == AdapterKind::Qlora;
+  return {{{}, V * D, 0, 1},
+          {trained, 2 * D + (nf4 ? 0 : matrices), nf4 ? records : 0, c.num_hidden_layers},
+          {{}, V * D + D, 0, 1}};
 }
 
 // What the caching host allocator gives for a pinned block of `bytes`: the next power of two.
@@ -43,8 +72,45 @@ double gather_or_scatter(double bytes, int n) { return n > 1 ? bytes * (n - 1) /
 
 }  // namespace
 
-int64_t layer_activation_bytes_per_token(const LlamaConfig& c, c10::ScalarType compute_dtype, Recompute mode) {
+namespace {
+
+int64_t targeted(const AdapterConfig& adapter, std::initializer_list<std::string_view> names) {
+  int64_t n = 0;
+  for (auto name : names) n += adapter.targets(name) ? 1 : 0;
+  return n;
+}
+
+// A layer whose base is frozen: no weight grad needs a linear's input, so an activation is kept
+// only where some gradient still reads it. Each RMSNorm keeps its fp32 input and rsqrt (its frozen
+// weight's mul keeps nothing; selective keeps only the norm's input); attention as without adapters;
+// SwiGLU keeps gate, silu(gate) and up, and its product only for a down_proj adapter (selective's
+// SwiGLULinear, used when down_proj is plain, keeps gate and up). Each adapter keeps its rank-r
+// A x for B's grad and its input for A's: the input the projections share (SDPA keeps o_proj's
+// anyway), or with dropout its own dropped copy and the one-byte mask (CUDA's fused dropout).
+int64_t adapted_layer_bytes_per_token(const LlamaConfig& c, int64_t s, Recompute mode, const AdapterConfig& a) {
+  const int64_t D = c.hidden_size, F = c.intermediate_size, hd = c.resolved_head_dim();
+  const int64_t dq = c.num_attention_heads * hd, dkv = c.num_key_value_heads * hd;
+  const bool selective = mode == Recompute::Selective, dropout = a.dropout > 0;
+  auto adapters_on = [&](std::initializer_list<std::string_view> names, int64_t in, bool kept_anyway) -> int64_t {
+    const int64_t n = targeted(a, names);
+    if (n == 0) return 0;
+    return n * s * a.rank + (dropout ? n * (s + 1) * in : kept_anyway ? 0 : s * in);
+  };
+  const int64_t norms = 2 * (selective ? s * D : 4 * D + 4);
+  const int64_t attention = s * (2 * dq + 2 * dkv) + 4 * c.num_attention_heads;
+  const bool swiglu_linear = selective && !a.targets("down_proj") && a.kind != AdapterKind::Qlora;
+  const int64_t mlp = (swiglu_linear ? 2 : 3) * s * F;
+  return norms + attention + mlp + adapters_on({"q_proj", "k_proj", "v_proj"}, D, false) +
+         adapters_on({"o_proj"}, dq, true) + adapters_on({"gate_proj", "up_proj"}, D, false) +
+         adapters_on({"down_proj"}, F, false);
+}
+
+}  // namespace
+
+int64_t layer_activation_bytes_per_token(const LlamaConfig& c, c10::ScalarType compute_dtype, Recompute mode,
+                                         const AdapterConfig& adapter) {
   const int64_t s = c10::elementSize(compute_dtype);
+  if (adapter.enabled()) return adapted_layer_bytes_per_token(c, s, mode, adapter);
   const int64_t D = c.hidden_size, hd = c.resolved_head_dim();
   const int64_t dq = c.num_attention_heads * hd, dkv = c.num_key_value_heads * hd;
   // Each RMSNorm keeps its fp32 input (the upcast copy, or the input itself in fp32) for pow's
@@ -60,6 +126,37 @@ int64_t layer_activation_bytes_per_token(const LlamaConfig& c, c10::ScalarType c
   const int64_t attention = s * (2 * dq + 2 * dkv) + 4 * c.num_attention_heads;
   const int64_t mlp = (selective ? 2 : 4) * s * c.intermediate_size;
   return norms + attention + mlp;
+}
+
+int64_t layer_backward_bytes(const LlamaConfig& c, c10::ScalarType compute_dtype, Recompute mode, int64_t tokens,
+                             const AdapterConfig& adapter) {
+  const int64_t s = c10::elementSize(compute_dtype);
+  const int64_t D = c.hidden_size, F = c.intermediate_size;
+  // The layer's backward starts from its output's grad (held until it returns) and first walks the
+  // MLP, where it holds the most (attention's grads are over fewer features than SwiGLU's). Plain:
+  // down_proj's backward makes its input's grad and weight grad and frees the product it saved, then
+  // mul's makes the grads of silu(gate) and of up while that input grad is alive: 3F made, F freed.
+  // A down_proj adapter frees what it kept instead (the product, or its dropped copy and mask, and
+  // its A x); a frozen down_proj without one kept nothing.
+  // Selective: gate and up are all it saved; SwiGLULinear's backward forms silu(gate) and the product
+  // (freed after the weight grad), then the product's grad, up's grad (freeing silu(gate)), grad * up
+  // and silu_backward's output are alive at once: 4F. Full re-runs the layer as plain first: its
+  // whole graph and its output, then plain's moment. The weight grads made by then: down_proj's,
+  // or its adapter's.
+  const bool down_adapter = adapter.targets("down_proj") && adapter.enabled();
+  const bool swiglu_linear = !adapter.enabled() || (!down_adapter && adapter.kind != AdapterKind::Qlora);
+  int64_t freed = 0;
+  if (!adapter.enabled()) freed = s * F;
+  if (down_adapter) freed = (adapter.dropout > 0 ? (s + 1) * F : s * F) + s * adapter.rank;
+  const int64_t plain = s * D + 3 * s * F - freed;
+  int64_t per_token = plain;
+  if (mode == Recompute::Selective && swiglu_linear) per_token = s * D + 4 * s * F;
+  const int64_t weight_grads = !adapter.enabled() ? s * D * F : down_adapter ? s * adapter.rank * (D + F) : 0;
+  if (mode != Recompute::Full) return tokens * per_token + weight_grads;
+  // Not counted: with LoRA dropout the re-run's own forward transients (its dropped copies beside
+  // the inputs) can exceed this; the fake device measures up to ~15 % more step peak there.
+  per_token = layer_activation_bytes_per_token(c, compute_dtype, Recompute::None, adapter) + s * D + plain;
+  return tokens * per_token + weight_grads;
 }
 
 namespace {
@@ -85,10 +182,17 @@ void plan_parameters(const MemoryPlanInput& in, bool per_unit, MemoryPlan& p) {
   const int64_t S = p.shard_world;
   const int64_t s = c10::elementSize(in.compute_dtype);
   int64_t groups = 0, largest_unit_numel = 0, last_unit = 0, last_group = 0, pinned = 0;
-  for (const auto& run : unit_runs(in.model)) {
+  // Gathered bytes of a unit (trained groups and frozen base), the largest and the largest neighbours.
+  int64_t unit_gathered = 0, pair_gathered = 0, last_gathered = 0, base_shard = 0, base_full = 0;
+  for (const auto& run : unit_runs(in.model, in.adapter)) {
     // A run's first two units meet every neighbour pair it has; the others only add to the sums.
     for (int64_t r = 0; r < std::min<int64_t>(run.repeat, 2); ++r) {
       const int64_t times = r == 0 ? 1 : run.repeat - 1;
+      const ShardLayout frozen(run.frozen, S), nf4(run.nf4_bytes, S);
+      p.frozen_numel += times * run.frozen;
+      p.frozen_nf4_bytes += times * run.nf4_bytes;
+      base_shard += times * (s * frozen.shard_numel() + nf4.shard_numel());
+      base_full += times * (s * frozen.padded() + nf4.padded());
       int64_t unit_padded = 0, unit_numel = 0;
       for (int64_t n : run.groups) {
         const ShardLayout group(n, S);
@@ -107,7 +211,21 @@ void plan_parameters(const MemoryPlanInput& in, bool per_unit, MemoryPlan& p) {
       p.largest_unit_pair_padded = std::max(p.largest_unit_pair_padded, last_unit + unit_padded);
       last_unit = unit_padded;
       largest_unit_numel = std::max(largest_unit_numel, unit_numel);
+      const int64_t gathered = s * (unit_padded + frozen.padded()) + nf4.padded();
+      unit_gathered = std::max(unit_gathered, gathered);
+      pair_gathered = std::max(pair_gathered, last_gathered + gathered);
+      last_gathered = gathered;
     }
+  }
+  // The frozen base: per unit each rank keeps its shard and gathers like the trained groups;
+  // resident paths keep it whole (shard_grad_op frees its shard after the one gather).
+  p.base = per_unit ? base_shard : base_full;
+  if (in.adapter.kind == AdapterKind::Qlora) {
+    // nf4_linear dequantises one projection into a compute-dtype weight through an fp32 values buffer
+    // and an int32 index per two weights, and frees them after its matmul (forward and backward).
+    int64_t largest = 0;
+    for (const auto& proj : projections(in.model)) largest = std::max(largest, proj.in * proj.out);
+    p.dequantized = (s + 4 + 2) * largest;
   }
 
   // The fp32 masters, AdamW's moments and steps live on the device, or with offload on the host
@@ -129,9 +247,9 @@ void plan_parameters(const MemoryPlanInput& in, bool per_unit, MemoryPlan& p) {
     // otherwise a full compute-dtype copy.
     p.gathered = p.shard_world == 1 && s == 4 && !offload ? 0 : s * p.padded;
   } else if (!in.reshard_after_forward && in.recompute != Recompute::Full) {
-    p.gathered = s * p.padded;  // every unit stays gathered from its forward to its backward
+    p.gathered = s * p.padded + base_full;  // every unit stays gathered from its forward to its backward
   } else {
-    p.gathered = s * (in.prefetch ? p.largest_unit_pair_padded : p.largest_unit_padded);
+    p.gathered = in.prefetch ? pair_gathered : unit_gathered;
   }
   p.shard_grads = 4 * p.shard_numel;
   if (per_unit) {
@@ -158,22 +276,34 @@ void plan_activations(const MemoryPlanInput& in, bool per_unit, MemoryPlan& p) {
   p.tokens = 8 * BT;
   p.rope = 2 * s * BT * c.resolved_head_dim();
   p.layer_input = s * BT * c.hidden_size;
-  p.layer_full = BT * layer_activation_bytes_per_token(c, in.compute_dtype, in.recompute);
+  p.layer_full = BT * layer_activation_bytes_per_token(c, in.compute_dtype, in.recompute, in.adapter);
   // The head's norm keeps its fp32 input, the rsqrt and the normalised input (not its output:
   // the fused loss saves none of its inputs), and the fused loss keeps its gradients from forward
   // to backward: the fp32 weight grad [V, D] and the hidden grad. Its logits exist one chunk at a
   // time (fp32 and a compute-dtype copy), ~256 MB on a GPU (loss.cpp).
-  p.head_saved = BT * ((4 + s) * c.hidden_size + 4) + 4 * c.vocab_size * c.hidden_size + s * BT * c.hidden_size;
+  // With adapters the head is frozen: its norm keeps no normalised copy for the weight's grad, and
+  // the loss makes no weight grad.
+  const bool head_trains = !in.adapter.enabled();
+  p.head_saved = BT * ((head_trains ? 4 + s : 4) * c.hidden_size + 4) +
+                 (head_trains ? 4 * c.vocab_size * c.hidden_size : int64_t{0}) + s * BT * c.hidden_size;
   const int64_t chunk_rows = std::min<int64_t>(BT, linear_cross_entropy_chunk_rows(c.vocab_size, /*on_cpu=*/false));
   p.logits = (s + 4) * chunk_rows * c.vocab_size;
   const int64_t layers = c.num_hidden_layers * (p.checkpointing ? p.layer_input : p.layer_full);
   p.activations_saved = p.tokens + p.rope + layers + p.head_saved;
-  // Transient: one chunk of logits in forward, a chunk's fp32 head weight grad product before it is
-  // added (a 2-byte compute dtype on CUDA: mm with an fp32 out_dtype), or a checkpointed layer's
-  // recompute (one layer's full graph).
-  const int64_t transient = std::max({p.logits, s < 4 ? 4 * c.vocab_size * c.hidden_size : int64_t{0},
-                                      p.checkpointing ? p.layer_full : int64_t{0}});
-  p.activations_peak = p.activations_saved + transient;
+  // Forward's end: everything saved, and inside the fused loss the head's input (the norm's output
+  // and the copy of its trained rows), one chunk of logits and, in a 2-byte compute dtype, what
+  // folding that chunk into the fp32 weight grad takes: on CUDA an fp32 [V, D] product (mm with an
+  // fp32 out_dtype), elsewhere the chunk's hidden rows upcast. The last layer's backward: the head's
+  // saved tensors are gone by then, that layer's working set is not.
+  // The first chunk's product is the weight grad itself (loss.cpp's add_weight_grad): only a
+  // second chunk onwards allocates the fp32 [V, D] product it adds.
+  const int64_t weight_grad_fold = s < 4 && head_trains && BT > chunk_rows
+                                       ? 4 * std::max(c.vocab_size, chunk_rows) * c.hidden_size
+                                       : int64_t{0};
+  const int64_t forward_end = p.activations_saved + 2 * s * BT * c.hidden_size + p.logits + weight_grad_fold;
+  p.layer_backward = c.num_hidden_layers > 0 ? layer_backward_bytes(c, in.compute_dtype, in.recompute, BT, in.adapter) : 0;
+  const int64_t last_layer = p.activations_saved - p.head_saved + p.layer_backward;
+  p.activations_peak = std::max(forward_end, last_layer);
   // Grads alive while a later micro-batch's activations are: the fp32 accumulator, which is the
   // shard grads (per-unit strategies reduce each micro-batch into them; a rank holding whole groups
   // folds into them) or shard_grad_op's full buffer.
@@ -184,16 +314,21 @@ void plan_activations(const MemoryPlanInput& in, bool per_unit, MemoryPlan& p) {
   // its own compute-dtype grads and fp32 flat buffer; the next unit's (the last layer's) holds the
   // layers' activations, that layer's grads, flat buffer and (recomputing) graph, with the head's
   // reduce-scatter still in flight. The larger of the two moments is the backward's start.
-  const auto units = unit_runs(c);
+  const auto units = unit_runs(c, in.adapter);
   auto numel_padded = [&](const UnitRun& unit) {
     int64_t numel = 0, padded = 0;
     for (int64_t n : unit.groups) numel += n, padded += ShardLayout(n, p.shard_world).padded();
     return std::pair<int64_t, int64_t>{numel, padded};
   };
   const auto [head_numel, head_padded] = numel_padded(units.back());
-  int64_t backward_start = p.activations_peak + (carried > 0 ? 0 : 4 * head_padded);
+  // The head's accumulator appears at its backward, after the fused loss's chunk is gone: it
+  // meets what stays saved (and the last layer's working set), not the loss's transient peak.
+  int64_t backward_start = std::max(forward_end, std::max(p.activations_saved, last_layer) +
+                                                     (carried > 0 ? 0 : 4 * head_padded));
   if (per_unit) {
-    backward_start = p.activations_peak + s * head_numel + 4 * head_padded;
+    // The head's grads and flat buffer at forward's end, the last layer's working set with the head's
+    // reduction in flight, or that layer's grads flattened.
+    backward_start = std::max(forward_end + s * head_numel, last_layer) + 4 * head_padded;
     if (c.num_hidden_layers > 0) {
       const auto [layer_numel, layer_padded] = numel_padded(units[1]);
       backward_start = std::max(backward_start, p.activations_saved - p.head_saved + s * layer_numel +
@@ -203,6 +338,19 @@ void plan_activations(const MemoryPlanInput& in, bool per_unit, MemoryPlan& p) {
   }
   p.forward_peak = p.params() + p.optimizer + carried + backward_start;
   p.backward_peak = p.params() + p.optimizer + p.grads();
+  if (c.num_hidden_layers > 0) {
+    // The first decoder layer, walked last: the accumulators hold every unit's grads but its own and
+    // the embedding's (each group's is allocated when its first grads land), its own activations and
+    // working set are alive, and per unit the second layer's flat grads are still reducing.
+    const auto [layer_numel, layer_padded] = numel_padded(units[1]);
+    const int64_t embed_padded = numel_padded(units.front()).second;
+    const int64_t sharded = per_unit || p.shard_world == 1 ? p.shard_world : 1;  // shard_grad_op's are full
+    const int64_t to_come = 4 * (embed_padded + layer_padded) / sharded;
+    const int64_t landed = carried > 0 ? carried : accumulator - to_come;
+    const int64_t first_layer = p.tokens + p.rope + (p.checkpointing ? p.layer_input : p.layer_full) + p.layer_backward;
+    p.backward_peak = std::max(p.backward_peak, p.params() + p.optimizer + landed + first_layer +
+                                                    (per_unit ? 4 * layer_padded : int64_t{0}));
+  }
 }
 
 // Communication and compute per optimizer step. A collective whose group spans nodes runs at the
@@ -211,6 +359,8 @@ void plan_time(const MemoryPlanInput& in, const Hardware& hw, MemoryPlan& p) {
   const int64_t S = p.shard_world;
   const int64_t s = c10::elementSize(in.compute_dtype);
   const double P = static_cast<double>(p.padded), A = static_cast<double>(in.grad_accum);
+  // A frozen base is gathered with its unit on the per-unit path (shard_grad_op gathers it once).
+  const double base = static_cast<double>(s * p.frozen_numel + p.frozen_nf4_bytes);
   const bool group_spans_nodes = S > in.gpus_per_node;
   double shard_group_bytes = 0, replica_bytes = 0;
   switch (in.strategy) {
@@ -218,7 +368,9 @@ void plan_time(const MemoryPlanInput& in, const Hardware& hw, MemoryPlan& p) {
     case ShardStrategy::HybridShard:
       // Every micro-batch: gather for forward, again for backward (unless kept), reduce-scatter fp32.
       shard_group_bytes =
-          A * gather_or_scatter(((in.reshard_after_forward || in.recompute == Recompute::Full ? 2.0 : 1.0) * s + 4.0) * P, S);
+          A * (gather_or_scatter((in.reshard_after_forward || in.recompute == Recompute::Full ? 2.0 : 1.0) *
+                                     (s * P + base), S) +
+               gather_or_scatter(4.0 * P, S));
       // Replicas all-reduce the fp32 shard grads once per step.
       replica_bytes = 2.0 * gather_or_scatter(4.0 * static_cast<double>(p.shard_numel), p.replicas);
       break;
@@ -234,7 +386,14 @@ void plan_time(const MemoryPlanInput& in, const Hardware& hw, MemoryPlan& p) {
   (in.world > in.gpus_per_node ? p.inter_bytes : p.intra_bytes) += replica_bytes;
   p.comm_s = p.intra_bytes / (hw.intra_node_gbs * 1e9) + p.inter_bytes / (hw.inter_node_gbs * 1e9);
 
-  p.flops = training_flops_per_token(in.model, in.seq_len).full * static_cast<double>(in.micro_batch * in.seq_len) * A;
+  // With adapters no frozen weight gets a grad (2 of the 6 FLOPs per weight and token are gone); the
+  // adapters' own matmuls are counted whole.
+  const auto per_token = training_flops_per_token(in.model, in.seq_len);
+  const double flops = in.adapter.enabled()
+                           ? per_token.full - 2.0 * static_cast<double>(per_token.matmul_params) +
+                                 6.0 * static_cast<double>(p.numel)
+                           : per_token.full;
+  p.flops = flops * static_cast<double>(in.micro_batch * in.seq_len) * A;
   p.compute_s = p.flops / (hw.peak_tflops * 1e12);
 }
 

@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 
+#include "agenttune/parallel/base_fingerprint.h"
 #include "agenttune/util/error.h"
 
 namespace agenttune::parallel {
@@ -48,6 +50,25 @@ at::Tensor global_grad_norm(const std::vector<at::Tensor>& all_grads, c10::Devic
 // cost a sync. A non-finite norm gives 1: the grads stay as they are (the step is skipped).
 at::Tensor clip_factor(const at::Tensor& norm, double max_norm) {
   return at::where(at::isfinite(norm), (max_norm / (norm + 1e-6)).clamp_max(1.0), at::ones_like(norm));
+}
+
+// A generator's state (torch.get_rng_state and set_rng_state take its lock the same way).
+at::Tensor generator_state(at::Generator& gen) {
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void set_generator_state(at::Generator& gen, const at::Tensor& state) {
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+// Whether any adapter drops out its input (model/lora.h: torch.nn.Dropout's draw, from the default
+// generator of the activations' device).
+bool has_adapter_dropout(LlamaForCausalLMImpl& m) {
+  for (const auto& module : m.modules())
+    if (const auto* p = module->as<ProjectionImpl>(); p && p->has_adapter() && p->lora_dropout > 0) return true;
+  return false;
 }
 
 void alloc_storage(const at::Tensor& t) {
@@ -109,6 +130,8 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
     self->prefetch_unit(unit + 1);  // its all-gather runs while this unit computes
     if (self->model()->checkpointed(u)) {
       ctx->save_for_backward({x});
+      // Its recompute in backward must drop out what this forward drops out.
+      if (self->dropout_rng_.defined()) ctx->saved_data["rng"] = generator_state(self->dropout_rng_);
       at::Tensor out;
       {
         at::NoGradGuard ng;
@@ -124,7 +147,7 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
     {
       at::AutoGradMode enable(true);
       at::Tensor xin = x;
-      if (x.is_floating_point()) {
+      if (x.requires_grad()) {
         xin = UnitEntry::apply(x.detach(), shard0);
         kept->in = torch::autograd::impl::gradient_edge(xin);
       }
@@ -155,12 +178,18 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
       grads = grads_at(graph->out, grad_out[0], graph->in, params);
     } else {
       at::Tensor x = ctx->get_saved_variables()[0];
-      at::Tensor xin = x.is_floating_point() ? x.detach().requires_grad_(true) : x;
-      at::Tensor out;
+      // An input that needs no grad (the embedding's output under LoRA) gets none computed.
+      at::Tensor xin = x.is_floating_point() && ctx->needs_input_grad(0) ? x.detach().requires_grad_(true) : x.detach();
+      at::Tensor out, rng_now;
+      if (ctx->saved_data.count("rng")) {
+        rng_now = generator_state(self->dropout_rng_);
+        set_generator_state(self->dropout_rng_, ctx->saved_data["rng"].toTensor());
+      }
       {
         at::AutoGradMode enable(true);
         out = self->run_unit(unit, xin);
       }
+      if (rng_now.defined()) set_generator_state(self->dropout_rng_, rng_now);
       input_grad = xin.requires_grad();
       grads = grads_at(torch::autograd::impl::gradient_edge(out), grad_out[0],
                        input_grad ? torch::autograd::impl::gradient_edge(xin) : torch::autograd::Edge(), params);
@@ -221,6 +250,7 @@ ShardedModel::ShardedModel(LlamaForCausalLM model, ProcessGroup& dist, const Wor
          "parameters resident by design (use full_shard or hybrid_shard, or single_rank_path: resident)",
          shard_strategy_name(opts_.strategy));
   build_groups(weights);
+  if (has_adapter_dropout(*model_)) dropout_rng_ = at::globalContext().defaultGenerator(dist_.device());
 }
 
 ShardedModel::~ShardedModel() = default;
@@ -243,6 +273,7 @@ int ShardedModel::shard_rank() const {
 
 at::Tensor ShardedModel::read_slice(const FlatGroup& g, const WeightSlices& weights) const {
   const int64_t lo = g.layout.offset(shard_rank()), len = g.layout.shard_numel();
+  const auto dtype = g.bytes ? at::kByte : at::kFloat;  // bytes are records, never converted
   std::vector<at::Tensor> parts;
   int64_t have = 0;
   for (size_t k = 0; k < g.params.size(); ++k) {
@@ -253,38 +284,36 @@ at::Tensor ShardedModel::read_slice(const FlatGroup& g, const WeightSlices& weig
                               : g.module_params[k].detach().reshape({-1}).narrow(0, a - fp.offset, b - a);
     if (part.numel() != b - a)
       fail("initial weights of '{}': {} elements read where {} were asked for", fp.name, part.numel(), b - a);
-    parts.push_back(part.to(at::kCPU, at::kFloat).reshape({-1}));
+    parts.push_back(part.to(at::kCPU, dtype).reshape({-1}));
     have += b - a;
   }
-  if (have < len) parts.push_back(at::zeros({len - have}, at::kFloat));  // the group's padding
+  if (have < len) parts.push_back(at::zeros({len - have}, dtype));  // the group's padding
   return at::cat(parts);
 }
 
 void ShardedModel::build_groups(const WeightSlices& weights) {
-  auto& m = *model_;
-  std::vector<std::vector<std::pair<std::string, at::Tensor>>> units;
-  units.push_back({{"model.embed_tokens.weight", m.model->embed_tokens->weight}});
-  for (size_t i = 0; i < m.model->layers.size(); ++i) {
-    std::vector<std::pair<std::string, at::Tensor>> u;
-    for (auto& p : m.model->layers[i]->named_parameters())
-      u.emplace_back("model.layers." + std::to_string(i) + "." + p.key(), p.value());
-    units.push_back(u);
-  }
-  units.push_back({{"model.norm.weight", m.model->norm->weight}, {"lm_head.weight", m.lm_head->weight}});
+  const std::vector<ModelUnit> units = model_units(*model_);
   num_units_ = units.size();
 
   at::NoGradGuard ng;
+  enum class Kind { Decay, NoDecay, Frozen, FrozenBytes };
+  std::vector<std::pair<size_t, at::Tensor>> frozen_slices;
   for (size_t u = 0; u < units.size(); ++u) {
-    for (bool decay : {true, false}) {
+    for (Kind kind : {Kind::Decay, Kind::NoDecay, Kind::Frozen, Kind::FrozenBytes}) {
       FlatGroup g;
       g.unit = u;
-      g.decay = decay;
-      g.name = (u == 0 ? std::string("embed") : u + 1 == units.size() ? std::string("head")
-                                                                         : "layers." + std::to_string(u - 1)) +
-               (decay ? ".decay" : ".no_decay");
+      g.decay = kind == Kind::Decay;
+      g.frozen = kind == Kind::Frozen || kind == Kind::FrozenBytes;
+      g.bytes = kind == Kind::FrozenBytes;
+      g.name = units[u].name +
+               (g.bytes ? kFrozenBytesGroup : g.frozen ? kFrozenGroup : g.decay ? ".decay" : ".no_decay");
       int64_t numel = 0;
-      for (auto& [name, p] : units[u]) {
-        if ((p.dim() >= 2) != decay) continue;
+      for (auto& [name, p] : units[u].params) {
+        const Kind of = p.scalar_type() == at::kByte ? Kind::FrozenBytes
+                        : !p.requires_grad()         ? Kind::Frozen
+                        : p.dim() >= 2               ? Kind::Decay
+                                                     : Kind::NoDecay;
+        if (of != kind) continue;
         g.params.push_back({name, p.sizes().vec(), numel, p.numel()});
         g.module_params.push_back(p);
         numel += p.numel();
@@ -294,12 +323,23 @@ void ShardedModel::build_groups(const WeightSlices& weights) {
       // Only this rank's slice is read and reaches the device (or, offloaded, host memory); the
       // model's own storage goes below.
       at::Tensor master = read_slice(g, weights);
-      g.shard = (offloaded() ? at::empty(master.sizes(), host_memory(dist_.device(), at::kFloat)).copy_(master)
-                             : master.to(dist_.device()))
-                    .requires_grad_(true);
+      if (g.frozen) {
+        g.shard = master.to(dist_.device(), g.bytes ? at::kByte : opts_.compute_dtype);
+        frozen_slices.emplace_back(groups_.size(), std::move(master));
+      } else {
+        g.shard = (offloaded() ? at::empty(master.sizes(), host_memory(dist_.device(), at::kFloat)).copy_(master)
+                               : master.to(dist_.device()))
+                      .requires_grad_(true);
+        trainable_.push_back(groups_.size());
+      }
       groups_.push_back(std::move(g));
     }
   }
+  if (!frozen_slices.empty()) {
+    fingerprint_base(frozen_slices);
+    anchor_ = at::empty({0}, at::TensorOptions().dtype(at::kFloat).device(dist_.device())).requires_grad_(true);
+  }
+  frozen_slices.clear();
   if (offloaded()) refresh_device_shards();
   // The model's own storage is released: from here on its parameters are views of gathered
   // buffers (resident for shard_grad_op / no_shard, per unit for full and hybrid sharding).
@@ -308,18 +348,46 @@ void ShardedModel::build_groups(const WeightSlices& weights) {
     for (size_t u = 0; u < num_units_; ++u) gather_unit(u);
 }
 
-std::vector<size_t> ShardedModel::unit_groups(size_t unit) const {
+void ShardedModel::fingerprint_base(const std::vector<std::pair<size_t, at::Tensor>>& frozen_slices) {
+  uint64_t sum = 0;
+  for (const auto& [gi, slice] : frozen_slices) {
+    const auto& g = groups_[gi];
+    sum += fingerprint_slice(slice, g.layout.offset(shard_rank()), g.layout.numel(), g.name);
+  }
+  if (shard_world() > 1) {
+    // Every rank's partial sum (int64 bits) on the device, added on the host: sums modulo 2^64.
+    auto mine = at::full({1}, static_cast<int64_t>(sum), at::TensorOptions().dtype(at::kLong).device(dist_.device()));
+    auto all = at::empty({shard_world()}, mine.options());
+    shard_dist().all_gather_into_tensor(all, mine, "base fingerprint");
+    auto host = all.cpu();
+    sum = 0;
+    for (int64_t r = 0; r < host.numel(); ++r) sum += static_cast<uint64_t>(host.data_ptr<int64_t>()[r]);
+  }
+  base_fingerprint_ = fingerprint_hex(sum);
+}
+
+void ShardedModel::seed_dropout(uint64_t seed) {
+  if (!dropout_rng_.defined()) return;
+  std::lock_guard<std::mutex> lock(dropout_rng_.mutex());
+  dropout_rng_.set_current_seed(seed);
+}
+
+std::vector<size_t> ShardedModel::unit_groups(size_t unit, bool trainable_only) const {
   std::vector<size_t> out;
   for (size_t i = 0; i < groups_.size(); ++i)
-    if (groups_[i].unit == unit) out.push_back(i);
+    if (groups_[i].unit == unit && !(trainable_only && groups_[i].frozen)) out.push_back(i);
   return out;
 }
 
 std::vector<at::Tensor> ShardedModel::unit_module_params(size_t unit) const {
   std::vector<at::Tensor> out;
-  for (size_t gi : unit_groups(unit))
+  for (size_t gi : unit_groups(unit, /*trainable_only=*/true))
     for (const auto& p : groups_[gi].module_params) out.push_back(p);
   return out;
+}
+
+bool ShardedModel::unit_trains(size_t unit, const at::Tensor& x) const {
+  return x.requires_grad() || !unit_groups(unit, /*trainable_only=*/true).empty();
 }
 
 bool ShardedModel::per_unit() const {
@@ -338,7 +406,8 @@ void ShardedModel::issue_gather(FlatGroup& g) {
   // In a shard group of one the fp32 master is the whole group: in fp32 the module computes on
   // it directly (no copy at all), in bf16 on a cast refreshed once per optimizer step.
   // Offloaded, the device copy is the source (in a shard group of one, the computed-on buffer).
-  auto local = offloaded() ? g.device_shard : g.shard.detach().to(opts_.compute_dtype);
+  // A frozen shard is kept in the compute dtype on the device.
+  auto local = g.frozen ? g.shard : offloaded() ? g.device_shard : g.shard.detach().to(opts_.compute_dtype);
   if (g.full.defined() && g.storage_freed) {  // resharded after forward: refill the same storage
     alloc_storage(g.full);
     g.storage_freed = false;
@@ -364,7 +433,13 @@ void ShardedModel::gather_groups(const std::vector<size_t>& groups) {
     if (!opts_.prefetch) g.gathering.wait();
   }
   note_resident();
-  for (size_t gi : groups) groups_[gi].gathering.wait();
+  for (size_t gi : groups) {
+    auto& g = groups_[gi];
+    g.gathering.wait();
+    // A resident frozen group is never gathered again (nothing updates it): the full buffer is all
+    // it needs to keep.
+    if (g.frozen && !per_unit() && !g.full.is_same(g.shard)) g.shard = at::Tensor();
+  }
 }
 
 void ShardedModel::gather_unit(size_t unit) { gather_groups(unit_groups(unit)); }
@@ -504,7 +579,7 @@ void ShardedModel::accumulate_unit_grads(size_t unit, std::vector<at::Tensor> fu
   }
   const size_t earlier = grads_in_flight_.size();
   size_t k = 0;
-  for (size_t gi : unit_groups(unit)) {
+  for (size_t gi : unit_groups(unit, /*trainable_only=*/true)) {
     auto& g = groups_[gi];
     std::vector<at::Tensor> mine(full_grads.begin() + k, full_grads.begin() + k + g.params.size());
     k += g.params.size();
@@ -519,13 +594,16 @@ at::Tensor ShardedModel::run(const at::Tensor& tokens, const at::Tensor& positio
   in_ = model_->unit_inputs(positions.to(dist_.device()), opts_.compute_dtype, spec);
   if (targets.defined()) in_.targets = targets.to(dist_.device());
   in_.trained = trained;
-  if (at::GradMode::is_enabled()) in_.head_weight_grad = [this](at::Tensor g) { head_weight_grad_ = std::move(g); };
+  // A frozen head weight gets no grad: the fused loss then computes none.
+  if (at::GradMode::is_enabled() && model_->head_weight().requires_grad())
+    in_.head_weight_grad = [this](at::Tensor g) { head_weight_grad_ = std::move(g); };
   return model_->run_units(tokens.to(dist_.device()), in_, [this](size_t u, const at::Tensor& h) {
-    if (at::GradMode::is_enabled()) {
-      auto gs = unit_groups(u);
-      // Autograd wants defined inputs; a one-group unit passes its shard twice (the function
-      // gives the shards no autograd gradient either way, see UnitFunction::backward).
-      at::Tensor s0 = groups_[gs[0]].shard, s1 = gs.size() > 1 ? groups_[gs[1]].shard : s0;
+    if (at::GradMode::is_enabled() && unit_trains(u, h)) {
+      auto gs = unit_groups(u, /*trainable_only=*/true);
+      // Autograd wants defined inputs that require grad; a one-group unit passes its shard twice, a
+      // unit with none the anchor (the function gives them no autograd gradient either way, see
+      // UnitFunction::backward).
+      at::Tensor s0 = gs.empty() ? anchor_ : groups_[gs[0]].shard, s1 = gs.size() > 1 ? groups_[gs[1]].shard : s0;
       return detail::UnitFunction::apply(h, s0, s1, static_cast<int64_t>(u), reinterpret_cast<int64_t>(this));
     }
     gather_unit(u);
@@ -551,7 +629,7 @@ void ShardedModel::finish_backward() {
     // The accumulators are reduced once per step: no_shard all-reduces the shard grads in place,
     // shard_grad_op reduce-scatters its full buffers into them (all issued, then waited on).
     const bool reduce = opts_.strategy == ShardStrategy::NoShard ? dist_.world_size() > 1 : shard_world() > 1;
-    for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    for (size_t gi : trainable_) {
       auto& g = groups_[gi];
       at::Tensor& acc = grad_accumulator(g);
       // A group no backward reached (or a step without one) has a zero grad: every rank reduces every group.
@@ -564,7 +642,8 @@ void ShardedModel::finish_backward() {
   }
   if (opts_.strategy == ShardStrategy::HybridShard && replica_group_->world_size() > 1) {
     std::vector<Pending> replicas;
-    for (auto& g : groups_) {
+    for (size_t gi : trainable_) {
+      auto& g = groups_[gi];
       if (!g.shard.grad().defined()) continue;
       replicas.push_back(replica_group_->all_reduce_async(g.shard.mutable_grad(), Reduce::Sum, g.name + " replica grads"));
       if (!opts_.prefetch) replicas.back().wait();
@@ -590,14 +669,14 @@ at::Tensor ShardedModel::clip_grad_norm(double max_norm) {
     return norm;
   }
   std::vector<at::Tensor> grads;
-  for (auto& g : groups_) grads.push_back(g.shard.grad());
+  for (size_t gi : trainable_) grads.push_back(groups_[gi].shard.grad());
   return parallel::clip_grad_norm(grads, max_norm, dist_.device(), sum_over);
 }
 
 void ShardedModel::offload_grads() {
   at::NoGradGuard ng;
   offloaded_device_grads_.assign(groups_.size(), at::Tensor());
-  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+  for (size_t gi : trainable_) {
     auto& shard = groups_[gi].shard;
     at::Tensor dev = shard.grad();
     if (!dev.defined()) continue;
@@ -612,7 +691,8 @@ void ShardedModel::offload_grads() {
 
 void ShardedModel::refresh_device_shards() {
   at::NoGradGuard ng;
-  for (auto& g : groups_) {
+  for (size_t gi : trainable_) {
+    auto& g = groups_[gi];
     if (!g.device_shard.defined())
       g.device_shard = at::empty({g.layout.shard_numel()}, at::TensorOptions().dtype(opts_.compute_dtype).device(dist_.device()));
     // The fp32 master is uploaded and cast on the device (as the resident path casts its master),
@@ -628,8 +708,8 @@ void ShardedModel::before_optimizer_step() {
   if (!host_clip_factor_.defined()) return;
   at::NoGradGuard ng;
   // The factor and the grads arrived with the step's host sync; the same multiply as on the device.
-  for (auto& g : groups_)
-    if (g.shard.grad().defined()) g.shard.mutable_grad().mul_(host_clip_factor_);
+  for (size_t gi : trainable_)
+    if (groups_[gi].shard.grad().defined()) groups_[gi].shard.mutable_grad().mul_(host_clip_factor_);
   host_clip_factor_ = at::Tensor();
 }
 
@@ -644,29 +724,33 @@ void ShardedModel::after_optimizer_step() {
     for (size_t u = 0; u < num_units_; ++u) free_unit(u);
     return;
   }
-  std::vector<size_t> all(groups_.size());
-  for (size_t gi = 0; gi < all.size(); ++gi) {
-    all[gi] = gi;
-    groups_[gi].full = at::Tensor();  // stale: the shards changed
-  }
-  gather_groups(all);
+  for (size_t gi : trainable_) groups_[gi].full = at::Tensor();  // stale: the shards changed
+  gather_groups(trainable_);  // the frozen ones stay as they are
 }
 
 std::vector<std::pair<std::string, at::Tensor>> ShardedModel::shard_params() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
-  for (const auto& g : groups_) out.emplace_back(g.name, g.shard);
+  for (size_t gi : trainable_) out.emplace_back(groups_[gi].name, groups_[gi].shard);
   return out;
 }
 
 std::vector<bool> ShardedModel::shard_decay() const {
   std::vector<bool> out;
-  for (const auto& g : groups_) out.push_back(g.decay);
+  for (size_t gi : trainable_) out.push_back(groups_[gi].decay);
+  return out;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> ShardedModel::frozen_shards() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& g : groups_)
+    if (g.frozen) out.emplace_back(g.name, g.shard.defined() ? g.shard : g.full);
   return out;
 }
 
 nlohmann::json ShardedModel::layout() const {
   nlohmann::json groups = nlohmann::json::array();
-  for (const auto& g : groups_) {
+  for (size_t gi : trainable_) {
+    const auto& g = groups_[gi];
     nlohmann::json params = nlohmann::json::array();
     for (const auto& p : g.params) params.push_back({{"name", p.name}, {"shape", p.shape}, {"offset", p.offset}});
     groups.push_back({{"name", g.name}, {"unit", g.unit}, {"decay", g.decay}, {"numel", g.layout.numel()}, {"params", params}});
@@ -676,7 +760,8 @@ nlohmann::json ShardedModel::layout() const {
 
 NamedTensors ShardedModel::own_slices(const FullGroup& full_of) const {
   NamedTensors out;
-  for (const auto& g : groups_) {
+  for (size_t gi : trainable_) {
+    const auto& g = groups_[gi];
     auto full = full_of(g.name, g.layout.numel()).to(at::kFloat).reshape({-1});
     if (full.numel() != g.layout.numel())
       fail("checkpoint group '{}' has {} elements, the model {}", g.name, full.numel(), g.layout.numel());
@@ -696,7 +781,7 @@ void ShardedModel::load_full_groups(const FullGroup& full_of) {
     const auto* impl = c10::impl::getDeviceGuardImpl(dist_.device().type());
     impl->synchronizeStream(impl->getStream(dist_.device()));
   }
-  for (size_t gi = 0; gi < groups_.size(); ++gi) groups_[gi].shard.copy_(slices[gi].second);
+  for (size_t k = 0; k < trainable_.size(); ++k) groups_[trainable_[k]].shard.copy_(slices[k].second);
   for (size_t u = 0; u < num_units_; ++u) free_unit(u);
   after_optimizer_step();
 }

@@ -1,6 +1,7 @@
-// Writing an export into a temporary sibling folder and publishing it only once verified. Weights
-// stream group by group from the rank files into shard files: the whole model is never assembled
-// in memory while writing (verification holds one float32 copy; ExportVerify::None skips it).
+// Writing an export into a temporary sibling folder and publishing it only once verified. A full
+// run's weights stream group by group from the rank files into shard files: the whole model is never
+// assembled in memory while writing (verification holds one float32 copy; ExportVerify::None skips
+// it). An adapter run's export (export_adapter.cpp) holds the float32 base it rebuilds.
 #include "agenttune/train/export.h"
 
 #include <ATen/ATen.h>
@@ -23,7 +24,7 @@
 #include "agenttune/util/error.h"
 #include "agenttune/util/files.h"
 #include "agenttune/util/log.h"
-#include "export_verify.h"
+#include "export_parts.h"
 
 namespace agenttune {
 
@@ -52,13 +53,15 @@ fs::path resolve_checkpoint(const fs::path& given) {
   return *latest;
 }
 
-// Refuses a destination we must not replace: a file, or a folder holding anything but a model
-// (an empty folder or an earlier export is fine). Replacing `--out ~` wholesale would be a disaster.
+// Refuses a destination we must not replace: a file, or a folder holding anything but a model or
+// an adapter (an empty folder or an earlier export is fine). Replacing `--out ~` wholesale would be
+// a disaster.
 void check_destination(const fs::path& out) {
   if (!fs::exists(out)) return;
   if (!fs::is_directory(out)) fail("--out {}: exists and is not a folder", out.string());
-  if (fs::is_empty(out) || fs::exists(out / "config.json")) return;
-  fail("--out {}: a non-empty folder without config.json (not a model folder); refusing to replace it",
+  if (fs::is_empty(out) || fs::exists(out / "config.json") || fs::exists(out / "adapter_config.json")) return;
+  fail("--out {}: a non-empty folder without config.json or adapter_config.json (not a model folder, nor an adapter "
+       "one); refusing to replace it",
        out.string());
 }
 
@@ -115,17 +118,46 @@ void corrupt_for_test(const fs::path& dir) {
   log::warn("AGENTTUNE_TEST_CORRUPT_EXPORT: negated {} after writing", name);
 }
 
-// Writes weights, config, generation config and tokenizer files into `dir`.
-ShardedWrite write_export(const LoadedCheckpoint& ck, const LlamaConfig& cfg, const ExportOptions& o,
-                          const fs::path& dir) {
+// A full fine-tuning checkpoint: its fp32 master groups, streamed from the rank files.
+ExportJob plan_model_export(const LoadedCheckpoint& ck, const ExportOptions& o) {
+  if (o.adapter_only)
+    fail("--adapter-only: {} is a full fine-tuning checkpoint (its run has no model.adapter), so there is no adapter "
+         "to export; export the model without --adapter-only",
+         ck.dir.string());
+  auto cfg = checkpoint_model_config(ck);
+  cfg.dtype = o.dtype.value_or(at::kBFloat16);
+  WeightStream stream = [&ck](c10::ScalarType dtype, const TensorSink& sink) {
+    for_each_checkpoint_tensor(ck, dtype, sink);
+  };
+  ExportJob job;
+  job.kind = ExportKind::Model;
+  job.write = [&ck, &o, cfg, stream](const fs::path& dir) {
+    return write_model_folder({tensor_sizes_from_layout(ck, cfg.dtype), stream}, cfg, o, checkpoint_tokenizer(ck), dir);
+  };
+  job.verify = [&o, cfg, stream](const fs::path& dir, const fs::path& shown) {
+    ProbeLogits probe;
+    auto check = verify_export(stream, cfg, dir, shown, probe);
+    if (o.verify == ExportVerify::Transformers) verify_in_transformers(dir, shown, o.python, probe, check);
+    return check;
+  };
+  return job;
+}
+
+}  // namespace
+
+fs::path checkpoint_tokenizer(const LoadedCheckpoint& ck) {
+  return ck.meta.value("config", nlohmann::json::object()).value("tokenizer", "");
+}
+
+ShardedWrite write_model_folder(const ExportWeights& weights, const LlamaConfig& cfg, const ExportOptions& o,
+                                const fs::path& run_tokenizer, const fs::path& dir) {
   fs::create_directories(dir);
-  ShardedSafetensorsWriter writer(dir, tensor_sizes_from_layout(ck, cfg.dtype), o.max_shard_bytes);
-  for_each_checkpoint_tensor(ck, cfg.dtype, [&](const std::string& name, const at::Tensor& t) { writer.add(name, t); });
+  ShardedSafetensorsWriter writer(dir, weights.sizes, o.max_shard_bytes);
+  weights.stream(cfg.dtype, [&](const std::string& name, const at::Tensor& t) { writer.add(name, t); });
   auto written = writer.finish();
   write_hf_config(dir / "config.json", cfg);
   write_generation_config(dir, cfg);
-  fs::path tok = o.tokenizer;
-  if (tok.empty()) tok = ck.meta.value("config", nlohmann::json::object()).value("tokenizer", "");
+  const fs::path tok = o.tokenizer.empty() ? run_tokenizer : o.tokenizer;
   if (!tok.empty()) copy_tokenizer_files(tok, dir);
   if (!o.chat_template.empty()) {
     auto tmpl = make_template(o.chat_template);
@@ -134,15 +166,14 @@ ShardedWrite write_export(const LoadedCheckpoint& ck, const LlamaConfig& cfg, co
   return written;
 }
 
-}  // namespace
-
 ExportResult export_checkpoint(const ExportOptions& o) {
   ExportResult r;
   r.checkpoint_dir = resolve_checkpoint(o.checkpoint);
   auto ck = open_checkpoint(r.checkpoint_dir);
   r.step = ck.step;
-  auto cfg = checkpoint_model_config(ck);
-  cfg.dtype = o.dtype;
+  auto job = checkpoint_has_adapters(ck) ? plan_adapter_export(ck, o) : plan_model_export(ck, o);
+  r.kind = job.kind;
+  r.dtype = o.dtype.value_or(job.kind == ExportKind::AdapterFolder ? at::kFloat : at::kBFloat16);
 
   const fs::path out = o.out.filename().empty() ? o.out.parent_path() : o.out;  // "dir/" names dir
   check_destination(out);
@@ -151,15 +182,11 @@ ExportResult export_checkpoint(const ExportOptions& o) {
   TempFolder tmp{out.parent_path() / (temp_prefix(out) + std::to_string(getpid()))};
   fs::remove_all(tmp.path);
 
-  auto written = write_export(ck, cfg, o, tmp.path);
+  auto written = job.write(tmp.path);
   r.files = written.files.size();
   r.bytes = written.total_bytes;
   corrupt_for_test(tmp.path);
-  if (o.verify != ExportVerify::None) {
-    ProbeLogits probe;
-    r.check = verify_export(ck, cfg, tmp.path, out, probe);
-    if (o.verify == ExportVerify::Transformers) verify_in_transformers(tmp.path, out, o.python, probe, *r.check);
-  }
+  if (o.verify != ExportVerify::None) r.check = job.verify(tmp.path, out);
   publish(tmp.path, out);
   tmp.keep = true;
   return r;

@@ -50,10 +50,6 @@ double export_logits_tolerance(c10::ScalarType dtype, int64_t layers, double max
          std::max(1.0, max_abs_logit);
 }
 
-namespace {
-
-// Two rows of seeded ids over the whole vocabulary, each starting with BOS, as long as the model
-// allows up to 32: the same batch for every export of the same config.
 at::Tensor probe_tokens(const LlamaConfig& cfg) {
   const int64_t t = std::min<int64_t>(32, cfg.max_position_embeddings);
   auto tokens = at::empty({2, t}, at::kLong);
@@ -67,15 +63,16 @@ at::Tensor probe_tokens(const LlamaConfig& cfg) {
 
 at::Tensor probe_logits(LlamaForCausalLM& model, const at::Tensor& tokens) {
   at::NoGradGuard ng;
+  model->eval();
   return model->forward(tokens, default_positions(tokens.size(0), tokens.size(1), 0, at::kCPU)).to(at::kFloat);
 }
+
+namespace {
 
 void check_config(const LlamaConfig& want, LlamaConfig got, const fs::path& shown) {
   got.dtype = want.dtype;  // loaded in float32 for the check
   auto diff = first_difference(llama_config_to_json(want), llama_config_to_json(got));
-  if (!diff.empty())
-    fail("export check failed, nothing written to {}: config.json reads back with another {} than the checkpoint's",
-         shown.string(), diff);
+  if (!diff.empty()) fail_check(shown, "config.json reads back with another {} than the checkpoint's", diff);
 }
 
 struct TensorDiffs {
@@ -83,49 +80,45 @@ struct TensorDiffs {
   std::string first;
 };
 
-// Streams the checkpoint's float32 weights: each must equal the loaded tensor once rounded to
-// `dtype`; then the loaded model takes the float32 weight, becoming the checkpoint's own model.
-TensorDiffs compare_and_restore_masters(const LoadedCheckpoint& ck, c10::ScalarType dtype, LlamaForCausalLM& model,
+// Streams the reference's float32 weights: each must equal the loaded tensor once rounded to
+// `dtype`; then the loaded model takes the float32 weight, becoming the reference's own model.
+TensorDiffs compare_and_restore_masters(const WeightStream& reference, c10::ScalarType dtype, LlamaForCausalLM& model,
                                         const fs::path& shown) {
   std::map<std::string, at::Tensor> params;
   for (auto& p : model->named_parameters()) params.emplace(p.key(), p.value());
   TensorDiffs d;
   size_t seen = 0;
   at::NoGradGuard ng;
-  for_each_checkpoint_tensor(ck, at::kFloat, [&](const std::string& name, const at::Tensor& t) {
+  reference(at::kFloat, [&](const std::string& name, const at::Tensor& t) {
     auto it = params.find(name);
-    if (it == params.end()) fail("export check failed, nothing written to {}: tensor {} is missing", shown.string(), name);
+    if (it == params.end()) fail_check(shown, "tensor {} is missing", name);
     if (it->second.sizes() != t.sizes() || !at::equal(it->second, t.to(dtype).to(at::kFloat))) {
       if (d.differing++ == 0) d.first = name;
     }
     if (it->second.sizes() == t.sizes()) it->second.copy_(t);
     ++seen;
   });
-  if (seen != params.size())
-    fail("export check failed, nothing written to {}: the export has {} tensors, the checkpoint {}", shown.string(),
-         params.size(), seen);
+  if (seen != params.size()) fail_check(shown, "the export has {} tensors, the checkpoint {}", params.size(), seen);
   return d;
 }
 
 }  // namespace
 
-ExportCheck verify_export(const LoadedCheckpoint& ck, const LlamaConfig& cfg, const fs::path& dir, const fs::path& shown,
-                          ProbeLogits& probe) {
+ExportCheck verify_export(const WeightStream& reference, const LlamaConfig& cfg, const fs::path& dir,
+                          const fs::path& shown, ProbeLogits& probe) {
   LoadOptions lo;
   lo.dtype = at::kFloat;  // float32 compute, so the logits measure the weights' rounding only
   LoadedModel loaded;
   try {
     loaded = load_pretrained(dir, lo);
   } catch (const Error& e) {
-    fail("export check failed, nothing written to {}: our loader cannot read what was written: {}", shown.string(),
-         e.what());
+    fail_check(shown, "our loader cannot read what was written: {}", e.what());
   }
   auto& model = loaded.model;
-  model->eval();
   check_config(cfg, model->config(), shown);
   probe.tokens = probe_tokens(cfg);
   probe.logits = probe_logits(model, probe.tokens);
-  auto diffs = compare_and_restore_masters(ck, cfg.dtype, model, shown);
+  auto diffs = compare_and_restore_masters(reference, cfg.dtype, model, shown);
   auto masters = probe_logits(model, probe.tokens);
 
   ExportCheck c;
@@ -134,12 +127,12 @@ ExportCheck verify_export(const LoadedCheckpoint& ck, const LlamaConfig& cfg, co
   c.tolerance = export_logits_tolerance(cfg.dtype, cfg.num_hidden_layers, c.max_abs_logit);
   const bool logits_ok = std::isfinite(c.max_dlogit) && c.max_dlogit <= c.tolerance;
   if (!logits_ok || diffs.differing > 0)
-    fail("export check failed, nothing written to {}: probe logits max |Δlogit| = {:.3g} against the checkpoint's "
-         "float32 weights (tolerance {:.3g} for {}){}",
-         shown.string(), c.max_dlogit, c.tolerance, dtype_name(cfg.dtype),
-         diffs.differing ? fmt::format("; {} tensor(s) differ from the checkpoint's rounded to {}, first {}",
-                                       diffs.differing, dtype_name(cfg.dtype), diffs.first)
-                         : "");
+    fail_check(shown,
+               "probe logits max |Δlogit| = {:.3g} against the checkpoint's float32 weights (tolerance {:.3g} for {}){}",
+               c.max_dlogit, c.tolerance, dtype_name(cfg.dtype),
+               diffs.differing ? fmt::format("; {} tensor(s) differ from the checkpoint's rounded to {}, first {}",
+                                             diffs.differing, dtype_name(cfg.dtype), diffs.first)
+                               : "");
   log::info("export check: {} reads back with our loader with every tensor equal to the checkpoint's rounded to {} "
             "and the same config; probe logits max |Δlogit| = {:.3g} against the float32 weights (tolerance {:.3g}, "
             "max |logit| {:.3g})",
@@ -147,7 +140,7 @@ ExportCheck verify_export(const LoadedCheckpoint& ck, const LlamaConfig& cfg, co
   return c;
 }
 
-// ---- transformers ----
+// ---- Python oracles ----
 
 namespace {
 
@@ -163,7 +156,7 @@ try:
 except ImportError as e:
     print(f"cannot import {e.name}: {e}", file=sys.stderr)
     sys.exit(3)
-folder, probe_file, text_file, result_file, with_tokenizer = sys.argv[1:6]
+folder, probe_file, text_file, with_tokenizer, result_file = sys.argv[1:6]
 probe = load_file(probe_file)
 model = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 with torch.no_grad():
@@ -180,7 +173,7 @@ json.dump(out, open(result_file, "w"))
 // Leading spaces, indented code, a tab, accents, CJK and an emoji: where tokenizers disagree.
 constexpr const char* kProbeText = "  def f(x):\n    return x * 2\t# café, 東京, 🙂\n\nHello  world";
 
-fs::path find_python(const fs::path& given) {
+fs::path find_python(const fs::path& given, const std::string& what, const std::string& needs) {
   if (!given.empty()) {
     if (!fs::exists(given)) fail("--python {}: no such file", given.string());
     return given;
@@ -192,9 +185,9 @@ fs::path find_python(const fs::path& given) {
   tried.push_back(fs::current_path() / ".venv/bin/python");
   for (const auto& p : tried)
     if (fs::exists(p)) return p;
-  fail("--verify transformers needs a Python with torch, safetensors and transformers; none found (looked for {}{}). "
-       "Run scripts/setup.sh, or pass --python PATH",
-       tried.front().string(), tried.size() > 1 ? " and " + tried.back().string() : "");
+  fail("{} needs a Python with torch, safetensors and {}; none found (looked for {}{}). Run scripts/setup.sh, or pass "
+       "--python PATH",
+       what, needs, tried.front().string(), tried.size() > 1 ? " and " + tried.back().string() : "");
 }
 
 // Runs argv with stdout and stderr into `log`; the exit code, or 128 + signal; -1 if it cannot start.
@@ -230,55 +223,132 @@ void check_tokenizer_ids(const nlohmann::json& result, const fs::path& dir, cons
   if (theirs != ours) {
     size_t i = 0;
     while (i < ours.size() && i < theirs.size() && ours[i] == theirs[i]) ++i;
-    fail("export check failed, nothing written to {}: transformers' tokenizer gives other ids than ours on the probe "
-         "text from position {} ({} ids vs our {})",
-         shown.string(), i, theirs.size(), ours.size());
+    fail_check(shown, "transformers' tokenizer gives other ids than ours on the probe text from position {} ({} ids vs "
+               "our {})",
+               i, theirs.size(), ours.size());
   }
   check.tokenizer_ids = ours.size();
+}
+
+fs::path scratch_path(const std::string& name) {
+  return fs::temp_directory_path() / fmt::format("{}-{}", name, getpid());
+}
+
+// Transformers + peft read the adapter folder as users and vLLM do: PeftModel.from_pretrained over
+// the base in float32. Exit 3: a package is missing.
+constexpr const char* kPeftCheck = R"PY(
+import json, sys
+try:
+    import peft
+    import torch
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from transformers import LlamaForCausalLM
+except ImportError as e:
+    print(f"cannot import {e.name}: {e}", file=sys.stderr)
+    sys.exit(3)
+base, folder, probe_file, result_file = sys.argv[1:5]
+probe = load_file(probe_file)
+model = LlamaForCausalLM.from_pretrained(base, dtype=torch.float32)
+model = PeftModel.from_pretrained(model, folder).eval()
+with torch.no_grad():
+    logits = model(input_ids=probe["tokens"]).logits
+theirs = set(get_peft_model_state_dict(model).keys())
+with safe_open(folder + "/adapter_model.safetensors", "pt") as f:
+    ours = set(f.keys())
+json.dump({"peft": peft.__version__, "max_abs_diff": (logits - probe["logits"]).abs().max().item(),
+           "tensors": len(ours), "missing": sorted(theirs - ours)[:3], "unexpected": sorted(ours - theirs)[:3]},
+          open(result_file, "w"))
+)PY";
+
+void write_probe(const fs::path& file, const ProbeLogits& probe) {
+  write_safetensors(file, {{"tokens", probe.tokens}, {"logits", probe.logits.contiguous()}});
+}
+
+}  // namespace
+
+ScratchFolder::ScratchFolder(fs::path p) : path(std::move(p)) {
+  fs::remove_all(path);
+  fs::create_directories(path);
+}
+
+ScratchFolder::~ScratchFolder() {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+}
+
+nlohmann::json run_python_check(const fs::path& python, const std::string& what, const std::string& needs,
+                                const char* script, const std::vector<std::string>& args, const fs::path& shown) {
+  const auto py = find_python(python, what, needs);
+  ScratchFolder work(scratch_path("agenttune-verify"));
+  std::vector<std::string> argv = {py.string(), "-c", script};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back((work.path / "result.json").string());
+  const int rc = run_logged(argv, work.path / "log.txt");
+  if (rc == -1) fail("{}: cannot run {}", what, py.string());
+  if (rc == 3)
+    fail("{}: {} has no {} ({}); install scripts/requirements.txt into it or pass --python PATH", what, py.string(), needs,
+         tail(work.path / "log.txt"));
+  if (rc != 0) fail_check(shown, "{} cannot load it (exit {}):\n{}", needs, rc, tail(work.path / "log.txt"));
+  return read_json_file(work.path / "result.json");
+}
+
+// Same weights, another implementation: float32 reassociation only (the oracle tests' 1e-4).
+double python_logits_tolerance(const at::Tensor& logits) {
+  return 1e-4 * std::max(1.0, logits.abs().max().item<double>());
+}
+
+namespace {
+
+// The oracle's max |Δlogit| against ours (result "max_abs_diff") must be within the reassociation
+// tolerance; recorded in `check`.
+void check_oracle_logits(const nlohmann::json& result, const ProbeLogits& probe, const std::string& whose,
+                         const fs::path& shown, ExportCheck& check) {
+  const double diff = result.at("max_abs_diff").get<double>();
+  const double tol = python_logits_tolerance(probe.logits);
+  if (!std::isfinite(diff) || diff > tol)
+    fail_check(shown, "{} logits differ from ours by {:.3g} (tolerance {:.3g})", whose, diff, tol);
+  check.transformers_max_dlogit = diff;
+  check.transformers_tolerance = tol;
 }
 
 }  // namespace
 
 void verify_in_transformers(const fs::path& dir, const fs::path& shown, const fs::path& python,
                             const ProbeLogits& probe, ExportCheck& check) {
-  const auto py = find_python(python);
-  const auto work = fs::temp_directory_path() / fmt::format("agenttune-verify-{}", getpid());
-  fs::create_directories(work);
-  struct Cleanup {
-    fs::path p;
-    ~Cleanup() {
-      std::error_code ec;
-      fs::remove_all(p, ec);
-    }
-  } cleanup{work};
-  write_safetensors(work / "probe.safetensors", {{"tokens", probe.tokens}, {"logits", probe.logits.contiguous()}});
-  write_file_atomic(work / "probe.txt", kProbeText);
+  ScratchFolder work(scratch_path("agenttune-probe"));
+  write_probe(work.path / "probe.safetensors", probe);
+  write_file_atomic(work.path / "probe.txt", kProbeText);
   const bool with_tokenizer = fs::exists(dir / "tokenizer.model");
-  const int rc = run_logged({py.string(), "-c", kTransformersCheck, dir.string(), (work / "probe.safetensors").string(),
-                             (work / "probe.txt").string(), (work / "result.json").string(), with_tokenizer ? "1" : "0"},
-                            work / "log.txt");
-  if (rc == -1) fail("--verify transformers: cannot run {}", py.string());
-  if (rc == 3)
-    fail("--verify transformers: {} has no transformers ({}); install scripts/requirements.txt into it or pass "
-         "--python PATH",
-         py.string(), tail(work / "log.txt"));
-  if (rc != 0)
-    fail("export check failed, nothing written to {}: transformers cannot load it (exit {}):\n{}", shown.string(), rc,
-         tail(work / "log.txt"));
-  auto result = read_json_file(work / "result.json");
-  // Same weights, another implementation: float32 reassociation only (the oracle tests' 1e-4).
-  const double diff = result.at("max_abs_diff").get<double>();
-  const double tol = 1e-4 * std::max(1.0, probe.logits.abs().max().item<double>());
-  if (!std::isfinite(diff) || diff > tol)
-    fail("export check failed, nothing written to {}: transformers' logits differ from ours by {:.3g} (tolerance {:.3g})",
-         shown.string(), diff, tol);
-  check.transformers_max_dlogit = diff;
-  check.transformers_tolerance = tol;
+  auto result = run_python_check(python, "--verify transformers", "transformers", kTransformersCheck,
+                                 {dir.string(), (work.path / "probe.safetensors").string(),
+                                  (work.path / "probe.txt").string(), with_tokenizer ? "1" : "0"},
+                                 shown);
+  check_oracle_logits(result, probe, "transformers'", shown, check);
+  const double diff = *check.transformers_max_dlogit, tol = *check.transformers_tolerance;
   check_tokenizer_ids(result, dir, shown, check);
   log::info("export check: transformers {} loads {}: logits max |Δlogit| = {:.3g} against ours (tolerance {:.3g}){}",
             result.value("transformers", "?"), shown.string(), diff, tol,
             check.tokenizer_ids ? fmt::format("; its tokenizer gives our {} ids on the probe text", *check.tokenizer_ids)
                                 : "");
+}
+
+void verify_in_peft(const fs::path& base, const fs::path& dir, const fs::path& shown, const fs::path& python,
+                    const ProbeLogits& probe, ExportCheck& check) {
+  ScratchFolder work(scratch_path("agenttune-probe"));
+  write_probe(work.path / "probe.safetensors", probe);
+  auto result = run_python_check(python, "--verify transformers", "peft", kPeftCheck,
+                                 {base.string(), dir.string(), (work.path / "probe.safetensors").string()}, shown);
+  const auto missing = result.at("missing"), unexpected = result.at("unexpected");
+  if (!missing.empty() || !unexpected.empty())
+    fail_check(shown, "peft names the adapter's tensors otherwise: it expects {} and does not know {}", missing.dump(),
+               unexpected.dump());
+  check_oracle_logits(result, probe, "transformers + peft's", shown, check);
+  const double diff = *check.transformers_max_dlogit, tol = *check.transformers_tolerance;
+  log::info("export check: peft {} loads {} over the base (PeftModel.from_pretrained) with PEFT's own names for all {} "
+            "tensors: logits max |Δlogit| = {:.3g} against ours (tolerance {:.3g})",
+            result.value("peft", "?"), shown.string(), result.at("tensors").get<int64_t>(), diff, tol);
 }
 
 bool flip_tensor_signs(const fs::path& dir, const std::string& name) {

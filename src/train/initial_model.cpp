@@ -1,10 +1,14 @@
 #include "agenttune/train/initial_model.h"
 
 #include <ATen/ATen.h>
+#include <fmt/ranges.h>
 
+#include <map>
 #include <mutex>
 
 #include "agenttune/io/hf_checkpoint.h"
+#include "agenttune/model/lora.h"
+#include "agenttune/parallel/nf4_weight_slices.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
 
@@ -87,6 +91,33 @@ void grow_initial_vocab(InitialModel& m, int64_t vocab) {
     }
     return full.reshape({-1}).narrow(0, offset, numel).to(at::kFloat);
   };
+}
+
+void add_initial_adapters(InitialModel& m, const AdapterConfig& adapter) {
+  if (!adapter.enabled()) return;
+  add_adapters(m.model, adapter);
+  int64_t trained = 0, all = 0;
+  for (const auto& p : m.model->parameters()) all += p.numel(), trained += p.requires_grad() ? p.numel() : 0;
+  log::info("model: {} adapters of rank {} (alpha {}{}) on {}: {} of {} parameters train, the base is frozen",
+            enum_name(adapter.kind), adapter.rank, adapter.alpha, adapter.rslora ? ", rsLoRA" : "",
+            fmt::join(adapter.target_modules, ", "), trained, all);
+  if (m.weights) {  // else a fresh model: the engine reads every initial value from the model
+    auto adapters = std::make_shared<std::map<std::string, at::Tensor>>();
+    for (const auto& p : m.model->named_parameters())
+      if (p.value().requires_grad()) (*adapters)[p.key()] = p.value();
+    m.weights = [base = std::move(m.weights), adapters](const parallel::FlatParam& p, int64_t offset, int64_t numel) {
+      auto it = adapters->find(p.name);
+      if (it == adapters->end()) return base(p, offset, numel);
+      return it->second.detach().reshape({-1}).narrow(0, offset, numel).to(at::kFloat);
+    };
+  }
+  if (adapter.kind != AdapterKind::Qlora) return;
+  // QLoRA: the projections hold NF4 records, quantised here from the fresh model's values, or from
+  // the checkpoint's weights as each rank reads its slices of them.
+  quantize_projections(m.model, /*quantise_values=*/!m.weights);
+  m.weights = parallel::nf4_weight_slices(std::move(m.weights), m.model);
+  log::info("model: QLoRA: the projections of every layer are held as NF4 (bitsandbytes' 4-bit NormalFloat, blocks "
+            "of 64, double-quantised absmax); embeddings, norms and the head stay in model.compute_dtype");
 }
 
 }  // namespace agenttune

@@ -66,6 +66,7 @@ parallel::MemoryPlanInput memory_plan_input(const TrainConfig& cfg, const LlamaC
   in.seq_len = cfg.data.seq_len;
   in.micro_batch = cfg.train.micro_batch_size;
   in.recompute = cfg.model.activation_checkpointing;
+  in.adapter = cfg.model.adapter;
   in.grad_accum = step_batch(cfg, world).micro_batches;
   return in;
 }

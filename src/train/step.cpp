@@ -119,6 +119,12 @@ double validation_loss(parallel::ShardedModel& model, const std::vector<PackedBa
                        c10::Device dev) {
   if (batches.empty()) return std::nan("");
   torch::NoGradGuard ng;
+  // Adapter dropout is off while evaluating (torch's model.eval()), on again after, errors included.
+  struct EvalMode {
+    LlamaForCausalLM m;
+    explicit EvalMode(LlamaForCausalLM model) : m(std::move(model)) { m->eval(); }
+    ~EvalMode() { m->train(); }
+  } eval_mode(model.model());
   at::Tensor sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dev));
   int64_t n = 0;
   for (const auto& b : batches) {

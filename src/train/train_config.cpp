@@ -98,6 +98,7 @@ void TrainConfig::validate(const std::string& src) const {
     fail("{}: model.compute_dtype fp16 needs loss scaling, which training does not do; use bf16 (the same range as "
          "fp32, no scaling needed)", src);
   if (checkpoint.keep_last <= 0) fail("{}: checkpoint.keep_last must be positive", src);
+  model.adapter.validate(src + ": model.adapter");
 }
 
 }  // namespace agenttune

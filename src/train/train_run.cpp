@@ -69,8 +69,13 @@ void shard_initial_model(TrainRun& run, const parallel::WorldInfo& world) {
     log::info("model: vocabulary grows from {} to {} tokens for the data's added tokens", vocab,
               run.data->max_vocab_size());
     grow_initial_vocab(initial, run.data->max_vocab_size());
+    if (cfg.model.adapter.enabled())
+      log::warn("model.adapter: the embedding and head are frozen under {}, so the {} added token(s) keep their "
+                "initial rows (the mean of the others) for the whole run",
+                enum_name(cfg.model.adapter.kind), run.data->max_vocab_size() - vocab);
   }
   run.data->set_model_vocab(initial.model->config().vocab_size);
+  add_initial_adapters(initial, cfg.model.adapter);
   initial.model->recompute = cfg.model.activation_checkpointing;
   run.sharded = std::make_unique<parallel::ShardedModel>(initial.model, *run.dist, world, shard_options(cfg),
                                                          initial.weights);

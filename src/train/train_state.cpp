@@ -61,6 +61,8 @@ std::filesystem::path save_train_state(CheckpointStore& store, parallel::Sharded
                            {"model_config", llama_config_to_json(model.model()->config())},
                            {"layout", model.layout()},
                            {"config", config}};
+    // An adapter checkpoint holds no base: it records which one it was trained on.
+    if (!model.base_fingerprint().empty()) meta["base"] = {{"fingerprint", model.base_fingerprint()}};
     dir = store.commit(p.step, meta, dist.world_size());
   }
   dist.barrier("checkpoint committed");
@@ -184,6 +186,41 @@ void check_same_model(const LoadedCheckpoint& ck, const nlohmann::json& saved, c
   check_same(ck, "model_config", saved, now);
 }
 
+// What the checkpoint trained: its groups and their parameters' names and shapes (not how they
+// were sharded).
+nlohmann::json trained_parameters(const nlohmann::json& layout) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& g : layout.at("groups")) {
+    nlohmann::json params = nlohmann::json::array();
+    for (const auto& p : g.at("params")) params.push_back({{"name", p.at("name")}, {"shape", p.at("shape")}});
+    out.push_back({{"name", g.at("name")}, {"params", params}});
+  }
+  return {{"groups", out}};
+}
+
+// An adapter checkpoint continues only on the base it was trained on, with the same adapters.
+void check_same_base(const LoadedCheckpoint& ck, const parallel::ShardedModel& model) {
+  const std::string saved = ck.meta.contains("base") ? ck.meta["base"].value("fingerprint", "") : "";
+  const std::string& now = model.base_fingerprint();
+  if (saved.empty() && !now.empty())
+    fail("{}/meta.json: cannot resume: the checkpoint trained the whole model, this run trains adapters on a "
+         "frozen base (model.adapter); resume without model.adapter, or export the checkpoint and start a new "
+         "run from it (model.init_from)",
+         ck.dir.string());
+  if (!saved.empty() && now.empty())
+    fail("{}/meta.json: cannot resume: the checkpoint holds adapters on a frozen base (model.adapter), this run "
+         "trains the whole model; resume with the checkpoint's model.adapter",
+         ck.dir.string());
+  if (saved != now)
+    fail("{}/meta.json: cannot resume: the frozen base differs from the one the adapters were trained on (base "
+         "fingerprint {} in the checkpoint, {} in this run); resume with the checkpoint's model.init_from or "
+         "model.init_seed",
+         ck.dir.string(), saved, now);
+  if (!ck.meta.contains("layout")) return;  // CheckpointGroups names what is missing
+  const auto a = trained_parameters(ck.meta["layout"]), b = trained_parameters(model.layout());
+  if (auto key = first_difference(a, b); !key.empty()) refuse_resume(ck, "trained parameters", key, "model.adapter", a, b);
+}
+
 }  // namespace
 
 TrainProgress load_train_state(const std::filesystem::path& dir, parallel::ShardedModel& model, AdamW& opt,
@@ -194,6 +231,11 @@ TrainProgress load_train_state(const std::filesystem::path& dir, parallel::Shard
     check_same(ck, "data_plan", ck.meta["data_plan"], data_plan_json(data));
   else
     log::warn("{}/meta.json: no data_plan (saved by an older agenttune): the data cannot be checked", dir.string());
+  try {
+    check_same_base(ck, model);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}/meta.json: malformed layout: {}", dir.string(), e.what());
+  }
   CheckpointGroups groups(ck);
   model.load_full_groups([&](const std::string& g, int64_t n) { return groups.full("flat.", g, n); });
   // The optimizer moments are resharded exactly like the parameters they belong to.

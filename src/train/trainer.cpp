@@ -10,6 +10,7 @@
 #include "agenttune/train/step.h"
 #include "agenttune/train/stop_signal.h"
 #include "agenttune/train/train_run.h"
+#include "agenttune/util/seeded.h"
 
 namespace agenttune {
 
@@ -28,6 +29,12 @@ StepRequest step_request(const TrainConfig& cfg, double lr, const BadStepPolicy&
   req.stop_requested = StopSignal::requested();
   req.judge = [&policy](const StepOutcome& o) { return policy.judge(o); };
   return req;
+}
+
+// Adapter dropout's seed for a step on a rank: a function of where the run is, so resuming,
+// resharding or rolling back draws the masks an uninterrupted run would.
+uint64_t dropout_seed(uint64_t train_seed, int64_t step, int rank) {
+  return splitmix64(splitmix64(splitmix64(train_seed) ^ static_cast<uint64_t>(step)) ^ static_cast<uint64_t>(rank));
 }
 
 // Every train.eval_interval steps: the loss on the held-out documents, the same on every rank.
@@ -55,6 +62,7 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
     // The next step's batches are read on a thread while this one trains (none after the last).
     const auto batches = prefetch.next(run.prog.step + 1 < run.cfg.train.max_steps);
     m.data_seconds = clock.seconds();
+    run.sharded->seed_dropout(dropout_seed(run.cfg.train.seed, run.prog.step, run.dist->rank()));
     const StepOutcome o = report.counted_step(run, batches, step_request(run.cfg, m.lr, policy));
     // From here on the mixture is where this step's batches left it: what a checkpoint, the
     // shares and a rollback see. Waiting for a read slower than the step counts as data time.

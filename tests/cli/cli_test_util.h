@@ -62,6 +62,12 @@ inline void kill_after_checkpoint(const std::string& cmd, const std::filesystem:
       << "the run finished before it was killed: the test proves nothing";
 }
 
+// torchrun launching N local ranks of the command that follows (Gloo on the CPU).
+inline std::string torchrun(int n) {
+  return (source_dir() / ".venv/bin/torchrun").string() + " --no-python --standalone --nproc-per-node " +
+         std::to_string(n) + " ";
+}
+
 inline std::string agenttune_bin() {
   const char* b = std::getenv("AGENTTUNE_BIN");
   return b ? b : (binary_dir() / "agenttune").string();

@@ -187,8 +187,11 @@ TEST(RunSafety, StreakAfterGoodStepsKeepsTheLastGoodCheckpoint) {
 // model learns within a few steps; the other, about 2 % of the tokens, is documents it never
 // learns, so each time one comes up the loss jumps by tenths over a window varying by thousandths.
 // Every such spike rolls the run back to its last checkpoint and skips that data: the schedule
-// replays, and the run finishes on the learnable data alone.
-TEST(RunSafety, RollbackReloadsTheLastGoodCheckpointAndSkipsTheData) {
+// replays, and the run finishes on the learnable data alone. The same with LoRA adapters (their
+// checkpoint holds only the adapters; the frozen base stays as it is).
+class Rollback : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Rollback, ReloadsTheLastGoodCheckpointAndSkipsTheData) {
   auto root = testing::scratch_dir();
   testing::TinyRun tiny;
   tiny.vocab = 2048, tiny.max_positions = 128, tiny.max_steps = 40, tiny.global_batch = 4;
@@ -199,7 +202,7 @@ TEST(RunSafety, RollbackReloadsTheLastGoodCheckpointAndSkipsTheData) {
   auto r = testing::agenttune(train_args(cfg, out,
                                          "--set data.sources.1.weight=0.2 --set train.on_nonfinite=rollback --set "
                                          "train.spike_zscore=10 --set train.spike_window=8 --set "
-                                         "train.max_nonfinite_in_a_row=5"));
+                                         "train.max_nonfinite_in_a_row=5 " + GetParam()));
   ASSERT_EQ(r.rc, 0) << r.out;
   auto rows = metrics_rows(out);
   int rollbacks = 0;
@@ -221,6 +224,10 @@ TEST(RunSafety, RollbackReloadsTheLastGoodCheckpointAndSkipsTheData) {
   EXPECT_NE(r.out.find("rollback: step"), std::string::npos) << r.out;
   EXPECT_EQ(rows.back()["step"], 40);
 }
+
+INSTANTIATE_TEST_SUITE_P(RunSafety, Rollback,
+                         ::testing::Values("", "--set model.adapter.kind=lora --set model.adapter.rank=16 --set train.lr=3e-2"),
+                         [](const auto& info) { return info.param.empty() ? "full" : "lora"; });
 
 }  // namespace
 }  // namespace agenttune

@@ -28,10 +28,7 @@ namespace fs = std::filesystem;
 
 std::string bin() { return testing::agenttune_bin(); }
 
-std::string torchrun(int n) {
-  return (testing::source_dir() / ".venv/bin/torchrun").string() + " --no-python --standalone --nproc-per-node " +
-         std::to_string(n) + " ";
-}
+using testing::torchrun;
 
 fs::path write_config(const fs::path& root, const std::string& strategy) {
   testing::TinyRun r;

@@ -10,24 +10,35 @@
 
 namespace agenttune::testing {
 
-std::filesystem::path oracle_root() {
+namespace {
+
+namespace fs = std::filesystem;
+
+// ctest makes the fixtures once (oracle.make_models, oracle.peft_lora: FIXTURES_SETUP tests); a
+// test binary run by hand makes `root` itself (`scripts[0] INPUTS root`) when its `stamp` file is
+// missing or older than any of the scripts it comes from.
+void generate_when_stale(const fs::path& root, const std::string& stamp, const std::vector<std::string>& scripts,
+                         const std::string& inputs) {
+  bool fresh = fs::exists(root / stamp);
+  for (const auto& s : scripts)
+    fresh = fresh && fs::last_write_time(root / stamp) >= fs::last_write_time(source_dir() / "tests/oracle" / s);
+  if (fresh) return;
+  auto tmp = root.string() + ".tmp";
+  fs::remove_all(tmp);
+  std::string out;
+  const auto script = source_dir() / "tests/oracle" / scripts.front();
+  int rc = run_command(venv_python().string() + " " + script.string() + " " + inputs + " " + tmp, &out);
+  if (rc != 0) throw std::runtime_error(scripts.front() + " failed:\n" + out);
+  fs::remove_all(root);
+  fs::rename(tmp, root);
+}
+
+}  // namespace
+
+fs::path oracle_root() {
   static std::once_flag once;
-  static std::filesystem::path root = binary_dir() / "test-scratch" / "oracle_models";
-  std::call_once(once, [] {
-    // ctest makes the fixtures once (oracle.make_models, a FIXTURES_SETUP test); a test binary run
-    // by hand makes them itself when they are missing or older than the script.
-    auto script = source_dir() / "tests/oracle/make_models.py";
-    auto stamp = root / "cases.json";
-    namespace fs = std::filesystem;
-    if (fs::exists(stamp) && fs::last_write_time(stamp) >= fs::last_write_time(script)) return;
-    auto tmp = root.string() + ".tmp";
-    fs::remove_all(tmp);
-    std::string out;
-    int rc = run_command(venv_python().string() + " " + script.string() + " " + tmp, &out);
-    if (rc != 0) throw std::runtime_error("make_models.py failed:\n" + out);
-    fs::remove_all(root);
-    fs::rename(tmp, root);
-  });
+  static fs::path root = binary_dir() / "test-scratch" / "oracle_models";
+  std::call_once(once, [] { generate_when_stale(root, "cases.json", {"make_models.py"}, ""); });
   return root;
 }
 
@@ -36,6 +47,16 @@ std::vector<std::string> oracle_cases() {
   std::vector<std::string> names;
   for (auto& [k, v] : j.items()) names.push_back(k);
   return names;
+}
+
+fs::path peft_lora_root() {
+  static std::once_flag once;
+  static fs::path root = binary_dir() / "test-scratch" / "peft_lora";
+  std::call_once(once, [] {
+    const auto models = oracle_root();
+    generate_when_stale(root, "variants.json", {"peft_lora.py", "peft_init.py", "make_models.py"}, models.string());
+  });
+  return root;
 }
 
 }  // namespace agenttune::testing

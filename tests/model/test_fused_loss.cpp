@@ -3,6 +3,7 @@
 // of the loss's final sum and where the 1/N scale is applied, so the figures agree to fp32
 // rounding (1e-6 relative for the loss, 1e-5 for the grads), and to bf16 rounding in bf16.
 // Also the document spans the CUDA varlen attention takes, against a per-token walk.
+#include <ATen/Parallel.h>
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
@@ -153,6 +154,11 @@ TEST(FusedLoss, Bf16HeadWeightGradientIsAsCloseToFloat64AsFp32AccumulationAllows
 // The 1/denominator scale reaches the hidden gradient in fp32: one rounding of the fp32 product,
 // not a product with the scale rounded to bf16.
 TEST(FusedLoss, Bf16HiddenGradientIsScaledInFp32) {
+  // Bit equality of two backward passes needs the same bf16 GEMM both times: on a loaded machine
+  // the CPU's multi-threaded bf16 kernels may split the work differently from one call to the next.
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  struct Restore { int n; ~Restore() { at::set_num_threads(n); } } restore{threads};
   const auto b = bf16_head();
   auto grad_with = [&](double denom) {
     auto h = b.hidden.clone().requires_grad_(true);
@@ -163,6 +169,38 @@ TEST(FusedLoss, Bf16HiddenGradientIsScaledInFp32) {
   const auto unscaled = grad_with(1.0), scaled = grad_with(b.denom);
   const auto scale = at::ones({}, at::kFloat) / b.denom;
   EXPECT_TRUE(at::equal(scaled, (unscaled.to(at::kFloat) * scale).to(at::kBFloat16)));
+}
+
+// Every target trained: the unmasked path (what the model's head takes once it has selected its
+// trained rows) gives the masked path's loss and grads, bit for bit.
+TEST(FusedLoss, AllTrainedSkipsTheMasksWithTheSameBits) {
+  auto c = random_case(41, 16, 53, 7);
+  c.targets = at::randint(0, 53, {41}, at::make_generator<at::CPUGeneratorImpl>(8), at::kLong);
+  auto masked = loss_and_grads(c, at::kFloat, [&](const at::Tensor& h, const at::Tensor& w) {
+    return linear_cross_entropy_sum(h, w, c.targets, 9);
+  });
+  auto unmasked = loss_and_grads(c, at::kFloat, [&](const at::Tensor& h, const at::Tensor& w) {
+    return linear_cross_entropy_sum(h, w, c.targets, 9, {}, /*all_trained=*/true);
+  });
+  EXPECT_TRUE(at::equal(std::get<0>(masked), std::get<0>(unmasked)));
+  EXPECT_TRUE(at::equal(std::get<1>(masked), std::get<1>(unmasked)));
+  EXPECT_TRUE(at::equal(std::get<2>(masked), std::get<2>(unmasked)));
+}
+
+// A frozen head (LoRA): no weight gradient is formed or handed to the sink; the hidden gradient is
+// the one a trainable head gives.
+TEST(FusedLoss, FrozenHeadGetsNoGradientAndTheSinkIsNotCalled) {
+  const auto c = random_case(30, 16, 47, 9);
+  auto h = c.hidden.clone().requires_grad_(true);
+  bool sunk = false;
+  (linear_cross_entropy_sum(h, c.weight, c.targets, 8, [&](at::Tensor) { sunk = true; }) / 3.0).backward();
+  EXPECT_FALSE(sunk);
+  EXPECT_FALSE(c.weight.grad().defined());
+  auto h2 = c.hidden.clone().requires_grad_(true);
+  auto w2 = c.weight.clone().requires_grad_(true);
+  (linear_cross_entropy_sum(h2, w2, c.targets, 8) / 3.0).backward();
+  EXPECT_TRUE(w2.grad().defined());
+  EXPECT_TRUE(at::equal(h.grad(), h2.grad()));
 }
 
 LlamaConfig tiny() { return agenttune::testing::tiny_llama(61); }

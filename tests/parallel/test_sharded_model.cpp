@@ -1,7 +1,9 @@
 // The sharded engine against the plain model (the single-process oracle): for every strategy and
 // world size, the reassembled gradient of a global batch equals plain autograd's, and 20 AdamW
 // steps on 2 ranks give the same losses and weights as on 1 rank (within 1e-5 relative, fp32).
-// Ranks are threads over a shared HashStore, each with its own Gloo group.
+// The same with LoRA adapters on a frozen base (the engine's frozen groups), where only the
+// adapters train and the base stays bit-identical. Ranks are threads over a shared HashStore,
+// each with its own Gloo group.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -12,7 +14,9 @@
 #include <mutex>
 #include <thread>
 
+#include "agenttune/parallel/base_fingerprint.h"
 #include "agenttune/parallel/sharded_model.h"
+#include "agenttune/model/lora.h"
 #include "agenttune/model/loss.h"
 #include "agenttune/train/optimizer.h"
 #include "tiny_llama.h"
@@ -61,26 +65,62 @@ struct Case {
   std::string strategy;
   int world;
   int hybrid_group = 0;
+  bool lora = false;
+  double dropout = 0;
+  SingleRankPath single_rank_path = SingleRankPath::Resident;
+  Offload offload = Offload::None;
+  bool qlora = false;  // with lora: the projections held as NF4 records
 };
+
+std::string case_name(const Case& c) {
+  return c.strategy + "_w" + std::to_string(c.world) + (c.hybrid_group ? "_g" + std::to_string(c.hybrid_group) : "") +
+         (c.single_rank_path == SingleRankPath::PerUnit ? "_per_unit" : "") +
+         (c.offload == Offload::Optimizer ? "_offload" : "") + (c.qlora ? "_qlora" : c.lora ? "_lora" : "");
+}
+
+ShardOptions options(const Case& c) {
+  ShardOptions o;
+  o.strategy = parse_shard_strategy(c.strategy);
+  o.hybrid_group_size = c.hybrid_group;
+  o.single_rank_path = c.single_rank_path;
+  o.offload = c.offload;
+  return o;
+}
+
+// The test model: with `lora`, rank-4 adapters on every projection over the frozen base, B drawn
+// non-zero (PEFT starts it at zero) so that every adapter parameter has a gradient from step 0;
+// with `qlora` too, the projections then quantised to NF4 (the plain-autograd oracle computes on
+// the same records).
+LlamaForCausalLM model_for(const Case& c) {
+  auto m = make_llama(tiny(), 7);
+  if (!c.lora) return m;
+  AdapterConfig a;
+  a.kind = c.qlora ? AdapterKind::Qlora : AdapterKind::Lora, a.rank = 4, a.alpha = 8, a.dropout = c.dropout, a.init_seed = 3;
+  add_adapters(m, a);
+  auto g = at::make_generator<at::CPUGeneratorImpl>(11);
+  at::NoGradGuard ng;
+  for (auto& p : m->named_parameters())
+    if (p.key().size() > 7 && p.key().substr(p.key().size() - 7) == ".lora_B") p.value().normal_(0, 0.05, g);
+  if (c.qlora) quantize_projections(m, /*quantise_values=*/true);
+  return m;
+}
 
 class Sharded : public ::testing::TestWithParam<Case> {};
 
 TEST_P(Sharded, GradientsEqualPlainAutograd) {
-  auto [strategy, world, hybrid] = GetParam();
+  const Case c = GetParam();
+  const std::string& strategy = c.strategy;
   auto batch = global_batch(0);
   // Oracle: the plain model, whole batch, loss normalised by the batch's trained tokens.
-  auto ref = make_llama(tiny(), 7);
+  auto ref = model_for(GetParam());
   double denom = static_cast<double>(count_trained(batch.targets));
   (cross_entropy_sum(ref->forward(batch.tokens, batch.positions), batch.targets) / denom).backward();
   std::map<std::string, at::Tensor> ref_grads;
   for (auto& p : ref->named_parameters()) ref_grads[p.key()] = p.value().grad();
 
   std::mutex mu;
-  run_ranks(world, [&](ProcessGroup& d, const WorldInfo& w) {
-    ShardOptions o;
-    o.strategy = parse_shard_strategy(strategy);
-    o.hybrid_group_size = hybrid;
-    ShardedModel sm(make_llama(tiny(), 7), d, w, o);
+  run_ranks(c.world, [&](ProcessGroup& d, const WorldInfo& w) {
+    ShardedModel sm(model_for(c), d, w, options(c));
     auto mine = rows_for(batch, d.rank(), d.world_size());
     // The training path: the fused chunked loss, against the plain model's logits + cross-entropy.
     (sm.loss_sum(mine.tokens, mine.positions, {}, mine.targets) / denom).backward();
@@ -123,29 +163,33 @@ std::map<std::string, at::Tensor> full_weights(const nlohmann::json& layout, con
   return out;
 }
 
-// 20 AdamW steps with clipping; returns the losses and the final full weights.
+// One AdamW step with clipping on this rank's rows of global batch `step`; returns the step's loss.
+double adamw_step(ShardedModel& sm, AdamW& opt, ProcessGroup& d, int step) {
+  auto batch = global_batch(step);
+  auto mine = rows_for(batch, d.rank(), d.world_size());
+  double denom = static_cast<double>(count_trained(batch.targets));
+  auto sum = cross_entropy_sum(sm.logits(mine.tokens, mine.positions, {}), mine.targets);
+  (sum / denom).backward();
+  sm.finish_backward();
+  double loss = d.all_reduce(sum.item<double>(), Reduce::Sum, "loss") / denom;
+  sm.clip_grad_norm(1.0);
+  sm.before_optimizer_step();  // applies the clip to offloaded host grads
+  opt.step(3e-3);
+  opt.zero_grad();
+  sm.after_optimizer_step();
+  return loss;
+}
+
+// 20 AdamW steps; returns the losses and the final full weights.
 void train_steps(const Case& c, std::vector<double>& losses, std::map<std::string, at::Tensor>& weights) {
   std::mutex mu;
   std::map<int, NamedTensors> shards;
   nlohmann::json layout;
   run_ranks(c.world, [&](ProcessGroup& d, const WorldInfo& w) {
-    ShardOptions o;
-    o.strategy = parse_shard_strategy(c.strategy);
-    o.hybrid_group_size = c.hybrid_group;
-    ShardedModel sm(make_llama(tiny(), 7), d, w, o);
+    ShardedModel sm(model_for(c), d, w, options(c));
     AdamW opt(sm.shard_params(), {}, sm.shard_decay());
     for (int step = 0; step < 20; ++step) {
-      auto batch = global_batch(step);
-      auto mine = rows_for(batch, d.rank(), d.world_size());
-      double denom = static_cast<double>(count_trained(batch.targets));
-      auto sum = cross_entropy_sum(sm.logits(mine.tokens, mine.positions, {}), mine.targets);
-      (sum / denom).backward();
-      sm.finish_backward();
-      double loss = d.all_reduce(sum.item<double>(), Reduce::Sum, "loss") / denom;
-      sm.clip_grad_norm(1.0);
-      opt.step(3e-3);
-      opt.zero_grad();
-      sm.after_optimizer_step();
+      double loss = adamw_step(sm, opt, d, step);
       if (d.is_main()) losses.push_back(loss);
     }
     std::lock_guard<std::mutex> lock(mu);
@@ -159,7 +203,9 @@ TEST_P(Sharded, TwentyStepsMatchASingleRank) {
   Case c = GetParam();
   std::vector<double> one_losses, losses;
   std::map<std::string, at::Tensor> one_w, w;
-  train_steps({"no_shard", 1}, one_losses, one_w);
+  Case one{"no_shard", 1, 0, c.lora};
+  one.qlora = c.qlora;
+  train_steps(one, one_losses, one_w);
   train_steps(c, losses, w);
   ASSERT_EQ(losses.size(), 20u);
   EXPECT_LT(losses.back(), losses.front() - 0.1) << "the loss did not fall";
@@ -170,11 +216,16 @@ TEST_P(Sharded, TwentyStepsMatchASingleRank) {
 
 INSTANTIATE_TEST_SUITE_P(Strategies, Sharded,
                          ::testing::Values(Case{"full_shard", 1}, Case{"full_shard", 2}, Case{"shard_grad_op", 2},
-                                           Case{"no_shard", 2}, Case{"hybrid_shard", 2, 1}, Case{"hybrid_shard", 4, 2}),
-                         [](const auto& info) {
-                           return info.param.strategy + "_w" + std::to_string(info.param.world) +
-                                  (info.param.hybrid_group ? "_g" + std::to_string(info.param.hybrid_group) : "");
-                         });
+                                           Case{"no_shard", 2}, Case{"hybrid_shard", 2, 1}, Case{"hybrid_shard", 4, 2},
+                                           Case{"full_shard", 1, 0, true},
+                                           Case{"full_shard", 1, 0, true, 0, SingleRankPath::PerUnit},
+                                           Case{"full_shard", 2, 0, true}, Case{"shard_grad_op", 2, 0, true},
+                                           Case{"no_shard", 2, 0, true}, Case{"hybrid_shard", 4, 2, true},
+                                           Case{"full_shard", 2, 0, true, 0, SingleRankPath::Resident, Offload::Optimizer},
+                                           Case{"full_shard", 2, 0, true, 0, {}, {}, true},
+                                           Case{"shard_grad_op", 2, 0, true, 0, {}, {}, true},
+                                           Case{"no_shard", 2, 0, true, 0, {}, {}, true}),
+                         [](const auto& info) { return case_name(info.param); });
 
 
 // Prefetch on and off: the same collectives in the same order, so every loss, shard grad and
@@ -196,17 +247,16 @@ Run run_variant(const Case& c, const Variant& v, c10::ScalarType dtype, int step
   Run out;
   std::mutex mu;
   run_ranks(c.world, [&](ProcessGroup& d, const WorldInfo& w) {
-    ShardOptions o;
-    o.strategy = parse_shard_strategy(c.strategy);
-    o.hybrid_group_size = c.hybrid_group;
+    ShardOptions o = options(c);
     o.compute_dtype = dtype;
     o.prefetch = v.prefetch;
     o.reshard_after_forward = v.reshard_after_forward;
-    auto model = make_llama(tiny(), 7);
+    auto model = model_for(c);
     model->recompute = v.recompute;
     ShardedModel sm(model, d, w, o);
     AdamW opt(sm.shard_params(), {}, sm.shard_decay());
     for (int step = 0; step < steps; ++step) {
+      sm.seed_dropout(100 + step);  // as the trainer does (nothing without adapter dropout)
       double denom = 0, sum = 0;
       std::vector<Batch> micro;
       for (int m = 0; m < 2; ++m) {
@@ -277,12 +327,16 @@ TEST_P(Prefetch, ReshardKeepAndRecomputeAreBitIdentical) {
   }
 }
 
+// Adapter dropout at world 1 (one thread: ranks as threads would share the CPU generator): a
+// recomputed unit draws the masks its forward drew.
 INSTANTIATE_TEST_SUITE_P(Strategies, Prefetch,
                          ::testing::Values(Case{"full_shard", 2}, Case{"shard_grad_op", 2}, Case{"no_shard", 2},
-                                           Case{"hybrid_shard", 4, 2}),
+                                           Case{"hybrid_shard", 4, 2}, Case{"full_shard", 2, 0, true},
+                                           Case{"shard_grad_op", 2, 0, true},
+                                           Case{"full_shard", 1, 0, true, 0.3, SingleRankPath::PerUnit},
+                                           Case{"full_shard", 2, 0, true, 0, {}, {}, true}),
                          [](const auto& info) {
-                           return info.param.strategy + "_w" + std::to_string(info.param.world) +
-                                  (info.param.hybrid_group ? "_g" + std::to_string(info.param.hybrid_group) : "");
+                           return case_name(info.param) + (info.param.dropout > 0 ? "_dropout" : "");
                          });
 
 // full_shard with 2 layers has 4 units (embed, 2 layers, head). Each micro-batch prefetches units
@@ -346,6 +400,51 @@ TEST(Prefetch, PeerDyingDuringAPrefetchGivesTheNamedError) {
                                          : "all_gather_into_tensor of 'layers.0.decay' on rank 0 of 2";
     EXPECT_NE(error.find(want), std::string::npos) << error;
     EXPECT_EQ(prefetches, in_backward ? 4 : 1);
+  }
+}
+
+// LoRA: the trainable groups are the layers' adapters alone (embedding, norms and head are frozen);
+// after AdamW steps the frozen shards are bit-identical while every adapter group moved; the base
+// fingerprint is the whole model's at every world size and strategy, and another base's differs.
+// QLoRA the same, with each layer's NF4 records in a frozen group of bytes of its own.
+TEST(LoraSharded, OnlyAdaptersTrainAndTheBaseStaysBitIdentical) {
+  EXPECT_EQ(base_fingerprint(*make_llama(tiny(), 7)), "") << "nothing is frozen";
+  auto other = make_llama(tiny(), 8);
+  add_adapters(other, AdapterConfig{.kind = AdapterKind::Lora});
+  for (bool qlora : {false, true}) {
+    Case whole{"no_shard", 1, 0, true};
+    whole.qlora = qlora;
+    const std::string want = base_fingerprint(*model_for(whole));
+    ASSERT_EQ(want.size(), 16u);
+    EXPECT_NE(base_fingerprint(*other), want);
+    for (Case c : {Case{"full_shard", 2, 0, true}, Case{"shard_grad_op", 2, 0, true}, Case{"hybrid_shard", 4, 2, true},
+                   Case{"no_shard", 1, 0, true}}) {
+      c.qlora = qlora;
+      std::mutex mu;
+      run_ranks(c.world, [&](ProcessGroup& d, const WorldInfo& w) {
+        ShardedModel sm(model_for(c), d, w, options(c));
+        EXPECT_EQ(sm.base_fingerprint(), want) << case_name(c);
+        std::vector<std::string> trained, frozen_names;
+        NamedTensors frozen, adapters;
+        for (const auto& [name, t] : sm.shard_params()) trained.push_back(name), adapters.emplace_back(name, t.detach().clone());
+        for (const auto& [name, t] : sm.frozen_shards()) frozen_names.push_back(name), frozen.emplace_back(name, t.clone());
+        AdamW opt(sm.shard_params(), {}, sm.shard_decay());
+        for (int step = 0; step < 3; ++step) adamw_step(sm, opt, d, step);
+        std::lock_guard<std::mutex> lock(mu);
+        EXPECT_EQ(trained, (std::vector<std::string>{"layers.0.decay", "layers.1.decay"})) << case_name(c);
+        const std::vector<std::string> want_frozen =
+            qlora ? std::vector<std::string>{"embed.frozen", "layers.0.frozen", "layers.0.frozen_bytes", "layers.1.frozen",
+                                             "layers.1.frozen_bytes", "head.frozen"}
+                  : std::vector<std::string>{"embed.frozen", "layers.0.frozen", "layers.1.frozen", "head.frozen"};
+        EXPECT_EQ(frozen_names, want_frozen) << case_name(c);
+        auto after = sm.frozen_shards();
+        ASSERT_EQ(after.size(), frozen.size());
+        for (size_t i = 0; i < frozen.size(); ++i) EXPECT_TRUE(at::equal(after[i].second, frozen[i].second)) << frozen[i].first;
+        auto moved = sm.shard_params();
+        for (size_t i = 0; i < adapters.size(); ++i)
+          EXPECT_FALSE(at::equal(moved[i].second, adapters[i].second)) << adapters[i].first << " did not train";
+      });
+    }
   }
 }
 

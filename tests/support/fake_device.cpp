@@ -398,8 +398,11 @@ void fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 // CPU flash kernel on the same memory: device memory holds what a fused kernel's does (output and
 // logsumexp), and nothing counts as a transfer.
 
+// With the kernel's strides: the fused kernels write the output [B, T, H, hd] and hand it back
+// transposed, so o_proj reads it through a view (a contiguous copy would add one more B·T·H·hd
+// tensor that each layer's graph keeps).
 at::Tensor on_device_like(const at::Tensor& host, const at::Tensor& like) {
-  auto out = at::empty(host.sizes(), host.options().device(like.device()));
+  auto out = at::empty_strided(host.sizes(), host.strides(), host.options().device(like.device()));
   host_alias(out).copy_(host);
   return out;
 }
@@ -506,6 +509,10 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("set_.source_Storage_storage_offset", set_storage_offset);
   m.impl("_scaled_dot_product_fused_attention_overrideable", sdpa_forward);
   m.impl("_scaled_dot_product_fused_attention_overrideable_backward", sdpa_backward);
+  // silu_backward has a composite definition (sigmoid and four more temporaries of the input's
+  // size) that a device without its own kernel runs; CUDA runs one kernel that allocates only the
+  // result, which the CPU kernel does here too.
+  m.impl("silu_backward", torch::CppFunction::makeFromBoxedFunction<&fallback>());
 }
 
 TORCH_LIBRARY_IMPL(aten, AutogradPrivateUse1, m) {

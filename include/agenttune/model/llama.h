@@ -70,12 +70,37 @@ struct UnitInputs {
 // sharded run avoids holding a whole model in host memory.
 using ParamOptions = at::TensorOptions;
 
-// Llama's bias-free linear layer: `weight` [out, in], as HF names and lays it out.
+// Llama's bias-free linear layer: `weight` [out, in], as HF names and lays it out. It may carry a
+// LoRA adapter (model/lora.h attaches it): `lora_A` [r, in] and `lora_B` [out, r], and then computes
+// W x + scale * B A dropout(x) as PEFT's lora.Linear does.
 class ProjectionImpl : public torch::nn::Module {
  public:
   ProjectionImpl(int64_t in, int64_t out, const ParamOptions& params);
-  at::Tensor forward(const at::Tensor& x) { return at::linear(x, weight); }
+  // A projection over an existing weight (registered as is, not copied).
+  explicit ProjectionImpl(const at::Tensor& weight);
+  at::Tensor forward(const at::Tensor& x);
+
+  // Registers `lora_A` [rank, in] and `lora_B` [out, rank] (uninitialised, float32 on the
+  // weight's device); the caller fills them.
+  void attach_adapter(int64_t rank, double scale, double dropout);
+  bool has_adapter() const { return lora_A.defined(); }
+  // scale * B(A(dropout(x))) in the adapter's dtype (x is cast to it first, as PEFT does);
+  // undefined without an adapter. Dropout follows the module's training flag, not grad mode: a
+  // recomputed layer's first forward runs without grad and must drop as its recompute does.
+  at::Tensor adapter_delta(const at::Tensor& x);
+
+  // QLoRA (nf4): a projection over a frozen NF4-quantised weight of `shape` [out, in]. It holds
+  // the weight's record bytes (quant/nf4.h), uint8, as `weight_nf4` and no `weight`; forward
+  // dequantises just for its matmul (quant::nf4_linear). model/lora.h's quantize_projections makes them.
+  ProjectionImpl(const at::Tensor& weight_nf4, std::vector<int64_t> shape);
+  bool quantized() const { return weight_nf4.defined(); }
+
   at::Tensor weight;
+  at::Tensor lora_A, lora_B;
+  double lora_scale = 0;
+  double lora_dropout = 0;
+  at::Tensor weight_nf4;
+  std::vector<int64_t> nf4_shape;
 };
 TORCH_MODULE(Projection);
 
@@ -108,6 +133,9 @@ class AttentionImpl : public torch::nn::Module {
   Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
+  // q and k rotated, v; [B, heads, T, head_dim] each. One matmul when the three weights are
+  // consecutive rows of one buffer off the CPU (model/fused_projection.h), else one projection each.
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> project_qkv(const at::Tensor& x, const RopeTables& rope);
   int64_t n_heads_, n_kv_heads_, head_dim_;
 };
 TORCH_MODULE(Attention);
@@ -115,7 +143,8 @@ TORCH_MODULE(Attention);
 class MLPImpl : public torch::nn::Module {
  public:
   explicit MLPImpl(const LlamaConfig& c, const ParamOptions& params = {});
-  // `recompute`: keep only gate and up for backward; silu(gate) * up comes back there.
+  // `recompute`: keep only gate and up for backward; silu(gate) * up comes back there. gate and up
+  // are one matmul when their weights are consecutive rows of one buffer off the CPU (model/fused_projection.h).
   at::Tensor forward(const at::Tensor& x, bool recompute = false);
   Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };

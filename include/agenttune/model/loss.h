@@ -26,9 +26,13 @@ using GradSink = std::function<void(at::Tensor)>;
 // chunk's product too: no compute-dtype partial), the incoming scale (1 / the step's tokens) is
 // applied in fp32, and with `weight_grad_sink` the weight's fp32 gradient goes there instead of
 // through autograd, which would round it to a bf16 weight's dtype (the sharding engine's fp32
-// accumulator takes it; the weight then gets no autograd gradient).
+// accumulator takes it; the weight then gets no autograd gradient). A weight (or hidden) that does not
+// require grad gets no gradient work. `all_trained`: the caller knows that no target is kIgnoreIndex
+// (the model's head after selecting the trained rows), so no row is masked; claiming it falsely is an
+// out-of-range gather.
 at::Tensor linear_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-                                    int64_t chunk_rows = 0, const GradSink& weight_grad_sink = {});
+                                    int64_t chunk_rows = 0, const GradSink& weight_grad_sink = {},
+                                    bool all_trained = false);
 
 // The default chunk of linear_cross_entropy_sum: rows per ~128 MB (CPU) or ~256 MB (elsewhere) of
 // fp32 logits. The memory plan counts the same chunk.

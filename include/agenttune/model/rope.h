@@ -50,4 +50,10 @@ class RotaryEmbedding {
 // x * cos + rotate_half(x) * sin, so the same bits; its backward is the transposed rotation.
 at::Tensor apply_rope(const at::Tensor& x, const RopeTables& t);
 
+// The same rotation without autograd, written over x itself (the fused q/k projection rotates its
+// own output buffer), and its transpose applied to `grad`, written into `out` (that projection's
+// backward): the bits of apply_rope and of its backward.
+void rope_in_place(const at::Tensor& x, const RopeTables& t);
+void rope_transposed_to(const at::Tensor& out, const at::Tensor& grad, const RopeTables& t);
+
 }  // namespace agenttune

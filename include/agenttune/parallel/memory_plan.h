@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "agenttune/parallel/sharded_model.h"
+#include "agenttune/model/adapter.h"
 #include "agenttune/model/llama_config.h"
 #include "agenttune/model/recompute.h"
 
@@ -48,6 +49,11 @@ struct MemoryPlanInput {
   Offload offload = Offload::None;
   // dist.single_rank_path: per_unit runs a shard group of one through full_shard's per-unit path.
   SingleRankPath single_rank_path = SingleRankPath::Resident;
+  // model.adapter: with LoRA only the adapters (rank r on the targeted projections) have masters,
+  // grads and AdamW state; the frozen base is kept in the compute dtype, sharded and gathered like
+  // the trained parameters (resident where they are); QLoRA keeps the 7 projection weights of every
+  // layer as NF4 records (~0.52 bytes per weight) and dequantises one at a time for its matmul.
+  AdapterConfig adapter;
 };
 
 struct Hardware {
@@ -65,6 +71,12 @@ struct MemoryPlan {
   int64_t largest_unit_pair_padded = 0, largest_group_pair_padded = 0;
 
   int64_t master = 0;         // fp32 shards (AdamW updates these); 0 on the device with offload
+  // Adapters: the frozen base this rank keeps between units (its 1/S shard per unit on the per-unit
+  // path, else the whole base), compute-dtype and NF4 bytes; and, QLoRA, the largest projection's
+  // dense weight with its dequantisation buffers while one matmul runs.
+  int64_t frozen_numel = 0, frozen_nf4_bytes = 0;  // the base: compute-dtype elements, NF4 record bytes
+  int64_t base = 0;
+  int64_t dequantized = 0;
   int64_t gathered = 0;       // compute-dtype full params resident at the peak
   int64_t shard_copy = 0;     // offload, per-unit path: the compute-dtype shard the gathers read
   int64_t shard_grads = 0;    // fp32 grads on the shards, alive from the first backward to the step
@@ -82,12 +94,18 @@ struct MemoryPlan {
   int64_t rope = 0;         // cos + sin tables [B, T, head_dim] in the compute dtype
   int64_t layer_input = 0;  // one saved layer input, B*T*D in the compute dtype
   int64_t layer_full = 0;   // everything one decoder layer's autograd graph saves
+  // What one decoder layer's backward holds beyond the layers' saved activations, at its largest
+  // moment (SwiGLU's backward): the incoming grad, the activation grads alive together, down_proj's
+  // weight grad; with full recompute also the graph and output its re-run rebuilds.
+  int64_t layer_backward = 0;
   int64_t head_saved = 0;   // what the final norm and the fused loss keep (its weight and hidden grads)
   int64_t logits = 0;       // one chunk of logits (fp32 + compute dtype): the fused loss never holds B*T*V
   int64_t activations_saved = 0;  // held from the end of forward into backward
-  int64_t activations_peak = 0;   // + the larger of one recomputed layer and the loss backward
+  // The larger of forward's end (everything saved + one chunk of logits) and the last layer's
+  // backward (the layers' saved activations, the head's freed, + layer_backward).
+  int64_t activations_peak = 0;
 
-  int64_t params() const { return master + gathered + shard_copy; }
+  int64_t params() const { return master + gathered + shard_copy + base + dequantized; }
   int64_t grads() const { return shard_grads + compute_grads + grad_flat; }
   // Activations and grads peak at different moments: forward's end (and the first unit's backward)
   // holds every saved activation but only the grads carried over from earlier micro-batches and
@@ -113,7 +131,14 @@ MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw = {});
 // T x T score matrix), for a layer run in `mode`. Full keeps only the layer's input; what this
 // returns for it is the graph its recompute builds in backward (the same as None's).
 int64_t layer_activation_bytes_per_token(const LlamaConfig& c, c10::ScalarType compute_dtype,
-                                         Recompute mode = Recompute::None);
+                                         Recompute mode = Recompute::None, const AdapterConfig& adapter = {});
+
+// What one decoder layer's backward allocates beyond what its graph saved, at its largest moment,
+// for B*T = `tokens` (MemoryPlan::layer_backward): per token the incoming grad and SwiGLU's
+// activation grads (with full recompute, also the re-run's graph and output), plus down_proj's
+// weight grad (the first one backward makes).
+int64_t layer_backward_bytes(const LlamaConfig& c, c10::ScalarType compute_dtype, Recompute mode, int64_t tokens,
+                             const AdapterConfig& adapter = {});
 
 // What a plan must fit in. A plan fits when its device total is within kUsableFraction of the
 // device's bytes (the rest: the CUDA context, kernels' workspaces, the caching allocator's

@@ -50,9 +50,24 @@
 // all groups before waiting. The collectives, their order and every sum are the same as without
 // prefetch, so the results are bit-identical.
 //
+// Frozen parameters (LoRA's base: requires_grad false when the model is handed over) form a third
+// group per unit, "<unit>.frozen" (and uint8 ones, QLoRA's NF4 records, a fourth, kept as bytes:
+// "<unit>.frozen_bytes"), kept in the compute dtype with no fp32 master, no gradient, no
+// accumulator and no optimizer state; it is sharded, gathered and freed like the others (on the
+// device even with dist.offload: there is nothing of it to offload), and is not among shard_params(),
+// layout() or a checkpoint's groups. A unit's backward asks autograd only for its trainable
+// parameters' grads (and its input's), so a frozen matmul costs its input grad alone; a unit with no
+// trainable parameter still passes its input's grad on (the head under LoRA), and one whose input
+// needs no grad either (the embedding) runs as in evaluation, with no backward at all.
+// base_fingerprint() identifies the frozen values (what an adapter checkpoint was trained on).
+// Adapter dropout draws from the device's default generator (seed_dropout): a unit the model
+// recomputes whole (Recompute::Full) restores the state its forward drew from, so the recompute
+// drops out exactly what the forward did.
+//
 // The public surface is a step's: loss_sum (or logits), finish_backward, clip_grad_norm,
 // before_optimizer_step, after_optimizer_step, and the shards for AdamW and checkpoints. The
 // unit-level steps are private: only the per-unit autograd function (detail::UnitFunction) drives them.
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
 #include <functional>
@@ -157,10 +172,16 @@ struct FlatGroup {
   std::string name;  // "layers.3.decay"
   size_t unit = 0;
   bool decay = true;
+  // Parameters that do not train: `shard` is this rank's slice in the compute dtype on the device
+  // (not requires_grad), gathered into `full` like the others; no grad, never offloaded.
+  bool frozen = false;
+  // A frozen group of uint8 parameters (QLoRA's packed NF4 records): sharded and gathered as the
+  // bytes they are, never cast.
+  bool bytes = false;
   std::vector<FlatParam> params;
   std::vector<at::Tensor> module_params;  // the model's own parameter tensors, in params order
   ShardLayout layout;  // the group's flat buffer over the shard group
-  at::Tensor shard;  // fp32 master slice, requires_grad: what AdamW updates
+  at::Tensor shard;  // fp32 master slice, requires_grad: what AdamW updates (frozen: see above)
   // dist.offload: optimizer: `shard` lives in host memory; this is its compute-dtype copy on the
   // device, what gathers read (and the resident full buffer in a shard group of one).
   at::Tensor device_shard;
@@ -217,11 +238,22 @@ class ShardedModel {
   // Call after the optimizer updated the shards: re-gathers resident full parameters.
   void after_optimizer_step();
 
-  // The fp32 master shards, named by group, with their decay flags (for AdamW).
+  // The fp32 master shards of the trainable groups, named by group, with their decay flags (for AdamW).
   std::vector<std::pair<std::string, at::Tensor>> shard_params() const;
   std::vector<bool> shard_decay() const;
+  // What this rank keeps of each frozen group, in the compute dtype (uint8 records as bytes): its
+  // slice, or, where a resident strategy holds the whole group anyway (shard_grad_op), the gathered
+  // group.
+  std::vector<std::pair<std::string, at::Tensor>> frozen_shards() const;
+  // The frozen base's identity (parallel/base_fingerprint.h): 16 hex digits, the same at every
+  // world size and strategy; "" when nothing is frozen. Computed once, at construction.
+  const std::string& base_fingerprint() const { return base_fingerprint_; }
+  // Adapter dropout draws from the device's default generator; this seeds it (nothing when no
+  // adapter drops out). The trainer seeds it per step and rank, so a resumed, resharded or rolled
+  // back run draws the masks an uninterrupted one would, with no generator state to checkpoint.
+  void seed_dropout(uint64_t seed);
 
-  // What a checkpoint needs to reassemble full groups at any world size.
+  // What a checkpoint needs to reassemble full (trainable) groups at any world size.
   nlohmann::json layout() const;
   // This rank's slice of each group's full buffer, by group name, in shard_params() order: how
   // a checkpoint's parameters and optimizer moments are resharded to this world.
@@ -253,7 +285,10 @@ class ShardedModel {
   void refresh_device_shards();
   int shard_world() const;
   void build_groups(const WeightSlices& weights);
-  // This rank's slice of a group's padded flat buffer, in fp32 on the host.
+  // The base fingerprint of the frozen groups from this rank's slices of them (fp32 or bytes, as
+  // read), combined over the shard group.
+  void fingerprint_base(const std::vector<std::pair<size_t, at::Tensor>>& frozen_slices);
+  // This rank's slice of a group's padded flat buffer, in fp32 (a bytes group: uint8) on the host.
   at::Tensor read_slice(const FlatGroup& g, const WeightSlices& weights) const;
   bool per_unit() const;
   ProcessGroup& shard_dist();
@@ -282,20 +317,33 @@ class ShardedModel {
   void prefetch_unit(int64_t unit);
   void free_unit(size_t unit);
   at::Tensor run_unit(size_t unit, const at::Tensor& x);
+  // Whether a unit's forward needs UnitFunction (a backward): it has a trainable parameter or its
+  // input requires grad.
+  bool unit_trains(size_t unit, const at::Tensor& x) const;
   // After a unit's forward whose graph is kept: frees its gathered parameters' memory (their
   // storage object stays, for the graph's saved views) unless reshard_after_forward is off.
   void release_after_forward(size_t unit);
   // One micro-batch's grads of a unit's parameters (unit_module_params order): reduce-scattered
   // (per-unit strategies) or folded into the accumulators (resident ones).
   void accumulate_unit_grads(size_t unit, std::vector<at::Tensor> full_grads);
+  // A unit's trainable module parameters, in its groups' order: what its backward asks grads for.
   std::vector<at::Tensor> unit_module_params(size_t unit) const;
-  std::vector<size_t> unit_groups(size_t unit) const;
+  // Every group of a unit (what is gathered and freed), or only its trainable ones.
+  std::vector<size_t> unit_groups(size_t unit, bool trainable_only = false) const;
 
   LlamaForCausalLM model_;
   ProcessGroup& dist_;
   ShardOptions opts_;
   std::unique_ptr<ProcessGroup> shard_group_, replica_group_;  // hybrid_shard only
   std::vector<FlatGroup> groups_;
+  std::vector<size_t> trainable_;  // indices of the groups that are not frozen, in order
+  std::string base_fingerprint_;
+  // Stands in for a unit's shards as UnitFunction's grad-requiring input when the unit has no
+  // trainable parameter (autograd records a node only for an input that requires grad).
+  at::Tensor anchor_;
+  // Adapter dropout's generator (the device's default one), whose state a recomputed unit restores;
+  // undefined without dropout.
+  at::Generator dropout_rng_;
   std::vector<GradInFlight> grads_in_flight_;
   // Offload: the groups' final device grads until clip_grad_norm reads them, and the clip factor
   // (host copy, valid after the step's sync) that before_optimizer_step applies to the host grads.

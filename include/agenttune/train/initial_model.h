@@ -31,4 +31,10 @@ InitialModel initial_model(const TrainConfig& cfg);
 // embedding and head are the mean of the old ones (as grow_vocab does for a loaded model).
 void grow_initial_vocab(InitialModel& m, int64_t vocab);
 
+// model.adapter: adds the adapters (add_adapters: the base frozen, the adapters trainable, their
+// initial values drawn from the adapter's init_seed) after any vocabulary growth, and reads their
+// initial values from the model itself: a checkpoint being continued from has none. QLoRA then
+// quantises the projections to NF4 records (quantize_projections), read by nf4_weight_slices.
+void add_initial_adapters(InitialModel& m, const AdapterConfig& adapter);
+
 }  // namespace agenttune

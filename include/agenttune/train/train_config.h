@@ -13,6 +13,7 @@
 
 #include "agenttune/data/mixture.h"
 #include "agenttune/data/sft_mix.h"
+#include "agenttune/model/adapter.h"
 #include "agenttune/model/llama_config.h"
 #include "agenttune/model/recompute.h"
 #include "agenttune/parallel/process_group.h"
@@ -58,6 +59,9 @@ struct ModelSection {
   // Forward and backward run in this dtype: the engine casts the gathered fp32 master shards to it
   // (no autocast); the optimizer and checkpoints stay fp32.
   c10::ScalarType compute_dtype = c10::ScalarType::Float;
+  // LoRA: the base (init_from or init_seed) frozen in the compute dtype, only the adapters trained
+  // (fp32 masters, AdamW); checkpoints hold the adapters and record which base they belong to.
+  AdapterConfig adapter;
 };
 
 struct DataSection {
@@ -176,6 +180,7 @@ void visit(V& v, ModelSection& m) {
   v("init_seed", m.init_seed);
   v("activation_checkpointing", m.activation_checkpointing);
   v("compute_dtype", m.compute_dtype);
+  v("adapter", m.adapter);
 }
 
 template <class V>
