@@ -34,6 +34,17 @@ void validate_targets(const std::vector<std::string>& targets, const std::string
 }  // namespace
 
 void AdapterConfig::validate(const std::string& where) const {
+  if (kind == AdapterKind::None) {
+    // Every setting takes effect or is an error: a rank or target list under kind none would train
+    // a full model while the config reads like a LoRA run.
+    const AdapterConfig d;
+    const char* set = rank != d.rank ? "rank" : alpha != d.alpha ? "alpha" : dropout != d.dropout ? "dropout"
+                    : target_modules != d.target_modules ? "target_modules" : init_seed != d.init_seed ? "init_seed"
+                    : rslora != d.rslora ? "rslora" : nullptr;
+    if (set)
+      fail("{}.{} is set but kind is none, so it would be ignored: set kind to lora or qlora, or remove {}", where,
+           set, set);
+  }
   if (rank < 1) fail("{}.rank must be at least 1, got {}", where, rank);
   if (!std::isfinite(alpha) || alpha <= 0) fail("{}.alpha must be a positive number, got {}", where, alpha);
   if (!(dropout >= 0 && dropout < 1)) fail("{}.dropout must be in [0, 1), got {}", where, dropout);

@@ -262,6 +262,18 @@ std::string validation_error(const AdapterConfig& a) {
   return "";
 }
 
+TEST(AdapterConfig, ASettingUnderKindNoneIsAnErrorNotIgnored) {
+  AdapterConfig a;
+  EXPECT_EQ(validation_error(a), "");
+  a.rank = 64;
+  EXPECT_EQ(validation_error(a),
+            "run.yaml: model.adapter.rank is set but kind is none, so it would be ignored: "
+            "set kind to lora or qlora, or remove rank");
+  a = AdapterConfig{};
+  a.target_modules = {"q_proj"};
+  EXPECT_NE(validation_error(a).find("model.adapter.target_modules is set"), std::string::npos);
+}
+
 TEST(AdapterConfig, ValidateNamesTheKeyAndWhatWasExpected) {
   EXPECT_EQ(validation_error(lora()), "");
   auto a = lora();
