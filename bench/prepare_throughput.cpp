@@ -1,9 +1,12 @@
 // prepare throughput, side by side in one run on the same generated corpus:
 //   agenttune prepare      prepare_corpus(): read, parse, tokenize, write shards
 //   python reference       bench/prepare_reference.py: sentencepiece in N processes, writing a .bin
+//                          (for a tokenizer.json: Hugging Face tokenizers' encode_batch_fast, N threads)
 //   encoder ceilings       the texts already in memory, N threads, no I/O at all: agenttune::Tokenizer
-//                          (its exact fast BPE, src/tokenizer/fast_bpe.h) and libsentencepiece
+//                          (its exact fast BPE, src/tokenizer/fast_bpe.h, or byte-level BPE,
+//                          src/tokenizer/byte_level_bpe.h) and libsentencepiece (SentencePiece only)
 // usage: bench_prepare_throughput --tokenizer M [--mb 200] [--threads N] [--dir D] [--python P]
+//        (M: a SentencePiece .model, a tokenizer.json or a model folder)
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -61,9 +64,14 @@ Row ceiling(std::string name, const std::vector<std::string>& texts, int threads
   return {std::move(name), since(t0), tokens.load()};
 }
 
-Row python_reference(const std::string& python, const fs::path& model, const std::vector<fs::path>& files,
+Row python_reference(const std::string& python, const agenttune::Tokenizer& tok, const std::vector<fs::path>& files,
                      const fs::path& out, int threads) {
-  std::string cmd = python + " " AGENTTUNE_SOURCE_DIR "/bench/prepare_reference.py --model " + model.string() +
+  const fs::path& model = tok.model_path();
+  const bool json = model.extension() == ".json";
+  std::string cmd = python + " " AGENTTUNE_SOURCE_DIR "/bench/prepare_reference.py " +
+                    (json ? "--tokenizer-json " + model.string() + " --bos " + std::to_string(tok.bos_id()) +
+                                " --eos " + std::to_string(tok.eos_id())
+                          : "--model " + model.string()) +
                     " --processes " + std::to_string(threads) + " --out " + out.string();
   for (const auto& f : files) cmd += " " + f.string();
   FILE* p = ::popen(cmd.c_str(), "r");
@@ -75,7 +83,8 @@ Row python_reference(const std::string& python, const fs::path& model, const std
     std::exit(1);
   }
   auto j = nlohmann::json::parse(text.substr(text.rfind('{')));
-  return {"python reference (" + std::to_string(threads) + " procs)", j.at("seconds").get<double>(),
+  return {json ? "tokenizers (" + std::to_string(threads) + " threads)" : "python reference (" + std::to_string(threads) + " procs)",
+          j.at("seconds").get<double>(),
           j.at("tokens").get<int64_t>()};
 }
 
@@ -127,10 +136,14 @@ int main(int argc, char** argv) {
     auto r = agenttune::prepare_corpus(o);
     rows.push_back({"agenttune prepare", since(t0), r.manifest.tokens});
   }
-  rows.push_back(python_reference(python, model, files, dir / "reference.bin", threads));
+  rows.push_back(python_reference(python, tok, files, dir / "reference.bin", threads));
   const auto texts = texts_of(files);
-  const auto sp_only = agenttune::Tokenizer::load(model, /*fast_bpe=*/false);
-  for (const auto* t : {&tok, &sp_only})
+  const bool byte_level = tok.model_path().extension() == ".json";
+  std::vector<agenttune::Tokenizer> reference;  // libsentencepiece; byte-level BPE has one encoder
+  if (!byte_level) reference.push_back(agenttune::Tokenizer::load(model, /*fast_bpe=*/false));
+  std::vector<const agenttune::Tokenizer*> encoders{&tok};
+  for (const auto& t : reference) encoders.push_back(&t);
+  for (const auto* t : encoders)
     rows.push_back(ceiling(t->uses_fast_bpe() ? "ceiling: agenttune::Tokenizer" : "ceiling: libsentencepiece", texts,
                            threads, [t] {
                              return [t, ids = std::vector<int32_t>()](const std::string& s) mutable {
@@ -145,7 +158,8 @@ int main(int argc, char** argv) {
   for (const auto& r : rows)
     std::printf("%-30s %9.2f %9.2f %10.3f %10lld\n", r.name.c_str(), r.seconds, bytes / 1e6 / r.seconds,
                 r.tokens / 1e6 / r.seconds, static_cast<long long>(r.tokens));
-  std::printf("agenttune / python reference: %.2fx (goal >= 1.3x)\n", rows[1].seconds / ours.seconds);
+  std::printf("agenttune / %s: %.2fx (goal >= %s)\n", byte_level ? "tokenizers" : "python reference",
+              rows[1].seconds / ours.seconds, byte_level ? "1.0x" : "1.3x");
   std::printf("agenttune / encoder ceiling:  %.0f%% (goal >= 85%%)\n", 100 * rows[2].seconds / ours.seconds);
   for (const auto& r : rows)
     if (r.tokens != ours.tokens) std::printf("WARNING: %s counted other tokens: not the same work\n", r.name.c_str());

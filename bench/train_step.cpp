@@ -19,12 +19,19 @@
 // device table on a GPU, --peak-tflops anywhere), the allocator's peak (CUDA's for both sides; on
 // CPU ours through a counting allocator) and the process's peak RSS.
 // --phases adds where the library step's time goes (each phase drained, so slower).
+// --adapters none,lora,qlora: every row above once per entry, each adapter's rows against its own
+// reference: LoRA of --rank / --alpha on all seven projections (dropout 0, the base frozen) for
+// the step and `agenttune train` (model.adapter) against PEFT's get_peft_model on transformers'
+// model with the fused AdamW over the adapters; QLoRA the same over an NF4 base against PEFT on
+// bitsandbytes' 4-bit (NF4, double-quantised) model. MFU keeps the full fine-tune's 6N convention,
+// as `agenttune train` logs it, though a frozen base's weight gradients are never computed.
 //
 //   bench_train_step [--device cpu|cuda] [--dtype float32|bfloat16] [--threads 2] [--reps 3]
 //       [--warmup 2] [--steps 5] [--hidden 512] [--ffn 1408] [--layers 4] [--heads 8] [--kv-heads 8]
 //       [--vocab 32000] [--seq 512] [--batch 4] [--strategies full_shard,no_shard] [--sft on|off]
 //       [--reference eager|compiled|off] [--train on|off] [--train-strategies LIST (default: --strategies)]
-//       [--omp-wait-policy default|passive|active] [--python .venv/bin/python] [--peak-tflops X]
+//       [--adapters none|lora|qlora,...] [--rank 16] [--alpha 32] [--omp-wait-policy default|passive|active]
+//       [--python .venv/bin/python] [--peak-tflops X]
 //       [--agenttune build/agenttune] [--source DIR] [--tokenizer FILE] [--work DIR] [--phases]
 // --reference compiled: the reference's model under torch.compile (default mode; compiling happens
 // in its warm-up, before any timing).
@@ -56,8 +63,10 @@
 #include <thread>
 #include <vector>
 
+#include "agenttune/model/adapter.h"
 #include "agenttune/model/flops.h"
 #include "agenttune/model/llama.h"
+#include "agenttune/model/lora.h"
 #include "agenttune/model/loss.h"
 #include "agenttune/parallel/process_group.h"
 #include "agenttune/parallel/sharded_model.h"
@@ -73,14 +82,16 @@ namespace {
 struct Args {
   std::string device = "cpu", dtype = "float32", strategies = "full_shard,no_shard", train_strategies;
   std::string python = ".venv/bin/python", agenttune = AGENTTUNE_BINARY, source = AGENTTUNE_SOURCE_DIR;
-  std::string tokenizer, work, omp_wait_policy = "default";
+  std::string tokenizer, work, omp_wait_policy = "default", adapters = "none";
   int threads = 2, reps = 3, warmup = 2, steps = 5;
   int64_t hidden = 512, ffn = 1408, layers = 4, heads = 8, kv_heads = 8, vocab = 32000, seq = 512, batch = 4;
+  int64_t rank = 16;
+  double alpha = 32;
   std::string reference = "eager";  // eager | compiled (torch.compile of the model) | off
   bool sft = true, train = true, phases = false;
   double peak_tflops = 0;
-  // A worker process (started by the driver): "step" or "sft" with one strategy.
-  std::string worker, strategy;
+  // A worker process (started by the driver): "step" or "sft" with one strategy and adapter kind.
+  std::string worker, strategy, adapter = "none";
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -116,14 +127,16 @@ Args parse(int argc, char** argv) {
     std::string v = argv[++i];
     std::map<std::string, int64_t*> ints = {{"--hidden", &a.hidden}, {"--ffn", &a.ffn},   {"--layers", &a.layers},
                                             {"--heads", &a.heads},   {"--kv-heads", &a.kv_heads},
-                                            {"--vocab", &a.vocab},   {"--seq", &a.seq},   {"--batch", &a.batch}};
+                                            {"--vocab", &a.vocab},   {"--seq", &a.seq},   {"--batch", &a.batch},
+                                            {"--rank", &a.rank}};
     std::map<std::string, int*> small = {
         {"--threads", &a.threads}, {"--reps", &a.reps}, {"--warmup", &a.warmup}, {"--steps", &a.steps}};
     std::map<std::string, std::string*> strings = {
         {"--device", &a.device},       {"--dtype", &a.dtype},           {"--strategies", &a.strategies},
         {"--python", &a.python},       {"--agenttune", &a.agenttune},   {"--source", &a.source},
         {"--tokenizer", &a.tokenizer}, {"--work", &a.work},             {"--train-strategies", &a.train_strategies},
-        {"--worker", &a.worker},       {"--strategy", &a.strategy},     {"--omp-wait-policy", &a.omp_wait_policy}};
+        {"--worker", &a.worker},       {"--strategy", &a.strategy},     {"--omp-wait-policy", &a.omp_wait_policy},
+        {"--adapters", &a.adapters},   {"--adapter", &a.adapter}};
     if (auto it = ints.find(k); it != ints.end()) *it->second = std::stoll(v);
     else if (auto s = small.find(k); s != small.end()) *s->second = std::stoi(v);
     else if (auto t = strings.find(k); t != strings.end()) *t->second = v;
@@ -131,6 +144,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--train") a.train = on_off(k, v);
     else if (k == "--reference") a.reference = v == "on" ? "eager" : v;
     else if (k == "--peak-tflops") a.peak_tflops = std::stod(v);
+    else if (k == "--alpha") a.alpha = std::stod(v);
     else usage("unknown flag " + k);
   }
   if (a.dtype != "float32" && a.dtype != "bfloat16") usage("--dtype is float32 or bfloat16");
@@ -140,6 +154,10 @@ Args parse(int argc, char** argv) {
   if (a.omp_wait_policy != "default" && a.omp_wait_policy != "passive" && a.omp_wait_policy != "active")
     usage("--omp-wait-policy is default, passive or active");
   if (a.reps < 1 || a.steps < 1 || a.warmup < 0) usage("--reps and --steps must be >= 1, --warmup >= 0");
+  for (const auto& kind : split_list(a.adapters + "," + a.adapter))
+    if (!parse_enum<AdapterKind>(kind)) usage("--adapters lists none, lora or qlora, not '" + kind + "'");
+  if (split_list(a.adapters).empty()) usage("--adapters needs at least one of none, lora, qlora");
+  if (a.rank < 1) usage("--rank must be >= 1");
   if (a.train_strategies.empty()) a.train_strategies = a.strategies;
   if (a.tokenizer.empty()) a.tokenizer = a.source + "/../shared/fixtures/llama2-tokenizer.model";
   if (a.work.empty()) a.work = (fs::temp_directory_path() / "bench_train_step").string();
@@ -265,6 +283,23 @@ LlamaConfig model_config(const Args& a) {
   return c;
 }
 
+AdapterConfig adapter_config(const Args& a, const std::string& kind) {
+  AdapterConfig c;
+  c.kind = *parse_enum<AdapterKind>(kind);  // checked by parse()
+  c.rank = a.rank, c.alpha = a.alpha;
+  return c;
+}
+
+// The worker's model: the shape's fresh model, with --adapter's adapters (and NF4 base) on it.
+LlamaForCausalLM bench_model(const Args& a) {
+  auto model = make_llama(model_config(a), 0);
+  const AdapterConfig adapter = adapter_config(a, a.adapter);
+  if (!adapter.enabled()) return model;
+  add_adapters(model, adapter);
+  if (adapter.kind == AdapterKind::Qlora) quantize_projections(model, /*quantise_values=*/true);
+  return model;
+}
+
 const char* env_or(const char* name, const char* fallback) {
   const char* v = std::getenv(name);
   return v ? v : fallback;
@@ -284,7 +319,7 @@ int worker_main(const Args& a) {
   parallel::ShardOptions so;
   so.strategy = parallel::parse_shard_strategy(a.strategy);
   so.compute_dtype = a.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
-  parallel::ShardedModel model(make_llama(model_config(a), 0), *world, parallel::WorldInfo{}, so);
+  parallel::ShardedModel model(bench_model(a), *world, parallel::WorldInfo{}, so);
   AdamW opt(model.shard_params(), AdamWOptions{}, model.shard_decay());
   const std::vector<PackedBatch> batches = {sft ? sft_batch(a) : pretraining_batch(a)};
   const DevicePeak peak = device_peak(dev, a.peak_tflops);  // here: the driver never touches the device
@@ -342,6 +377,7 @@ struct Row {
   std::string name;
   Kind kind;
   std::string strategy;
+  std::string adapter = "none";  // none | lora | qlora: the row's reference is the one of the same adapter
   std::vector<double> ms;  // one figure per run: the median of its timed steps
   int64_t peak = -1;       // allocator bytes; < 0 unknown
   int64_t rss = -1;        // the process's peak RSS
@@ -414,14 +450,16 @@ nlohmann::json last_json(const fs::path& log, const std::string& key) {
   std::exit(1);
 }
 
-std::vector<std::string> shape_flags(const Args& a) {
+// What a worker or the reference builds and runs: the shape, the run's settings and the adapter.
+std::vector<std::string> shape_flags(const Args& a, const std::string& adapter) {
   return {"--hidden", std::to_string(a.hidden), "--ffn",      std::to_string(a.ffn),
           "--layers", std::to_string(a.layers), "--heads",    std::to_string(a.heads),
           "--kv-heads", std::to_string(a.kv_heads), "--vocab", std::to_string(a.vocab),
           "--seq",    std::to_string(a.seq),    "--batch",    std::to_string(a.batch),
           "--threads", std::to_string(a.threads), "--device", a.device,
           "--dtype",  a.dtype,                  "--warmup",   std::to_string(a.warmup),
-          "--steps",  std::to_string(a.steps)};
+          "--steps",  std::to_string(a.steps),   "--adapter",  adapter,
+          "--rank",   std::to_string(a.rank),   "--alpha",    fmt::format("{}", a.alpha)};
 }
 
 // The tiny corpora as token shards, made once per work folder (not timed).
@@ -440,8 +478,8 @@ fs::path prepared_data(const Args& a) {
 
 // `agenttune train` on the tiny pretraining config at this shape: one micro-batch of --batch
 // sequences per step, as the library step, no evaluation or checkpoint in the steps.
-std::vector<std::string> train_argv(const Args& a, const std::string& strategy, const fs::path& data,
-                                    const fs::path& out) {
+std::vector<std::string> train_argv(const Args& a, const std::string& strategy, const std::string& adapter,
+                                    const fs::path& data, const fs::path& out) {
   const std::string shape = fmt::format(
       "{{vocab_size: {}, hidden_size: {}, intermediate_size: {}, num_hidden_layers: {}, num_attention_heads: {}, "
       "num_key_value_heads: {}, max_position_embeddings: {}}}",
@@ -457,6 +495,10 @@ std::vector<std::string> train_argv(const Args& a, const std::string& strategy, 
         "dist.strategy=" + strategy, "dist.device=" + a.device})
     v.insert(v.end(), {"--set", s});
   if (a.peak_tflops > 0) v.insert(v.end(), {"--set", fmt::format("metrics.peak_tflops={}", a.peak_tflops)});
+  if (adapter != "none")
+    for (const std::string& s : {"model.adapter.kind=" + adapter, "model.adapter.rank=" + std::to_string(a.rank),
+                                 fmt::format("model.adapter.alpha={}", a.alpha)})
+      v.insert(v.end(), {"--set", s});
   return v;
 }
 
@@ -488,16 +530,21 @@ int main(int argc, char** argv) {
   const std::string self = fs::canonical("/proc/self/exe").string();
 
   std::vector<Row> rows;
-  for (const auto& s : split_list(a.strategies)) rows.push_back({"agenttune step " + s, Kind::Step, s});
-  if (a.sft)
-    rows.push_back({"agenttune step, packed SFT, document isolation (" + split_list(a.strategies).front() + ")",
-                    Kind::Sft, split_list(a.strategies).front()});
-  if (a.train)
-    for (const auto& s : split_list(a.train_strategies)) rows.push_back({"agenttune train " + s, Kind::Train, s});
-  if (a.reference != "off")
-    rows.push_back({a.reference == "compiled" ? "PyTorch reference, compiled (transformers + fused AdamW)"
-                                              : "PyTorch reference (transformers + fused AdamW)",
-                    Kind::Reference});
+  for (const auto& ad : split_list(a.adapters)) {
+    const std::string tag = ad == "none" ? "" : ad == "lora" ? "LoRA: " : "QLoRA: ";
+    for (const auto& s : split_list(a.strategies)) rows.push_back({tag + "agenttune step " + s, Kind::Step, s, ad});
+    if (a.sft)
+      rows.push_back({tag + "agenttune step, packed SFT, document isolation (" + split_list(a.strategies).front() + ")",
+                      Kind::Sft, split_list(a.strategies).front(), ad});
+    if (a.train)
+      for (const auto& s : split_list(a.train_strategies))
+        rows.push_back({tag + "agenttune train " + s, Kind::Train, s, ad});
+    const std::string peft = ad == "none" ? "" : ad == "lora" ? "PEFT + " : "PEFT + bitsandbytes 4-bit + ";
+    if (a.reference != "off")
+      rows.push_back({tag + (a.reference == "compiled" ? "PyTorch reference, compiled (" : "PyTorch reference (") + peft +
+                          "transformers + fused AdamW)",
+                      Kind::Reference, "", ad});
+  }
   const fs::path data = a.train ? prepared_data(a) : fs::path();
   // The device's peak as a worker saw it (the driver never initialises the device: it would hold a
   // context beside every run), or --peak-tflops.
@@ -509,12 +556,12 @@ int main(int argc, char** argv) {
     std::vector<std::string> argv;
     if (row.kind == Kind::Step || row.kind == Kind::Sft) {
       argv = {self, "--worker", row.kind == Kind::Sft ? "sft" : "step", "--strategy", row.strategy};
-      const auto f = shape_flags(a);
+      const auto f = shape_flags(a, row.adapter);
       argv.insert(argv.end(), f.begin(), f.end());
       if (a.phases) argv.push_back("--phases");
     } else if (row.kind == Kind::Reference) {
       argv = {a.python, a.source + "/bench/train_step_reference.py"};
-      const auto f = shape_flags(a);
+      const auto f = shape_flags(a, row.adapter);
       argv.insert(argv.end(), f.begin(), f.end());
       if (a.reference == "compiled") argv.push_back("--compile");
     }
@@ -536,7 +583,7 @@ int main(int argc, char** argv) {
     const fs::path out = fs::path(a.work) / fmt::format("train_rep{}_row{}", rep, index);
     fs::remove_all(out);
     const int64_t last = a.warmup + a.steps;
-    const Child c = run_child(train_argv(a, row.strategy, data, out), log, [&] {
+    const Child c = run_child(train_argv(a, row.strategy, row.adapter, data, out), log, [&] {
       const auto r = metrics_rows(out / "metrics.jsonl");
       return !r.empty() && r.back()["step"].get<int64_t>() >= last;
     });
@@ -579,58 +626,63 @@ int main(int argc, char** argv) {
               env_or("GOMP_SPINCOUNT", "unset"), env_or("KMP_BLOCKTIME", "unset"));
   for (const auto& r : rows) std::printf("  %s: %s\n", r.name.c_str(), r.threads.c_str());
   std::printf("MFU against %s\n", peak_flops > 0 ? peak_source.c_str() : "an unknown peak (give --peak-tflops)");
-  const Row* ref = nullptr;
-  for (const auto& r : rows)
-    if (r.kind == Kind::Reference) ref = &r;
-  const double ref_ms = ref ? median(ref->ms) : 0;
-  std::printf("| %-62s | %9s | %17s | %9s | %6s | %9s | %11s | %12s | %10s | %8s |\n", "step", "ms/step",
+  // Each row's reference: the one of its adapter.
+  auto reference_of = [&](const Row& row) -> const Row* {
+    for (const auto& r : rows)
+      if (r.kind == Kind::Reference && r.adapter == row.adapter) return &r;
+    return nullptr;
+  };
+  int width = 62;  // the name column: the longest row's name
+  for (const auto& r : rows) width = std::max(width, static_cast<int>(r.name.size()));
+  std::printf("| %-*s | %9s | %17s | %9s | %6s | %9s | %11s | %12s | %10s | %8s |\n", width, "step", "ms/step",
               "runs min-max", "tokens/s", "ratio", "MFU full", "MFU causal", "peak alloc", "peak RSS", "loss");
-  std::printf("|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(64, '-').c_str(), std::string(11, '-').c_str(),
+  std::printf("|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(width + 2, '-').c_str(), std::string(11, '-').c_str(),
               std::string(19, '-').c_str(), std::string(11, '-').c_str(), std::string(8, '-').c_str(),
               std::string(11, '-').c_str(), std::string(13, '-').c_str(), std::string(14, '-').c_str(),
               std::string(12, '-').c_str(), std::string(10, '-').c_str());
   for (const auto& r : rows) {
     const double ms = median(r.ms), tps = tokens / ms * 1e3;
     const auto [lo, hi] = std::minmax_element(r.ms.begin(), r.ms.end());
-    const std::string ratio = ref ? fmt::format("{:.3f}", ref_ms / ms) : "-";
+    const Row* ref = reference_of(r);
+    const std::string ratio = ref ? fmt::format("{:.3f}", median(ref->ms) / ms) : "-";
     const std::string mf = peak_flops > 0 ? fmt::format("{:.1f}%", 100 * flops.full * tps / peak_flops) : "-";
     const std::string mc = peak_flops > 0 ? fmt::format("{:.1f}%", 100 * flops.causal * tps / peak_flops) : "-";
     const std::string pk = r.peak >= 0 ? fmt::format("{:.1f} MB", r.peak / 1e6) : "-";
-    std::printf("| %-62s | %9.1f | %17s | %9.0f | %6s | %9s | %11s | %12s | %7.1f MB | %8.4f |\n", r.name.c_str(), ms,
+    std::printf("| %-*s | %9.1f | %17s | %9.0f | %6s | %9s | %11s | %12s | %7.1f MB | %8.4f |\n", width, r.name.c_str(), ms,
                 fmt::format("{:.1f}-{:.1f}", *lo, *hi).c_str(), tps, ratio.c_str(), mf.c_str(), mc.c_str(),
                 pk.c_str(), r.rss / 1e6, r.loss);
   }
-  if (ref) {
-    for (const auto& r : rows) {
-      if (&r == ref) continue;
-      std::string runs;
-      for (size_t k = 0; k < r.ms.size() && k < ref->ms.size(); ++k)
-        runs += fmt::format("{}{:.3f}", k ? " " : "", ref->ms[k] / r.ms[k]);
-      std::printf("ratio %s: %.3f (per repetition: %s)\n", r.name.c_str(), ref_ms / median(r.ms), runs.c_str());
-    }
+  for (const auto& r : rows) {
+    const Row* ref = reference_of(r);
+    if (!ref || ref == &r) continue;
+    std::string runs;
+    for (size_t k = 0; k < r.ms.size() && k < ref->ms.size(); ++k)
+      runs += fmt::format("{}{:.3f}", k ? " " : "", ref->ms[k] / r.ms[k]);
+    std::printf("ratio %s: %.3f (per repetition: %s)\n", r.name.c_str(), median(ref->ms) / median(r.ms), runs.c_str());
   }
   // The library step and the trainer that calls it should cost the same per step.
   for (const auto& t : rows) {
     if (t.kind != Kind::Train) continue;
     for (const auto& s : rows)
-      if (s.kind == Kind::Step && s.strategy == t.strategy) {
+      if (s.kind == Kind::Step && s.strategy == t.strategy && s.adapter == t.adapter) {
         const double gap = median(t.ms) / median(s.ms) - 1;
-        std::printf("trainer vs library step (%s): %+.1f%% (%s 5%%)\n", t.strategy.c_str(), 100 * gap,
+        std::printf("trainer vs library step (%s%s): %+.1f%% (%s 5%%)\n", t.strategy.c_str(),
+                    t.adapter == "none" ? "" : (", " + t.adapter).c_str(), 100 * gap,
                     std::abs(gap) <= 0.05 ? "within" : "outside");
       }
   }
 
   if (a.phases) {
     std::printf("\nwhere the library step goes (ms per step, each phase drained; last run, %d steps)\n", a.steps);
-    std::printf("| %-62s | %8s | %8s | %8s | %9s | %8s |\n", "step", "forward", "backward", "reduce", "optimizer",
+    std::printf("| %-*s | %8s | %8s | %8s | %9s | %8s |\n", width, "step", "forward", "backward", "reduce", "optimizer",
                 "total");
-    std::printf("|%s|%s|%s|%s|%s|%s|\n", std::string(64, '-').c_str(), std::string(10, '-').c_str(),
+    std::printf("|%s|%s|%s|%s|%s|%s|\n", std::string(width + 2, '-').c_str(), std::string(10, '-').c_str(),
                 std::string(10, '-').c_str(), std::string(10, '-').c_str(), std::string(11, '-').c_str(),
                 std::string(10, '-').c_str());
     for (const auto& r : rows) {
       if (r.phases.is_null()) continue;
       const double f = r.phases["forward"], b = r.phases["backward"], d = r.phases["reduce"], o = r.phases["optimizer"];
-      std::printf("| %-62s | %8.1f | %8.1f | %8.1f | %9.1f | %8.1f |\n", r.name.c_str(), f, b, d, o, f + b + d + o);
+      std::printf("| %-*s | %8.1f | %8.1f | %8.1f | %9.1f | %8.1f |\n", width, r.name.c_str(), f, b, d, o, f + b + d + o);
     }
   }
   return 0;

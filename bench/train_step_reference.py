@@ -9,8 +9,14 @@ steps (each drained on CUDA), and prints one JSON line {"step_ms": [...], "loss"
 
 usage: train_step_reference.py --hidden H --ffn F --layers L --heads A --kv-heads K --vocab V
                                --seq T --batch B --threads N --device cpu|cuda --dtype float32|bfloat16
-                               [--warmup 2] [--steps 5] [--compile]
+                               [--warmup 2] [--steps 5] [--compile] [--adapter none|lora|qlora]
+                               [--rank 16] [--alpha 32]
 --compile: the model under torch.compile (default mode), compiled during the warm-up steps.
+--adapter lora: PEFT's get_peft_model with LoraConfig(r=--rank, lora_alpha=--alpha, lora_dropout=0,
+all seven projections) on that model, as a PEFT user trains: the base frozen, the fused AdamW and the
+clip over the adapters alone. --adapter qlora: the same on the model reloaded by transformers with
+bitsandbytes' 4-bit NF4 (double-quantised absmax, compute dtype --dtype), the QLoRA recipe's
+BitsAndBytesConfig (saved to and loaded from a temporary folder: bitsandbytes quantises at load).
 Tokens are (arange(B*T) * 7919 + 13) % V, as in bench_train_step, so both train on the same ids.
 """
 import argparse
@@ -18,10 +24,30 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def with_adapter(model, a, dev):
+    """The model as a PEFT user trains it: LoRA on all seven projections (QLoRA: over the 4-bit base)."""
+    from peft import LoraConfig, get_peft_model
+    if a.adapter == "qlora":
+        from transformers import BitsAndBytesConfig
+        compute = torch.bfloat16 if a.dtype == "bfloat16" else torch.float32
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=compute)
+        with tempfile.TemporaryDirectory() as d:
+            model.save_pretrained(d)
+            model = LlamaForCausalLM.from_pretrained(d, quantization_config=q, dtype=torch.float32,
+                                                     attn_implementation="sdpa", device_map=dev.type)
+    lora = LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=0.0, target_modules=TARGETS)
+    return get_peft_model(model, lora).train()
 
 
 def main():
@@ -33,6 +59,9 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--adapter", default="none", choices=["none", "lora", "qlora"])
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--alpha", type=float, default=32)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -43,7 +72,10 @@ def main():
                       attn_implementation="sdpa")
     with dev:  # built on the device: initialising billions of parameters on the host takes minutes
         model = LlamaForCausalLM(cfg).train()  # fp32 master weights, as agenttune's
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
+    if a.adapter != "none":
+        model = with_adapter(model, a, dev)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
                             fused=True)
     ids = ((torch.arange(a.batch * a.seq) * 7919 + 13) % a.vocab).view(a.batch, a.seq).to(dev)
     # Mixed precision as a PyTorch user does it: autocast over fp32 weights.
@@ -60,7 +92,7 @@ def main():
         with amp:
             loss = forward(input_ids=ids, labels=ids).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss

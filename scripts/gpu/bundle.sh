@@ -57,7 +57,8 @@ cp "$TOKENIZER" "$BUNDLE/fixtures/llama2-tokenizer.model"
 # The device image has a compiler, CMake, ninja and nvcc but no apt. ~4 MB.
 DEBS=(libsentencepiece-dev libsentencepiece0 libprotobuf-lite32 libyaml-cpp-dev libyaml-cpp0.7 libspdlog-dev
       libspdlog1.10 libfmt-dev libfmt9 libcli11-dev nlohmann-json3-dev libsimdjson-dev libsimdjson14 libzstd-dev
-      libzstd1 zlib1g-dev zlib1g pkgconf-bin libpkgconf3)
+      libzstd1 zlib1g-dev zlib1g pkgconf-bin libpkgconf3 libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0
+      libpcre2-posix3 libutf8proc-dev libutf8proc2)
 mkdir -p "$BUNDLE/debs"
 if [[ "${AGENTTUNE_BUNDLE_DEBS:-1}" == 0 ]]; then
   rm -rf "$BUNDLE/debs"  # the fallback's own bundle, made where there is no apt

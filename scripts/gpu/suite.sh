@@ -16,7 +16,8 @@
 # export verified by transformers, greedy generate against transformers'; host syncs per step by
 # CUDA's sync debug mode; packed documents against each alone), per_unit (the ZeRO-3 path at world
 # size 1 over NCCL against the resident path), offload (the full 32-layer Llama-2-7B with
-# dist.offload: optimizer), recompute (one run per model.activation_checkpointing mode), speed
+# dist.offload: optimizer), recompute (one run per model.activation_checkpointing mode), adapters
+# (full fine-tuning, LoRA and QLoRA at the 7B layer shape: tokens/s, MFU, peak against the plan), speed
 # (bench_train_step, every row its own process run alone: our step, packed SFT and `agenttune
 # train` against transformers eager at the 7B layer shape, and against torch.compile), io (writing and loading the 7B-shaped checkpoint, GB/s, beside the disk's read
 # speed). Rows are sized from the device's free memory and `agenttune plan`: one that does not fit
@@ -574,6 +575,42 @@ sys.exit(0 if ok else 1)
 '
 }
 
+# rows_figures RUN=LABEL...: those scale runs' figures (scale_runs_json on stdin) under their labels:
+# step time, tokens/s, plan, MFU (where train logs one), the allocator's peak against the plan
+# (within 10 %, else the phase fails), the driver's used memory on CUDA; with RATIO_TO=RUN each
+# one's tokens/s over that run's. LEFT_OUT: the rows whose plan did not fit, listed as such.
+rows_figures() {
+  "$PY" -c '
+import json, os, sys
+runs, fig, ok = json.load(sys.stdin), {}, True
+base = runs.get(os.environ.get("RATIO_TO", ""))
+for pair in sys.argv[1:]:
+    name, label = pair.split("=")
+    r = runs.get(name)
+    if r is None:
+        continue
+    fig[f"{label}: step_s"] = r["step_s"]
+    fig[f"{label}: tokens_per_s"] = r["tokens_per_s"]
+    fig[f"{label}: plan_gib"] = r["plan_gib"]
+    if r["mfu"] is not None:
+        fig[f"{label}: mfu"] = r["mfu"]
+    if r["peak_gib"] is not None:
+        fig[f"{label}: peak_gib"] = r["peak_gib"]
+        fig[f"{label}: peak_vs_plan"] = r["peak_gib"] / r["plan_gib"] - 1
+        ok = ok and abs(fig[f"{label}: peak_vs_plan"]) <= 0.10
+    if os.environ["DEV"] == "cuda":
+        fig[f"{label}: device_used_gib"] = r["smi_peak_gib"]
+    if base is not None and r is not base:
+        fig[f"{label}: tokens_per_s_vs_base"] = r["tokens_per_s"] / base["tokens_per_s"]
+if not any(r["peak_gib"] is not None for r in runs.values()):
+    fig["peak"] = "train logs no allocator peak"
+if os.environ.get("LEFT_OUT"):
+    fig["left_out (plan over 90% of free)"] = os.environ["LEFT_OUT"]
+print(json.dumps(fig))
+sys.exit(0 if ok and fig else 1)
+' "$@"
+}
+
 # One run per model.activation_checkpointing mode (none | selective | full) at the 7B layer shape
 # with 8 layers: step time and the allocator's peak against the plan for each; a mode whose plan
 # does not fit is left out with its plan.
@@ -594,30 +631,36 @@ phase_recompute() {
     echo "$plan" > "$WORK/scale/recompute_$mode.plan"
     train_steps "recompute_$mode" "$steps" --set "model.activation_checkpointing=$mode"
   done
-  scale_runs_json | LEFT_OUT="${left_out[*]}" "$PY" -c '
-import json, os, sys
-runs = json.load(sys.stdin)
-fig, ok = {}, True
-for mode in ("none", "selective", "full"):
-    r = runs.get("recompute_" + mode)
-    if r is None:
-        continue
-    fig[f"{mode}: step_s"] = r["step_s"]
-    fig[f"{mode}: plan_gib"] = r["plan_gib"]
-    if r["peak_gib"] is not None:
-        fig[f"{mode}: peak_gib"] = r["peak_gib"]
-        fig[f"{mode}: peak_vs_plan"] = r["peak_gib"] / r["plan_gib"] - 1
-        ok = ok and abs(fig[f"{mode}: peak_vs_plan"]) <= 0.10
-    if os.environ["DEV"] == "cuda":
-        fig[f"{mode}: device_used_gib"] = r["smi_peak_gib"]
-        fig[f"{mode}: mfu"] = r["mfu"]
-if not any(r["peak_gib"] is not None for r in runs.values()):
-    fig["peak"] = "train logs no allocator peak"
-if os.environ["LEFT_OUT"]:
-    fig["left_out (plan over 90% of free)"] = os.environ["LEFT_OUT"]
-print(json.dumps(fig))
-sys.exit(0 if ok and fig else 1)
-'
+  scale_runs_json | LEFT_OUT="${left_out[*]}" rows_figures recompute_none=none recompute_selective=selective \
+    recompute_full=full
+}
+
+# Full fine-tuning, LoRA and QLoRA (model.adapter, rank 16, all seven projections) at the 7B layer
+# shape with 8 layers, one `agenttune train` run each: tokens/s, MFU (the 6N convention for all
+# three, as train logs it: a frozen base's weight gradients are counted though never computed),
+# the allocator's peak (or the driver's used memory) against each one's plan. A kind whose plan does
+# not fit is left out with its plan; the rehearsal runs the three at a tiny shape.
+phase_adapters() {
+  set -euo pipefail
+  scale_data
+  local steps=6
+  if ((REHEARSE)); then shape_sets 128 352 2 4 4 128 2; steps=4; else shape_sets 4096 11008 8 32 32 4096 1; fi
+  not_built model.adapter.kind=qlora
+  local kind plan left_out=()
+  for kind in none lora qlora; do
+    local sets=(--set "model.adapter.kind=$kind")
+    [[ "$kind" == none ]] || sets+=(--set model.adapter.rank=16 --set model.adapter.alpha=32)
+    plan="$(plan_gib "${sets[@]}")" || { echo "plan failed for $kind" >&2; exit 1; }
+    if ! fits "$plan"; then
+      ((REHEARSE)) && { echo "rehearsal: adapter $kind plans $plan GiB, more than 90% free" >&2; exit 1; }
+      left_out+=("$kind:${plan}GiB")
+      continue
+    fi
+    echo "$plan" > "$WORK/scale/adapter_$kind.plan"
+    train_steps "adapter_$kind" "$steps" "${sets[@]}"
+  done
+  scale_runs_json | LEFT_OUT="${left_out[*]}" RATIO_TO=adapter_none rows_figures adapter_none=full adapter_lora=lora \
+    adapter_qlora=qlora
 }
 
 # layers_that_fit HIDDEN FFN HEADS KV SEQ MICRO MAX: the most layers (<= MAX) of that shape whose
@@ -778,6 +821,7 @@ if ((REHEARSE)); then
   phase per_unit 120 phase_per_unit
   phase offload 120 phase_offload
   phase recompute 120 phase_recompute
+  phase adapters 120 phase_adapters
   phase speed 300 phase_speed
   phase speed_compiled 240 phase_speed_compiled
   phase io 120 phase_io
@@ -791,6 +835,7 @@ else
     phase recompute 70 phase_recompute
     phase speed 100 phase_speed
     phase io 50 phase_io
+    phase adapters 70 phase_adapters
     phase speed_compiled 100 phase_speed_compiled
   elif [[ "$(tail -n 1 "$RESULTS")" == *'"status": "failed(3)"'* ]]; then
     # The bundle cannot load here: build (minutes), then the phases that still fit in 9 minutes.
@@ -805,6 +850,7 @@ else
       skip recompute "the fallback build used its time"
       skip speed "the fallback build used its time"
       skip io "the fallback build used its time"
+      skip adapters "the fallback build used its time"
       skip speed_compiled "the fallback build used its time"
     fi
   fi

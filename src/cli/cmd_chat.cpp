@@ -46,11 +46,7 @@ std::vector<int64_t> fit_prompt(Conversation& conv, const ChatTemplate& tmpl, co
 }
 
 int run_chat(ChatArgs& a) {
-  LoadOptions lo;
-  if (!a.dtype.empty()) lo.dtype = parse_dtype(a.dtype);
-  lo.device = decoding_device(a.device);
-  auto loaded = load_pretrained(a.model_dir, lo);
-  apply_adapter_option(loaded.model, a.adapter);
+  auto loaded = load_decoding_model(a.model_dir, a.dtype, a.device, a.adapter);
   const auto tok_path = a.tokenizer.empty() ? std::filesystem::path(a.model_dir) / "tokenizer.model"
                                             : std::filesystem::path(a.tokenizer);
   if (!std::filesystem::exists(tok_path)) fail("{}: no tokenizer (pass --tokenizer FILE)", tok_path.string());

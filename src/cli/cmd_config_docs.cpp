@@ -49,6 +49,10 @@ std::vector<ConfigReferenceSection> sections() {
        "shards with loss masks, one prepared folder per dataset; example: `configs/tiny/sft_prepare.yaml`. The "
        "records each `format` accepts: [datasets.md](datasets.md).",
        list_config_keys<SftPrepareConfig>()},
+      {"Evaluation: `agenttune eval`",
+       "The config of `agenttune eval --model DIR --config FILE`, and the same keys as the training config's `eval:` "
+       "section; example: `configs/tiny/eval.yaml`. The metrics' rules: [eval.md](eval.md).",
+       list_config_keys<eval::EvalConfig>()},
       {"Model: `agenttune init`",
        "A freshly initialised model written as a Hugging Face folder; example: `configs/tiny/model.yaml`.",
        list_config_keys<InitConfig>()},

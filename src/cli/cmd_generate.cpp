@@ -43,12 +43,7 @@ std::vector<int64_t> parse_ids(const std::string& s) {
 }
 
 int run_generate(GenerateArgs& a) {
-  LoadOptions lo;
-  if (!a.dtype.empty()) lo.dtype = parse_dtype(a.dtype);
-  lo.device = decoding_device(a.device);
-  auto loaded = load_pretrained(a.model_dir, lo);
-  log::info("loaded {} ({}) in {:.2f}s", a.model_dir, to_string(loaded.format), loaded.seconds);
-  apply_adapter_option(loaded.model, a.adapter);
+  auto loaded = load_decoding_model(a.model_dir, a.dtype, a.device, a.adapter);
 
   std::optional<Tokenizer> tok;
   std::filesystem::path tok_path = a.tokenizer.empty() ? std::filesystem::path(a.model_dir) / "tokenizer.model"

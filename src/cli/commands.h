@@ -38,9 +38,10 @@ Command plan_command();
 Command inspect_command();
 Command config_docs_command();
 Command chat_command();
+Command eval_command();
 
 inline std::vector<Command> all_commands() {
-  return {init_command(), prepare_command(), train_command(), export_command(), generate_command(), chat_command(), info_command(), plan_command(),
+  return {init_command(), prepare_command(), train_command(), export_command(), generate_command(), chat_command(), eval_command(), info_command(), plan_command(),
           inspect_command(), config_docs_command()};
 }
 

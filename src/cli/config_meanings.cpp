@@ -24,6 +24,9 @@ void train_meanings(ConfigMeanings& m) {
       {"checkpoint", "When and where training state is saved."},
       {"metrics", "What is recorded besides metrics.jsonl."},
       {"dist", "How ranks share the model (torchrun or Slurm launches; one process runs alone)."},
+      {"eval", "Agent metrics every `train.eval_interval` steps on the current weights, with the keys of an "
+               "`agenttune eval` config (below); each rank decodes its share, rank 0 writes eval/<task>/<metric> to "
+               "metrics.jsonl and TensorBoard. Unset = none."},
   });
   m.add<ModelSection>({
       {"init_from", "A Hugging Face or Meta model folder to continue from; empty = a fresh model of `shape`."},
@@ -109,7 +112,8 @@ void train_meanings(ConfigMeanings& m) {
                        "off."},
       {"spike_window", "Accepted steps the spike detector's mean and deviation are taken over."},
       {"log_interval", "Write a metrics row every this many steps."},
-      {"eval_interval", "Validation loss every this many steps (needs data.validation_fraction); 0 = never."},
+      {"eval_interval", "Every this many steps: the validation loss (with data.validation_fraction) and the `eval:` "
+                        "section's metrics (docs/eval.md), on the current weights; 0 = never. Needs one of the two."},
       {"eval_batches", "Micro-batches of held-out data per evaluation."},
       {"threads", "Intra-op threads per rank; 0 = LibTorch's default."},
       {"memory_check", "Before any weight is read, the run's memory plan (as `agenttune plan` computes it) against "
@@ -157,6 +161,8 @@ void model_meanings(ConfigMeanings& m) {
       {"tokenizer", "A SentencePiece .model copied into the output folder; empty = none."},
   });
   m.add<LlamaConfig>({
+      {"model_type", "The Hugging Face architecture: llama (LlamaForCausalLM), qwen2 (Qwen2ForCausalLM: Qwen2.5, "
+                     "biases on q/k/v) or qwen3 (Qwen3ForCausalLM: per-head RMSNorm on q and k before RoPE)."},
       {"vocab_size", "Tokens in the vocabulary (embedding and output rows)."},
       {"hidden_size", "Width of the residual stream."},
       {"intermediate_size", "Width of the SwiGLU feed-forward layer."},
@@ -166,7 +172,17 @@ void model_meanings(ConfigMeanings& m) {
       {"head_dim", "Width of one head; 0 = hidden_size / num_attention_heads."},
       {"max_position_embeddings", "Positions the model is trained for."},
       {"rope_theta", "RoPE's base."},
-      {"rope_scaling_factor", "Linear RoPE scaling (positions stretch by this); 1 = none."},
+      {"rope_scaling_type", "HF rope_scaling's type: linear (positions stretch by rope_scaling_factor) or llama3 "
+                            "(Llama-3.1's per-frequency rescaling with the rope_*_freq_factor keys)."},
+      {"rope_scaling_factor", "RoPE scaling factor (linear: positions stretch by this; llama3: long wavelengths "
+                              "are divided by it); 1 with linear = none."},
+      {"rope_low_freq_factor", "llama3 rope scaling: wavelengths above original_max_position_embeddings / this "
+                               "are divided by the factor."},
+      {"rope_high_freq_factor", "llama3 rope scaling: wavelengths below original_max_position_embeddings / this "
+                                "are kept; those between are smoothed."},
+      {"rope_original_max_position_embeddings", "llama3 rope scaling: the context the model was pretrained for."},
+      {"attention_bias", "Biases on q/k/v/o (Llama's and Qwen3's attention_bias; qwen2 always has q/k/v biases "
+                         "and refuses this key set true)."},
       {"rms_norm_eps", "RMSNorm's epsilon."},
       {"tie_word_embeddings", "The output layer shares the embedding's weights."},
       {"initializer_range", "Standard deviation of the random initialisation."},
@@ -179,7 +195,8 @@ void model_meanings(ConfigMeanings& m) {
 
 void prepare_meanings(ConfigMeanings& m) {
   m.add<PrepareConfig>({
-      {"tokenizer", "The SentencePiece .model to tokenize with."},
+      {"tokenizer", "What to tokenize with: a SentencePiece .model, a byte-level BPE tokenizer.json (Llama-3, "
+                    "Qwen), or a model folder holding either."},
       {"corpora", "The corpora to tokenize, one output folder each."},
       {"add_bos", "Start each document with BOS."},
       {"add_eos", "End each document with EOS."},
@@ -206,10 +223,12 @@ void sft_meanings(ConfigMeanings& m) {
                                   "when that stage produces samples)."},
       {"negatives_output", "The prepared folder for the generated negative samples (required when that stage "
                            "produces samples)."},
+      {"negatives_holdout", "Generated negatives held out for eval as `datasets[].holdout` does (task agentflan, "
+                            "flagged negative), written to negatives_output/heldout.jsonl."},
       {"max_seq_len", "Tokens per rendered sample; 0 = no limit."},
       {"overlength", "A rendering longer than max_seq_len: truncate after its last whole answer that fits, drop "
                      "it, or window (more samples, each the head plus later turns)."},
-      {"seed", "Seed of max_samples subsets and fractional upsampling (the transforms have their own)."},
+      {"seed", "Seed of the hold-outs, max_samples subsets and fractional upsampling (the transforms have their own)."},
       {"threads", "Rendering threads; 0 = all cores. The output does not depend on it."},
       {"shard_tokens", "Roll to a new shard after this many tokens."},
       {"progress", "Log one line per dataset."},
@@ -223,6 +242,9 @@ void sft_meanings(ConfigMeanings& m) {
       {"max_samples", "Keep a seeded random subset of this many conversations; 0 = all."},
       {"upsample", "Write each kept sample this many times (fractions write a seeded subset once more)."},
       {"transform", "Apply the Agent-FLAN transforms (pooled over all datasets marked so)."},
+      {"holdout", "Records held out for eval per task (AgentInstruct's os/db/kg/alfworld/webshop/mind2web from the "
+                  "id, toolbench, agentflan, chat; negatives apart): 0 = none, a share in (0, 1), or a whole number "
+                  "per task. Seeded, before max_samples; written to output/heldout.jsonl, never trained on."},
   });
   m.add<ReadPolicies>({
       {"alternation", "User/assistant turns that do not alternate: error, merge same-role turns, or drop the "
@@ -293,6 +315,42 @@ void transform_meanings(ConfigMeanings& m) {
   });
 }
 
+void eval_meanings(ConfigMeanings& m) {
+  m.add<eval::EvalConfig>({
+      {"records", "Conversations to score: held-out files `prepare` wrote, or dataset files."},
+      {"template", "The chat template the model was tuned with: renders each gold history, its end of turn "
+                   "ends each reply. Required with records."},
+      {"tokenizer", "The SentencePiece model; empty = the model folder's tokenizer.model (in training: the "
+                    "data's tokenizer, else init_from's)."},
+      {"tasks", "Score only these tasks (os, db, kg, alfworld, webshop, mind2web, toolbench, agentflan, chat); "
+                "empty = every task the records hold."},
+      {"max_new_tokens", "Tokens a reply may have; a turn whose prompt leaves less room in the model's context is "
+                         "left out and counted."},
+      {"batch_size", "Prompts decoded together (greedy, one KV cache)."},
+      {"max_turns_per_task", "Score at most this many turns per task, the first in record order; 0 = all."},
+      {"next_action", "Decode and score the next action of every trained assistant turn (teacher-forced)."},
+      {"heldout_loss", "The loss over the records' trained tokens, per source, per task and per capability."},
+      {"multiple_choice", "Multiple-choice files scored by likelihood, as lm-evaluation-harness does."},
+  });
+  m.add<eval::RecordFile>({
+      {"path", "A heldout.jsonl (or the prepared folder holding one), or a dataset file."},
+      {"format", "heldout (task and negative flag per record), or the dataset's format: agentinstruct (task from "
+                 "the id), toolbench, agentflan, sharegpt, openai."},
+      {"negative", "A dataset file of negatives: a reply there should call no tool (counted as hallucination when "
+                   "it does)."},
+  });
+  m.add<eval::ChoiceFile>({
+      {"name", "The row's name in the report and in eval/<name>/acc; empty = the file's stem."},
+      {"path", "JSONL of {question, choices, answer}: the questions scored."},
+      {"dev_path", "Where the k shots come from (its first `shots` rows); empty = the first `shots` rows of `path`, "
+                   "then not scored."},
+      {"shots", "Solved examples before each question (k-shot)."},
+      {"description", "Text before the shots; {subject} becomes the question's subject (lm-eval's MMLU: \"The "
+                      "following are multiple choice questions (with answers) about {subject}.\\n\\n\"); empty = "
+                      "none."},
+  });
+}
+
 }  // namespace
 
 ConfigMeanings config_meanings() {
@@ -302,6 +360,7 @@ ConfigMeanings config_meanings() {
   prepare_meanings(m);
   sft_meanings(m);
   transform_meanings(m);
+  eval_meanings(m);
   return m;
 }
 

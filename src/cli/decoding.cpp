@@ -35,6 +35,17 @@ void apply_adapter_option(LlamaForCausalLM& model, const std::string& dir) {
             adapter.base_model.empty() ? "" : fmt::format("; made for base {}", adapter.base_model));
 }
 
+LoadedModel load_decoding_model(const std::string& model_dir, const std::string& dtype, const std::string& device,
+                                const std::string& adapter) {
+  LoadOptions lo;
+  if (!dtype.empty()) lo.dtype = parse_dtype(dtype);
+  lo.device = decoding_device(device);
+  auto loaded = load_pretrained(model_dir, lo);
+  log::info("loaded {} ({}) in {:.2f}s", model_dir, to_string(loaded.format), loaded.seconds);
+  apply_adapter_option(loaded.model, adapter);
+  return loaded;
+}
+
 void add_device_option(CLI::App* s, std::string& device) {
   s->add_option("--device", device, "auto | cpu | cuda | cuda:N (default auto: the GPU when there is one)");
 }

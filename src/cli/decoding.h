@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agenttune/chat/template.h"
+#include "agenttune/io/hf_checkpoint.h"
 #include "agenttune/model/generation.h"
 #include "agenttune/model/llama.h"
 #include "agenttune/model/llama_config.h"
@@ -25,6 +26,10 @@ void add_adapter_option(CLI::App* app, std::string& adapter);
 // Puts the adapter in `dir` on the model (nothing when `dir` is empty; io/peft_adapter.h refuses what
 // we cannot compute as PEFT does) and switches the model to inference (no adapter dropout).
 void apply_adapter_option(LlamaForCausalLM& model, const std::string& dir);
+// The saved model a decoding command runs: --model's folder in --dtype (empty = the checkpoint's) on
+// --device, with the --adapter folder (empty = none) applied over it, in eval mode.
+LoadedModel load_decoding_model(const std::string& model_dir, const std::string& dtype, const std::string& device,
+                                const std::string& adapter);
 
 // --device (auto | cpu | cuda | cuda:N; default auto: the GPU when there is one).
 void add_device_option(CLI::App* app, std::string& device);

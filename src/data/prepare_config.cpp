@@ -5,7 +5,7 @@
 namespace agenttune {
 
 void PrepareConfig::validate(const std::string& src) const {
-  if (tokenizer.empty()) fail("{}: tokenizer is required (a SentencePiece .model)", src);
+  if (tokenizer.empty()) fail("{}: tokenizer is required (a SentencePiece .model, a tokenizer.json or a model folder)", src);
   if (corpora.empty()) fail("{}: corpora must list at least one corpus", src);
   for (size_t i = 0; i < corpora.size(); ++i) {
     const auto& c = corpora[i];

@@ -10,7 +10,9 @@
 #include <set>
 #include <thread>
 
+#include "agenttune/data/heldout.h"
 #include "agenttune/util/error.h"
+#include "agenttune/util/files.h"
 #include "agenttune/util/log.h"
 #include "agenttune/util/strings.h"
 #include "negative_pairs.h"
@@ -20,6 +22,67 @@ namespace agenttune {
 
 namespace fs = std::filesystem;
 using sft_detail::SftOutput;
+
+namespace {
+
+template <class Bad>
+void validate_holdout(double h, const std::string& key, Bad&& bad) {
+  if (!std::isfinite(h) || h < 0 || (h >= 1 && h != std::floor(h)))
+    bad(fmt::format("{} must be 0 (none), a share in (0, 1) or a whole number of records >= 1 per task, got {}",
+                    key, h));
+}
+
+// How many of a task's n records `holdout` sets aside (see SftDatasetConfig::holdout).
+size_t holdout_count(double holdout, size_t n) {
+  if (holdout < 1) return static_cast<size_t>(std::llround(holdout * static_cast<double>(n)));
+  return std::min(n, static_cast<size_t>(holdout));
+}
+
+// Moves a seeded `holdout` of each (task, negative) group of `convs` out, as held-out records
+// counted in `counts`. `classify` gives a conversation's task and negative flag.
+template <class Classify>
+std::vector<HeldOutRecord> hold_out(std::vector<Conversation>& convs, double holdout, uint64_t seed,
+                                    const std::string& dataset, Classify&& classify,
+                                    std::map<std::string, int64_t>& counts) {
+  if (holdout <= 0) return {};
+  std::vector<HeldOutRecord> tagged(convs.size());
+  std::map<std::string, std::vector<size_t>> groups;
+  for (size_t i = 0; i < convs.size(); ++i) {
+    auto [task, negative] = classify(convs[i]);
+    tagged[i].task = task;
+    tagged[i].negative = negative;
+    groups[std::string(task_name(task)) + (negative ? " negative" : "")].push_back(i);
+  }
+  std::vector<bool> out(convs.size(), false);
+  for (const auto& [key, members] : groups) {
+    const auto pick = sft_detail::seeded_subset(members.size(), holdout_count(holdout, members.size()),
+                                                sft_detail::stream_seed(seed, dataset, "holdout " + key));
+    for (size_t j : pick) out[members[j]] = true;
+    if (!pick.empty()) counts[key] += static_cast<int64_t>(pick.size());
+  }
+  std::vector<HeldOutRecord> held;
+  std::vector<Conversation> train;
+  for (size_t i = 0; i < convs.size(); ++i) {
+    if (!out[i]) {
+      train.push_back(std::move(convs[i]));
+      continue;
+    }
+    tagged[i].conv = std::move(convs[i]);
+    held.push_back(std::move(tagged[i]));
+  }
+  convs = std::move(train);
+  return held;
+}
+
+// Writes (or, with nothing held out, removes a stale) OUTPUT/heldout.jsonl.
+void write_heldout_file(const fs::path& output, const std::vector<HeldOutRecord>& held, const SftPrepareHooks& hooks) {
+  if (!hooks.write || output.empty()) return;
+  if (held.empty()) return remove_file(output / kHeldOutFile);
+  create_dirs(output);
+  write_heldout(output / kHeldOutFile, held);
+}
+
+}  // namespace
 
 void SftPrepareConfig::validate(const std::string& source) const {
   auto bad = [&](const std::string& what) { fail("{}: {}", source, what); };
@@ -45,7 +108,11 @@ void SftPrepareConfig::validate(const std::string& source) const {
     if (d.max_samples < 0) bad(fmt::format("{}.max_samples must be >= 0, got {}", at, d.max_samples));
     if (!(d.upsample >= 0) || !std::isfinite(d.upsample))
       bad(fmt::format("{}.upsample must be a finite number >= 0, got {}", at, d.upsample));
+    validate_holdout(d.holdout, at + ".holdout", bad);
   }
+  validate_holdout(negatives_holdout, "negatives_holdout", bad);
+  if (negatives_holdout > 0 && !transforms.negatives.enabled)
+    bad("negatives_holdout is set but transforms.negatives is disabled, so no negatives are generated");
   agenttune::validate(transforms, "transforms");
 }
 
@@ -238,6 +305,11 @@ SftPrepareReport prepare_sft(const SftPrepareConfig& cfg, const SftPrepareHooks&
     p.paths = d.paths;
     p.convs = read_dataset(DatasetSpec{d.name, d.paths, d.format, d.policies}, p.report.read);
     p.report.samples_in = static_cast<int64_t>(p.convs.size());
+    std::map<std::string, DatasetFormat> formats(p.report.read.files.begin(), p.report.read.files.end());
+    auto classify = [&](const Conversation& c) {
+      return std::pair{task_of(c, formats.at(c.file)), is_negative(c)};
+    };
+    write_heldout_file(d.output, hold_out(p.convs, d.holdout, cfg.seed, d.name, classify, p.report.heldout), hooks);
     if (d.max_samples > 0 && p.convs.size() > static_cast<size_t>(d.max_samples)) {
       auto keep = sft_detail::seeded_subset(p.convs.size(), d.max_samples,
                                             sft_detail::stream_seed(cfg.seed, d.name, "max_samples"));
@@ -288,6 +360,11 @@ SftPrepareReport prepare_sft(const SftPrepareConfig& cfg, const SftPrepareHooks&
         fail("transforms made {} '{}' samples but {}_output is not set; set it or disable the stage",
              g->convs.size(), g->report.name, g == &gen_ff ? "format_following" : "negatives");
       g->report.samples_in = static_cast<int64_t>(g->convs.size());
+      if (g == &gen_neg) {
+        auto negative = [](const Conversation&) { return std::pair{AgentTask::AgentFlan, true}; };
+        write_heldout_file(g->report.output, hold_out(g->convs, cfg.negatives_holdout, cfg.seed, g->report.name,
+                                                      negative, g->report.heldout), hooks);
+      }
       pending.push_back(std::move(*g));
     }
   }
@@ -312,6 +389,12 @@ SftPrepareReport prepare_sft(const SftPrepareConfig& cfg, const SftPrepareHooks&
   return report;
 }
 
+int64_t SftDatasetReport::heldout_total() const {
+  int64_t n = 0;
+  for (const auto& [task, k] : heldout) n += k;
+  return n;
+}
+
 int64_t SftDatasetReport::records_in() const { return read.records > 0 ? read.records : samples_in; }
 
 std::map<std::string, int64_t> SftDatasetReport::all_dropped() const {
@@ -327,10 +410,12 @@ std::string SftDatasetReport::summary_line() const {
   int64_t n_dropped = 0;
   for (const auto& [reason, n] : drops) n_dropped += n;
   // Printed as an equation so a count that goes missing on the way shows as "!=".
-  const std::string in = fmt::format("{} {} {} {} kept + {} dropped {{{}}}", records_in(),
+  const int64_t held = heldout_total();
+  const std::string held_out = held > 0 ? fmt::format(" + {} held out {{{}}}", held, join_counts(heldout)) : "";
+  const std::string in = fmt::format("{} {} {} {} kept{} + {} dropped {{{}}}", records_in(),
                                      read.records > 0 ? "records in" : "generated",
-                                     records_in() == kept + n_dropped ? "=" : "!=", kept, n_dropped,
-                                     join_counts(drops));
+                                     records_in() == kept + held + n_dropped ? "=" : "!=", kept, held_out,
+                                     n_dropped, join_counts(drops));
   const std::string turns =
       read.dropped_turns.empty() ? "" : fmt::format(", turns dropped {{{}}}", join_counts(read.dropped_turns));
   return fmt::format("{} -> {}: {}{}{}; {} documents, {} tokens, {} trained ({:.1f}%)", name, output.string(), in,

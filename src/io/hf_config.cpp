@@ -55,11 +55,23 @@ double positive_theta(double theta, const std::string& source, const std::string
   return theta;
 }
 
-// What one rope object says (transformers 5's rope_parameters or 4's rope_scaling): its linear
-// scaling factor (1 = none) and the theta it carries, if any; each value checked where it is read.
+// What one rope object says (transformers 5's rope_parameters or 4's rope_scaling): its scaling
+// (type linear with factor 1 = none) and the theta it carries, if any; each value checked where it
+// is read.
 struct RopeObject {
-  double factor = 1.0;
+  RopeScalingType type = RopeScalingType::Linear;
+  double factor = 1.0, low_freq_factor = 1.0, high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 8192;
   std::optional<double> theta;
+  bool same_scaling(const RopeObject& o) const {
+    return type == o.type && factor == o.factor && low_freq_factor == o.low_freq_factor &&
+           high_freq_factor == o.high_freq_factor && original_max_position_embeddings == o.original_max_position_embeddings;
+  }
+  std::string describe() const {
+    if (type == RopeScalingType::Linear) return fmt::format("factor {}", factor);
+    return fmt::format("llama3 factor {}, low_freq_factor {}, high_freq_factor {}, original_max_position_embeddings {}",
+                       factor, low_freq_factor, high_freq_factor, original_max_position_embeddings);
+  }
 };
 
 std::optional<RopeObject> read_rope_object(const json& j, const std::string& key, const std::string& source) {
@@ -72,13 +84,19 @@ std::optional<RopeObject> read_rope_object(const json& j, const std::string& key
   RopeObject r;
   if (double theta = 0; read_opt(*it, "rope_theta", theta, where)) r.theta = positive_theta(theta, source, key + ".rope_theta");
   std::string type = read_string(*it, "rope_type", read_string(*it, "type", "default", where), where);
+  if (type == "default") return r;
   if (type == "linear") {
     read_req(*it, "factor", r.factor, where);
-    if (!(r.factor >= 1.0) || !std::isfinite(r.factor))
-      fail("{}: {}.factor must be >= 1, got {}", source, key, r.factor);
-  } else if (type != "default") {
-    fail("{}: {}: rope scaling type '{}' is not supported (supported: default, linear)", source, key, type);
+  } else if (type == "llama3") {
+    r.type = RopeScalingType::Llama3;
+    read_req(*it, "factor", r.factor, where);
+    read_req(*it, "low_freq_factor", r.low_freq_factor, where);
+    read_req(*it, "high_freq_factor", r.high_freq_factor, where);
+    read_req(*it, "original_max_position_embeddings", r.original_max_position_embeddings, where);
+  } else {
+    fail("{}: {}: rope scaling type '{}' is not supported (supported: default, linear, llama3)", source, key, type);
   }
+  if (!(r.factor >= 1.0) || !std::isfinite(r.factor)) fail("{}: {}.factor must be >= 1, got {}", source, key, r.factor);
   return r;
 }
 
@@ -98,26 +116,77 @@ void read_rope(const json& j, LlamaConfig& c, const std::string& source) {
            source, *theta, *params->theta);
     theta = params->theta;
   }
-  if (params && scaling && params->factor != scaling->factor)
-    fail("{}: rope_scaling has factor {} but rope_parameters has {} (transformers 4 reads the first, 5 the second); "
+  if (params && scaling && !params->same_scaling(*scaling))
+    fail("{}: rope_scaling has {} but rope_parameters has {} (transformers 4 reads the first, 5 the second); "
          "make them equal",
-         source, scaling->factor, params->factor);
+         source, scaling->describe(), params->describe());
   if (theta) c.rope_theta = *theta;
-  c.rope_scaling_factor = params ? params->factor : scaling ? scaling->factor : 1.0;
+  const RopeObject r = params ? *params : scaling ? *scaling : RopeObject{};
+  c.rope_scaling_type = r.type;
+  c.rope_scaling_factor = r.factor;
+  c.rope_low_freq_factor = r.low_freq_factor;
+  c.rope_high_freq_factor = r.high_freq_factor;
+  c.rope_original_max_position_embeddings = r.original_max_position_embeddings;
+}
+
+// model_type and the switches of its family; anything the one decoder does not compute is refused
+// by name.
+void read_family(const json& j, LlamaConfig& c, const std::string& source) {
+  const std::string model_type = read_string(j, "model_type", "llama", source);
+  const auto family = parse_enum<ModelFamily>(model_type);
+  if (!family)
+    fail("{}: model_type '{}' is not supported (supported: {})", source, model_type, enum_name_list<ModelFamily>());
+  c.model_type = *family;
+  if (read_flag(j, "mlp_bias", source)) fail("{}: mlp_bias is not supported (no supported family has MLP biases)", source);
+  // Qwen2's q/k/v biases come with the model type; its config has no attention_bias.
+  if (c.model_type != ModelFamily::Qwen2) c.attention_bias = read_flag(j, "attention_bias", source);
+  if (read_flag(j, "use_sliding_window", source))
+    fail("{}: use_sliding_window is true: sliding-window attention is not supported", source);
+  if (auto it = j.find("layer_types"); it != j.end() && !it->is_null()) {
+    if (!it->is_array()) fail("{}: key 'layer_types' must be a list of attention types, got {}", source, it->dump());
+    for (const auto& t : *it)
+      if (t != "full_attention")
+        fail("{}: layer_types has {}: only full_attention layers are supported", source, t.dump());
+  }
+}
+
+const char* architecture(ModelFamily f) {
+  switch (f) {
+    case ModelFamily::Llama: return "LlamaForCausalLM";
+    case ModelFamily::Qwen2: return "Qwen2ForCausalLM";
+    case ModelFamily::Qwen3: return "Qwen3ForCausalLM";
+  }
+  return "LlamaForCausalLM";
+}
+
+// rope_parameters (transformers 5) and rope_scaling (4; null without scaling) for the config.
+std::pair<json, json> rope_json(const LlamaConfig& c) {
+  json params = {{"rope_theta", c.rope_theta}, {"rope_type", "default"}};
+  json scaling = nullptr;
+  if (c.rope_scaling_type == RopeScalingType::Llama3) {
+    scaling = {{"rope_type", "llama3"},
+               {"factor", c.rope_scaling_factor},
+               {"low_freq_factor", c.rope_low_freq_factor},
+               {"high_freq_factor", c.rope_high_freq_factor},
+               {"original_max_position_embeddings", c.rope_original_max_position_embeddings}};
+  } else if (c.rope_scaling_factor != 1.0) {
+    scaling = {{"type", "linear"}, {"rope_type", "linear"}, {"factor", c.rope_scaling_factor}};
+  }
+  if (!scaling.is_null())
+    for (const auto& [k, v] : scaling.items())
+      if (k != "type") params[k] = v;
+  return {params, scaling};
 }
 
 }  // namespace
 
 LlamaConfig llama_config_from_json(const json& j, const std::string& source) {
   if (!j.is_object()) fail("{}: expected a JSON object", source);
-  std::string model_type = read_string(j, "model_type", "llama", source);
-  if (model_type != "llama") fail("{}: model_type '{}' is not supported (expected 'llama')", source, model_type);
   if (std::string act = read_string(j, "hidden_act", "silu", source); act != "silu")
     fail("{}: hidden_act '{}' is not supported (expected 'silu')", source, act);
-  if (read_flag(j, "attention_bias", source) || read_flag(j, "mlp_bias", source))
-    fail("{}: attention_bias/mlp_bias are not supported (Llama-2 has no biases)", source);
 
   LlamaConfig c;
+  read_family(j, c, source);
   read_req(j, "vocab_size", c.vocab_size, source);
   read_req(j, "hidden_size", c.hidden_size, source);
   read_req(j, "intermediate_size", c.intermediate_size, source);
@@ -150,40 +219,36 @@ LlamaConfig llama_config_from_json(const json& j, const std::string& source) {
 }
 
 json llama_config_to_json(const LlamaConfig& c) {
-  json rope_params = {{"rope_theta", c.rope_theta},
-                      {"rope_type", c.rope_scaling_factor != 1.0 ? "linear" : "default"}};
-  json rope_scaling = nullptr;
-  if (c.rope_scaling_factor != 1.0) {
-    rope_params["factor"] = c.rope_scaling_factor;
-    rope_scaling = {{"type", "linear"}, {"rope_type", "linear"}, {"factor", c.rope_scaling_factor}};
-  }
-  return json{{"architectures", {"LlamaForCausalLM"}},
-              {"model_type", "llama"},
-              {"attention_bias", false},
-              {"attention_dropout", 0.0},
-              {"mlp_bias", false},
-              {"hidden_act", "silu"},
-              {"vocab_size", c.vocab_size},
-              {"hidden_size", c.hidden_size},
-              {"intermediate_size", c.intermediate_size},
-              {"num_hidden_layers", c.num_hidden_layers},
-              {"num_attention_heads", c.num_attention_heads},
-              {"num_key_value_heads", c.num_key_value_heads},
-              {"head_dim", c.resolved_head_dim()},
-              {"max_position_embeddings", c.max_position_embeddings},
-              {"rms_norm_eps", c.rms_norm_eps},
-              {"rope_theta", c.rope_theta},
-              {"rope_scaling", rope_scaling},
-              {"rope_parameters", rope_params},
-              {"tie_word_embeddings", c.tie_word_embeddings},
-              {"initializer_range", c.initializer_range},
-              {"bos_token_id", c.bos_token_id},
-              {"eos_token_id", c.eos_token_id},
-              {"pad_token_id", c.pad_token_id ? json(*c.pad_token_id) : json(nullptr)},
-              {"pretraining_tp", 1},
-              {"use_cache", true},
-              {"dtype", dtype_name(c.dtype)},
-              {"torch_dtype", dtype_name(c.dtype)}};
+  const auto [rope_params, rope_scaling] = rope_json(c);
+  json j{{"architectures", {architecture(c.model_type)}},
+         {"model_type", enum_name(c.model_type)},
+         {"attention_dropout", 0.0},
+         {"hidden_act", "silu"},
+         {"vocab_size", c.vocab_size},
+         {"hidden_size", c.hidden_size},
+         {"intermediate_size", c.intermediate_size},
+         {"num_hidden_layers", c.num_hidden_layers},
+         {"num_attention_heads", c.num_attention_heads},
+         {"num_key_value_heads", c.num_key_value_heads},
+         {"head_dim", c.resolved_head_dim()},
+         {"max_position_embeddings", c.max_position_embeddings},
+         {"rms_norm_eps", c.rms_norm_eps},
+         {"rope_theta", c.rope_theta},
+         {"rope_scaling", rope_scaling},
+         {"rope_parameters", rope_params},
+         {"tie_word_embeddings", c.tie_word_embeddings},
+         {"initializer_range", c.initializer_range},
+         {"bos_token_id", c.bos_token_id},
+         {"eos_token_id", c.eos_token_id},
+         {"pad_token_id", c.pad_token_id ? json(*c.pad_token_id) : json(nullptr)},
+         {"use_cache", true},
+         {"dtype", dtype_name(c.dtype)},
+         {"torch_dtype", dtype_name(c.dtype)}};
+  if (c.model_type == ModelFamily::Llama) j.update({{"mlp_bias", false}, {"pretraining_tp", 1}});
+  if (c.model_type != ModelFamily::Qwen2) j["attention_bias"] = c.attention_bias;
+  if (c.model_type != ModelFamily::Llama)  // what Qwen configs carry: full attention in every layer
+    j.update({{"use_sliding_window", false}, {"sliding_window", nullptr}, {"max_window_layers", c.num_hidden_layers}});
+  return j;
 }
 
 LlamaConfig read_hf_config(const std::filesystem::path& path) {

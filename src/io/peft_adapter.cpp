@@ -194,7 +194,7 @@ void read_value_key(const std::string& key, const nlohmann::json& v, PeftAdapter
   } else if (key == "target_modules") {
     c.target_modules = read_targets(v, where);
   } else if (key == "bias") {
-    if (v != "none") refuse(where, key, v, "only bias \"none\": Llama's projections have no bias");
+    if (v != "none") refuse(where, key, v, "only bias \"none\": an adapter here trains no bias (a base bias stays frozen)");
   } else if (key == "init_lora_weights") {
     // Initialisations that only choose A and B's starting values leave a trained adapter an
     // ordinary one; those that rewrite the base weights need a base the folder does not hold.

@@ -12,10 +12,18 @@ T layer_matmul_params(const LlamaConfig& c) {
   return attn + mlp;
 }
 
+// A layer's vectors: its two RMSNorms, the biases and the per-head q/k norms the family has.
+template <class T>
+T layer_vector_params(const LlamaConfig& c) {
+  const T hd = static_cast<T>(c.resolved_head_dim()), hidden = static_cast<T>(c.hidden_size);
+  const T qkv = hd * (static_cast<T>(c.num_attention_heads) + T{2} * static_cast<T>(c.num_key_value_heads));
+  return T{2} * hidden + (c.qkv_bias() ? qkv : T{0}) + (c.o_bias() ? hidden : T{0}) + (c.qk_norm() ? T{2} * hd : T{0});
+}
+
 template <class T>
 T parameters(const LlamaConfig& c) {
   const T layers = static_cast<T>(c.num_hidden_layers), hidden = static_cast<T>(c.hidden_size);
-  T norms = (T{2} * layers + T{1}) * hidden;
+  T norms = layers * layer_vector_params<T>(c) + hidden;
   T emb = static_cast<T>(c.vocab_size) * hidden;
   T head = c.tie_word_embeddings ? T{0} : emb;
   return layers * layer_matmul_params<T>(c) + norms + emb + head;
@@ -35,5 +43,7 @@ FlopsPerToken training_flops_per_token(const LlamaConfig& c, int64_t seq_len) {
 int64_t count_parameters(const LlamaConfig& c) { return parameters<int64_t>(c); }
 
 double count_parameters_approx(const LlamaConfig& c) { return parameters<double>(c); }
+
+int64_t layer_vector_parameters(const LlamaConfig& c) { return layer_vector_params<int64_t>(c); }
 
 }  // namespace agenttune

@@ -28,6 +28,21 @@ int64_t sample_token(const at::Tensor& logits, const SamplingOptions& opts, at::
   return at::multinomial(probs, 1, false, gen).item<int64_t>();
 }
 
+void warn_past_positions(const LlamaConfig& cfg, int64_t prompt, int64_t max_new_tokens, std::string_view who) {
+  // A warning, not a refusal, as in transformers, whose generate() runs a Llama past
+  // max_position_embeddings: RoPE has no table to run off, positions beyond training only
+  // extrapolate, and someone probing length generalisation wants the tokens.
+  const int64_t total = prompt + max_new_tokens;
+  if (total <= cfg.max_positions()) return;
+  const std::string limit =
+      cfg.linear_rope_scaled()
+          ? fmt::format("{} (max_position_embeddings {} x rope scaling factor {})", cfg.max_positions(),
+                        cfg.max_position_embeddings, cfg.rope_scaling_factor)
+          : fmt::format("{} (max_position_embeddings)", cfg.max_positions());
+  log::warn("{}: prompt {} + max_new_tokens {} = {} positions exceed the model's {}; past them the output may degrade",
+            who, prompt, max_new_tokens, total, limit);
+}
+
 GenerationResult generate(LlamaForCausalLM& model, const std::vector<int64_t>& prompt,
                           const SamplingOptions& opts, const std::function<void(int64_t)>& on_token) {
   if (prompt.empty()) fail("generate: the prompt has no tokens");
@@ -40,14 +55,7 @@ GenerationResult generate(LlamaForCausalLM& model, const std::vector<int64_t>& p
       fail("generate: prompt token {} (id {}) is outside the model's vocabulary of {} tokens (ids 0..{})", i,
            prompt[i], cfg.vocab_size, cfg.vocab_size - 1);
   const int64_t total = static_cast<int64_t>(prompt.size()) + opts.max_new_tokens;
-  // A warning, not a refusal, as in transformers, whose generate() runs a Llama past
-  // max_position_embeddings: RoPE has no table to run off, positions beyond training only
-  // extrapolate, and someone probing length generalisation wants the tokens.
-  if (total > cfg.max_positions())
-    log::warn("generate: prompt {} + max_new_tokens {} = {} positions exceed the model's {} (max_position_embeddings "
-              "{} x rope scaling factor {}); past them the output may degrade",
-              prompt.size(), opts.max_new_tokens, total, cfg.max_positions(), cfg.max_position_embeddings,
-              cfg.rope_scaling_factor);
+  warn_past_positions(cfg, static_cast<int64_t>(prompt.size()), opts.max_new_tokens, "generate");
 
   torch::NoGradGuard no_grad;
   KVCache cache(cfg, 1, total, cfg.dtype, device);

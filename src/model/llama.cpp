@@ -17,26 +17,34 @@
 
 namespace agenttune {
 
-ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, const ParamOptions& params) {
+ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, const ParamOptions& params, bool with_bias) {
   weight = register_parameter("weight", at::empty({out, in}, params));
+  if (with_bias) bias = register_parameter("bias", at::empty({out}, params));
 }
 
-ProjectionImpl::ProjectionImpl(const at::Tensor& w) {
+ProjectionImpl::ProjectionImpl(const at::Tensor& w, const at::Tensor& b) {
   weight = register_parameter("weight", w, w.requires_grad());
+  if (b.defined()) bias = register_parameter("bias", b, b.requires_grad());
 }
 
 // nf4: the record is registered as a frozen parameter so the engine shards and gathers its bytes.
-ProjectionImpl::ProjectionImpl(const at::Tensor& record, std::vector<int64_t> shape) : nf4_shape(std::move(shape)) {
+ProjectionImpl::ProjectionImpl(const at::Tensor& record, std::vector<int64_t> shape, const at::Tensor& b)
+    : nf4_shape(std::move(shape)) {
   weight_nf4 = register_parameter("weight_nf4", record, /*requires_grad=*/false);
+  if (b.defined()) bias = register_parameter("bias", b, b.requires_grad());
 }
 
 at::Tensor ProjectionImpl::forward(const at::Tensor& x) {
-  auto y = quantized() ? quant::nf4_linear(x, weight_nf4, nf4_shape) : at::linear(x, weight);
+  auto y = !quantized()        ? at::linear(x, weight, bias)
+           : bias.defined()    ? quant::nf4_linear(x, weight_nf4, nf4_shape) + bias
+                               : quant::nf4_linear(x, weight_nf4, nf4_shape);
   if (!has_adapter()) return y;
   // PEFT's `result + delta` (promoting when the adapter is float32 on a bf16 base), then back to
-  // the base output's dtype.
-  auto sum = y + adapter_delta(x);
-  return sum.scalar_type() == y.scalar_type() ? sum : sum.to(y.scalar_type());
+  // the base output's dtype. Of the same dtype, the delta goes into y in place: no third
+  // [tokens, out] tensor (nothing's backward reads y).
+  auto delta = adapter_delta(x);
+  if (delta.scalar_type() == y.scalar_type()) return y.add_(delta);
+  return (y + delta).to(y.scalar_type());
 }
 
 void ProjectionImpl::attach_adapter(int64_t rank, double scale, double dropout) {
@@ -55,7 +63,9 @@ at::Tensor ProjectionImpl::adapter_delta(const at::Tensor& x) {
   if (!has_adapter()) return {};
   auto in = x.scalar_type() == lora_A.scalar_type() ? x : x.to(lora_A.scalar_type());
   if (lora_dropout > 0) in = at::dropout(in, lora_dropout, is_training());
-  return at::linear(at::linear(in, lora_A), lora_B) * lora_scale;
+  // The scale on the rank-wide product, not on the [tokens, out] delta: the same value up to
+  // rounding for a fraction of the memory traffic, forward and backward.
+  return at::linear(at::linear(in, lora_A) * lora_scale, lora_B);
 }
 
 TokenEmbeddingImpl::TokenEmbeddingImpl(int64_t vocab, int64_t dim, const ParamOptions& params) {
@@ -92,28 +102,43 @@ AttentionImpl::AttentionImpl(const LlamaConfig& c, const ParamOptions& params)
     : n_heads_(c.num_attention_heads),
       n_kv_heads_(c.num_key_value_heads),
       head_dim_(c.resolved_head_dim()) {
-  q_proj = register_module("q_proj", Projection(c.hidden_size, n_heads_ * head_dim_, params));
-  k_proj = register_module("k_proj", Projection(c.hidden_size, n_kv_heads_ * head_dim_, params));
-  v_proj = register_module("v_proj", Projection(c.hidden_size, n_kv_heads_ * head_dim_, params));
-  o_proj = register_module("o_proj", Projection(n_heads_ * head_dim_, c.hidden_size, params));
+  q_proj = register_module("q_proj", Projection(c.hidden_size, n_heads_ * head_dim_, params, c.qkv_bias()));
+  k_proj = register_module("k_proj", Projection(c.hidden_size, n_kv_heads_ * head_dim_, params, c.qkv_bias()));
+  v_proj = register_module("v_proj", Projection(c.hidden_size, n_kv_heads_ * head_dim_, params, c.qkv_bias()));
+  o_proj = register_module("o_proj", Projection(n_heads_ * head_dim_, c.hidden_size, params, c.o_bias()));
+  if (c.qk_norm()) {  // HF's Qwen3Attention registers them after o_proj
+    q_norm = register_module("q_norm", RMSNorm(head_dim_, c.rms_norm_eps, params));
+    k_norm = register_module("k_norm", RMSNorm(head_dim_, c.rms_norm_eps, params));
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> AttentionImpl::project_qkv(const at::Tensor& x, const RopeTables& rope) {
-  std::vector<FusedSlot> slots = {{q_proj->weight, {}, n_heads_, true},
-                                  {k_proj->weight, {}, n_kv_heads_, true},
-                                  {v_proj->weight, {}, n_kv_heads_, false}};
+  const int64_t B = x.size(0), T = x.size(1);
+  // [B, T, heads * hd] -> [B, heads, T, hd], normalised per head where the family does (Qwen3:
+  // before RoPE, over the head's last dim, as HF does on its [B, T, heads, hd] view).
+  auto heads = [&](const at::Tensor& y, int64_t n, RMSNorm norm) {
+    auto h = y.view({B, T, n, head_dim_});
+    return (norm ? norm(h) : h).transpose(1, 2);
+  };
+  // The fused kernel rotates in place right after the matmul: a bias or a norm comes between the
+  // two, so then the fused matmul only projects and the rest follows as on the separate path.
+  const bool between = q_proj->bias.defined() || q_norm;
+  std::vector<FusedSlot> slots = {{q_proj->weight, {}, between ? 0 : n_heads_, !between},
+                                  {k_proj->weight, {}, between ? 0 : n_kv_heads_, !between},
+                                  {v_proj->weight, {}, between ? 0 : n_kv_heads_, false}};
   if (fuses_projections_on(x.device()) && fusable(slots)) {
     slots[0].delta = q_proj->adapter_delta(x);
     slots[1].delta = k_proj->adapter_delta(x);
     slots[2].delta = v_proj->adapter_delta(x);
     auto qkv = fused_projections(x, slots, rope);
-    return {qkv[0], qkv[1], qkv[2]};
+    if (!between) return {qkv[0], qkv[1], qkv[2]};
+    auto biased = [](const at::Tensor& y, const Projection& p) { return p->bias.defined() ? y + p->bias : y; };
+    return {apply_rope(heads(biased(qkv[0], q_proj), n_heads_, q_norm), rope),
+            apply_rope(heads(biased(qkv[1], k_proj), n_kv_heads_, k_norm), rope),
+            heads(biased(qkv[2], v_proj), n_kv_heads_, nullptr)};
   }
-  int64_t B = x.size(0), T = x.size(1);
-  auto q = q_proj(x).view({B, T, n_heads_, head_dim_}).transpose(1, 2);
-  auto k = k_proj(x).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);
-  auto v = v_proj(x).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);
-  return {apply_rope(q, rope), apply_rope(k, rope), v};
+  return {apply_rope(heads(q_proj(x), n_heads_, q_norm), rope), apply_rope(heads(k_proj(x), n_kv_heads_, k_norm), rope),
+          heads(v_proj(x), n_kv_heads_, nullptr)};
 }
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeTables& rope,
@@ -247,7 +272,8 @@ at::Tensor LlamaForCausalLMImpl::run_unit(size_t unit, const at::Tensor& x, cons
   if (unit == 0) return model->embed_tokens(x);
   if (unit + 1 == num_units()) {
     auto h = model->norm(x);
-    if (!in.targets.defined()) return logits(h);
+    if (!in.targets.defined())
+      return logits(in.head_rows.defined() ? h.reshape({-1, h.size(-1)}).index_select(0, in.head_rows) : h);
     auto flat_h = h.reshape({-1, h.size(-1)});
     auto flat_t = in.targets.reshape({-1});
     if (in.trained >= 0 && in.trained < flat_t.numel()) {
@@ -295,7 +321,8 @@ void LlamaForCausalLMImpl::reset_parameters(uint64_t seed) {
   for (auto& p : named_parameters()) {
     auto& t = p.value();
     if (t.dim() == 1) {
-      t.fill_(1.0);  // RMSNorm weights
+      // Biases start at zero and RMSNorm weights at one, as HF's _init_weights does.
+      t.fill_(p.key().size() >= 5 && p.key().compare(p.key().size() - 5, 5, ".bias") == 0 ? 0.0 : 1.0);
     } else {
       // Draw in fp32 on CPU from our own generator: the same seed gives the same model on any
       // device and dtype.

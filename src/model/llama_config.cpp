@@ -31,6 +31,15 @@ void LlamaConfig::validate(const std::string& source) const {
     fail("{}: rope_theta must be a positive number, got {}", source, rope_theta);
   if (!(rope_scaling_factor >= 1.0) || !std::isfinite(rope_scaling_factor))
     fail("{}: rope_scaling.factor must be >= 1, got {}", source, rope_scaling_factor);
+  if (rope_scaling_type == RopeScalingType::Llama3) {
+    if (!(rope_low_freq_factor > 0) || !(rope_high_freq_factor > rope_low_freq_factor) ||
+        !std::isfinite(rope_high_freq_factor))
+      fail("{}: llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor, got {} and {}", source,
+           rope_low_freq_factor, rope_high_freq_factor);
+    positive("rope_scaling.original_max_position_embeddings", rope_original_max_position_embeddings);
+  }
+  if (model_type == ModelFamily::Qwen2 && attention_bias)
+    fail("{}: attention_bias is not a qwen2 setting (Qwen2 always has q/k/v biases and no o_proj bias)", source);
   if (!(rms_norm_eps > 0)) fail("{}: rms_norm_eps must be positive, got {}", source, rms_norm_eps);
 }
 
@@ -39,7 +48,7 @@ void LlamaConfig::check_seq_len(int64_t seq_len, const std::string& source) cons
   fail("{}: data.seq_len {} is longer than the model's {} positions (max_position_embeddings {}{}); shorten "
        "data.seq_len or use a model with linear rope scaling that covers it",
        source, seq_len, max_positions(), max_position_embeddings,
-       rope_scaling_factor != 1.0 ? fmt::format(" x linear rope_scaling factor {}", rope_scaling_factor) : "");
+       linear_rope_scaled() ? fmt::format(" x linear rope_scaling factor {}", rope_scaling_factor) : "");
 }
 
 c10::ScalarType parse_dtype(const std::string& name) {

@@ -100,7 +100,7 @@ void merge_adapters(LlamaForCausalLM& model) {
     // PEFT's get_delta_weight: (B @ A) * scaling in the adapter dtype, added into W's dtype.
     proj.weight.add_(at::mm(proj.lora_B, proj.lora_A) * proj.lora_scale);
     auto weight = proj.weight;
-    *slot.holder = Projection(slot.parent->replace_module(std::string(slot.target), Projection(weight)));
+    *slot.holder = Projection(slot.parent->replace_module(std::string(slot.target), Projection(weight, proj.bias)));
   }
 }
 
@@ -130,7 +130,7 @@ void quantize_projections(LlamaForCausalLM& model, bool quantise_values) {
     const auto& w = proj.weight;
     auto record = at::empty({quant::nf4_record_bytes(w.numel())}, w.options().dtype(at::kByte));
     if (quantise_values && !w.is_meta()) quant::pack_nf4(quant::quantize_nf4(w, quant::nf4_tables(w.device())), record);
-    replace_projection(slot, proj, Projection(record, w.sizes().vec()));
+    replace_projection(slot, proj, Projection(record, w.sizes().vec(), proj.bias));
   }
 }
 
@@ -149,7 +149,7 @@ void dequantize_projections(LlamaForCausalLM& model, c10::ScalarType dtype) {
     if (r.is_meta()) fail("dequantize_projections: {} is on the meta device (no values)", slot.name);
     const auto& tables = quant::nf4_tables(r.device());
     auto weight = quant::dequantize_nf4(quant::nf4_record_view(r, proj.nf4_shape), dtype, tables);
-    replace_projection(slot, proj, Projection(weight.set_requires_grad(false)));
+    replace_projection(slot, proj, Projection(weight.set_requires_grad(false), proj.bias));
   }
 }
 

@@ -6,21 +6,16 @@
 
 #include <algorithm>
 
+#include "agenttune/model/rope_frequencies.h"
+
 namespace agenttune {
 
 RotaryEmbedding::RotaryEmbedding(const LlamaConfig& c)
-    : head_dim_(c.resolved_head_dim()),
-      max_positions_(c.max_position_embeddings),
-      theta_(c.rope_theta),
-      scaling_(c.rope_scaling_factor) {}
+    : head_dim_(c.resolved_head_dim()), max_positions_(c.max_position_embeddings), config_(c) {}
 
 RopeTables RotaryEmbedding::compute(const at::Tensor& positions, c10::ScalarType dtype) const {
-  // Same op order as transformers (fp32 throughout, theta ** (2i/d), linear scaling divides the
-  // frequencies) so fp32 logits agree to rounding.
-  auto opts = at::TensorOptions().dtype(at::kFloat).device(positions.device());
-  auto exponent = at::arange(0, head_dim_, 2, opts.dtype(at::kLong)).to(at::kFloat) / head_dim_;
-  auto inv_freq = 1.0 / at::pow(theta_, exponent);
-  if (scaling_ != 1.0) inv_freq = inv_freq / scaling_;
+  // Same op order as transformers (fp32 throughout) so fp32 logits agree to rounding.
+  auto inv_freq = rope_inverse_frequencies(config_, positions.device());
   auto freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, hd/2]
   auto emb = at::cat({freqs, freqs}, -1);
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
@@ -43,6 +38,19 @@ std::optional<int64_t> run_start(const at::Tensor& positions) {
     for (int64_t t = 0; t < T; ++t)
       if (d[r * T + t] != start + t) return std::nullopt;
   return start;
+}
+
+// The largest of host positions [B, T] when none is negative; nullopt for device positions (reading
+// them would sync) or a negative one.
+std::optional<int64_t> host_last(const at::Tensor& positions) {
+  if (!positions.device().is_cpu() || positions.scalar_type() != at::kLong || positions.dim() != 2 ||
+      positions.numel() == 0)
+    return std::nullopt;
+  const auto p = positions.contiguous();
+  const int64_t* d = p.data_ptr<int64_t>();
+  const auto [lo, hi] = std::minmax_element(d, d + p.numel());
+  if (*lo < 0) return std::nullopt;
+  return *hi;
 }
 
 }  // namespace
@@ -69,10 +77,23 @@ RopeTables RotaryEmbedding::cached_rows(int64_t batch, int64_t start, int64_t le
 
 RopeTables RotaryEmbedding::tables(const at::Tensor& positions, c10::ScalarType dtype) const {
   // Inference tensors could not be saved for a later training backward: those runs compute.
-  if (!c10::InferenceMode::is_enabled())
+  if (!c10::InferenceMode::is_enabled()) {
     if (auto start = run_start(positions))
       return cached_rows(positions.size(0), *start, positions.size(1), dtype, positions.device());
+    if (auto last = host_last(positions)) return indexed_rows(positions, *last, dtype);
+  }
   return compute(positions, dtype);
+}
+
+RopeTables RotaryEmbedding::indexed_rows(const at::Tensor& positions, int64_t last, c10::ScalarType dtype) const {
+  // The rows of the table a run reads, gathered: a left-padded batch's rows (each at its own
+  // position) then get the bits each row gets decoded alone.
+  const auto full = cached_rows(1, 0, last + 1, dtype, positions.device());
+  auto idx = positions.reshape({-1});
+  auto rows = [&](const at::Tensor& table) {
+    return table[0].index_select(0, idx).view({positions.size(0), positions.size(1), head_dim_});
+  };
+  return {rows(full.cos), rows(full.sin)};
 }
 
 namespace {

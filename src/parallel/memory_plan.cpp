@@ -50,13 +50,14 @@ std::vector<UnitRun> unit_runs(const LlamaConfig& c, const AdapterConfig& adapte
     if (adapter.targets(p.name)) adapters += adapter.rank * (p.in + p.out);
     records += quant::nf4_record_bytes(p.in * p.out);
   }
-  if (!adapter.enabled()) return {{{V * D}, 0, 0, 1}, {{matrices, 2 * D}, 0, 0, c.num_hidden_layers}, {{V * D, D}, 0, 0, 1}};
+  const int64_t vectors = layer_vector_parameters(c);  // norms and biases: the no-decay group
+  if (!adapter.enabled()) return {{{V * D}, 0, 0, 1}, {{matrices, vectors}, 0, 0, c.num_hidden_layers}, {{V * D, D}, 0, 0, 1}};
   // Adapters are matrices: one decayed group per layer; every other parameter is frozen.
   std::vector<int64_t> trained;
   if (adapters > 0) trained.push_back(adapters);
   const bool nf4 = adapter.kind == AdapterKind::Qlora;
   return {{{}, V * D, 0, 1},
-          {trained, 2 * D + (nf4 ? 0 : matrices), nf4 ? records : 0, c.num_hidden_layers},
+          {trained, vectors + (nf4 ? 0 : matrices), nf4 ? records : 0, c.num_hidden_layers},
           {{}, V * D + D, 0, 1}};
 }
 
@@ -73,6 +74,14 @@ double gather_or_scatter(double bytes, int n) { return n > 1 ? bytes * (n - 1) /
 }  // namespace
 
 namespace {
+
+// Qwen3's per-head q/k RMSNorms keep, like the layer norms, their fp32 input, an fp32 rsqrt per
+// head and the normalised values in the compute dtype for the weight's grad; zero for other families.
+int64_t qk_norm_bytes_per_token(const LlamaConfig& c, int64_t s) {
+  if (!c.qk_norm()) return 0;
+  const int64_t heads = c.num_attention_heads + c.num_key_value_heads;
+  return (4 + s) * heads * c.resolved_head_dim() + 4 * heads;
+}
 
 int64_t targeted(const AdapterConfig& adapter, std::initializer_list<std::string_view> names) {
   int64_t n = 0;
@@ -100,7 +109,7 @@ int64_t adapted_layer_bytes_per_token(const LlamaConfig& c, int64_t s, Recompute
   const int64_t attention = s * (2 * dq + 2 * dkv) + 4 * c.num_attention_heads;
   const bool swiglu_linear = selective && !a.targets("down_proj") && a.kind != AdapterKind::Qlora;
   const int64_t mlp = (swiglu_linear ? 2 : 3) * s * F;
-  return norms + attention + mlp + adapters_on({"q_proj", "k_proj", "v_proj"}, D, false) +
+  return norms + qk_norm_bytes_per_token(c, s) + attention + mlp + adapters_on({"q_proj", "k_proj", "v_proj"}, D, false) +
          adapters_on({"o_proj"}, dq, true) + adapters_on({"gate_proj", "up_proj"}, D, false) +
          adapters_on({"down_proj"}, F, false);
 }
@@ -125,7 +134,7 @@ int64_t layer_activation_bytes_per_token(const LlamaConfig& c, c10::ScalarType c
   const int64_t norms = 2 * (selective ? 2 * s * D : (4 + 2 * s) * D + 4);
   const int64_t attention = s * (2 * dq + 2 * dkv) + 4 * c.num_attention_heads;
   const int64_t mlp = (selective ? 2 : 4) * s * c.intermediate_size;
-  return norms + attention + mlp;
+  return norms + qk_norm_bytes_per_token(c, s) + attention + mlp;
 }
 
 int64_t layer_backward_bytes(const LlamaConfig& c, c10::ScalarType compute_dtype, Recompute mode, int64_t tokens,
@@ -401,7 +410,8 @@ void plan_time(const MemoryPlanInput& in, const Hardware& hw, MemoryPlan& p) {
 
 MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
   if (in.model.tie_word_embeddings)
-    fail("sharded training of a model with tied embeddings is not supported (Llama-2 is untied)");
+    fail("sharded training of a model with tied embeddings (tie_word_embeddings: Llama-3.2 1B/3B, the small "
+         "Qwen2.5/Qwen3) is not supported: the engine shards the embedding and the head as separate units");
   if (in.world < 1 || in.gpus_per_node < 1 || in.seq_len < 1 || in.micro_batch < 1 || in.grad_accum < 1)
     fail("plan: world, gpus per node, seq_len, micro-batch and accumulation must be positive");
   // The plan counts bytes in int64: a shape whose bytes would pass ~2^62 (a mistyped or damaged

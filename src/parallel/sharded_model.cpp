@@ -229,7 +229,8 @@ ShardedModel::ShardedModel(LlamaForCausalLM model, ProcessGroup& dist, const Wor
                            const WeightSlices& weights)
     : model_(std::move(model)), dist_(dist), opts_(opts) {
   if (model_->config().tie_word_embeddings)
-    fail("sharded training of a model with tied embeddings is not supported (Llama-2 is untied)");
+    fail("sharded training of a model with tied embeddings (tie_word_embeddings: Llama-3.2 1B/3B, the small "
+         "Qwen2.5/Qwen3) is not supported: the engine shards the embedding and the head as separate units");
   if (opts_.strategy == ShardStrategy::HybridShard) {
     int g = opts_.hybrid_group_size > 0 ? opts_.hybrid_group_size : world.local_world_size;
     if (g <= 0 || dist_.world_size() % g != 0)
@@ -590,8 +591,10 @@ void ShardedModel::accumulate_unit_grads(size_t unit, std::vector<at::Tensor> fu
 }
 
 at::Tensor ShardedModel::run(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec,
-                             const at::Tensor& targets, int64_t trained) {
-  in_ = model_->unit_inputs(positions.to(dist_.device()), opts_.compute_dtype, spec);
+                             const at::Tensor& targets, int64_t trained, KVCache* cache,
+                             const at::Tensor& head_rows) {
+  in_ = model_->unit_inputs(positions.to(dist_.device()), opts_.compute_dtype, spec, cache);
+  if (head_rows.defined()) in_.head_rows = head_rows.to(dist_.device());
   if (targets.defined()) in_.targets = targets.to(dist_.device());
   in_.trained = trained;
   // A frozen head weight gets no grad: the fused loss then computes none.
@@ -614,8 +617,9 @@ at::Tensor ShardedModel::run(const at::Tensor& tokens, const at::Tensor& positio
   });
 }
 
-at::Tensor ShardedModel::logits(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec) {
-  return run(tokens, positions, spec, at::Tensor(), -1);
+at::Tensor ShardedModel::logits(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec,
+                                KVCache* cache, const at::Tensor& head_rows) {
+  return run(tokens, positions, spec, at::Tensor(), -1, cache, head_rows);
 }
 
 at::Tensor ShardedModel::loss_sum(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec,

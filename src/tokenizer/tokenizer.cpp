@@ -4,12 +4,15 @@
 
 #include <algorithm>
 #include <array>
+#include <nlohmann/json.hpp>
 
 #include "agenttune/util/error.h"
 #include "agenttune/util/files.h"
 #include "agenttune/util/log.h"
 #include "agenttune/util/sha256.h"
+#include "byte_level_bpe.h"
 #include "fast_bpe.h"
+#include "text_repair.h"
 
 namespace agenttune {
 
@@ -23,6 +26,7 @@ namespace agenttune {
 struct Tokenizer::Impl {
   std::shared_ptr<const sentencepiece::SentencePieceProcessor> sp;  // immutable, shared by copies
   std::shared_ptr<const tokenizer_detail::FastBpe> fast;           // null: SentencePiece encodes
+  std::shared_ptr<const tokenizer_detail::ByteLevelBpe> bytes;     // set: a tokenizer.json's byte-level BPE
   std::shared_ptr<const std::vector<std::string>> pieces;          // base vocab by id
   std::filesystem::path path;
   std::string fingerprint;
@@ -46,6 +50,7 @@ struct Tokenizer::Impl {
 
   void encode_stretch(std::string_view s, std::vector<int32_t>& out) const {
     if (s.empty()) return;
+    if (bytes) return bytes->encode(s, out);
     if (fast && fast->encode(s, out)) return;  // declines only text that is not valid UTF-8
     std::vector<int> ids;
     auto status = sp->Encode(s, &ids);
@@ -58,9 +63,113 @@ struct Tokenizer::Impl {
       if (t.id == id) return &t;
     return nullptr;
   }
+
+  static Tokenizer load_byte_level(const std::filesystem::path& file, const std::string& text,
+                                   const nlohmann::json& json);
+  std::string decode_byte_level(const std::vector<int32_t>& ids) const;
 };
 
-Tokenizer Tokenizer::load(const std::filesystem::path& model_path, bool fast_bpe) {
+namespace {
+
+nlohmann::json parse_json(const std::filesystem::path& file, const std::string& text) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON: {}", file.string(), e.what());
+  }
+}
+
+// A special-token entry of tokenizer_config.json: a string, {"content": ...}, or null.
+std::optional<std::string> config_token(const nlohmann::json& config, const char* key) {
+  if (!config.contains(key) || config[key].is_null()) return std::nullopt;
+  const auto& v = config[key];
+  return v.is_string() ? v.get<std::string>() : v.at("content").get<std::string>();
+}
+
+}  // namespace
+
+// Added tokens are registered in id order and must continue the vocabulary (or be one of its
+// entries); BOS is what the post-processor prepends, else tokenizer_config.json's bos_token; EOS and
+// PAD come from tokenizer_config.json beside the file (none without one).
+Tokenizer Tokenizer::Impl::load_byte_level(const std::filesystem::path& file, const std::string& text,
+                                           const nlohmann::json& json) {
+  Tokenizer t;
+  t.impl_ = std::make_shared<Impl>();
+  Impl& m = *t.impl_;
+  m.bytes = tokenizer_detail::ByteLevelBpe::from_json(json, file.string());
+  m.path = file;
+  m.fingerprint = sha256_hex(text);
+  m.base_size = m.next_id = m.bytes->size();
+  std::vector<nlohmann::json> added;
+  if (json.contains("added_tokens")) added.assign(json["added_tokens"].begin(), json["added_tokens"].end());
+  std::stable_sort(added.begin(), added.end(), [](const auto& a, const auto& b) { return a.at("id") < b.at("id"); });
+  for (const auto& a : added) {
+    const std::string content = a.at("content").get<std::string>();
+    if (a.value("lstrip", false) || a.value("rstrip", false) || a.value("single_word", false) ||
+        (a.value("normalized", false) && !json.value("normalizer", nlohmann::json()).is_null()))
+      fail("{}: added token \"{}\" uses lstrip, rstrip, single_word or normalized matching, which agenttune does "
+           "not support", file.string(), content);
+    const int32_t want = a.at("id").get<int32_t>(), got = t.add_token(content, a.value("special", true));
+    if (got != want)
+      fail("{}: added token \"{}\" has id {}, but added tokens must follow the vocabulary in order (next id {})",
+           file.string(), content, want, got);
+  }
+  nlohmann::json config;
+  if (const auto cfg = file.parent_path() / "tokenizer_config.json"; std::filesystem::exists(cfg))
+    config = parse_json(cfg, read_text_file(cfg));
+  auto id_of = [&](const std::optional<std::string>& token, const char* key) {
+    if (!token) return -1;
+    const auto id = t.piece_to_id(*token);
+    if (!id) fail("{}: {} \"{}\" is not a token of {}", (file.parent_path() / "tokenizer_config.json").string(),
+                  key, *token, file.string());
+    return *id;
+  };
+  const std::string& prefix = m.bytes->template_prefix();
+  m.bos = id_of(prefix.empty() ? config_token(config, "bos_token") : prefix, "bos_token");
+  m.eos = id_of(config_token(config, "eos_token"), "eos_token");
+  m.pad = id_of(config_token(config, "pad_token"), "pad_token");
+  m.unk = -1;  // every byte has a token
+  return t;
+}
+
+// tokenizers' ByteLevel decoder: every token's bytes (an added token's through the byte map when
+// all its characters are byte-level ones, else as written), then invalid UTF-8 replaced by U+FFFD.
+std::string Tokenizer::Impl::decode_byte_level(const std::vector<int32_t>& ids) const {
+  std::string raw;
+  for (int32_t id : ids) {
+    if (id < 0 || id >= next_id) fail("decode: token id {} is outside the vocabulary [0, {})", id, next_id);
+    if (id < base_size) {
+      raw += bytes->bytes(id);
+      continue;
+    }
+    const std::string& content = added_by_id(id)->content;
+    const size_t before = raw.size();
+    if (!tokenizer_detail::ByteLevelBpe::unmap(content, raw)) raw.resize(before), raw += content;
+  }
+  std::string out;
+  tokenizer_detail::append_utf8_lossy(raw, out);
+  return out;
+}
+
+Tokenizer Tokenizer::load(const std::filesystem::path& path, bool fast_bpe) {
+  std::filesystem::path model_path = path;
+  if (std::filesystem::is_directory(path)) {
+    model_path = path / "tokenizer.model";
+    if (const auto file = path / "tokenizer.json"; std::filesystem::exists(file)) {
+      const std::string text = read_text_file(file);
+      const auto json = parse_json(file, text);
+      if (tokenizer_detail::ByteLevelBpe::is_byte_level(json)) return Impl::load_byte_level(file, text, json);
+    }
+    if (!std::filesystem::exists(model_path))
+      fail("{}: holds neither a byte-level BPE tokenizer.json nor a SentencePiece tokenizer.model", path.string());
+  } else if (path.extension() == ".json") {
+    const std::string text = read_text_file(path);
+    const auto json = parse_json(path, text);
+    if (!tokenizer_detail::ByteLevelBpe::is_byte_level(json))
+      fail("{}: not a byte-level BPE tokenizer.json (model BPE with a ByteLevel pre-tokenizer); a SentencePiece "
+           "model loads from its tokenizer.model", path.string());
+    return Impl::load_byte_level(path, text, json);
+  }
   std::string bytes = read_text_file(model_path);  // throws naming the file if missing
   auto sp = std::make_shared<sentencepiece::SentencePieceProcessor>();
   auto status = sp->LoadFromSerializedProto(bytes);
@@ -98,11 +207,12 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
   return out;
 }
 
-bool Tokenizer::uses_fast_bpe() const { return impl_->fast != nullptr; }
+bool Tokenizer::uses_fast_bpe() const { return impl_->fast != nullptr || impl_->bytes != nullptr; }
 
 void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& out, bool add_bos, bool add_eos) const {
   const Impl& m = *impl_;
-  if (add_bos) out.push_back(bos_id());
+  if (add_bos && m.bos >= 0) out.push_back(m.bos);
+  if (add_eos && m.eos < 0) fail("{}: encode with an EOS, but the tokenizer has no eos_token", m.path.string());
   size_t start = 0;
   if (!m.added.empty()) {
     for (size_t pos = 0; pos < text.size();) {
@@ -127,6 +237,7 @@ void Tokenizer::encode_as_text(std::string_view text, std::vector<int32_t>& out)
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   const Impl& m = *impl_;
+  if (m.bytes) return m.decode_byte_level(ids);
   std::string out;
   std::vector<int> stretch;
   auto flush = [&] {
@@ -160,12 +271,18 @@ std::string_view Tokenizer::piece_view(int32_t id) const {
   if (id < 0 || id >= m.next_id)
     fail("id_to_piece: token id {} is outside the vocabulary [0, {})", id, m.next_id);
   if (id >= m.base_size) return m.added_by_id(id)->content;
+  if (m.bytes) return m.bytes->piece(id);
   return (*m.pieces)[id];
 }
 
 std::optional<int32_t> Tokenizer::piece_to_id(std::string_view piece) const {
   for (const auto& t : impl_->added)
     if (t.content == piece) return t.id;
+  if (impl_->bytes) {
+    const auto& vocab = impl_->bytes->vocab();
+    const auto it = vocab.find(piece);
+    return it == vocab.end() ? std::nullopt : std::optional<int32_t>(it->second);
+  }
   int id = impl_->sp->PieceToId(piece);
   // PieceToId answers unk_id for unknown pieces; only "<unk>" itself really is that id.
   if (id == impl_->sp->unk_id() && piece != impl_->sp->IdToPiece(id)) return std::nullopt;

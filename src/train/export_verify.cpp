@@ -144,7 +144,8 @@ ExportCheck verify_export(const WeightStream& reference, const LlamaConfig& cfg,
 
 namespace {
 
-// Reads the export as transformers and vLLM users will: LlamaForCausalLM in float32 and
+// Reads the export as transformers and vLLM users will: the class config.json names (LlamaForCausalLM,
+// Qwen2ForCausalLM, Qwen3ForCausalLM) through AutoModelForCausalLM, in float32, and
 // AutoTokenizer from the folder's own files. Exit 3: a package is missing.
 constexpr const char* kTransformersCheck = R"PY(
 import json, sys
@@ -152,13 +153,13 @@ try:
     import torch
     import transformers
     from safetensors.torch import load_file
-    from transformers import AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 except ImportError as e:
     print(f"cannot import {e.name}: {e}", file=sys.stderr)
     sys.exit(3)
 folder, probe_file, text_file, with_tokenizer, result_file = sys.argv[1:6]
 probe = load_file(probe_file)
-model = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 with torch.no_grad():
     logits = model(input_ids=probe["tokens"]).logits
 out = {"transformers": transformers.__version__,
@@ -244,13 +245,13 @@ try:
     from peft import PeftModel, get_peft_model_state_dict
     from safetensors import safe_open
     from safetensors.torch import load_file
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 except ImportError as e:
     print(f"cannot import {e.name}: {e}", file=sys.stderr)
     sys.exit(3)
 base, folder, probe_file, result_file = sys.argv[1:5]
 probe = load_file(probe_file)
-model = LlamaForCausalLM.from_pretrained(base, dtype=torch.float32)
+model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
 model = PeftModel.from_pretrained(model, folder).eval()
 with torch.no_grad():
     logits = model(input_ids=probe["tokens"]).logits

@@ -15,10 +15,12 @@ namespace fs = std::filesystem;
 namespace {
 
 // The LlamaConfig keys that change the math (visit()'s names, so the error names the user's key).
-constexpr std::array<const char*, 12> kArchitectureKeys = {
-    "vocab_size",          "hidden_size",         "intermediate_size",       "num_hidden_layers",
-    "num_attention_heads", "num_key_value_heads", "head_dim",                "max_position_embeddings",
-    "rope_theta",          "rope_scaling_factor", "rms_norm_eps",            "tie_word_embeddings"};
+constexpr std::array<const char*, 18> kArchitectureKeys = {
+    "model_type",           "vocab_size",           "hidden_size",           "intermediate_size",
+    "num_hidden_layers",    "num_attention_heads",  "num_key_value_heads",   "head_dim",
+    "max_position_embeddings", "rope_theta",        "rope_scaling_type",     "rope_scaling_factor",
+    "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_position_embeddings",
+    "attention_bias",       "rms_norm_eps",         "tie_word_embeddings"};
 
 // As the config writer spells each field: the text a user wrote, and equal exactly when the
 // values are (doubles are written shortest-exact). head_dim 0 means the derived one.

@@ -43,6 +43,7 @@ MetricsRow metrics_row(const StepOutcome& o, const StepMeasures& m, const DataCo
     row.emplace_back("pad_fraction",
                      1.0 - static_cast<double>(o.real) / static_cast<double>(std::max<int64_t>(o.slots, 1)));
   if (m.val_loss) row.emplace_back("val_loss", *m.val_loss);
+  row.insert(row.end(), m.eval.begin(), m.eval.end());
   if (!o.judgement.applied()) row.emplace_back("skipped", 1.0);
   return row;
 }
@@ -157,7 +158,7 @@ void RunReport::step(const TrainRun& run, const StepOutcome& o, StepMeasures& m)
     phase_table_.add(*m.phases);
   }
   if (!run.main) return;
-  if (step % cfg.train.log_interval == 0 || step == cfg.train.max_steps) {
+  if (step % cfg.train.log_interval == 0 || step == cfg.train.max_steps || !m.eval.empty()) {
     DataColumns data{{}, cfg.data.packing == Packing::Pad || run.data->has_conversations()};
     const auto shares = run.data->shares();
     for (size_t s = 0; s < shares.size(); ++s) data.shares.emplace_back(cfg.data.sources[s].name, shares[s]);

@@ -78,10 +78,17 @@ void TrainConfig::validate(const std::string& src) const {
     fail("{}: train.max_rollbacks must be at least 1 (the rollbacks to one checkpoint that stop the run), got {}", src,
          train.max_rollbacks);
   if (train.log_interval <= 0) fail("{}: train.log_interval must be positive", src);
-  if (train.eval_interval > 0 && data.validation_fraction == 0)
-    fail("{}: train.eval_interval {} evaluates on the held-out documents, but data.validation_fraction is 0 (none "
-         "are held out); set data.validation_fraction (e.g. 0.01) or train.eval_interval: 0",
+  if (train.eval_interval > 0 && data.validation_fraction == 0 && !eval)
+    fail("{}: train.eval_interval {} evaluates the validation loss on held-out documents or the `eval:` section, "
+         "but data.validation_fraction is 0 (none are held out) and there is no `eval:` section; set one of them "
+         "(e.g. data.validation_fraction: 0.01) or train.eval_interval: 0",
          src, train.eval_interval);
+  if (eval) {
+    if (train.eval_interval <= 0)
+      fail("{}: the `eval:` section runs every train.eval_interval steps, which is 0 (never); set "
+           "train.eval_interval", src);
+    eval->validate(src + ": eval");
+  }
   if (checkpoint.interval <= 0) fail("{}: checkpoint.interval must be positive, got {}", src, checkpoint.interval);
   if (dist.timeout_s <= 0) fail("{}: dist.timeout_s must be positive", src);
   if (!(dist.connect_timeout_s > 0) || !std::isfinite(dist.connect_timeout_s))

@@ -3,6 +3,8 @@
 #include <optional>
 #include <vector>
 
+#include "agenttune/eval/eval_report.h"
+#include "agenttune/eval/eval_run.h"
 #include "agenttune/train/bad_step.h"
 #include "agenttune/train/batch_prefetch.h"
 #include "agenttune/train/checkpoint_schedule.h"
@@ -10,6 +12,7 @@
 #include "agenttune/train/step.h"
 #include "agenttune/train/stop_signal.h"
 #include "agenttune/train/train_run.h"
+#include "agenttune/util/log.h"
 #include "agenttune/util/seeded.h"
 
 namespace agenttune {
@@ -37,12 +40,27 @@ uint64_t dropout_seed(uint64_t train_seed, int64_t step, int rank) {
   return splitmix64(splitmix64(splitmix64(train_seed) ^ static_cast<uint64_t>(step)) ^ static_cast<uint64_t>(rank));
 }
 
-// Every train.eval_interval steps: the loss on the held-out documents, the same on every rank.
-std::optional<double> evaluate_if_due(TrainRun& run) {
+// The `eval:` section's records, template and tokenizer, read once before the first step. Its
+// tokenizer defaults to the one the data was made with, else the initial model folder's.
+std::optional<eval::EvalInputs> eval_inputs(const TrainRun& run) {
+  if (!run.cfg.eval) return std::nullopt;
+  const auto tokenizer =
+      run.cfg.data.tokenizer.empty() ? run.cfg.model.init_from / "tokenizer.model" : run.cfg.data.tokenizer;
+  return eval::load_eval_inputs(*run.cfg.eval, tokenizer, run.model->config().vocab_size);
+}
+
+// Every train.eval_interval steps: the loss on the held-out documents and the `eval:` section's
+// metrics on the current weights, the same on every rank.
+void evaluate_if_due(TrainRun& run, const std::optional<eval::EvalInputs>& inputs, StepMeasures& m) {
   const TrainSection& t = run.cfg.train;
-  if (t.eval_interval <= 0 || run.prog.step % t.eval_interval != 0) return std::nullopt;
-  return validation_loss(*run.sharded, run.data->validation_batches(t.micro_batch_size, t.eval_batches),
-                         run.cfg.data.attention, run.dist->device());
+  if (t.eval_interval <= 0 || run.prog.step % t.eval_interval != 0) return;
+  if (run.cfg.data.validation_fraction > 0)
+    m.val_loss = validation_loss(*run.sharded, run.data->validation_batches(t.micro_batch_size, t.eval_batches),
+                                 run.cfg.data.attention, run.dist->device());
+  if (!inputs) return;
+  const auto results = eval::run_eval(*eval::sharded_eval_model(*run.sharded, *run.dist), *inputs);
+  m.eval = eval::eval_scalars(results);
+  if (run.main) log::info("step {}: eval\n{}", run.prog.step, eval::format_tables(results));
 }
 
 }  // namespace
@@ -52,6 +70,7 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
   BadStepPolicy policy(bad_step_options(run.cfg), run.prog);
   const CheckpointSchedule schedule(checkpoint_schedule_options(run.cfg, opts));
   RunReport report(run, opts.progress);
+  const auto evals = eval_inputs(run);
   StopSignal stop;
   // After the run: destroyed first, waiting for a read in flight before the mixture goes.
   BatchPrefetch prefetch(*run.data, step_batch_shape(run), run.dist->device());
@@ -79,7 +98,7 @@ TrainResult train(const TrainConfig& config, const TrainOptions& opts) {
     run.result.losses.push_back(o.loss);
     m.tokens_total = run.prog.tokens;
     clock.stamp(m);
-    m.val_loss = evaluate_if_due(run);
+    evaluate_if_due(run, evals, m);
     report.step(run, o, m);
     const RunEnd end = save_if_due(run, schedule, o.stop_vote);
     if (end != RunEnd::Continue) {

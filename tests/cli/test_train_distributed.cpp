@@ -102,6 +102,39 @@ TEST_P(TrainDistributed, TwoRanksMatchOneAndCheckpointsReshard) {
 INSTANTIATE_TEST_SUITE_P(Strategies, TrainDistributed,
                          ::testing::Values("full_shard", "shard_grad_op", "no_shard", "full_shard, offload: optimizer"));
 
+// A Qwen3-shaped model (q/k norms, explicit head_dim; biases too through attention_bias) through the
+// same path: 2 ranks give 1 rank's losses, a 2-rank checkpoint resumes at 1 rank, and its export
+// names Qwen3ForCausalLM and holds the norms and biases (transformers reloading a family export with
+// our logits: tests/model/test_families.cpp).
+TEST(TrainDistributedFamilies, QwenShapedTwoRanksMatchOneResumeAndExport) {
+  auto root = testing::scratch_dir();
+  auto cfg = write_config(root, "full_shard");
+  const std::string qwen3 =
+      "--set model.shape.model_type=qwen3 --set model.shape.head_dim=32 --set model.shape.attention_bias=true ";
+  ASSERT_EQ(run(train(cfg, root / "one", qwen3), root / "one.log"), 0);
+  auto one = testing::run_losses(root / "one");
+  ASSERT_EQ(one.size(), 12u);
+  ASSERT_EQ(run(torchrun(2) + train(cfg, root / "2to1", qwen3 + "--exit-after-steps 6"), root / "2to1a.log"), 0);
+  ASSERT_EQ(run(train(cfg, root / "2to1", qwen3 + "--resume auto"), root / "2to1b.log"), 0);
+  expect_close(testing::run_losses(root / "2to1"), one, 1, 12);
+
+  const auto out = root / "2to1_hf";
+  ASSERT_EQ(run(bin() + " export --dtype float32 --checkpoint " + (root / "2to1/checkpoints/step_00000012").string() +
+                    " --out " + out.string(),
+                root / "export.log"),
+            0);
+  const auto config = nlohmann::json::parse(std::ifstream(out / "config.json"));
+  EXPECT_EQ(config.at("architectures"), nlohmann::json::array({"Qwen3ForCausalLM"}));
+  const auto weights = SafetensorsFile::open(out / "model.safetensors");
+  size_t norms = 0, biases = 0;
+  for (const auto& e : weights.entries()) {
+    norms += e.name.find("self_attn.q_norm.weight") != std::string::npos;
+    biases += e.name.find("self_attn.o_proj.bias") != std::string::npos;
+  }
+  EXPECT_EQ(norms, 2u);
+  EXPECT_EQ(biases, 2u);
+}
+
 TEST(TrainDistributedFailure, KilledRankMakesTheOtherExitNamingTheCollective) {
   auto root = testing::scratch_dir();
   auto cfg = write_config(root, "full_shard");

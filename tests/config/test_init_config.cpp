@@ -30,6 +30,12 @@ void expect_same(const LlamaConfig& a, const LlamaConfig& b) {
   EXPECT_EQ(a.max_position_embeddings, b.max_position_embeddings);
   EXPECT_EQ(a.rope_theta, b.rope_theta);  // exact: the dump must round-trip doubles bit for bit
   EXPECT_EQ(a.rope_scaling_factor, b.rope_scaling_factor);
+  EXPECT_EQ(a.model_type, b.model_type);
+  EXPECT_EQ(a.rope_scaling_type, b.rope_scaling_type);
+  EXPECT_EQ(a.rope_low_freq_factor, b.rope_low_freq_factor);
+  EXPECT_EQ(a.rope_high_freq_factor, b.rope_high_freq_factor);
+  EXPECT_EQ(a.rope_original_max_position_embeddings, b.rope_original_max_position_embeddings);
+  EXPECT_EQ(a.attention_bias, b.attention_bias);
   EXPECT_EQ(a.rms_norm_eps, b.rms_norm_eps);
   EXPECT_EQ(a.tie_word_embeddings, b.tie_word_embeddings);
   EXPECT_EQ(a.initializer_range, b.initializer_range);
@@ -123,7 +129,7 @@ TEST(InitConfig, UnknownKeysNameFileLineAndSuggestion) {
   auto far = write_yaml("far.yaml", "model:\n  zzzzzzzzzzzz: 1\n");
   msg = error_of([&] { load_config<InitConfig>(far); });
   EXPECT_TRUE(contains(msg, ":2: unknown key 'model.zzzzzzzzzzzz' (valid keys in 'model': "
-                            "vocab_size, hidden_size,"));
+                            "model_type, vocab_size, hidden_size,"));
 
   auto dup = write_yaml("dup.yaml", "seed: 1\nseed: 2\n");
   msg = error_of([&] { load_config<InitConfig>(dup); });
@@ -178,6 +184,20 @@ TEST(InitConfig, ResolvedDumpLoadsBackEqual) {
   expect_same(back.model, cfg.model);
   EXPECT_EQ(back.seed, 123u);
   EXPECT_EQ(back.tokenizer, cfg.tokenizer);  // absolute after resolution, so the dump's folder is moot
+
+  // The families' keys (a Llama-3 and a Qwen3 block) round-trip as well, and a misspelt family is
+  // named with what it may be.
+  for (const std::vector<std::string>& family :
+       {std::vector<std::string>{"model.rope_scaling_type=llama3", "model.rope_scaling_factor=8",
+                                 "model.rope_low_freq_factor=1.5", "model.rope_high_freq_factor=6",
+                                 "model.rope_original_max_position_embeddings=256"},
+        std::vector<std::string>{"model.model_type=qwen3", "model.attention_bias=true", "model.head_dim=32"}}) {
+    auto fam = load_config<InitConfig>(tiny(), family);
+    write_resolved_config(out, fam);
+    expect_same(load_config<InitConfig>(out).model, fam.model);
+  }
+  EXPECT_TRUE(contains(error_of([] { load_config<InitConfig>(tiny(), {"model.model_type=qwen2.5"}); }),
+                       "one of llama, qwen2, qwen3"));
 
   // Defaults round-trip too, null pad included, and the text spells floats and nulls plainly.
   InitConfig defaults;

@@ -56,8 +56,9 @@ TEST(TrainSettings, EvalIntervalWithoutAValidationSplitIsAnError) {
   auto path = write_yaml("eval.yaml", train_yaml(kShape));
   EXPECT_EQ(load_config<TrainConfig>(path).train.eval_interval, 0);  // the default evaluates nothing, knowingly
   const std::string e = error_of([&] { load_config<TrainConfig>(path, {"train.eval_interval=5"}); });
-  EXPECT_NE(e.find(path.string() + ": train.eval_interval 5 evaluates on the held-out documents, but "
-                                   "data.validation_fraction is 0"),
+  EXPECT_NE(e.find(path.string() + ": train.eval_interval 5 evaluates the validation loss on held-out documents or "
+                                   "the `eval:` section, but data.validation_fraction is 0 (none are held out) and "
+                                   "there is no `eval:` section"),
             std::string::npos)
       << e;
   const auto ok = load_config<TrainConfig>(path, {"train.eval_interval=5", "data.validation_fraction=0.1"});

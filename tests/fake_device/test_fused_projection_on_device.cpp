@@ -3,6 +3,7 @@
 // trains as the same model with separate weights, bit for bit across recompute modes, and decodes
 // with a KV cache as its full forward.
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
 #include <map>
@@ -85,6 +86,35 @@ TEST(FusedProjection, CachedDecodingThroughFlatWeightsEqualsTheFullForward) {
   model->forward(on(tokens.narrow(1, 0, 11)), default_positions(1, 11, 0, fd::device()), {}, &cache);
   auto last = model->forward(on(tokens.narrow(1, 11, 1)), default_positions(1, 1, 11, fd::device()), {}, &cache).cpu();
   EXPECT_LE(rel(last, full.narrow(1, 11, 1)), 1e-5);
+}
+
+// Qwen2's q/k/v biases and Qwen3's per-head q/k norms come between the matmul and RoPE: the fused
+// matmul then only projects and the biases, norms and rotation follow. The same loss and gradients
+// as separate weights, biases and norms included.
+TEST(FusedProjection, BiasedAndNormedFamiliesTrainThroughFlatWeightsAsSeparateOnes) {
+  for (ModelFamily f : {ModelFamily::Qwen2, ModelFamily::Qwen3}) {
+    SCOPED_TRACE(enum_name(f));
+    auto c = agenttune::testing::tiny_llama(61, 32, 48, 2, 4, 2);
+    c.model_type = f;
+    if (f == ModelFamily::Qwen3) c.head_dim = 16;
+    auto make = [&] {
+      auto m = make_llama(c, 5, fd::device());
+      at::NoGradGuard ng;
+      auto g = at::make_generator<at::CPUGeneratorImpl>(9);
+      for (auto& p : m->named_parameters())  // biases and norms away from their 0 / 1 start
+        if (p.value().dim() == 1) p.value().copy_(at::rand(p.value().sizes(), g, at::kFloat) - 0.5);
+      return m;
+    };
+    auto separate = make(), flat = make();
+    flatten_layer_weights(flat);
+    auto& attn = flat->model->layers[0]->self_attn;
+    ASSERT_TRUE(fusable({{attn->q_proj->weight}, {attn->k_proj->weight}, {attn->v_proj->weight}}));
+    const auto want = train_once(separate, Recompute::None);
+    const auto got = train_once(flat, Recompute::Selective);
+    EXPECT_LE(rel(got.loss, want.loss), 1e-6);
+    ASSERT_EQ(got.grads.size(), want.grads.size());
+    for (const auto& [name, g] : want.grads) EXPECT_LE(rel(got.grads.at(name), g), 1e-5) << name;
+  }
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // Parity with Hugging Face transformers (the oracle): small random LlamaForCausalLM models in
 // every layout we read (MHA/GQA/MQA, two rope thetas, linear rope scaling, odd vocab, tied head,
-// single and sharded safetensors, .bin shards, Meta MP=2 .pth) must give the same logits, loss,
-// gradients and greedy tokens in agenttune.
+// single and sharded safetensors, .bin shards, Meta MP=2 .pth) and every family (Llama-3, Qwen2.5,
+// Qwen3) must give the same logits, loss, gradients and greedy tokens in agenttune.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -98,6 +98,12 @@ TEST_P(HfParity, CachedDecodingEqualsFullForward) {
 INSTANTIATE_TEST_SUITE_P(Oracle, HfParity,
                          ::testing::Values("mha_untied", "gqa_odd_vocab_sharded", "mqa_tied_linear_rope",
                                            "bin_shards", "meta_mp2"));
+
+// The other families the one module computes (make_models.py's FAMILY_CASES): Llama-3 with llama3
+// RoPE past its original context, Qwen2.5's q/k/v biases, Qwen3's q/k norms and explicit head_dim.
+// Their export and config tests are in test_families.cpp.
+INSTANTIATE_TEST_SUITE_P(Families, HfParity,
+                         ::testing::Values("llama3_rope_tied", "qwen2_biases", "qwen3_qk_norm_tied"));
 
 // The reverse direction: agenttune saves (sharded, tied and untied), transformers loads and gives
 // the same logits on the same tokens.

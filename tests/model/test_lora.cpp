@@ -142,7 +142,8 @@ TEST_P(PeftLora, MergedWeightsGiveMergeAndUnloadsLogits) {
 
 // The variants of peft_lora.py (listed here, not read from its output: listing the tests must not
 // run the oracle).
-INSTANTIATE_TEST_SUITE_P(Oracle, PeftLora, ::testing::Values("lora_mha", "lora_gqa", "rslora_gqa", "dropout_mha"));
+INSTANTIATE_TEST_SUITE_P(Oracle, PeftLora, ::testing::Values("lora_mha", "lora_gqa", "rslora_gqa", "dropout_mha", "lora_qwen2",
+                                                            "lora_qwen3"));
 
 LlamaConfig tiny_config() { return testing::tiny_llama(97, 64, 96); }
 

@@ -1,5 +1,7 @@
 """Oracle fixtures: small random LlamaForCausalLM models saved by transformers, with the numbers
-agenttune must reproduce (logits, loss, every parameter's gradient, greedy generations).
+agenttune must reproduce (logits, loss, every parameter's gradient, greedy generations); and the
+other families the one Llama module computes (FAMILY_CASES: Llama-3 with llama3 RoPE scaling run
+past its original context, Qwen2.5 with q/k/v biases, Qwen3 with q/k norms and an explicit head_dim).
 
 usage: make_models.py OUT_DIR
 Writes OUT_DIR/<case>/model/ (an HF folder, or a Meta folder for the meta case) and
@@ -11,7 +13,7 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 CASES = {
     # name: (config kwargs, how to save)
@@ -28,6 +30,29 @@ CASES = {
                         num_attention_heads=8, num_key_value_heads=4), "bin"),
     "meta_mp2": (dict(vocab_size=640, hidden_size=128, intermediate_size=384, num_hidden_layers=2,
                       num_attention_heads=8, num_key_value_heads=2), "meta"),
+}
+
+
+FAMILIES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+            "qwen3": (Qwen3Config, Qwen3ForCausalLM)}
+
+# name: (family, config kwargs, tokens per row, greedy prompt length). The Llama-3 case's original
+# context (32) is shorter than its rows (48) and its greedy run (30 + 12): positions past it are
+# computed with the rescaled frequencies, and head_dim 32 at theta 5e5 puts pairs in all three
+# llama3 bands (kept, smoothed, divided by the factor).
+FAMILY_CASES = {
+    "llama3_rope_tied": ("llama", dict(vocab_size=300, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2, rope_theta=500000.0,
+                                       tie_word_embeddings=True,
+                                       rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                     "high_freq_factor": 4.0,
+                                                     "original_max_position_embeddings": 32}), 48, 30),
+    "qwen2_biases": ("qwen2", dict(vocab_size=320, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, rope_theta=1000000.0,
+                                   rms_norm_eps=1e-6, tie_word_embeddings=False), 24, 6),
+    "qwen3_qk_norm_tied": ("qwen3", dict(vocab_size=320, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                                         rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True), 24, 6),
 }
 
 
@@ -89,16 +114,20 @@ def save_meta(model, cfg, out, mp=2):
         json.dump(params, f)
 
 
-def make_case(name, kwargs, how, root):
+def make_case(name, kwargs, how, root, family="llama", seq=24, prompt_len=6):
     torch.manual_seed(abs(hash(name)) % (2**31))
-    cfg = LlamaConfig(rms_norm_eps=1e-5, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
-                      pad_token_id=0, **kwargs)
-    model = LlamaForCausalLM(cfg).float()
-    # Random norm weights too, so a loader that skips them cannot pass.
+    config_class, model_class = FAMILIES[family]
+    cfg = config_class(**{**dict(rms_norm_eps=1e-5, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
+                                 pad_token_id=0), **kwargs})
+    model = model_class(cfg).float()
+    # Random norm weights and biases too (HF starts them at one and zero), so a loader that skips
+    # them cannot pass.
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "norm" in n:
                 p.uniform_(0.5, 1.5)
+            elif n.endswith(".bias"):
+                p.uniform_(-0.1, 0.1)
     model.eval()
     out = os.path.join(root, name, "model")
     os.makedirs(out, exist_ok=True)
@@ -112,7 +141,7 @@ def make_case(name, kwargs, how, root):
         save_meta(model, cfg, out)
 
     g = torch.Generator().manual_seed(7)
-    tokens = torch.randint(3, cfg.vocab_size, (2, 24), generator=g)
+    tokens = torch.randint(3, cfg.vocab_size, (2, seq), generator=g)
     labels = tokens.clone()
     labels[0, :5] = -100  # masked prompt: the loss must ignore these
     out_ = model(input_ids=tokens, labels=labels)
@@ -122,7 +151,7 @@ def make_case(name, kwargs, how, root):
            "loss": out_.loss.detach().reshape(1)}
     for n, p in model.named_parameters():
         ref["grad." + n] = p.grad.detach().contiguous()
-    prompt = tokens[:1, :6]
+    prompt = tokens[:1, :prompt_len]
     with torch.no_grad():
         gen = model.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=2, pad_token_id=0)
     ref["greedy_prompt"] = prompt[0].float()
@@ -136,8 +165,10 @@ def main():
     torch.use_deterministic_algorithms(True)
     for name, (kwargs, how) in CASES.items():
         make_case(name, kwargs, how, root)
+    for name, (family, kwargs, seq, prompt_len) in FAMILY_CASES.items():
+        make_case(name, kwargs, "safetensors", root, family, seq, prompt_len)
     with open(os.path.join(root, "cases.json"), "w") as f:
-        json.dump({n: how for n, (_, how) in CASES.items()}, f)
+        json.dump({**{n: how for n, (_, how) in CASES.items()}, **{n: "safetensors" for n in FAMILY_CASES}}, f)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from peft_init import adapter_params, peft_model
 
@@ -28,12 +28,16 @@ VARIANTS = {
     # Dropout draws from the default CPU generator in forward order (q, k, v, o, gate, up, down per
     # layer) in both, so seeding it alike (torch.manual_seed(rng_seed)) gives the same masks.
     "dropout_mha": dict(case="mha_untied", rank=8, alpha=16.0, rslora=False, init_seed=7, dropout=0.25, rng_seed=1234),
+    # Projections with a bias (Qwen2.5's q/k/v): PEFT keeps the base bias frozen and adds the
+    # adapter's delta to the biased output; Qwen3's q/k norms sit between the adapters and RoPE.
+    "lora_qwen2": dict(case="qwen2_biases", rank=4, alpha=8.0, rslora=False, init_seed=13),
+    "lora_qwen3": dict(case="qwen3_qk_norm_tied", rank=4, alpha=8.0, rslora=False, init_seed=17),
 }
 
 
 def make_variant(name, v, models, out_root):
     case = os.path.join(models, v["case"])
-    base = LlamaForCausalLM.from_pretrained(os.path.join(case, "model"), dtype=torch.float32,
+    base = AutoModelForCausalLM.from_pretrained(os.path.join(case, "model"), dtype=torch.float32,
                                             attn_implementation="eager")
     model = peft_model(base, v["rank"], v["alpha"], v["rslora"], v["init_seed"], v.get("dropout", 0.0))
     ref = {}

@@ -26,7 +26,12 @@ using namespace agenttune::parallel;
 
 namespace {
 
-LlamaConfig tiny() { return agenttune::testing::tiny_llama(97); }
+LlamaConfig tiny(ModelFamily family = ModelFamily::Llama) {
+  auto c = agenttune::testing::tiny_llama(97);
+  c.model_type = family;  // qwen2: q/k/v biases; qwen3: q/k norms over an explicit head_dim
+  if (family == ModelFamily::Qwen3) c.head_dim = 16;
+  return c;
+}
 
 struct Batch {
   at::Tensor tokens, targets, positions;
@@ -70,12 +75,14 @@ struct Case {
   SingleRankPath single_rank_path = SingleRankPath::Resident;
   Offload offload = Offload::None;
   bool qlora = false;  // with lora: the projections held as NF4 records
+  ModelFamily family = ModelFamily::Llama;
 };
 
 std::string case_name(const Case& c) {
   return c.strategy + "_w" + std::to_string(c.world) + (c.hybrid_group ? "_g" + std::to_string(c.hybrid_group) : "") +
          (c.single_rank_path == SingleRankPath::PerUnit ? "_per_unit" : "") +
-         (c.offload == Offload::Optimizer ? "_offload" : "") + (c.qlora ? "_qlora" : c.lora ? "_lora" : "");
+         (c.offload == Offload::Optimizer ? "_offload" : "") + (c.qlora ? "_qlora" : c.lora ? "_lora" : "") +
+         (c.family != ModelFamily::Llama ? "_" + enum_name(c.family) : "");
 }
 
 ShardOptions options(const Case& c) {
@@ -92,7 +99,14 @@ ShardOptions options(const Case& c) {
 // with `qlora` too, the projections then quantised to NF4 (the plain-autograd oracle computes on
 // the same records).
 LlamaForCausalLM model_for(const Case& c) {
-  auto m = make_llama(tiny(), 7);
+  auto m = make_llama(tiny(c.family), 7);
+  if (c.family != ModelFamily::Llama) {
+    // Biases away from their zero start, so a bias the engine dropped changes the output.
+    at::NoGradGuard ng;
+    auto g = at::make_generator<at::CPUGeneratorImpl>(5);
+    for (auto& p : m->named_parameters())
+      if (p.key().find(".bias") != std::string::npos) p.value().uniform_(-0.3, 0.3, g);
+  }
   if (!c.lora) return m;
   AdapterConfig a;
   a.kind = c.qlora ? AdapterKind::Qlora : AdapterKind::Lora, a.rank = 4, a.alpha = 8, a.dropout = c.dropout, a.init_seed = 3;
@@ -205,6 +219,7 @@ TEST_P(Sharded, TwentyStepsMatchASingleRank) {
   std::map<std::string, at::Tensor> one_w, w;
   Case one{"no_shard", 1, 0, c.lora};
   one.qlora = c.qlora;
+  one.family = c.family;
   train_steps(one, one_losses, one_w);
   train_steps(c, losses, w);
   ASSERT_EQ(losses.size(), 20u);
@@ -224,7 +239,12 @@ INSTANTIATE_TEST_SUITE_P(Strategies, Sharded,
                                            Case{"full_shard", 2, 0, true, 0, SingleRankPath::Resident, Offload::Optimizer},
                                            Case{"full_shard", 2, 0, true, 0, {}, {}, true},
                                            Case{"shard_grad_op", 2, 0, true, 0, {}, {}, true},
-                                           Case{"no_shard", 2, 0, true, 0, {}, {}, true}),
+                                           Case{"no_shard", 2, 0, true, 0, {}, {}, true},
+                                           // Qwen-shaped: biases and q/k norms are ordinary (no-decay) parameters.
+                                           Case{"full_shard", 2, 0, false, 0, {}, {}, false, ModelFamily::Qwen2},
+                                           Case{"full_shard", 2, 0, false, 0, {}, {}, false, ModelFamily::Qwen3},
+                                           Case{"full_shard", 2, 0, true, 0, {}, {}, false, ModelFamily::Qwen2},
+                                           Case{"full_shard", 2, 0, true, 0, {}, {}, true, ModelFamily::Qwen3}),
                          [](const auto& info) { return case_name(info.param); });
 
 

@@ -3,8 +3,8 @@
 // dataset, so the pretraining mixture, packing and trainer train SFT data unchanged except that
 // a token's target is trained only where NAME.mask says so.
 //
-//   read (readers/dataset.h) -> max_samples -> Agent-FLAN transforms (datasets with transform:
-//   true, pooled) -> render with the chat template -> mask = the template's `trained` vector ->
+//   read (readers/dataset.h) -> holdout (data/heldout.h; OUTPUT/heldout.jsonl) -> max_samples ->
+//   Agent-FLAN transforms (datasets with transform: true, pooled) -> render with the chat template -> mask = the template's `trained` vector ->
 //   max_seq_len (overlength: truncate, drop or window; data/overlength.h) -> upsample ->
 //   NAME.bin/.idx/.mask + manifest.json
 //
@@ -35,7 +35,8 @@ struct SftDatasetConfig {
   ReadPolicies policies;
   std::filesystem::path output;  // this dataset's prepared folder (a mixture source)
   // SAMPLES: keep a seeded random subset of this many conversations (0 = all), taken right after
-  // reading. E.g. AgentTuning's ShareGPT GPT-3.5 : GPT-4 = 0.8 : 0.2 as two datasets.
+  // reading and the hold-out. E.g. AgentTuning's ShareGPT GPT-3.5 : GPT-4 = 0.8 : 0.2 as two
+  // datasets.
   int64_t max_samples = 0;
   // SAMPLES: each kept sample is written floor(upsample) times, plus a seeded subset of
   // round(frac(upsample) * kept) written once more (so 0.5 halves, 2.5 writes 2.5x, exactly).
@@ -44,6 +45,12 @@ struct SftDatasetConfig {
   // so are pooled and transformed together, because format-following samples and negatives'
   // tool lists are drawn across the whole agent pool; general chat (ShareGPT) stays false.
   bool transform = false;
+  // SAMPLES held out for eval, per task (data/heldout.h: AgentInstruct's six tasks from the id,
+  // toolbench, agentflan, chat; negatives apart from positives): 0 = none; in (0, 1) = that share
+  // of each task's records (rounded); a whole number >= 1 = that many of each task (all of a task
+  // with fewer). Seeded, taken right after reading (before max_samples and the transforms), written
+  // to OUTPUT/heldout.jsonl and never trained on.
+  double holdout = 0;
 };
 
 struct SftPrepareConfig {
@@ -56,11 +63,14 @@ struct SftPrepareConfig {
   // stage produces samples.
   std::filesystem::path format_following_output;
   std::filesystem::path negatives_output;
+  // The generated negatives' hold-out, as datasets[].holdout (task agentflan, flagged negative),
+  // written to negatives_output/heldout.jsonl.
+  double negatives_holdout = 0;
   int64_t max_seq_len = 4096;  // tokens per rendered sample; 0 = no limit
   // A rendering longer than max_seq_len: truncate (to its last whole answer) | drop | window
   // (more samples, each the head plus later turns). The same rule as the trainer's data.overlength.
   Overlength overlength = Overlength::Truncate;
-  uint64_t seed = 0;  // max_samples subsets and fractional upsampling (transforms have their own)
+  uint64_t seed = 0;  // hold-outs, max_samples subsets, fractional upsampling (transforms: their own)
   int threads = 0;    // rendering threads; 0 = all cores. The output does not depend on it.
   int64_t shard_tokens = 256LL << 20;  // roll to a new shard after this many tokens
   bool progress = true;                // log one line per dataset
@@ -77,6 +87,8 @@ struct SftDatasetReport {
   // bad_record: drop), untrained (no trained token in the rendering), too_long (overlength: drop,
   // or no whole answer fits).
   std::map<std::string, int64_t> dropped;
+  // "task" or "task negative" -> samples held out (data/heldout.h), not counted in kept or dropped
+  std::map<std::string, int64_t> heldout;
   int64_t kept = 0;            // distinct samples kept
   OverlengthCounts overlength;  // what max_seq_len did to the rendered samples with trained tokens
   int64_t max_seq_len = 0;      // the limit it was fitted to
@@ -84,7 +96,8 @@ struct SftDatasetReport {
   int64_t tokens = 0;          // written
   int64_t trained_tokens = 0;  // written mask ones
   ShardManifest manifest;
-  // Records the reader saw (samples generated, for a transform's source): kept + every drop.
+  int64_t heldout_total() const;
+  // Records the reader saw (samples generated, for a transform's source): kept + held out + every drop.
   int64_t records_in() const;
   // Reason -> records: the reader's drops (read.dropped_records) and the pipeline's (dropped).
   std::map<std::string, int64_t> all_dropped() const;
@@ -125,6 +138,7 @@ void visit(V& v, SftDatasetConfig& d) {
   v("max_samples", d.max_samples);
   v("upsample", d.upsample);
   v("transform", d.transform);
+  v("holdout", d.holdout);
 }
 
 template <class V>
@@ -136,6 +150,7 @@ void visit(V& v, SftPrepareConfig& c) {
   v.section("transforms", c.transforms);
   v("format_following_output", c.format_following_output);
   v("negatives_output", c.negatives_output);
+  v("negatives_holdout", c.negatives_holdout);
   v("max_seq_len", c.max_seq_len);
   v("overlength", c.overlength);
   v("seed", c.seed);

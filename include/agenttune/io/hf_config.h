@@ -1,7 +1,9 @@
 #pragma once
-// Hugging Face `config.json` <-> LlamaConfig. Reads both the transformers 4 spelling
-// (rope_theta, rope_scaling, torch_dtype) and the 5.x one (rope_parameters, dtype); writes both,
-// so transformers 4/5 and vLLM all read what we save.
+// Hugging Face `config.json` <-> LlamaConfig, for model_type llama, qwen2 and qwen3 (written with
+// their architectures: LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM). Reads both the
+// transformers 4 spelling (rope_theta, rope_scaling, torch_dtype) and the 5.x one (rope_parameters,
+// dtype), rope scaling default, linear or llama3; writes both, so transformers 4/5 and vLLM all read
+// what we save. Anything else (YaRN, sliding windows, MLP biases) is an error naming the key.
 #include <filesystem>
 #include <nlohmann/json_fwd.hpp>
 

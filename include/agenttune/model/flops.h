@@ -24,5 +24,7 @@ int64_t count_parameters(const LlamaConfig& c);
 // The same in floating point (exact below 2^53): never overflows, so an absurd shape (a fuzzed
 // config.json) can be sized before anything is allocated.
 double count_parameters_approx(const LlamaConfig& c);
+// One decoder layer's vectors: its two RMSNorms plus the family's biases and per-head q/k norms.
+int64_t layer_vector_parameters(const LlamaConfig& c);
 
 }  // namespace agenttune

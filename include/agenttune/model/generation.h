@@ -3,6 +3,7 @@
 // nucleus (top-p) sampling from a seeded generator.
 #include <cstdint>
 #include <functional>
+#include <string_view>
 #include <vector>
 
 #include "agenttune/model/llama.h"
@@ -23,6 +24,10 @@ struct GenerationResult {
   double prefill_seconds = 0;
   double decode_seconds = 0;
 };
+
+// Warns (as transformers does, not refusing) when a prompt of `prompt` tokens plus max_new_tokens
+// runs past the positions the model was trained for; `who` names the caller.
+void warn_past_positions(const LlamaConfig& cfg, int64_t prompt, int64_t max_new_tokens, std::string_view who);
 
 // `on_token` (optional) sees each new token as it is produced, for streaming output.
 GenerationResult generate(LlamaForCausalLM& model, const std::vector<int64_t>& prompt,

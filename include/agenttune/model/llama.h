@@ -59,6 +59,10 @@ struct UnitInputs {
   KVCache* cache = nullptr;
   at::Tensor targets;
   int64_t trained = -1;
+  // Without targets: only these positions (int64 [N] on the device, flat indices into the batch's
+  // B * T) reach the head, which then returns logits [N, V] (decoding reads the last position,
+  // likelihood scoring the continuation's). Undefined: every position, [B, T, V].
+  at::Tensor head_rows;
   // Where the fused loss hands the head weight's fp32 gradient instead of autograd (the sharding
   // engine's fp32 accumulation); unset, autograd gets it in the weight's dtype.
   GradSink head_weight_grad;
@@ -70,14 +74,16 @@ struct UnitInputs {
 // sharded run avoids holding a whole model in host memory.
 using ParamOptions = at::TensorOptions;
 
-// Llama's bias-free linear layer: `weight` [out, in], as HF names and lays it out. It may carry a
-// LoRA adapter (model/lora.h attaches it): `lora_A` [r, in] and `lora_B` [out, r], and then computes
-// W x + scale * B A dropout(x) as PEFT's lora.Linear does.
+// Llama's linear layer: `weight` [out, in] and, where the family has one (Qwen2's q/k/v,
+// attention_bias), `bias` [out], as HF names and lays them out. It may carry a LoRA adapter
+// (model/lora.h attaches it): `lora_A` [r, in] and `lora_B` [out, r], and then computes
+// W x + b + scale * B A dropout(x) as PEFT's lora.Linear does (the base bias stays frozen).
 class ProjectionImpl : public torch::nn::Module {
  public:
-  ProjectionImpl(int64_t in, int64_t out, const ParamOptions& params);
-  // A projection over an existing weight (registered as is, not copied).
-  explicit ProjectionImpl(const at::Tensor& weight);
+  ProjectionImpl(int64_t in, int64_t out, const ParamOptions& params, bool bias = false);
+  // A projection over an existing weight and bias (registered as they are, not copied; an
+  // undefined bias: none).
+  explicit ProjectionImpl(const at::Tensor& weight, const at::Tensor& bias = {});
   at::Tensor forward(const at::Tensor& x);
 
   // Registers `lora_A` [rank, in] and `lora_B` [out, rank] (uninitialised, float32 on the
@@ -92,10 +98,11 @@ class ProjectionImpl : public torch::nn::Module {
   // QLoRA (nf4): a projection over a frozen NF4-quantised weight of `shape` [out, in]. It holds
   // the weight's record bytes (quant/nf4.h), uint8, as `weight_nf4` and no `weight`; forward
   // dequantises just for its matmul (quant::nf4_linear). model/lora.h's quantize_projections makes them.
-  ProjectionImpl(const at::Tensor& weight_nf4, std::vector<int64_t> shape);
+  ProjectionImpl(const at::Tensor& weight_nf4, std::vector<int64_t> shape, const at::Tensor& bias);
   bool quantized() const { return weight_nf4.defined(); }
 
   at::Tensor weight;
+  at::Tensor bias;  // undefined: none
   at::Tensor lora_A, lora_B;
   double lora_scale = 0;
   double lora_dropout = 0;
@@ -131,6 +138,7 @@ class AttentionImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const RopeTables& rope, const AttentionSpec& spec,
                      LayerCache* cache);
   Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};  // Qwen3: per head, before RoPE; null otherwise
 
  private:
   // q and k rotated, v; [B, heads, T, head_dim] each. One matmul when the three weights are

@@ -24,18 +24,19 @@ class RotaryEmbedding {
   explicit RotaryEmbedding(const LlamaConfig& c);
   // Angles in fp32 (as HF does) then cast to `dtype`. Host positions that are one run p, p+1, ...
   // in every row (a plain forward, a decoding step) read rows of a table cached per dtype and
-  // device, no copy; any other positions (packed documents) are computed.
+  // device, no copy; other host positions (packed documents, a left-padded batch's per-row
+  // positions) gather rows of that table; device positions are computed.
   RopeTables tables(const at::Tensor& positions, c10::ScalarType dtype) const;
 
  private:
   RopeTables compute(const at::Tensor& positions, c10::ScalarType dtype) const;
   RopeTables cached_rows(int64_t batch, int64_t start, int64_t length, c10::ScalarType dtype,
                          const c10::Device& device) const;
+  RopeTables indexed_rows(const at::Tensor& positions, int64_t last, c10::ScalarType dtype) const;
 
   int64_t head_dim_ = 0;
   int64_t max_positions_ = 0;
-  double theta_ = 10000.0;
-  double scaling_ = 1.0;
+  LlamaConfig config_;  // what the inverse frequencies depend on (model/rope_frequencies.h)
   // Positions [0, length) per (dtype, device); shared by copies of this object (a model's copies
   // all see one cache).
   struct Cache {

@@ -220,8 +220,11 @@ class ShardedModel {
                const WeightSlices& weights = {});
   ~ShardedModel();
 
-  // Logits [B, T, V] for a micro-batch, in the compute dtype; backward works through them.
-  at::Tensor logits(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec);
+  // Logits [B, T, V] for a micro-batch, in the compute dtype; backward works through them. Decoding
+  // (no grad) passes a KV cache to append to, and `head_rows` (UnitInputs::head_rows; host or
+  // device) for logits [N, V] of only those positions.
+  at::Tensor logits(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec,
+                    KVCache* cache = nullptr, const at::Tensor& head_rows = {});
   // The micro-batch's summed token loss (fp32) without materialising its logits; `trained` as in
   // LlamaForCausalLM::loss_sum. What training and evaluation call.
   at::Tensor loss_sum(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec,
@@ -306,9 +309,10 @@ class ShardedModel {
   // Adds one micro-batch's grads of a group (params order, any float dtype, undefined = zero) into
   // its accumulator: copied into it by the step's first micro-batch, added after.
   void fold_grads(FlatGroup& g, const std::vector<at::Tensor>& grads);
-  // Undefined targets: the head returns logits.
+  // Undefined targets: the head returns logits (of `head_rows` only, when defined).
   at::Tensor run(const at::Tensor& tokens, const at::Tensor& positions, const AttentionSpec& spec,
-                 const at::Tensor& targets, int64_t trained);
+                 const at::Tensor& targets, int64_t trained, KVCache* cache = nullptr,
+                 const at::Tensor& head_rows = {});
 
   // Unit-level steps. gather_unit waits for a prefetched unit; prefetch_unit issues a unit's
   // all-gather without waiting (nothing when prefetch is off, the unit does not exist or it is

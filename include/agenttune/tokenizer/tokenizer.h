@@ -1,7 +1,9 @@
 #pragma once
-// The Llama-2 SentencePiece tokenizer plus added tokens (ChatML's <|im_start|>, ...), which get ids
-// after the base vocab. encode() matches them as whole strings before SentencePiece sees the text
-// (for raw prompts and pretraining text, as transformers does); encode_as_text() never does.
+// A model's tokenizer plus added tokens (ChatML's <|im_start|>, ...), which get ids after the base
+// vocab. Two kinds: the Llama-2 SentencePiece tokenizer (tokenizer.model), and byte-level BPE from a
+// Hugging Face tokenizer.json (Llama-3, Qwen2/2.5/3: src/tokenizer/byte_level_bpe.h), whose added
+// tokens come from the file. encode() matches added tokens as whole strings before the model sees
+// the text (for raw prompts and pretraining text, as transformers does); encode_as_text() never does.
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -20,12 +22,16 @@ struct AddedToken {
 
 class Tokenizer {
  public:
-  // Loads a SentencePiece .model; throws agenttune::Error naming the file if it is not one.
-  // `fast_bpe` = false keeps every encode on libsentencepiece (the parity tests' reference).
+  // Loads a model folder (a tokenizer.json with a BPE model and ByteLevel pre-tokenizer is byte-level
+  // BPE; otherwise its tokenizer.model is SentencePiece), a tokenizer.json, or a SentencePiece .model;
+  // throws agenttune::Error naming the file if it is none of these. `fast_bpe` = false keeps every
+  // SentencePiece encode on libsentencepiece (the parity tests' reference).
   static Tokenizer load(const std::filesystem::path& model_path, bool fast_bpe = true);
 
-  // Ids exactly as SentencePiece's own encoder gives them for each stretch of text between added
-  // tokens; BOS/EOS only when asked. Safe to call from many threads at once.
+  // Ids exactly as SentencePiece's own encoder (or `tokenizers`, for byte-level BPE) gives them for
+  // each stretch of text between added tokens; BOS/EOS only when asked (add_bos adds nothing for a
+  // model without a BOS, such as Qwen, as transformers' add_special_tokens does). Safe to call from
+  // many threads at once.
   std::vector<int32_t> encode(std::string_view text, bool add_bos = false, bool add_eos = false) const;
   // The same ids appended to `out` (no allocation of its own when out has room).
   void encode_into(std::string_view text, std::vector<int32_t>& out, bool add_bos = false,
@@ -58,7 +64,8 @@ class Tokenizer {
   int32_t add_token(const std::string& content, bool special = true);
   const std::vector<AddedToken>& added_tokens() const;
 
-  // SHA-256 (hex) of the .model bytes: token shards record it so a mismatched tokenizer is refused.
+  // SHA-256 (hex) of the .model (or tokenizer.json) bytes: token shards record it so a mismatched
+  // tokenizer is refused.
   const std::string& fingerprint() const;
   const std::filesystem::path& model_path() const;
 

@@ -55,6 +55,8 @@ struct StepMeasures {
   double data_seconds = 0;            // from the step's start until its batches were in hand
   std::optional<PhaseSeconds> phases;  // with metrics.phase_times
   std::optional<double> val_loss;     // on an evaluated step
+  // On an evaluated step with an `eval:` section: eval/<task>/<metric> and the rest (eval/eval_run.h).
+  std::vector<std::pair<std::string, double>> eval;
 };
 
 // The data stream's columns: share/<source name> per source, and whether pad_fraction is written

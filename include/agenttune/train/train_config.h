@@ -13,6 +13,7 @@
 
 #include "agenttune/data/mixture.h"
 #include "agenttune/data/sft_mix.h"
+#include "agenttune/eval/eval_config.h"
 #include "agenttune/model/adapter.h"
 #include "agenttune/model/llama_config.h"
 #include "agenttune/model/recompute.h"
@@ -110,7 +111,9 @@ struct TrainSection {
   double spike_zscore = 0;
   int64_t spike_window = 128;
   int64_t log_interval = 1;
-  int64_t eval_interval = 0;  // 0 = never
+  // Every this many steps: the validation loss (with data.validation_fraction) and the `eval:`
+  // section's tasks, on the current weights; 0 = never.
+  int64_t eval_interval = 0;
   int64_t eval_batches = 4;
   int threads = 0;  // intra-op threads; 0 = LibTorch's default
   MemoryCheck memory_check = MemoryCheck::Error;
@@ -169,6 +172,9 @@ struct TrainConfig {
   CheckpointSection checkpoint;
   MetricsSection metrics;
   DistSection dist;
+  // Agent metrics at train.eval_interval (eval/eval_config.h; the same keys as `agenttune eval`'s
+  // config), each rank decoding its share, written by rank 0 as eval/<task>/<metric>.
+  std::optional<::agenttune::eval::EvalConfig> eval;
 
   void validate(const std::string& source) const;
 };
@@ -264,6 +270,7 @@ void visit(V& v, TrainConfig& c) {
   v.section("checkpoint", c.checkpoint);
   v.section("metrics", c.metrics);
   v.section("dist", c.dist);
+  v("eval", c.eval);
 }
 
 }  // namespace agenttune

@@ -1,0 +1,157 @@
+// `agenttune eval` end to end on the bundled agent data: the tiny model is trained on 2 Gloo ranks
+// until it overfits the bundled AgentInstruct trajectories (with the bundled ShareGPT chats as the
+// negatives, no tools offered), its in-loop eval at the last step is compared with `agenttune eval`
+// on the exported checkpoint, and both with the untrained model.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cli_test_util.h"
+#include "test_paths.h"
+
+namespace agenttune {
+namespace {
+
+namespace fs = std::filesystem;
+
+// `[LAUNCHER] agenttune ARGS`, which must succeed.
+testing::Run ok(const std::string& args, const std::string& launcher = "") {
+  testing::Run r;
+  r.rc = testing::run_command(launcher + testing::agenttune_bin() + " " + args, &r.out);
+  EXPECT_EQ(r.rc, 0) << args << "\n" << r.out;
+  return r;
+}
+
+nlohmann::json eval_json(const fs::path& model) {
+  const fs::path out = model.string() + "_eval.json";
+  // A subshell: only stdout goes to the file, the log (stderr) to the captured output.
+  std::string log;
+  const int rc = testing::run_command("(" + testing::agenttune_bin() + " eval --json --model " + model.string() +
+                                          " --config " + (testing::source_dir() / "configs/tiny/eval.yaml").string() +
+                                          " > " + out.string() + ")",
+                                      &log);
+  EXPECT_EQ(rc, 0) << log;
+  return nlohmann::json::parse(std::ifstream(out));
+}
+
+// The share of `metric` over the agent tasks' turns (positives), pooled.
+double pooled(const nlohmann::json& j, const std::string& metric) {
+  double part = 0, whole = 0;
+  for (const auto& t : j["tasks"]) {
+    if (t["turns"].get<int64_t>() == 0 || t[metric].is_null()) continue;
+    part += t[metric].get<double>() * t["turns"].get<double>();
+    whole += t["turns"].get<double>();
+  }
+  return whole > 0 ? part / whole : -1;
+}
+
+double negatives_metric(const nlohmann::json& j, const std::string& metric) {
+  for (const auto& t : j["tasks"])
+    if (t["negatives"].get<int64_t>() > 0) return t[metric].get<double>();
+  ADD_FAILURE() << "no negatives in " << j.dump();
+  return -1;
+}
+
+// eval/* of the metrics row at `step`.
+std::map<std::string, double> eval_row(const fs::path& run, int64_t step) {
+  std::ifstream in(run / "metrics.jsonl");
+  std::string line;
+  std::map<std::string, double> out;
+  while (std::getline(in, line)) {
+    auto row = nlohmann::json::parse(line);
+    if (row["step"].get<int64_t>() != step) continue;
+    for (const auto& [k, v] : row.items())
+      if (k.rfind("eval/", 0) == 0) out[k] = v.get<double>();
+  }
+  return out;
+}
+
+// The CLI's JSON as eval/<...> scalars, named as training writes them.
+std::map<std::string, double> cli_scalars(const nlohmann::json& j) {
+  std::map<std::string, double> out;
+  for (const auto& t : j["tasks"])
+    for (const char* m : {"format_valid", "tool_valid", "action_match", "refused", "hallucination"})
+      if (!t[m].is_null()) out["eval/" + t["task"].get<std::string>() + "/" + m] = t[m].get<double>();
+  for (const auto& l : j["heldout_loss"]) {
+    const auto group = l["group"].get<std::string>(), name = l["name"].get<std::string>();
+    out[group == "task" ? "eval/" + name + "/loss" : "eval/" + group + "_" + name + "/loss"] = l["loss"].get<double>();
+  }
+  return out;
+}
+
+TEST(EvalCli, OverfitModelReproducesTheBundledActionsAndInLoopEqualsTheCli) {
+  const auto tokenizer = testing::shared_fixture("llama2-tokenizer.model");
+  if (tokenizer.empty()) GTEST_SKIP() << "no Llama-2 tokenizer fixture";
+  const auto root = testing::scratch_dir();
+  const auto src = testing::source_dir();
+  ok("init --config " + (src / "configs/tiny/model.yaml").string() + " --out " + (root / "model").string());
+  const auto untrained = eval_json(root / "model");
+
+  ok("prepare --config " + (src / "configs/tiny/sft_prepare.yaml").string() + " --set datasets.0.output=" +
+     (root / "ai").string() + " --set datasets.1.output=" + (root / "sg").string() +
+     " --set datasets.0.upsample=1 --set datasets.1.upsample=1");
+  std::ofstream(root / "sft.yaml") << "output_dir: " << (root / "run").string() << "\n"
+                                   << "model: {init_from: " << (root / "model").string() << "}\n"
+                                   << "data:\n  sources:\n"
+                                   << "    - {name: agentinstruct, path: " << (root / "ai").string() << "}\n"
+                                   << "    - {name: sharegpt, path: " << (root / "sg").string() << "}\n"
+                                   << "  seq_len: 512\n  attention: document\n  tokenizer: " << tokenizer.string()
+                                   << "\n"
+                                   << "train: {max_steps: 120, micro_batch_size: 2, global_batch_sequences: 4, "
+                                      "lr: 2.0e-2, warmup_steps: 5, weight_decay: 0.0, eval_interval: 120}\n"
+                                   << "checkpoint: {interval: 120, keep_last: 1}\n"
+                                   << "metrics: {tensorboard: false}\n"
+                                   << "dist: {timeout_s: 60}\n"
+                                   << "eval:\n  template: agentlm\n  max_new_tokens: 64\n  records:\n"
+                                   << "    - {path: " << (src / "data/samples/agentinstruct.jsonl").string()
+                                   << ", format: agentinstruct}\n"
+                                   << "    - {path: " << (src / "data/samples/sharegpt.json").string()
+                                   << ", format: sharegpt, negative: true}\n";
+  ok("train --no-progress --config " + (root / "sft.yaml").string(), testing::torchrun(2));
+  ok("export --dtype float32 --template agentlm --checkpoint " + (root / "run/checkpoints/step_00000120").string() +
+     " --out " + (root / "tuned").string());
+  const auto tuned = eval_json(root / "tuned");
+
+  // The overfit model reproduces the actions; the untrained one produces noise.
+  EXPECT_GE(pooled(tuned, "format_valid"), 0.9) << tuned.dump(1);
+  EXPECT_GE(pooled(tuned, "action_match"), 0.8) << tuned.dump(1);
+  EXPECT_LE(pooled(untrained, "format_valid"), 0.1) << untrained.dump(1);
+  EXPECT_EQ(pooled(untrained, "action_match"), 0.0) << untrained.dump(1);
+  // Trained with plain chat replies, it calls no tool on the negatives (the untrained model's noise
+  // calls none either, so its rate is the floor, 0), and no longer answers an action turn without
+  // one, which the noise does.
+  EXPECT_LE(negatives_metric(tuned, "hallucination"), negatives_metric(untrained, "hallucination"));
+  EXPECT_LT(pooled(tuned, "refused"), pooled(untrained, "refused")) << untrained.dump(1);
+
+  // In-loop eval on 2 ranks (each decoding its share) equals `agenttune eval` on the checkpoint.
+  const auto in_loop = eval_row(root / "run", 120);
+  const auto cli = cli_scalars(tuned);
+  ASSERT_EQ(in_loop.size(), cli.size());
+  for (const auto& [k, v] : cli) {
+    ASSERT_TRUE(in_loop.count(k)) << k;
+    if (k.size() > 5 && k.compare(k.size() - 5, 5, "/loss") == 0)
+      EXPECT_NEAR(in_loop.at(k), v, 1e-5 * std::max(1.0, std::abs(v))) << k;
+    else
+      EXPECT_EQ(in_loop.at(k), v) << k;
+  }
+}
+
+TEST(EvalCli, ShowFailuresMarksTheDifferingSpan) {
+  if (testing::shared_fixture("llama2-tokenizer.model").empty()) GTEST_SKIP() << "no Llama-2 tokenizer fixture";
+  const auto root = testing::scratch_dir();
+  const auto src = testing::source_dir();
+  ok("init --config " + (src / "configs/tiny/model.yaml").string() + " --out " + (root / "model").string());
+  auto r = ok("eval --show-failures 2 --set max_new_tokens=8 --set tasks=[os] --model " + (root / "model").string() +
+              " --config " + (src / "configs/tiny/eval.yaml").string());
+  // The table, then two failures of the untrained model with the gold action marked.
+  EXPECT_NE(r.out.find("format-valid %"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("-- os_12 turn 3 (os):"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("gold action:  ⟦bash: find /srv/uploads -type f -size +1M | wc -l⟧"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("last turn:    How many regular files larger than 1 MB"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("webshop"), std::string::npos) << "tasks: [os] still scored other tasks:\n" << r.out;
+}
+
+}  // namespace
+}  // namespace agenttune
