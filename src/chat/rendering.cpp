@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "agenttune/util/error.h"
+#include "../tokenizer/byte_level_bpe.h"
 
 namespace agenttune::chat_detail {
 
@@ -84,6 +85,28 @@ void token_spans(const Tokenizer& tok, std::string_view text, const std::vector<
     if (b == e && e < text.size()) e = b + 1;
 }
 
+// The same for a byte-level BPE tokenizer (Llama-3, Qwen): every token stands for exact bytes, with
+// nothing prepended, so each span is the next run of the token's bytes; a token whose bytes are
+// not the text's there is an error.
+void byte_level_spans(const Tokenizer& tok, std::string_view text, const std::vector<int32_t>& ids,
+                      const std::string& tmpl, std::vector<std::pair<size_t, size_t>>& spans) {
+  spans.clear();
+  size_t pos = 0;
+  std::string bytes;
+  for (int32_t id : ids) {
+    bytes.clear();
+    if (id >= tok.base_vocab_size() || !tokenizer_detail::ByteLevelBpe::unmap(tok.piece_view(id), bytes) ||
+        text.substr(pos, bytes.size()) != bytes)
+      fail("chat template {}: cannot align token {} ('{}') with the text at byte {} of {:?}", tmpl, id,
+           tok.id_to_piece(id), pos, std::string(text.substr(0, 200)));
+    spans.emplace_back(pos, pos + bytes.size());
+    pos += bytes.size();
+  }
+  if (pos != text.size())
+    fail("chat template {}: the tokens of {:?} cover {} of its {} bytes", tmpl, std::string(text.substr(0, 200)),
+         pos, text.size());
+}
+
 }  // namespace
 
 void Rendering::text(std::string_view s, bool trained) {
@@ -135,7 +158,11 @@ RenderedSample Rendering::encode(const Tokenizer& tok) const {
     // As text: content that spells "<|im_end|>" or "</s>" must not become a control token (a
     // user turn could otherwise open a fake, trained assistant turn); only special() inserts them.
     tok.encode_as_text(stretch, ids);
-    token_spans(tok, stretch, ids, template_, spans);
+    // A tokenizer loaded from tokenizer.json is byte-level BPE (Tokenizer::load accepts no other).
+    if (tok.model_path().extension() == ".json")
+      byte_level_spans(tok, stretch, ids, template_, spans);
+    else
+      token_spans(tok, stretch, ids, template_, spans);
     size_t k = 0;  // first part whose end is past the token's begin
     for (size_t t = 0; t < ids.size(); ++t) {
       auto [b, e] = spans[t];
@@ -150,6 +177,19 @@ RenderedSample Rendering::encode(const Tokenizer& tok) const {
     }
   }
   return out;
+}
+
+void chatml_turn(Rendering& r, std::string_view role, std::string_view content, bool trained, bool newline_trained) {
+  r.special("<|im_start|>");
+  r.text(std::string(role) + "\n");
+  r.text(content, trained);
+  r.special("<|im_end|>", trained);
+  r.text("\n", trained && newline_trained);
+}
+
+void chatml_open(Rendering& r) {
+  r.special("<|im_start|>");
+  r.text("assistant\n");
 }
 
 std::string py_strip(std::string_view s) {

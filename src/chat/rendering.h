@@ -30,6 +30,13 @@ class Rendering {
   std::vector<Part> parts_;
 };
 
+// ChatML's "<|im_start|>{role}\n{content}<|im_end|>\n" (chatml, qwen2.5): `trained` covers the content
+// and <|im_end|>, and the "\n" after it when `newline_trained` (Lemur's rendering trains it, Qwen's
+// mask stops at <|im_end|>, where generation stops).
+void chatml_turn(Rendering& r, std::string_view role, std::string_view content, bool trained, bool newline_trained);
+// The open assistant turn a ChatML generation prompt ends with: "<|im_start|>assistant\n".
+void chatml_open(Rendering& r);
+
 // Python's str.strip() (what Meta's code, Lemur's train.py and Jinja's |trim use): strips the
 // characters for which str.isspace() is true, Unicode ones (U+00A0, U+3000, ...) included.
 std::string py_strip(std::string_view s);

@@ -1,4 +1,5 @@
 #include "agenttune/chat/template.h"
+#include "agenttune/chat/template_tokenizers.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -17,6 +18,8 @@ std::unique_ptr<ChatTemplate> make_agent_flan_template(const TemplateOptions& o)
 std::unique_ptr<ChatTemplate> make_chatml_template(const TemplateOptions& o);
 std::unique_ptr<ChatTemplate> make_toolllama_template(const TemplateOptions& o);
 std::unique_ptr<ChatTemplate> make_vicuna_template(const TemplateOptions& o);
+std::unique_ptr<ChatTemplate> make_llama3_template(const TemplateOptions& o);
+std::unique_ptr<ChatTemplate> make_qwen_template(const TemplateOptions& o);
 
 int64_t RenderedSample::num_trained() const {
   return std::count(trained.begin(), trained.end(), uint8_t{1});
@@ -48,9 +51,18 @@ std::vector<int32_t> ChatTemplate::generation_prompt_ids(const Conversation& con
 
 std::vector<int32_t> ChatTemplate::stop_ids(const Tokenizer& tok) const { return {tok.eos_id()}; }
 
-const std::vector<std::string>& template_names() {
+const std::vector<std::string>& sentencepiece_template_names() {
   static const std::vector<std::string> names = {"llama-2-chat", "agentlm", "agent-flan",
                                                  "chatml", "toolllama", "vicuna"};
+  return names;
+}
+
+const std::vector<std::string>& template_names() {
+  static const std::vector<std::string> names = [] {
+    auto all = sentencepiece_template_names();
+    for (const char* byte_level : {"llama-3", "qwen2.5"}) all.push_back(byte_level);
+    return all;
+  }();
   return names;
 }
 
@@ -61,6 +73,8 @@ std::unique_ptr<ChatTemplate> make_template(const std::string& name, const Templ
   if (name == "chatml") return make_chatml_template(options);
   if (name == "toolllama") return make_toolllama_template(options);
   if (name == "vicuna") return make_vicuna_template(options);
+  if (name == "llama-3") return make_llama3_template(options);
+  if (name == "qwen2.5") return make_qwen_template(options);
   std::string near = nearest(name, template_names());
   fail("unknown chat template '{}'{}; valid templates: {}", name,
        near.empty() ? "" : fmt::format(" (did you mean '{}'?)", near), fmt::join(template_names(), ", "));

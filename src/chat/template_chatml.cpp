@@ -58,22 +58,13 @@ class ChatMLTemplate final : public ChatTemplate {
   void build(const Conversation& conv, bool open, Rendering& r) const override {
     r.special("<s>");
     if (system_ && (conv.turns.empty() || conv.turns[0].role != Role::System))
-      message(r, "system", *system_, false);
-    for (const Turn& t : conv.turns) message(r, role_name(t.role), t.content, trains(t));
-    if (open) {
-      r.special("<|im_start|>");
-      r.text("assistant\n");
-    }
+      chat_detail::chatml_turn(r, "system", chat_detail::py_strip(*system_), false, true);
+    for (const Turn& t : conv.turns)
+      chat_detail::chatml_turn(r, role_name(t.role), chat_detail::py_strip(t.content), trains(t), true);
+    if (open) chat_detail::chatml_open(r);
   }
 
  private:
-  static void message(Rendering& r, const std::string& role, const std::string& content, bool trained) {
-    r.special("<|im_start|>");
-    r.text(role + "\n");
-    r.text(chat_detail::py_strip(content), trained);
-    r.special("<|im_end|>", trained);
-    r.text("\n", trained);
-  }
   std::optional<std::string> system_;
 };
 

@@ -47,13 +47,14 @@ std::vector<int64_t> fit_prompt(Conversation& conv, const ChatTemplate& tmpl, co
 
 int run_chat(ChatArgs& a) {
   auto loaded = load_decoding_model(a.model_dir, a.dtype, a.device, a.adapter);
-  const auto tok_path = a.tokenizer.empty() ? std::filesystem::path(a.model_dir) / "tokenizer.model"
-                                            : std::filesystem::path(a.tokenizer);
-  if (!std::filesystem::exists(tok_path)) fail("{}: no tokenizer (pass --tokenizer FILE)", tok_path.string());
-  Tokenizer tok = Tokenizer::load(tok_path);
+  const auto tok_path = decoding_tokenizer(a.model_dir, a.tokenizer);
+  if (!tok_path) fail("{}: no tokenizer.json or tokenizer.model (pass --tokenizer FILE)", a.model_dir);
+  Tokenizer tok = Tokenizer::load(*tok_path);
   auto tmpl = template_for_model(a.chat_template, tok, loaded.model->config(), a.model_dir);
-  if (a.stop_ids.empty())
-    for (int32_t id : tmpl->stop_ids(tok)) a.stop_ids.push_back(id);
+  if (a.stop_ids.empty()) {
+    const auto stops = tmpl->stop_ids(tok);
+    a.stop_ids = with_eos_stops({stops.begin(), stops.end()}, loaded.eos_token_ids);
+  }
   a.sampling.stop_ids = a.stop_ids;
   const int64_t context = loaded.model->config().max_positions();
   const bool interactive = isatty(STDIN_FILENO) && !a.json;
@@ -108,10 +109,11 @@ Command chat_command() {
     auto* s = app.add_subcommand("chat", "Multi-turn chat with a saved model through its chat template (stdin/stdout)");
     s->add_option("--model", a->model_dir, "Hugging Face or Meta model folder")->required()->check(CLI::ExistingDirectory);
     s->add_option("--template", a->chat_template,
-                  "chat template the model was tuned with (llama-2-chat, agentlm, agent-flan, chatml, toolllama, vicuna)")
+                  "chat template the model was tuned with (llama-2-chat, agentlm, agent-flan, chatml, toolllama, vicuna, llama-3, qwen2.5)")
         ->required();
     s->add_option("--system", a->system, "system prompt (default: the template's own)");
-    s->add_option("--tokenizer", a->tokenizer, "SentencePiece .model (default: MODEL/tokenizer.model)");
+    s->add_option("--tokenizer", a->tokenizer,
+                  "tokenizer.json, SentencePiece .model or a folder (default: MODEL's tokenizer.json or tokenizer.model)");
     s->add_option("--dtype", a->dtype, "float32 | bfloat16 | float16 (default: the checkpoint's)");
     add_adapter_option(s, a->adapter);
     add_device_option(s, a->device);

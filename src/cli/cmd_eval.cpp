@@ -24,8 +24,7 @@ struct EvalArgs {
 int run_eval_command(const EvalArgs& a) {
   const auto cfg = load_config<eval::EvalConfig>(a.config, a.overrides);
   auto loaded = load_decoding_model(a.model_dir, a.dtype, a.device, a.adapter);
-  const auto inputs = eval::load_eval_inputs(cfg, std::filesystem::path(a.model_dir) / "tokenizer.model",
-                                             loaded.model->config().vocab_size);
+  const auto inputs = eval::load_eval_inputs(cfg, a.model_dir, loaded.model->config().vocab_size);
   auto model = eval::plain_eval_model(loaded.model);
   const auto results = eval::run_eval(*model, inputs);
   if (a.json) {

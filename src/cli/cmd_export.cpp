@@ -45,7 +45,9 @@ Command export_command() {
                 "a LoRA/QLoRA run: write only the adapter, as a PEFT folder (adapter_config.json, "
                 "adapter_model.safetensors) that peft and vLLM load over the base; without it the adapters are "
                 "merged into the base and a full model is written");
-    s->add_option("--tokenizer", a->tokenizer, "tokenizer .model or folder to copy (default: the run's)");
+    s->add_option("--tokenizer", a->tokenizer,
+                  "tokenizer to copy: a SentencePiece .model, a byte-level BPE tokenizer.json or a folder (default: "
+                  "the run's)");
     a->max_shard_option =
         s->add_option("--max-shard-mb", a->max_shard_mb, "largest safetensors shard in MiB")->check(CLI::PositiveNumber);
     s->add_option("--template", a->chat_template,

@@ -46,15 +46,16 @@ int run_generate(GenerateArgs& a) {
   auto loaded = load_decoding_model(a.model_dir, a.dtype, a.device, a.adapter);
 
   std::optional<Tokenizer> tok;
-  std::filesystem::path tok_path = a.tokenizer.empty() ? std::filesystem::path(a.model_dir) / "tokenizer.model"
-                                                       : std::filesystem::path(a.tokenizer);
-  if (std::filesystem::exists(tok_path)) tok = Tokenizer::load(tok_path);
+  const auto tok_path = decoding_tokenizer(a.model_dir, a.tokenizer);
+  if (tok_path) tok = Tokenizer::load(*tok_path);
 
   std::vector<int64_t> prompt;
   if (!a.prompt_ids.empty()) {
     prompt = parse_ids(a.prompt_ids);
   } else {
-    if (!tok) fail("{}: no tokenizer to encode --prompt (pass --tokenizer FILE or --prompt-ids)", tok_path.string());
+    if (!tok)
+      fail("{}: no tokenizer.json or tokenizer.model to encode --prompt (pass --tokenizer FILE or --prompt-ids)",
+           a.model_dir);
     if (!a.chat_template.empty()) {
       // A chat reply: the prompt is one user turn rendered by the template up to the open
       // assistant turn, and generation stops at the template's end-of-turn ids.
@@ -63,8 +64,10 @@ int run_generate(GenerateArgs& a) {
       if (!a.system.empty()) conv.turns.push_back({Role::System, a.system, std::nullopt, ""});
       conv.turns.push_back({Role::User, a.prompt, std::nullopt, ""});
       for (int32_t id : tmpl->generation_prompt_ids(conv, *tok)) prompt.push_back(id);
-      if (a.stop_ids.empty())
-        for (int32_t id : tmpl->stop_ids(*tok)) a.stop_ids.push_back(id);
+      if (a.stop_ids.empty()) {
+        const auto stops = tmpl->stop_ids(*tok);
+        a.stop_ids = with_eos_stops({stops.begin(), stops.end()}, loaded.eos_token_ids);
+      }
     } else {
       for (int32_t id : tok->encode(a.prompt, !a.no_bos)) prompt.push_back(id);
     }
@@ -108,14 +111,15 @@ Command generate_command() {
     auto* p = s->add_option("--prompt", a->prompt, "prompt text (encoded with the model's tokenizer)");
     auto* pi = s->add_option("--prompt-ids", a->prompt_ids, "prompt as comma-separated token ids");
     p->excludes(pi);
-    s->add_option("--tokenizer", a->tokenizer, "SentencePiece .model (default: MODEL/tokenizer.model)");
+    s->add_option("--tokenizer", a->tokenizer,
+                  "tokenizer.json, SentencePiece .model or a folder (default: MODEL's tokenizer.json or tokenizer.model)");
     add_sampling_options(s, a->sampling, a->stop_ids);
     s->add_option("--dtype", a->dtype, "float32 | bfloat16 | float16 (default: the checkpoint's)");
     add_adapter_option(s, a->adapter);
     add_device_option(s, a->device);
     s->add_flag("--no-bos", a->no_bos, "do not prepend BOS to the prompt");
     s->add_option("--template", a->chat_template,
-                  "chat template (llama-2-chat, agentlm, agent-flan, chatml, toolllama, vicuna): treat --prompt as a "
+                  "chat template (llama-2-chat, agentlm, agent-flan, chatml, toolllama, vicuna, llama-3, qwen2.5): treat --prompt as a "
                   "user turn and stop at the template's end of turn");
     s->add_option("--system", a->system, "system prompt for --template");
     s->add_flag("--json", a->json, "print {prompt_ids, prompt_text, new_ids, text, stopped} as JSON");

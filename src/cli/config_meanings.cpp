@@ -74,8 +74,8 @@ void train_meanings(ConfigMeanings& m) {
                      "fits, drop it, or window (its head plus later turns, as more rows). Never split across rows."},
       {"validation_fraction", "Share of documents held out for validation (chosen by a seeded hash); needed by "
                               "`train.eval_interval`."},
-      {"tokenizer", "The SentencePiece model the shards must have been made with (checked by fingerprint); empty "
-                    "= not checked."},
+      {"tokenizer", "The tokenizer the shards must have been made with (a SentencePiece .model, a byte-level BPE "
+                    "tokenizer.json or a model folder; checked by fingerprint); empty = not checked."},
   });
   m.add<MixtureSource>({
       {"name", "The source's name in logs, metrics (`share/NAME`) and checkpoints."},
@@ -158,7 +158,9 @@ void model_meanings(ConfigMeanings& m) {
   m.add<InitConfig>({
       {"model", "The architecture (Hugging Face config.json names)."},
       {"seed", "Seed of the random initialisation."},
-      {"tokenizer", "A SentencePiece .model copied into the output folder; empty = none."},
+      {"tokenizer", "Tokenizer files copied into the output folder: a SentencePiece .model, a byte-level BPE "
+                    "tokenizer.json (with the tokenizer_config.json beside it) or a folder holding either; empty = "
+                    "none."},
   });
   m.add<LlamaConfig>({
       {"model_type", "The Hugging Face architecture: llama (LlamaForCausalLM), qwen2 (Qwen2ForCausalLM: Qwen2.5, "
@@ -188,6 +190,9 @@ void model_meanings(ConfigMeanings& m) {
       {"initializer_range", "Standard deviation of the random initialisation."},
       {"bos_token_id", "Beginning-of-sequence token."},
       {"eos_token_id", "End-of-sequence token."},
+      {"extra_eos_token_ids", "More ids that end generation, after eos_token_id (config.json's eos_token_id list past "
+                              "its first entry: Llama-3.1-Instruct's [128001, 128008, 128009] is eos_token_id 128001 "
+                              "and extra_eos_token_ids [128008, 128009])."},
       {"pad_token_id", "Padding token; null = none."},
       {"dtype", "The dtype the weights are saved in (training keeps float32 masters)."},
   });
@@ -214,7 +219,8 @@ void prepare_meanings(ConfigMeanings& m) {
 
 void sft_meanings(ConfigMeanings& m) {
   m.add<SftPrepareConfig>({
-      {"tokenizer", "The base SentencePiece .model."},
+      {"tokenizer", "The base tokenizer: a SentencePiece .model, a byte-level BPE tokenizer.json (Llama-3, Qwen) or a "
+                    "model folder holding either."},
       {"template", fmt::format("The chat template conversations are rendered with: {}.", fmt::join(template_names(), ", "))},
       {"default_system", "The system prompt of conversations without one; null = the template's own default."},
       {"datasets", "The chat/agent datasets to read, one prepared folder each."},
@@ -320,8 +326,8 @@ void eval_meanings(ConfigMeanings& m) {
       {"records", "Conversations to score: held-out files `prepare` wrote, or dataset files."},
       {"template", "The chat template the model was tuned with: renders each gold history, its end of turn "
                    "ends each reply. Required with records."},
-      {"tokenizer", "The SentencePiece model; empty = the model folder's tokenizer.model (in training: the "
-                    "data's tokenizer, else init_from's)."},
+      {"tokenizer", "A SentencePiece .model, a byte-level BPE tokenizer.json or a folder holding either; empty = "
+                    "the model folder's (in training: the data's tokenizer, else init_from's)."},
       {"tasks", "Score only these tasks (os, db, kg, alfworld, webshop, mind2web, toolbench, agentflan, chat); "
                 "empty = every task the records hold."},
       {"max_new_tokens", "Tokens a reply may have; a turn whose prompt leaves less room in the model's context is "
@@ -348,6 +354,9 @@ void eval_meanings(ConfigMeanings& m) {
       {"description", "Text before the shots; {subject} becomes the question's subject (lm-eval's MMLU: \"The "
                       "following are multiple choice questions (with answers) about {subject}.\\n\\n\"); empty = "
                       "none."},
+      {"style", "letters: MMLU's prompt, the options lettered and the continuations \" A\", \" B\", ... (acc_norm "
+                "equals acc); texts: \"Question: ...\\nAnswer:\" and each choice's own text as its continuation "
+                "(ARC-style), where acc_norm (per character) can pick another choice than acc."},
   });
 }
 

@@ -2,6 +2,8 @@
 
 #include <fmt/ranges.h>
 
+#include <algorithm>
+
 #include "agenttune/io/peft_adapter.h"
 #include "agenttune/parallel/device.h"
 #include "agenttune/util/error.h"
@@ -44,6 +46,19 @@ LoadedModel load_decoding_model(const std::string& model_dir, const std::string&
   log::info("loaded {} ({}) in {:.2f}s", model_dir, to_string(loaded.format), loaded.seconds);
   apply_adapter_option(loaded.model, adapter);
   return loaded;
+}
+
+std::optional<std::filesystem::path> decoding_tokenizer(const std::string& model_dir, const std::string& given) {
+  if (!given.empty()) return std::filesystem::path(given);
+  const std::filesystem::path dir(model_dir);
+  if (std::filesystem::exists(dir / "tokenizer.json") || std::filesystem::exists(dir / "tokenizer.model")) return dir;
+  return std::nullopt;
+}
+
+std::vector<int64_t> with_eos_stops(std::vector<int64_t> stops, const std::vector<int64_t>& eos) {
+  for (int64_t id : eos)
+    if (std::find(stops.begin(), stops.end(), id) == stops.end()) stops.push_back(id);
+  return stops;
 }
 
 void add_device_option(CLI::App* s, std::string& device) {

@@ -4,7 +4,9 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,15 @@ void apply_adapter_option(LlamaForCausalLM& model, const std::string& dir);
 // --device, with the --adapter folder (empty = none) applied over it, in eval mode.
 LoadedModel load_decoding_model(const std::string& model_dir, const std::string& dtype, const std::string& device,
                                 const std::string& adapter);
+
+// The tokenizer a decoding command uses: --tokenizer when given, else the model folder (its
+// byte-level tokenizer.json or its tokenizer.model, as Tokenizer::load picks); nullopt when the
+// folder has neither.
+std::optional<std::filesystem::path> decoding_tokenizer(const std::string& model_dir, const std::string& given);
+// `stops` plus the model's end-of-sequence ids it lacks (config.json's eos_token_id list, e.g.
+// Llama-3.1-Instruct's <|end_of_text|>, <|eom_id|>, <|eot_id|>): a template's end of turn is not the
+// only way a reply ends, as transformers' generate stops at every one of them too.
+std::vector<int64_t> with_eos_stops(std::vector<int64_t> stops, const std::vector<int64_t>& eos);
 
 // --device (auto | cpu | cuda | cuda:N; default auto: the GPU when there is one).
 void add_device_option(CLI::App* app, std::string& device);

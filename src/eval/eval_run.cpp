@@ -169,6 +169,7 @@ void run_heldout_loss(EvalModel& model, const EvalInputs& in, EvalResults& out) 
 void run_multiple_choice(EvalModel& model, const EvalInputs& in, EvalResults& out) {
   for (const auto& f : in.cfg.multiple_choice) {
     MultipleChoiceOptions opts;
+    opts.style = f.style;
     opts.shots = f.shots;
     opts.description = f.description;
     opts.batch_size = in.cfg.batch_size;
@@ -188,7 +189,8 @@ EvalInputs load_eval_inputs(const EvalConfig& cfg, const std::filesystem::path& 
   in.cfg = cfg;
   const auto tok_path = cfg.tokenizer.empty() ? default_tokenizer : cfg.tokenizer;
   if (tok_path.empty() || !std::filesystem::exists(tok_path))
-    fail("eval: no tokenizer at '{}' (set eval's `tokenizer` to the SentencePiece model)", tok_path.string());
+    fail("eval: no tokenizer at '{}' (set eval's `tokenizer` to a tokenizer.json, a SentencePiece .model or a folder)",
+         tok_path.string());
   in.tok = std::make_unique<Tokenizer>(Tokenizer::load(tok_path));
   for (const auto& f : cfg.records)
     for (auto& r : read_record_file(f))

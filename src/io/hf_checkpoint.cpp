@@ -13,6 +13,7 @@
 #include "agenttune/io/meta_checkpoint.h"
 #include "agenttune/io/safetensors.h"
 #include "agenttune/io/torch_bin.h"
+#include "agenttune/tokenizer/tokenizer.h"
 #include "agenttune/tokenizer/tokenizer_json.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
@@ -95,7 +96,7 @@ void load_weights(LlamaForCausalLM& model, const TensorSource& src) {
 
 namespace {
 std::vector<int64_t> read_eos_ids(const fs::path& dir, const LlamaConfig& c) {
-  std::vector<int64_t> ids{c.eos_token_id};
+  std::vector<int64_t> ids = c.eos_token_ids();
   auto path = dir / "generation_config.json";
   if (!fs::exists(path)) return ids;
   json j = read_json_file(path);
@@ -142,11 +143,32 @@ NamedTensors hf_state_dict(LlamaForCausalLM& model, std::optional<c10::ScalarTyp
   return out;
 }
 
+namespace {
+// A copy stays writable even from a read-only source (a shared fixture), for later saves.
+void copy_writable(const fs::path& from, const fs::path& to) {
+  fs::copy_file(from, to, fs::copy_options::overwrite_existing);
+  fs::permissions(to, fs::perms::owner_write, fs::perm_options::add);
+}
+
+// The files beside a tokenizer.json that transformers reads with it (special tokens, chat template).
+constexpr const char* kTokenizerCompanions[] = {"tokenizer_config.json", "special_tokens_map.json",
+                                                "added_tokens.json"};
+}  // namespace
+
 void copy_tokenizer_files(const fs::path& from, const fs::path& dir) {
+  if (fs::is_regular_file(from) && from.extension() == ".json") {
+    // A byte-level BPE tokenizer.json (Llama-3, Qwen) is the tokenizer itself: copied as it is, with
+    // its tokenizer_config.json (BOS/EOS/PAD names) and the other files beside it. Any other
+    // tokenizer.json is refused naming the file (a SentencePiece model is copied from its .model).
+    Tokenizer::load(from);
+    if (fs::absolute(from) != fs::absolute(dir / "tokenizer.json")) copy_writable(from, dir / "tokenizer.json");
+    for (const char* name : kTokenizerCompanions)
+      if (fs::exists(from.parent_path() / name) && fs::absolute(from.parent_path()) != fs::absolute(dir))
+        copy_writable(from.parent_path() / name, dir / name);
+    return;
+  }
   if (fs::is_regular_file(from)) {
-    fs::copy_file(from, dir / "tokenizer.model", fs::copy_options::overwrite_existing);
-    // A read-only source (a shared fixture) must not make the copy read-only for later saves.
-    fs::permissions(dir / "tokenizer.model", fs::perms::owner_write, fs::perm_options::add);
+    copy_writable(from, dir / "tokenizer.model");
     // tokenizer.json makes transformers' and vLLM's fast tokenizer give SentencePiece's ids
     // (tokenizer_json.h). The class must be the generic PreTrainedTokenizerFast, which loads the
     // file as it is: transformers 5's LlamaTokenizer keeps only its vocab and merges and puts back
@@ -168,18 +190,19 @@ void copy_tokenizer_files(const fs::path& from, const fs::path& dir) {
   }
   if (!fs::is_directory(from)) fail("{}: tokenizer not found (expected a .model file or a folder)", from.string());
   bool any = false;
-  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-                           "special_tokens_map.json", "added_tokens.json"}) {
+  for (const char* name : {"tokenizer.model", "tokenizer.json"}) {
     if (fs::exists(from / name) && fs::absolute(from) != fs::absolute(dir)) {
-      fs::copy_file(from / name, dir / name, fs::copy_options::overwrite_existing);
+      copy_writable(from / name, dir / name);
       any = true;
     }
   }
+  for (const char* name : kTokenizerCompanions)
+    if (fs::exists(from / name) && fs::absolute(from) != fs::absolute(dir)) copy_writable(from / name, dir / name);
   if (!any) log::warn("{}: no tokenizer files to copy", from.string());
 }
 
 void write_generation_config(const fs::path& dir, const LlamaConfig& c) {
-  json gen = {{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id}};
+  json gen = {{"bos_token_id", c.bos_token_id}, {"eos_token_id", llama_config_to_json(c).at("eos_token_id")}};
   if (c.pad_token_id) gen["pad_token_id"] = *c.pad_token_id;
   write_file_atomic(dir / "generation_config.json", gen.dump(2) + "\n");
 }

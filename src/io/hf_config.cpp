@@ -150,6 +150,29 @@ void read_family(const json& j, LlamaConfig& c, const std::string& source) {
   }
 }
 
+// eos_token_id: one id, or a list (Llama-3.1-Instruct's [128001, 128008, 128009]) whose first entry
+// is eos_token_id and the rest kept to be written back.
+void read_eos(const json& j, LlamaConfig& c, const std::string& source) {
+  auto it = j.find("eos_token_id");
+  if (it == j.end() || it->is_null() || !it->is_array()) {
+    read_opt(j, "eos_token_id", c.eos_token_id, source);
+    return;
+  }
+  if (it->empty()) fail("{}: key 'eos_token_id' is an empty list (expected an id or a list of ids)", source);
+  std::vector<int64_t> ids;
+  for (const auto& v : *it) {
+    if (!v.is_number_integer())
+      fail("{}: key 'eos_token_id' must hold integers, got {} in {}", source, v.dump(), it->dump());
+    ids.push_back(v.get<int64_t>());
+  }
+  c.eos_token_id = ids.front();
+  c.extra_eos_token_ids.assign(ids.begin() + 1, ids.end());
+}
+
+json eos_json(const LlamaConfig& c) {
+  return c.extra_eos_token_ids.empty() ? json(c.eos_token_id) : json(c.eos_token_ids());
+}
+
 const char* architecture(ModelFamily f) {
   switch (f) {
     case ModelFamily::Llama: return "LlamaForCausalLM";
@@ -200,7 +223,7 @@ LlamaConfig llama_config_from_json(const json& j, const std::string& source) {
   read_opt(j, "tie_word_embeddings", c.tie_word_embeddings, source);
   read_opt(j, "initializer_range", c.initializer_range, source);
   read_opt(j, "bos_token_id", c.bos_token_id, source);
-  read_opt(j, "eos_token_id", c.eos_token_id, source);
+  read_eos(j, c, source);
   int64_t pad = 0;
   if (read_opt(j, "pad_token_id", pad, source)) c.pad_token_id = pad;
   read_rope(j, c, source);
@@ -239,7 +262,7 @@ json llama_config_to_json(const LlamaConfig& c) {
          {"tie_word_embeddings", c.tie_word_embeddings},
          {"initializer_range", c.initializer_range},
          {"bos_token_id", c.bos_token_id},
-         {"eos_token_id", c.eos_token_id},
+         {"eos_token_id", eos_json(c)},
          {"pad_token_id", c.pad_token_id ? json(*c.pad_token_id) : json(nullptr)},
          {"use_cache", true},
          {"dtype", dtype_name(c.dtype)},

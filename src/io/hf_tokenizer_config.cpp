@@ -15,10 +15,26 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// A byte-level BPE tokenizer.json numbers its own added tokens (Qwen's <|im_start|>, Llama-3's
+// headers). Training put a template's tokens only where they follow the base vocabulary in order
+// (prepare_tokenizer), which such a file's added tokens already occupy: its templates use the file's
+// tokens and add none, so there is nothing to number; a token the file lacks was never trained.
+void check_byte_level_tokens(const std::string& name, const std::vector<std::string>& added, const fs::path& dir) {
+  const auto file = dir / "tokenizer.json";
+  const auto tok = Tokenizer::load(file);
+  for (const auto& content : added)
+    if (!tok.piece_to_id(content))
+      fail("export --template {}: {} has no token {}, and a byte-level BPE tokenizer gets no new ones (prepare "
+           "refuses them too); use the template of the model's family",
+           name, file.string(), content);
+}
+
 // Templates that add tokens (ChatML) trained with them at ids right after the SentencePiece pieces
 // (prepare_tokenizer); transformers must map the same strings to the same ids.
 void write_added_tokens(const std::string& name, const std::vector<std::string>& added, int64_t vocab_size,
                         const fs::path& dir, nlohmann::json& tc) {
+  if (fs::exists(dir / "tokenizer.json") && !fs::exists(dir / "tokenizer.model"))
+    return check_byte_level_tokens(name, added, dir);
   nlohmann::json ids = nlohmann::json::object(), decoder = nlohmann::json::object();
   const auto model_file = dir / "tokenizer.model";
   const bool have_model = fs::exists(model_file);

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "agenttune/model/activation_checkpoint.h"
+#include "agenttune/model/adapted_projection.h"
 #include "agenttune/model/flops.h"
 #include "agenttune/model/fused_projection.h"
 #include "agenttune/model/loss.h"
@@ -35,6 +36,7 @@ ProjectionImpl::ProjectionImpl(const at::Tensor& record, std::vector<int64_t> sh
 }
 
 at::Tensor ProjectionImpl::forward(const at::Tensor& x) {
+  if (adapted_together(x, {this})) return adapted_projections(x, {this})[0];  // one autograd node
   auto y = !quantized()        ? at::linear(x, weight, bias)
            : bias.defined()    ? quant::nf4_linear(x, weight_nf4, nf4_shape) + bias
                                : quant::nf4_linear(x, weight_nf4, nf4_shape);
@@ -137,8 +139,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> AttentionImpl::project_qkv(const 
             apply_rope(heads(biased(qkv[1], k_proj), n_kv_heads_, k_norm), rope),
             heads(biased(qkv[2], v_proj), n_kv_heads_, nullptr)};
   }
-  return {apply_rope(heads(q_proj(x), n_heads_, q_norm), rope), apply_rope(heads(k_proj(x), n_kv_heads_, k_norm), rope),
-          heads(v_proj(x), n_kv_heads_, nullptr)};
+  // Adapted, the three are one autograd node with one product for their A matrices (model/adapted_projection.h).
+  const auto y = project_each(x, {q_proj.get(), k_proj.get(), v_proj.get()});
+  return {apply_rope(heads(y[0], n_heads_, q_norm), rope), apply_rope(heads(y[1], n_kv_heads_, k_norm), rope),
+          heads(y[2], n_kv_heads_, nullptr)};
 }
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeTables& rope,
@@ -196,8 +200,8 @@ at::Tensor MLPImpl::forward(const at::Tensor& x, bool recompute) {
     auto gate_up = fused_projections(x, slots, {});
     gate = gate_up[0], up = gate_up[1];
   } else {
-    gate = gate_proj(x);
-    up = up_proj(x);
+    const auto gate_up = project_each(x, {gate_proj.get(), up_proj.get()});
+    gate = gate_up[0], up = gate_up[1];
   }
   if (recompute && !down_proj->has_adapter() && !down_proj->quantized())  // nf4: no dense weight to pass
     return swiglu_linear_recomputed(gate, up, down_proj->weight);

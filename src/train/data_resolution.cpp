@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "agenttune/data/token_shards.h"
+#include "agenttune/tokenizer/tokenizer.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
 #include "agenttune/util/sha256.h"
@@ -97,7 +98,12 @@ MixtureOptions mixture_options(const TrainConfig& cfg) {
   m.attention = cfg.data.attention;
   m.packing = cfg.data.packing;
   m.overlength = cfg.data.overlength;
-  if (!cfg.data.tokenizer.empty()) m.tokenizer_sha256 = sha256_file_hex(cfg.data.tokenizer);
+  // A folder's fingerprint is that of the file Tokenizer::load reads there (tokenizer.json or
+  // tokenizer.model), as prepare recorded it.
+  const auto& tok = cfg.data.tokenizer;
+  if (!tok.empty())
+    m.tokenizer_sha256 =
+        std::filesystem::is_directory(tok) ? Tokenizer::load(tok, false).fingerprint() : sha256_file_hex(tok);
   m.tokenizer = cfg.data.tokenizer;
   return m;
 }

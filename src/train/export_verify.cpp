@@ -216,11 +216,12 @@ std::string tail(const fs::path& log) {
 
 void check_tokenizer_ids(const nlohmann::json& result, const fs::path& dir, const fs::path& shown, ExportCheck& check) {
   if (!result.contains("ids")) {
-    log::info("export check: no tokenizer.model in the export, tokenizer ids not compared");
+    log::info("export check: no tokenizer.model or tokenizer.json in the export, tokenizer ids not compared");
     return;
   }
   auto theirs = result.at("ids").get<std::vector<int32_t>>();
-  auto ours = Tokenizer::load(dir / "tokenizer.model").encode(kProbeText);
+  // The folder as Tokenizer::load reads it: byte-level BPE from tokenizer.json, else tokenizer.model.
+  auto ours = Tokenizer::load(dir).encode(kProbeText);
   if (theirs != ours) {
     size_t i = 0;
     while (i < ours.size() && i < theirs.size() && ours[i] == theirs[i]) ++i;
@@ -321,7 +322,7 @@ void verify_in_transformers(const fs::path& dir, const fs::path& shown, const fs
   ScratchFolder work(scratch_path("agenttune-probe"));
   write_probe(work.path / "probe.safetensors", probe);
   write_file_atomic(work.path / "probe.txt", kProbeText);
-  const bool with_tokenizer = fs::exists(dir / "tokenizer.model");
+  const bool with_tokenizer = fs::exists(dir / "tokenizer.model") || fs::exists(dir / "tokenizer.json");
   auto result = run_python_check(python, "--verify transformers", "transformers", kTransformersCheck,
                                  {dir.string(), (work.path / "probe.safetensors").string(),
                                   (work.path / "probe.txt").string(), with_tokenizer ? "1" : "0"},

@@ -45,7 +45,7 @@ uint64_t dropout_seed(uint64_t train_seed, int64_t step, int rank) {
 std::optional<eval::EvalInputs> eval_inputs(const TrainRun& run) {
   if (!run.cfg.eval) return std::nullopt;
   const auto tokenizer =
-      run.cfg.data.tokenizer.empty() ? run.cfg.model.init_from / "tokenizer.model" : run.cfg.data.tokenizer;
+      run.cfg.data.tokenizer.empty() ? run.cfg.model.init_from : run.cfg.data.tokenizer;
   return eval::load_eval_inputs(*run.cfg.eval, tokenizer, run.model->config().vocab_size);
 }
 

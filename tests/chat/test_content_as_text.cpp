@@ -15,6 +15,7 @@
 #include <set>
 
 #include "agenttune/chat/template.h"
+#include "agenttune/chat/template_tokenizers.h"
 #include "chat_cases.h"
 #include "test_paths.h"
 
@@ -158,7 +159,7 @@ TEST(ContentAsText, InjectedControlTokensStayTextInEveryTemplate) {
   conv.source = "unit";
   conv.turns = testing::injection_turns();
   const auto plain = with_plain_content(conv);
-  for (const auto& name : template_names()) {
+  for (const auto& name : sentencepiece_template_names()) {
     const auto tmpl = make_template(name);
     for (const auto& [variant, tok] : tokenizers_for(*tmpl, base)) {
       const auto tag = name + " (" + variant + ")";

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "agenttune/chat/template.h"
+#include "agenttune/chat/template_tokenizers.h"
 #include "agenttune/util/error.h"
 #include "error_of.h"
 #include "chat_cases.h"
@@ -55,7 +56,7 @@ TEST(ChatTemplate, SampleWithoutTrainedTurnsHasEmptyMask) {
   REQUIRE_TOKENIZER();
   auto base = llama2();
   auto conv = make_conv({turn(Role::User, "Say ok."), turn(Role::Assistant, "Ok.", false)});
-  for (const auto& n : template_names()) {
+  for (const auto& n : sentencepiece_template_names()) {
     auto t = make_template(n);
     Tokenizer tok = base;
     prepare_tokenizer(*t, tok);
@@ -121,7 +122,7 @@ TEST(ChatTemplate, StripFollowsPythonWhitespaceAndOptionsSetSystem) {
 TEST(ChatTemplate, GenerationPromptIsThePrefixOfTheTrainedAnswer) {
   REQUIRE_TOKENIZER();
   auto base = llama2();
-  for (const auto& n : template_names()) {
+  for (const auto& n : sentencepiece_template_names()) {
     auto t = make_template(n);
     Tokenizer tok = base;
     prepare_tokenizer(*t, tok);

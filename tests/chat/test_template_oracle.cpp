@@ -18,6 +18,7 @@
 #include <fstream>
 
 #include "agenttune/chat/template.h"
+#include "agenttune/chat/template_tokenizers.h"
 #include "chat_cases.h"
 #include "test_paths.h"
 
@@ -47,7 +48,7 @@ TEST(ChatTemplateOracle, MatchesTransformersApplyChatTemplate) {
   std::vector<Row> rows;
   json cases = json::array();
   auto base = Tokenizer::load(model);
-  for (const auto& name : template_names()) {
+  for (const auto& name : sentencepiece_template_names()) {
     auto tmpl = make_template(name);
     Tokenizer tok = base;
     prepare_tokenizer(*tmpl, tok);

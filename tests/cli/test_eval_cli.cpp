@@ -1,9 +1,11 @@
 // `agenttune eval` end to end on the bundled agent data: the tiny model is trained on 2 Gloo ranks
 // until it overfits the bundled AgentInstruct trajectories (with the bundled ShareGPT chats as the
 // negatives, no tools offered), its in-loop eval at the last step is compared with `agenttune eval`
-// on the exported checkpoint, and both with the untrained model.
+// on the exported checkpoint, and both with the untrained model. A second pair of runs, with and
+// without Agent-FLAN's negatives, shows what the negatives do to hallucination.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -23,16 +25,58 @@ testing::Run ok(const std::string& args, const std::string& launcher = "") {
   return r;
 }
 
-nlohmann::json eval_json(const fs::path& model) {
+nlohmann::json eval_json(const fs::path& model,
+                         const fs::path& config = testing::source_dir() / "configs/tiny/eval.yaml") {
   const fs::path out = model.string() + "_eval.json";
   // A subshell: only stdout goes to the file, the log (stderr) to the captured output.
   std::string log;
   const int rc = testing::run_command("(" + testing::agenttune_bin() + " eval --json --model " + model.string() +
-                                          " --config " + (testing::source_dir() / "configs/tiny/eval.yaml").string() +
-                                          " > " + out.string() + ")",
+                                          " --config " + config.string() + " > " + out.string() + ")",
                                       &log);
   EXPECT_EQ(rc, 0) << log;
   return nlohmann::json::parse(std::ifstream(out));
+}
+
+// The untrained tiny model of configs/tiny/model.yaml, at root/model.
+fs::path init_tiny_model(const fs::path& root) {
+  ok("init --config " + (testing::source_dir() / "configs/tiny/model.yaml").string() + " --out " +
+     (root / "model").string());
+  return root / "model";
+}
+
+// An SFT run of the tiny model at `init` on the prepared `sources` (name: folder), `steps` steps
+// with the hot settings that let it learn the bundled records by heart; `eval_section` (a train
+// config's `eval:` section), when given, runs at the last step.
+fs::path write_sft_config(const fs::path& root, const std::string& run, const fs::path& init,
+                          const std::vector<std::pair<std::string, fs::path>>& sources, int steps,
+                          const std::string& eval_section = "") {
+  const fs::path file = root / (run + ".yaml");
+  std::ofstream f(file);
+  f << "output_dir: " << (root / run).string() << "\n"
+    << "model: {init_from: " << init.string() << "}\n"
+    << "data:\n  sources:\n";
+  for (const auto& [name, path] : sources) f << "    - {name: " << name << ", path: " << path.string() << "}\n";
+  f << "  seq_len: 512\n  attention: document\n  tokenizer: "
+    << testing::shared_fixture("llama2-tokenizer.model").string() << "\n"
+    << "train: {max_steps: " << steps << ", micro_batch_size: 2, global_batch_sequences: 4, "
+    << "lr: 2.0e-2, warmup_steps: 5, weight_decay: 0.0"
+    << (eval_section.empty() ? "" : ", eval_interval: " + std::to_string(steps)) << "}\n"
+    << "checkpoint: {interval: " << steps << ", keep_last: 1}\n"
+    << "metrics: {tensorboard: false}\n"
+    << "dist: {timeout_s: 60}\n"
+    << eval_section;
+  return file;
+}
+
+// Trains by `config` (on `launcher`'s ranks) and exports its last checkpoint to root/<out>.
+fs::path train_and_export(const fs::path& root, const fs::path& config, const std::string& run, int steps,
+                          const std::string& out, const std::string& launcher = "") {
+  ok("train --no-progress --config " + config.string(), launcher);
+  char step[32];
+  std::snprintf(step, sizeof step, "step_%08d", steps);
+  ok("export --dtype float32 --template agentlm --checkpoint " + (root / run / "checkpoints" / step).string() +
+     " --out " + (root / out).string());
+  return root / out;
 }
 
 // The share of `metric` over the agent tasks' turns (positives), pooled.
@@ -81,36 +125,21 @@ std::map<std::string, double> cli_scalars(const nlohmann::json& j) {
 }
 
 TEST(EvalCli, OverfitModelReproducesTheBundledActionsAndInLoopEqualsTheCli) {
-  const auto tokenizer = testing::shared_fixture("llama2-tokenizer.model");
-  if (tokenizer.empty()) GTEST_SKIP() << "no Llama-2 tokenizer fixture";
+  if (testing::shared_fixture("llama2-tokenizer.model").empty()) GTEST_SKIP() << "no Llama-2 tokenizer fixture";
   const auto root = testing::scratch_dir();
   const auto src = testing::source_dir();
-  ok("init --config " + (src / "configs/tiny/model.yaml").string() + " --out " + (root / "model").string());
-  const auto untrained = eval_json(root / "model");
+  const auto untrained = eval_json(init_tiny_model(root));
 
   ok("prepare --config " + (src / "configs/tiny/sft_prepare.yaml").string() + " --set datasets.0.output=" +
      (root / "ai").string() + " --set datasets.1.output=" + (root / "sg").string() +
      " --set datasets.0.upsample=1 --set datasets.1.upsample=1");
-  std::ofstream(root / "sft.yaml") << "output_dir: " << (root / "run").string() << "\n"
-                                   << "model: {init_from: " << (root / "model").string() << "}\n"
-                                   << "data:\n  sources:\n"
-                                   << "    - {name: agentinstruct, path: " << (root / "ai").string() << "}\n"
-                                   << "    - {name: sharegpt, path: " << (root / "sg").string() << "}\n"
-                                   << "  seq_len: 512\n  attention: document\n  tokenizer: " << tokenizer.string()
-                                   << "\n"
-                                   << "train: {max_steps: 120, micro_batch_size: 2, global_batch_sequences: 4, "
-                                      "lr: 2.0e-2, warmup_steps: 5, weight_decay: 0.0, eval_interval: 120}\n"
-                                   << "checkpoint: {interval: 120, keep_last: 1}\n"
-                                   << "metrics: {tensorboard: false}\n"
-                                   << "dist: {timeout_s: 60}\n"
-                                   << "eval:\n  template: agentlm\n  max_new_tokens: 64\n  records:\n"
-                                   << "    - {path: " << (src / "data/samples/agentinstruct.jsonl").string()
-                                   << ", format: agentinstruct}\n"
-                                   << "    - {path: " << (src / "data/samples/sharegpt.json").string()
-                                   << ", format: sharegpt, negative: true}\n";
-  ok("train --no-progress --config " + (root / "sft.yaml").string(), testing::torchrun(2));
-  ok("export --dtype float32 --template agentlm --checkpoint " + (root / "run/checkpoints/step_00000120").string() +
-     " --out " + (root / "tuned").string());
+  const std::string eval_section =
+      "eval:\n  template: agentlm\n  max_new_tokens: 64\n  records:\n    - {path: " +
+      (src / "data/samples/agentinstruct.jsonl").string() + ", format: agentinstruct}\n    - {path: " +
+      (src / "data/samples/sharegpt.json").string() + ", format: sharegpt, negative: true}\n";
+  const auto config = write_sft_config(root, "run", root / "model",
+                                       {{"agentinstruct", root / "ai"}, {"sharegpt", root / "sg"}}, 120, eval_section);
+  train_and_export(root, config, "run", 120, "tuned", testing::torchrun(2));
   const auto tuned = eval_json(root / "tuned");
 
   // The overfit model reproduces the actions; the untrained one produces noise.
@@ -137,11 +166,66 @@ TEST(EvalCli, OverfitModelReproducesTheBundledActionsAndInLoopEqualsTheCli) {
   }
 }
 
+// Agent-FLAN's case for negative samples: agent data alone teaches a model that offered tools are
+// always called, so it calls them where they do not fit; the same recipe with negatives (offered
+// tools, a query they do not serve, a plain answer) keeps it from doing so. Both tiny models are
+// tuned on the bundled AgentInstruct trajectories and Agent-FLAN's positives; the second also on
+// the bundled negatives, of which prepare holds 4 out. All three models (the untrained one too)
+// answer those 4 held-out negatives.
+TEST(EvalCli, NegativesKeepATunedModelFromCallingToolsThatDoNotFit) {
+  const auto tokenizer = testing::shared_fixture("llama2-tokenizer.model");
+  if (tokenizer.empty()) GTEST_SKIP() << "no Llama-2 tokenizer fixture";
+  const auto root = testing::scratch_dir();
+  const auto src = testing::source_dir();
+  init_tiny_model(root);
+
+  // agentflan.jsonl without its one negative: the positives of the run without negatives.
+  {
+    std::ifstream in(src / "data/samples/agentflan.jsonl");
+    std::ofstream out(root / "agentflan_positives.jsonl");
+    for (std::string line; std::getline(in, line);)
+      if (nlohmann::json::parse(line)["id"].get<std::string>().find("negative") == std::string::npos) out << line << "\n";
+  }
+  std::ofstream(root / "prepare.yaml")
+      << "tokenizer: " << tokenizer.string() << "\ntemplate: agentlm\nmax_seq_len: 512\ndatasets:\n"
+      << "  - {name: agentinstruct, paths: [" << (src / "data/samples/agentinstruct.jsonl").string()
+      << "], format: agentinstruct, output: " << (root / "ai").string() << "}\n"
+      << "  - {name: agentflan, paths: [" << (root / "agentflan_positives.jsonl").string()
+      << "], format: agentflan, output: " << (root / "flan").string() << "}\n"
+      << "  - {name: flan_negatives, paths: [" << (src / "data/samples/agentflan_negatives.jsonl").string()
+      << "], format: agentflan, output: " << (root / "neg").string() << ", holdout: 4}\n";
+  ok("prepare --config " + (root / "prepare.yaml").string());
+  std::ofstream(root / "eval.yaml") << "template: agentlm\nrecords: [{path: " << (root / "neg").string()
+                                    << "}]\nheldout_loss: false\nmax_new_tokens: 48\n";
+
+  constexpr int kSteps = 80;
+  const std::vector<std::pair<std::string, fs::path>> agent = {{"agentinstruct", root / "ai"},
+                                                               {"agentflan", root / "flan"}};
+  auto with_negatives = agent;
+  with_negatives.emplace_back("flan_negatives", root / "neg");
+  const auto without = train_and_export(
+      root, write_sft_config(root, "without", root / "model", agent, kSteps), "without", kSteps, "without_model");
+  const auto with = train_and_export(root, write_sft_config(root, "with", root / "model", with_negatives, kSteps),
+                                     "with", kSteps, "with_model");
+
+  std::map<std::string, double> rate;
+  for (const auto& [name, model] : {std::pair<std::string, fs::path>{"untrained", root / "model"},
+                                    {"without negatives", without}, {"with negatives", with}}) {
+    const auto j = eval_json(model, root / "eval.yaml");
+    int64_t negatives = 0;
+    for (const auto& t : j["tasks"]) negatives += t["negatives"].get<int64_t>();
+    EXPECT_EQ(negatives, 4) << j.dump(1);
+    rate[name] = negatives_metric(j, "hallucination");
+    std::printf("hallucination on the 4 held-out negatives, %s: %.2f\n", name.c_str(), rate[name]);
+  }
+  EXPECT_LT(rate.at("with negatives"), rate.at("without negatives"));
+}
+
 TEST(EvalCli, ShowFailuresMarksTheDifferingSpan) {
   if (testing::shared_fixture("llama2-tokenizer.model").empty()) GTEST_SKIP() << "no Llama-2 tokenizer fixture";
   const auto root = testing::scratch_dir();
   const auto src = testing::source_dir();
-  ok("init --config " + (src / "configs/tiny/model.yaml").string() + " --out " + (root / "model").string());
+  init_tiny_model(root);
   auto r = ok("eval --show-failures 2 --set max_new_tokens=8 --set tasks=[os] --model " + (root / "model").string() +
               " --config " + (src / "configs/tiny/eval.yaml").string());
   // The table, then two failures of the untrained model with the gold action marked.

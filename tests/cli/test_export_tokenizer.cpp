@@ -20,6 +20,7 @@
 
 #include "../chat/chat_cases.h"
 #include "agenttune/chat/template.h"
+#include "agenttune/chat/template_tokenizers.h"
 #include "agenttune/tokenizer/tokenizer.h"
 #include "agenttune/util/utf8.h"
 #include "cli_test_util.h"
@@ -207,7 +208,7 @@ TEST(ExportChatTemplate, ApplyChatTemplateOnExportMatchesRenderer) {
   std::vector<Row> rows;
   json exports = json::object(), cases = json::array();
   std::map<std::string, std::vector<int32_t>> cli_hi;  // `generate --template T --prompt hi` prompt ids
-  for (const auto& name : template_names()) {
+  for (const auto& name : sentencepiece_template_names()) {
     auto dir = export_folder(ck, root / ("hf_" + name), model, name);
     exports[name] = dir.string();
     auto gen = run_ok(testing::agenttune_bin() + " generate --model " + dir.string() + " --template " + name +

@@ -158,7 +158,7 @@ TEST_F(ExportVerify, TransformersCheckComparesLogitsAndTokenizerIds) {
   // The default Python is the checkout's .venv, found from the binary's location.
   auto d = export_to(root / "hf2", "--dtype float32 --verify transformers");
   ASSERT_EQ(d.rc, 0) << d.out;
-  EXPECT_NE(d.out.find("no tokenizer.model in the export"), std::string::npos) << d.out;
+  EXPECT_NE(d.out.find("no tokenizer.model or tokenizer.json in the export"), std::string::npos) << d.out;
 }
 
 TEST_F(ExportVerify, TransformersCheckWithoutTransformersSaysSoAndExitsTwo) {

@@ -80,6 +80,33 @@ TEST_F(Inspect, TrainedSpansAreTheAssistantAnswersWithTheirEos) {
   EXPECT_NE(r.out.find("[/INST]⟦"), std::string::npos) << r.out;
 }
 
+// The byte-level BPE templates on their real tokenizers: the spans are the answers with their end
+// token, shown as text (not the tokens' GPT-2 byte-mapped spellings "Ġ", "Ċ").
+TEST_F(Inspect, ByteLevelTemplatesShowAnswersAsText) {
+  const auto deps = testing::source_dir() / ".deps/tokenizers";
+  if (!fs::exists(deps / "llama3/tokenizer.json") || !fs::exists(deps / "qwen2.5/tokenizer.json"))
+    GTEST_SKIP() << "no Llama-3/Qwen2.5 tokenizer.json in " << deps;
+  struct Case {
+    std::string tmpl, folder, header, end;
+  };
+  for (const Case& c : {Case{"qwen2.5", "qwen2.5", "<|im_start|>assistant\n", "<|im_end|>"},
+                        Case{"llama-3", "llama3", "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"}}) {
+    auto r = agenttune("inspect --plain --samples 2 --dataset sharegpt " + tiny_sft(testing::scratch_dir()) +
+                       " --set tokenizer=" + (deps / c.folder).string() + " --set template=" + c.tmpl);
+    ASSERT_EQ(r.rc, 0) << r.out;
+    const auto spans = trained_spans(r.out);
+    ASSERT_GE(spans.size(), 2u) << r.out;
+    for (const auto& s : spans) {
+      EXPECT_TRUE(s.size() > c.end.size() && s.compare(s.size() - c.end.size(), c.end.size(), c.end) == 0)
+          << c.tmpl << " span: " << s;
+      EXPECT_EQ(s.find(c.header), std::string::npos) << c.tmpl << " span: " << s;
+    }
+    EXPECT_NE(r.out.find(c.header + "⟦"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("Ġ"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("Ċ"), std::string::npos) << r.out;
+  }
+}
+
 TEST_F(Inspect, ColourMarksTrainedTokensAndPlainHasNoEscapes) {
   auto args = " --samples 1 --dataset sharegpt " + tiny_sft(testing::scratch_dir());
   auto colour = agenttune("inspect --color" + args);

@@ -8,6 +8,8 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "agenttune/config/load.h"
+#include "agenttune/eval/eval_run.h"
 #include "agenttune/eval/likelihood.h"
 #include "agenttune/io/hf_checkpoint.h"
 #include "agenttune/util/files.h"
@@ -129,6 +131,35 @@ TEST_F(LmEvalOracle, LeftTruncationKeepsTheScoredTokens) {
       EXPECT_TRUE(std::isfinite(cut.questions[q].loglik[c]));
       EXPECT_GT(std::abs(cut.questions[q].loglik[c] - full.questions[q].loglik[c]), 1e-6);
     }
+}
+
+// The eval config's `style` reaches the scorer. Each question offers a one-character choice and a
+// long one, the long one right: per token the random model is equally unsure of both, so its summed
+// log-likelihood is far lower and acc picks the short choice, while acc_norm (per character) picks
+// the long one. As letters both continuations are one letter, so acc_norm equals acc.
+TEST_F(LmEvalOracle, ConfigStyleTextsScoresChoiceTextsAndNormalisesPerCharacter) {
+  const auto dir = testing::scratch_dir();
+  std::string lines;
+  for (const char* q : {"Which one is right?", "Pick the answer.", "What fits best?", "Choose one."})
+    lines += std::string(R"({"question": ")") + q +
+             R"(", "choices": ["x", "a considerably longer answer made of several ordinary words"], "answer": 1})" + "\n";
+  write_file_atomic(dir / "lengths.jsonl", lines);
+  auto run = [&](const std::string& style) {
+    const auto cfg = load_config_text<EvalConfig>(
+        "multiple_choice: [{name: lengths, path: lengths.jsonl" + style + "}]\n", ConfigSource{"eval.yaml", dir, {}});
+    const auto in = load_eval_inputs(cfg, root_ / "model" / "tokenizer.model", model_->config().vocab_size);
+    return run_eval(*model_, in).choices.at(0);
+  };
+  const auto texts = run(", style: texts");
+  MultipleChoiceOptions o;
+  o.style = ChoiceStyle::Texts;
+  const auto direct = score_multiple_choice(*model_, *tok_, read_choice_questions(dir / "lengths.jsonl"), {}, o);
+  EXPECT_DOUBLE_EQ(texts.acc, direct.acc);  // the config's texts is the lm-eval-checked scorer's
+  EXPECT_DOUBLE_EQ(texts.acc_norm, direct.acc_norm);
+  EXPECT_EQ(texts.acc, 0.0);
+  EXPECT_EQ(texts.acc_norm, 1.0);
+  for (const auto& letters : {run(""), run(", style: letters")}) EXPECT_EQ(letters.acc, letters.acc_norm);
+  EXPECT_NE(testing::error_of([&] { run(", style: words"); }).find("style"), std::string::npos);
 }
 
 TEST(ChoiceQuestions, FileErrorsNameLineAndField) {

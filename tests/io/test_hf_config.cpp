@@ -62,6 +62,24 @@ TEST(HfConfig, BadShapesAndRopeFormsNameTheFileAndKey) {
   }
 }
 
+// Llama-3.1-Instruct's eos_token_id is a list: every id is kept in order and written back as the
+// same list (one id stays one id); an empty list or a non-integer entry names the key.
+TEST(HfConfig, EosTokenIdListIsReadKeptAndWrittenBack) {
+  json j = tiny();
+  j["eos_token_id"] = {128001, 128008, 128009};
+  const auto c = llama_config_from_json(j, "m/config.json");
+  EXPECT_EQ(c.eos_token_id, 128001);
+  EXPECT_EQ(c.eos_token_ids(), (std::vector<int64_t>{128001, 128008, 128009}));
+  EXPECT_EQ(llama_config_to_json(c).at("eos_token_id"), j["eos_token_id"]);
+  j["eos_token_id"] = 7;
+  EXPECT_EQ(llama_config_to_json(llama_config_from_json(j, "m/config.json")).at("eos_token_id"), json(7));
+  j["eos_token_id"] = json::array();
+  EXPECT_NE(error_of(j).find("m/config.json: key 'eos_token_id' is an empty list"), std::string::npos) << error_of(j);
+  j["eos_token_id"] = {2, "x"};
+  EXPECT_NE(error_of(j).find("m/config.json: key 'eos_token_id' must hold integers, got \"x\""), std::string::npos)
+      << error_of(j);
+}
+
 TEST(HfConfig, SeqLenIsBoundByThePositionsAndLinearScaling) {
   LlamaConfig c = llama_config_from_json(tiny(), "m/config.json");
   c.check_seq_len(128, "m/config.json");

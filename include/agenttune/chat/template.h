@@ -75,7 +75,8 @@ class ChatTemplate {
   virtual void build(const Conversation& conv, bool open, chat_detail::Rendering& out) const = 0;
 };
 
-// Valid names: llama-2-chat, agentlm, agent-flan, chatml, toolllama, vicuna. An unknown name is an
+// Valid names: llama-2-chat, agentlm, agent-flan, chatml, toolllama, vicuna (SentencePiece), llama-3,
+// qwen2.5 (byte-level BPE from tokenizer.json). An unknown name is an
 // error listing them.
 std::unique_ptr<ChatTemplate> make_template(const std::string& name, const TemplateOptions& options = {});
 const std::vector<std::string>& template_names();

@@ -9,6 +9,7 @@
 
 #include "agenttune/chat/agent_task.h"
 #include "agenttune/config/scalars.h"
+#include "agenttune/eval/choice_style.h"
 
 namespace agenttune::eval {
 
@@ -40,6 +41,9 @@ struct ChoiceFile {
   // Put before the shots; "{subject}" becomes the question's subject (lm-eval's MMLU: "The following
   // are multiple choice questions (with answers) about {subject}.\n\n").
   std::string description;
+  // letters: MMLU's lettered options, continuations " A", " B", ... (acc_norm equals acc);
+  // texts: the choices' own text as continuations (ARC-style), where acc_norm can differ.
+  ChoiceStyle style = ChoiceStyle::Letters;
 };
 
 template <class V>
@@ -49,6 +53,7 @@ void visit(V& v, ChoiceFile& c) {
   v("dev_path", c.dev_path);
   v("shots", c.shots);
   v("description", c.description);
+  v("style", c.style);
 }
 
 struct EvalConfig {
@@ -56,7 +61,7 @@ struct EvalConfig {
   // The chat template the model was tuned with (agentlm, agent-flan, toolllama, chatml, ...): it
   // renders each gold history and its stop ids end each reply.
   std::string chat_template;
-  // The SentencePiece model; empty = the model folder's tokenizer.model.
+  // A SentencePiece .model, a byte-level BPE tokenizer.json or a folder; empty = the model folder's.
   std::filesystem::path tokenizer;
   std::vector<AgentTask> tasks;  // only these tasks (os, db, kg, ...); empty = every task present
   int64_t max_new_tokens = 96;

@@ -31,7 +31,7 @@ struct EvalInputs {
   std::vector<int64_t> stop_ids;
 };
 
-// `default_tokenizer`: used when cfg.tokenizer is empty (the model folder's tokenizer.model, or
+// `default_tokenizer`: used when cfg.tokenizer is empty (the model folder, which Tokenizer::load reads, or
 // the training data's). `vocab_size`: the model's, which every id the template needs must fit.
 EvalInputs load_eval_inputs(const EvalConfig& cfg, const std::filesystem::path& default_tokenizer,
                             int64_t vocab_size);

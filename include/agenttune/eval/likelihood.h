@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "agenttune/config/scalars.h"
+#include "agenttune/eval/choice_style.h"
 #include "agenttune/eval/eval_model.h"
 #include "agenttune/tokenizer/tokenizer.h"
 
@@ -26,21 +26,6 @@ struct ChoiceQuestion {
 };
 // Errors name the file, the line and the field.
 std::vector<ChoiceQuestion> read_choice_questions(const std::filesystem::path& file);
-
-enum class ChoiceStyle {
-  Letters,  // MMLU: "<question>\nA. <c0>\nB. <c1>...\nAnswer:", continuations " A", " B", ...
-  Texts,    // ARC-style: "Question: <question>\nAnswer:", continuations " <choice text>"
-};
-
-}  // namespace agenttune::eval
-
-template <>
-struct agenttune::EnumNames<agenttune::eval::ChoiceStyle> {
-  static constexpr std::array<std::pair<agenttune::eval::ChoiceStyle, std::string_view>, 2> values = {
-      {{agenttune::eval::ChoiceStyle::Letters, "letters"}, {agenttune::eval::ChoiceStyle::Texts, "texts"}}};
-};
-
-namespace agenttune::eval {
 
 struct MultipleChoiceOptions {
   ChoiceStyle style = ChoiceStyle::Letters;

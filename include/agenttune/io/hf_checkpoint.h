@@ -48,7 +48,7 @@ NamedTensors hf_state_dict(LlamaForCausalLM& model, std::optional<c10::ScalarTyp
 struct SaveOptions {
   uint64_t max_shard_bytes = 5ull << 30;  // transformers' default shard size
   std::optional<c10::ScalarType> dtype;
-  // A SentencePiece .model file or a folder holding tokenizer files to copy alongside.
+  // A SentencePiece .model file, a tokenizer.json, or a folder holding tokenizer files to copy alongside.
   std::optional<std::filesystem::path> tokenizer_from;
 };
 
@@ -60,7 +60,8 @@ void save_pretrained(LlamaForCausalLM& model, const std::filesystem::path& dir,
 void write_generation_config(const std::filesystem::path& dir, const LlamaConfig& c);
 
 // Copies tokenizer.model / tokenizer.json / tokenizer_config.json / special_tokens_map.json /
-// added_tokens.json from a folder, or a lone .model file plus a minimal tokenizer_config.json.
+// added_tokens.json from a folder; a lone .model file plus a minimal tokenizer_config.json (and a
+// tokenizer.json made from it); or a byte-level BPE tokenizer.json as it is, with the files beside it.
 void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& dir);
 
 }  // namespace agenttune

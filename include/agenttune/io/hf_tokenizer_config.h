@@ -12,8 +12,10 @@ namespace agenttune {
 // it if missing). Tokens the template adds (ChatML's <|im_start|>, ...) were trained at the ids
 // right after the SentencePiece pieces (prepare_tokenizer); they are numbered the same way into
 // added_tokens_decoder, added_tokens.json and, when `dir` has tokenizer.model and tokenizer.json,
-// tokenizer.json, so transformers maps the same strings to the same ids. Without tokenizer.model
-// the pieces are taken to be the model's rows less the added tokens. Throws agenttune::Error,
+// tokenizer.json, so transformers maps the same strings to the same ids. A byte-level BPE
+// tokenizer.json (no tokenizer.model) is left as it is: it must already hold every template token
+// (else an error naming the token). Without either file the pieces are taken to be the model's rows
+// less the added tokens. Throws agenttune::Error,
 // naming `template_name`, when the model's `vocab_size` embedding rows cannot hold the pieces and
 // the added tokens.
 void write_chat_template_files(const std::filesystem::path& dir, const std::string& template_name,

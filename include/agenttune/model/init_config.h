@@ -12,7 +12,8 @@ namespace agenttune {
 struct InitConfig {
   LlamaConfig model;
   uint64_t seed = 0;
-  // SentencePiece .model copied into the output dir; empty = none. Resolved against the config
+  // Tokenizer files copied into the output dir (a SentencePiece .model, a byte-level BPE
+  // tokenizer.json or a folder; copy_tokenizer_files); empty = none. Resolved against the config
   // file's folder by the reader, so it is absolute (or empty) after loading.
   std::filesystem::path tokenizer;
 

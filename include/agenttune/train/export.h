@@ -42,7 +42,7 @@ struct ExportOptions {
   // A run with model.adapter: write only the adapter, as a PEFT folder (adapter_config.json +
   // adapter_model.safetensors, io/peft_adapter.h), instead of the model with the adapters merged.
   bool adapter_only = false;
-  std::filesystem::path tokenizer;  // .model file or folder to copy; empty = the run's
+  std::filesystem::path tokenizer;  // .model, tokenizer.json or folder to copy; empty = the run's
   std::string chat_template;        // written into tokenizer_config.json when set
   uint64_t max_shard_bytes = 5ull << 30;
   ExportVerify verify = ExportVerify::Ours;
