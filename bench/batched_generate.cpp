@@ -61,7 +61,8 @@ Args parse(int argc, char** argv) {
     else if (k == "--runs") a.runs = std::stoll(v);
     else if (k == "--threads") a.threads = std::stoi(v);
     else if (k == "--python") a.python = v;
-    else if (k == "--reference") a.reference = v == "on";
+    else if (k == "--reference" && (v == "on" || v == "off")) a.reference = v == "on";
+    else if (k == "--reference") usage("--reference is on or off, not '" + v + "'");
     else usage("unknown option " + k);
   }
   if (a.min_len < 1 || a.max_len < a.min_len || a.prompts < 1 || a.batch < 1 || a.runs < 1)

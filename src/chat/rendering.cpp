@@ -5,7 +5,6 @@
 #include <utility>
 
 #include "agenttune/util/error.h"
-#include "../tokenizer/byte_level_bpe.h"
 
 namespace agenttune::chat_detail {
 
@@ -92,11 +91,10 @@ void byte_level_spans(const Tokenizer& tok, std::string_view text, const std::ve
                       const std::string& tmpl, std::vector<std::pair<size_t, size_t>>& spans) {
   spans.clear();
   size_t pos = 0;
-  std::string bytes;
   for (int32_t id : ids) {
-    bytes.clear();
-    if (id >= tok.base_vocab_size() || !tokenizer_detail::ByteLevelBpe::unmap(tok.piece_view(id), bytes) ||
-        text.substr(pos, bytes.size()) != bytes)
+    const bool base = id < tok.base_vocab_size();  // encode_as_text gives no added token
+    const std::string bytes = base ? tok.token_bytes(id) : std::string();
+    if (!base || text.substr(pos, bytes.size()) != bytes)
       fail("chat template {}: cannot align token {} ('{}') with the text at byte {} of {:?}", tmpl, id,
            tok.id_to_piece(id), pos, std::string(text.substr(0, 200)));
     spans.emplace_back(pos, pos + bytes.size());
@@ -139,6 +137,9 @@ RenderedSample Rendering::encode(const Tokenizer& tok) const {
     if (parts_[i].special) {
       const auto& t = parts_[i].text;
       std::optional<int32_t> id = t == "<s>" ? tok.bos_id() : t == "</s>" ? tok.eos_id() : tok.piece_to_id(t);
+      if (id && *id < 0)  // prepare_tokenizer refuses such a pair first
+        fail("chat template {}: tokenizer {} has no {} token", template_, tok.model_path().string(),
+             t == "<s>" ? "BOS <s>" : "EOS </s>");
       if (!id)
         fail("chat template {}: the tokenizer has no token {}; add the template's tokens first "
              "(prepare_tokenizer)", template_, t);
@@ -158,8 +159,7 @@ RenderedSample Rendering::encode(const Tokenizer& tok) const {
     // As text: content that spells "<|im_end|>" or "</s>" must not become a control token (a
     // user turn could otherwise open a fake, trained assistant turn); only special() inserts them.
     tok.encode_as_text(stretch, ids);
-    // A tokenizer loaded from tokenizer.json is byte-level BPE (Tokenizer::load accepts no other).
-    if (tok.model_path().extension() == ".json")
+    if (tok.byte_level())
       byte_level_spans(tok, stretch, ids, template_, spans);
     else
       token_spans(tok, stretch, ids, template_, spans);

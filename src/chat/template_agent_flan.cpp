@@ -35,8 +35,9 @@ class AgentFlanTemplate final : public ChatTemplate {
   std::string name() const override { return "agent-flan"; }
 
   std::vector<int32_t> stop_ids(const Tokenizer& tok) const override {
-    auto id = tok.piece_to_id(kClose);
-    return {id.value_or(tok.eos_id()), tok.eos_id()};
+    auto ids = ChatTemplate::stop_ids(tok);  // EOS (an error without one)
+    if (auto id = tok.piece_to_id(kClose)) ids.insert(ids.begin(), *id);
+    return ids;
   }
 
   std::string jinja() const override {

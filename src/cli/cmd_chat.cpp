@@ -109,7 +109,7 @@ Command chat_command() {
     auto* s = app.add_subcommand("chat", "Multi-turn chat with a saved model through its chat template (stdin/stdout)");
     s->add_option("--model", a->model_dir, "Hugging Face or Meta model folder")->required()->check(CLI::ExistingDirectory);
     s->add_option("--template", a->chat_template,
-                  "chat template the model was tuned with (llama-2-chat, agentlm, agent-flan, chatml, toolllama, vicuna, llama-3, qwen2.5)")
+                  "chat template the model was tuned with (" + template_choices() + ")")
         ->required();
     s->add_option("--system", a->system, "system prompt (default: the template's own)");
     s->add_option("--tokenizer", a->tokenizer,

@@ -24,7 +24,8 @@ struct EvalArgs {
 int run_eval_command(const EvalArgs& a) {
   const auto cfg = load_config<eval::EvalConfig>(a.config, a.overrides);
   auto loaded = load_decoding_model(a.model_dir, a.dtype, a.device, a.adapter);
-  const auto inputs = eval::load_eval_inputs(cfg, a.model_dir, loaded.model->config().vocab_size);
+  const auto inputs =
+      eval::load_eval_inputs(cfg, a.model_dir, loaded.model->config().vocab_size, loaded.eos_token_ids);
   auto model = eval::plain_eval_model(loaded.model);
   const auto results = eval::run_eval(*model, inputs);
   if (a.json) {
@@ -55,14 +56,16 @@ Command eval_command() {
     s->add_option("--set", a->overrides, "override a config key: a.b=value (repeatable)");
     s->add_option("--dtype", a->dtype, "float32 | bfloat16 | float16 (default: the checkpoint's)");
     add_device_option(s, a->device);
-    s->add_flag("--json", a->json, "print the results as JSON");
+    auto* json = s->add_flag("--json", a->json, "print the results as JSON");
     s->add_option("--show-failures", a->show_failures,
                   "print the first N failed turns: the prompt's last turn, the reply, and reply and gold action with "
                   "the differing span marked ⟦ ⟧")
         ->check(CLI::NonNegativeNumber);
+    // The JSON carries failures only: --show-replies there would be a flag that does nothing.
     s->add_option("--show-replies", a->show_replies,
-                  "print the first N scored turns, passed or failed, the same way")
-        ->check(CLI::NonNegativeNumber);
+                  "print the first N scored turns, passed or failed, the same way (not with --json)")
+        ->check(CLI::NonNegativeNumber)
+        ->excludes(json);
     return s;
   };
   c.run = [a] { return run_eval_command(*a); };

@@ -119,7 +119,7 @@ Command generate_command() {
     add_device_option(s, a->device);
     s->add_flag("--no-bos", a->no_bos, "do not prepend BOS to the prompt");
     s->add_option("--template", a->chat_template,
-                  "chat template (llama-2-chat, agentlm, agent-flan, chatml, toolllama, vicuna, llama-3, qwen2.5): treat --prompt as a "
+                  "chat template (" + template_choices() + "): treat --prompt as a "
                   "user turn and stop at the template's end of turn");
     s->add_option("--system", a->system, "system prompt for --template");
     s->add_flag("--json", a->json, "print {prompt_ids, prompt_text, new_ids, text, stopped} as JSON");

@@ -111,7 +111,7 @@ void train_meanings(ConfigMeanings& m) {
       {"spike_zscore", "> 0: a loss this many standard deviations above the recent mean counts as non-finite; 0 = "
                        "off."},
       {"spike_window", "Accepted steps the spike detector's mean and deviation are taken over."},
-      {"log_interval", "Write a metrics row every this many steps."},
+      {"log_interval", "Write a metrics row every this many steps (and at the last step and every evaluated one)."},
       {"eval_interval", "Every this many steps: the validation loss (with data.validation_fraction) and the `eval:` "
                         "section's metrics (docs/eval.md), on the current weights; 0 = never. Needs one of the two."},
       {"eval_batches", "Micro-batches of held-out data per evaluation."},
@@ -189,10 +189,8 @@ void model_meanings(ConfigMeanings& m) {
       {"tie_word_embeddings", "The output layer shares the embedding's weights."},
       {"initializer_range", "Standard deviation of the random initialisation."},
       {"bos_token_id", "Beginning-of-sequence token."},
-      {"eos_token_id", "End-of-sequence token."},
-      {"extra_eos_token_ids", "More ids that end generation, after eos_token_id (config.json's eos_token_id list past "
-                              "its first entry: Llama-3.1-Instruct's [128001, 128008, 128009] is eos_token_id 128001 "
-                              "and extra_eos_token_ids [128008, 128009])."},
+      {"eos_token_id", "End-of-sequence token, or a list of the ids that end generation as config.json writes it "
+                       "(Llama-3.1-Instruct's [128001, 128008, 128009]); generate, chat and eval stop at every one."},
       {"pad_token_id", "Padding token; null = none."},
       {"dtype", "The dtype the weights are saved in (training keeps float32 masters)."},
   });
@@ -251,6 +249,10 @@ void sft_meanings(ConfigMeanings& m) {
       {"holdout", "Records held out for eval per task (AgentInstruct's os/db/kg/alfworld/webshop/mind2web from the "
                   "id, toolbench, agentflan, chat; negatives apart): 0 = none, a share in (0, 1), or a whole number "
                   "per task. Seeded, before max_samples; written to output/heldout.jsonl, never trained on."},
+      {"tool_calls", "How tool calls reach the template: native = ReAct steps calling a listed tool become "
+                     "structured calls printed in the family's own format (the templates that render tools: llama-3, "
+                     "qwen2.5, qwen3, qwen3-no-think; not with transform: true); text = as the data writes them; auto = native where the template renders "
+                     "tools and the dataset is not transformed. Counts in the report (docs/datasets.md)."},
   });
   m.add<ReadPolicies>({
       {"alternation", "User/assistant turns that do not alternate: error, merge same-role turns, or drop the "

@@ -61,6 +61,8 @@ std::vector<int64_t> with_eos_stops(std::vector<int64_t> stops, const std::vecto
   return stops;
 }
 
+std::string template_choices() { return fmt::format("{}", fmt::join(template_names(), ", ")); }
+
 void add_device_option(CLI::App* s, std::string& device) {
   s->add_option("--device", device, "auto | cpu | cuda | cuda:N (default auto: the GPU when there is one)");
 }

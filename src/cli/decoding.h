@@ -42,6 +42,10 @@ std::optional<std::filesystem::path> decoding_tokenizer(const std::string& model
 // only way a reply ends, as transformers' generate stops at every one of them too.
 std::vector<int64_t> with_eos_stops(std::vector<int64_t> stops, const std::vector<int64_t>& eos);
 
+// The chat templates' names, comma-separated, for a --template help text (from the registry, so
+// a template added there shows up in every command's help).
+std::string template_choices();
+
 // --device (auto | cpu | cuda | cuda:N; default auto: the GPU when there is one).
 void add_device_option(CLI::App* app, std::string& device);
 // The device named by --device, made current.

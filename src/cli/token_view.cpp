@@ -4,8 +4,6 @@
 
 #include <algorithm>
 
-#include "../tokenizer/byte_level_bpe.h"
-
 namespace agenttune::cli {
 
 namespace {
@@ -38,8 +36,7 @@ std::string piece_text(const Tokenizer& tok, int32_t id) {
   if (is_special(tok, id)) return p;
   // Byte-level BPE (a tokenizer.json; Llama-3, Qwen): the token's bytes, not its GPT-2 byte-mapped
   // spelling ("Ġhello", "Ċ"); consecutive tokens of one character join back into it.
-  if (std::string bytes; tok.model_path().extension() == ".json" && tokenizer_detail::ByteLevelBpe::unmap(p, bytes))
-    return bytes;
+  if (tok.byte_level()) return tok.token_bytes(id);
   if (int b = byte_piece(p); b >= 0) return std::string(1, static_cast<char>(b));
   std::string out;
   for (size_t i = 0; i < p.size();) {

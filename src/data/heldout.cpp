@@ -40,19 +40,37 @@ bool is_negative(const Conversation& c) {
 
 namespace {
 
+// Tool definitions and call arguments travel as the exact text the reader kept (templates print
+// them in that key order and spelling; a re-serialised object could render other ids).
+json call_json(const ToolCall& c) {
+  json j = {{"name", c.name}, {"arguments", c.arguments}};
+  if (!c.id.empty()) j["id"] = c.id;
+  return j;
+}
+
 json turn_json(const Turn& t) {
   json j = {{"role", role_name(t.role)}, {"content", t.content}};
   j["loss"] = t.loss ? json(*t.loss) : json(nullptr);
   if (!t.capability.empty()) j["capability"] = t.capability;
+  if (!t.tool_calls.empty()) {
+    j["tool_calls"] = json::array();
+    for (const auto& c : t.tool_calls) j["tool_calls"].push_back(call_json(c));
+  }
+  if (!t.name.empty()) j["name"] = t.name;
   return j;
 }
 
 json record_json(const HeldOutRecord& r) {
   json turns = json::array();
   for (const auto& t : r.conv.turns) turns.push_back(turn_json(t));
-  return {{"id", r.conv.id},         {"source", r.conv.source}, {"task", task_name(r.task)},
-          {"negative", r.negative},  {"file", r.conv.file},     {"record", r.conv.record},
-          {"turns", std::move(turns)}};
+  json j = {{"id", r.conv.id},        {"source", r.conv.source}, {"task", task_name(r.task)},
+            {"negative", r.negative}, {"file", r.conv.file},     {"record", r.conv.record},
+            {"turns", std::move(turns)}};
+  if (!r.conv.tools.empty()) {
+    j["tools"] = json::array();
+    for (const auto& t : r.conv.tools) j["tools"].push_back({{"name", t.name}, {"json", t.json}});
+  }
+  return j;
 }
 
 Role role_from(std::string_view name) {
@@ -73,6 +91,20 @@ T field(const json& j, const char* key, const char* expected) {
   }
 }
 
+// The objects of the optional array `key` of `j` (absent = none), each read by `one`.
+template <class T, class One>
+std::vector<T> objects(const json& j, const char* key, One&& one) {
+  std::vector<T> out;
+  auto it = j.find(key);
+  if (it == j.end()) return out;
+  if (!it->is_array()) fail("field '{}' must be an array of objects, got {}", key, it->dump());
+  for (const auto& e : *it) {
+    if (!e.is_object()) fail("field '{}' must be an array of objects, got an entry {}", key, e.dump());
+    out.push_back(one(e));
+  }
+  return out;
+}
+
 Turn turn_from(const json& j) {
   if (!j.is_object()) fail("a turn must be an object, got {}", j.dump());
   Turn t;
@@ -80,6 +112,11 @@ Turn turn_from(const json& j) {
   t.content = field<std::string>(j, "content", "a string");
   if (auto it = j.find("loss"); it != j.end() && !it->is_null()) t.loss = field<bool>(j, "loss", "null or a boolean");
   if (j.contains("capability")) t.capability = field<std::string>(j, "capability", "a string");
+  t.tool_calls = objects<ToolCall>(j, "tool_calls", [](const json& c) {
+    return ToolCall{field<std::string>(c, "name", "a string"), field<std::string>(c, "arguments", "a string"),
+                    c.contains("id") ? field<std::string>(c, "id", "a string") : ""};
+  });
+  if (j.contains("name")) t.name = field<std::string>(j, "name", "a string");
   return t;
 }
 
@@ -95,6 +132,9 @@ HeldOutRecord record_from(const json& j) {
   auto turns = j.find("turns");
   if (turns == j.end() || !turns->is_array() || turns->empty()) fail("field 'turns' must be a non-empty array");
   for (const auto& t : *turns) r.conv.turns.push_back(turn_from(t));
+  r.conv.tools = objects<ToolSpec>(j, "tools", [](const json& t) {
+    return ToolSpec{field<std::string>(t, "name", "a string"), field<std::string>(t, "json", "a string")};
+  });
   return r;
 }
 

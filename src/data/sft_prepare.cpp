@@ -1,6 +1,7 @@
 #include "agenttune/data/sft_prepare.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <atomic>
@@ -10,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "agenttune/chat/template_tokenizers.h"
 #include "agenttune/data/heldout.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/files.h"
@@ -35,7 +37,8 @@ void validate_holdout(double h, const std::string& key, Bad&& bad) {
 // How many of a task's n records `holdout` sets aside (see SftDatasetConfig::holdout).
 size_t holdout_count(double holdout, size_t n) {
   if (holdout < 1) return static_cast<size_t>(std::llround(holdout * static_cast<double>(n)));
-  return std::min(n, static_cast<size_t>(holdout));
+  // Compared as doubles first: a count past size_t's range (1e30) has no defined conversion.
+  return holdout >= static_cast<double>(n) ? n : static_cast<size_t>(holdout);
 }
 
 // Moves a seeded `holdout` of each (task, negative) group of `convs` out, as held-out records
@@ -82,11 +85,18 @@ void write_heldout_file(const fs::path& output, const std::vector<HeldOutRecord>
   write_heldout(output / kHeldOutFile, held);
 }
 
+// The conversion dataset `d` gets under `chat_template`; nullopt = its calls stay text.
+std::optional<NativeCallOptions> native_tool_calls(const SftDatasetConfig& d, const std::string& chat_template) {
+  if (d.tool_calls == ToolCallForm::Text || (d.tool_calls == ToolCallForm::Auto && d.transform)) return std::nullopt;
+  return native_call_options(chat_template);  // validate() refused native where this is nullopt
+}
+
 }  // namespace
 
 void SftPrepareConfig::validate(const std::string& source) const {
   auto bad = [&](const std::string& what) { fail("{}: {}", source, what); };
-  if (tokenizer.empty()) bad("tokenizer: a SentencePiece .model is required");
+  if (tokenizer.empty())
+    bad("tokenizer is required (a SentencePiece .model, a byte-level BPE tokenizer.json or a model folder)");
   if (std::find(template_names().begin(), template_names().end(), chat_template) == template_names().end())
     make_template(chat_template);  // throws, listing the valid names
   if (datasets.empty()) bad("datasets: at least one dataset is required");
@@ -109,6 +119,16 @@ void SftPrepareConfig::validate(const std::string& source) const {
     if (!(d.upsample >= 0) || !std::isfinite(d.upsample))
       bad(fmt::format("{}.upsample must be a finite number >= 0, got {}", at, d.upsample));
     validate_holdout(d.holdout, at + ".holdout", bad);
+    if (d.tool_calls == ToolCallForm::Native) {
+      if (!native_call_options(chat_template))
+        bad(fmt::format("{}.tool_calls: native, but template {} cannot render tool definitions or calls "
+                        "(templates that can: {}); set tool_calls: text or use one of those templates",
+                        at, chat_template, fmt::join(tool_template_names(), ", ")));
+      if (d.transform)
+        bad(fmt::format("{}.tool_calls: native and transform: true exclude each other (the Agent-FLAN "
+                        "transforms rewrite ReAct steps into chat turns); set one of them",
+                        at));
+    }
   }
   validate_holdout(negatives_holdout, "negatives_holdout", bad);
   if (negatives_holdout > 0 && !transforms.negatives.enabled)
@@ -251,10 +271,15 @@ void prepare_one(Pending& p, const SftPrepareConfig& cfg, const Renderer& r, uin
   }
   if (rendered_ok > 0) require_trained_tokens(p.label(), tname, trained_any);
   rep.kept = static_cast<int64_t>(kept.size());
-  if (rep.kept == 0)
-    fail("dataset {} (template {}): none of its {} samples is left to write (dropped: {}); see "
-         "max_seq_len/overlength and the reader's report: {}",
-         p.label(), tname, rep.samples_in, join_counts(rep.dropped), rep.read.summary());
+  if (rep.kept == 0) {
+    const std::string held =
+        rep.heldout.empty()
+            ? ""
+            : fmt::format("{} held out for eval {{{}}} (holdout), ", rep.heldout_total(), join_counts(rep.heldout));
+    fail("dataset {} (template {}): none of its {} samples is left to write ({}dropped: {}); see "
+         "holdout, max_seq_len/overlength and the reader's report: {}",
+         p.label(), tname, rep.samples_in, held, join_counts(rep.dropped), rep.read.summary());
+  }
   // The fractional part of upsample: a seeded subset of the kept samples, written once more. It is
   // rendered again rather than held in memory; rendering is deterministic.
   const double frac = p.upsample - static_cast<double>(whole);
@@ -304,6 +329,7 @@ SftPrepareReport prepare_sft(const SftPrepareConfig& cfg, const SftPrepareHooks&
     p.upsample = d.upsample;
     p.paths = d.paths;
     p.convs = read_dataset(DatasetSpec{d.name, d.paths, d.format, d.policies}, p.report.read);
+    if (auto native = native_tool_calls(d, cfg.chat_template)) to_native_tool_calls(p.convs, *native, p.report.tool_calls);
     p.report.samples_in = static_cast<int64_t>(p.convs.size());
     std::map<std::string, DatasetFormat> formats(p.report.read.files.begin(), p.report.read.files.end());
     auto classify = [&](const Conversation& c) {
@@ -418,13 +444,29 @@ std::string SftDatasetReport::summary_line() const {
                                      n_dropped, join_counts(drops));
   const std::string turns =
       read.dropped_turns.empty() ? "" : fmt::format(", turns dropped {{{}}}", join_counts(read.dropped_turns));
-  return fmt::format("{} -> {}: {}{}{}; {} documents, {} tokens, {} trained ({:.1f}%)", name, output.string(), in,
-                     turns, over, documents, tokens, trained_tokens, share);
+  return fmt::format("{} -> {}: {}{}{}{}; {} documents, {} tokens, {} trained ({:.1f}%)", name, output.string(), in,
+                     turns, tool_calls_line(), over, documents, tokens, trained_tokens, share);
+}
+
+std::string SftDatasetReport::tool_calls_line() const {
+  if (tool_calls.counts.empty()) return "";
+  std::map<std::string, int64_t> text;
+  int64_t n_text = 0;
+  for (const auto& [key, n] : tool_calls.counts)
+    if (key.starts_with("text.")) {
+      text[key.substr(5)] = n;
+      n_text += n;
+    }
+  return fmt::format("; tool calls: {} conversations native ({} calls), {} text {{{}}}", tool_calls.get("native"),
+                     tool_calls.get("calls"), n_text, join_counts(text));
 }
 
 std::string SftPrepareReport::summary() const {
   std::string s;
-  for (const auto& d : datasets) s += d.summary_line() + "\n";
+  for (const auto& d : datasets) {
+    s += d.summary_line() + "\n";
+    if (!d.tool_calls.notes.empty()) s += d.tool_calls.summary() + "\n";
+  }
   for (const auto* t : {&transforms.align, &transforms.balance, &transforms.format_following, &transforms.negatives})
     if (!t->counts.empty()) s += t->summary() + "\n";
   return s + fmt::format("{:.1f} s (read {:.1f}, transforms {:.1f}, render + write {:.1f})\n", seconds,

@@ -82,6 +82,9 @@ Step parse_mind2web(std::string_view text, const Conversation& history);
 Step parse_tool_react(std::string_view text, const Conversation& history);
 // {"name": ..., "arguments": {...}} (Agent-FLAN's JSON format-following replies).
 Step parse_json_call(std::string_view text, const Conversation& history);
+// A family's native calls as vLLM's hermes (Qwen: <tool_call> blocks) or llama3_json (Llama-3.x:
+// a JSON object with name and parameters) parser reads them; a plain reply is a valid answer.
+Step parse_native_call(std::string_view text, const Conversation& history);
 // Chat form: plain text without ReAct markers; `gold` decides what the turn asks for (a tool
 // name, JSON arguments, a code block, free text).
 Step parse_chat(std::string_view text, std::string_view gold, const Conversation& history);

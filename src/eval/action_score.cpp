@@ -49,9 +49,13 @@ struct Read {
   const char* syntax;
 };
 
-// Gold and reply under the same syntax: the task's when the gold turn follows it, else the JSON
-// call form when the gold is one, else the chat form.
+// Gold and reply under the same syntax: native when tools are offered structured, the task's when
+// the gold turn follows it, else the JSON call form when the gold is one, else the chat form.
 Read read_both(AgentTask task, const Conversation& history, std::string_view reply, std::string_view gold) {
+  // Offered as structured tools (or with a structured gold call), the model was tuned on its
+  // family's native call format, whatever the task.
+  if (!history.tools.empty() || gold.find("<tool_call>") != std::string_view::npos)
+    return {parse_native_call(reply, history), parse_native_call(gold, history), "native"};
   Syntax syn = task == AgentTask::AgentFlan ? agentflan_syntax(history) : syntax_of(task);
   if (syn.parse) {
     Step g = syn.parse(gold, history);

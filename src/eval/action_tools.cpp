@@ -1,7 +1,8 @@
-// The tools a conversation offers and the argument checks against their schemas. Three prompt
-// forms are read: ToolBench's "you have access to the following APIs: [...]" and Agent-FLAN's
-// bare "[{'name': ...}]" (both Python reprs), and the "- name: description" lines our transforms
-// write (no parameters listed there, so only the name is checked).
+// The tools a conversation offers and the argument checks against their schemas: its structured
+// tools (Conversation::tools) when it has any, else three prompt forms are read: ToolBench's "you
+// have access to the following APIs: [...]" and Agent-FLAN's bare "[{'name': ...}]" (both Python
+// reprs), and the "- name: description" lines our transforms write (no parameters listed there,
+// so only the name is checked).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -120,7 +121,21 @@ std::string_view last_observation(const Conversation& history) {
   return {};
 }
 
+namespace {
+// Conversation::tools entries: {"type": "function", "function": {name, description, parameters}}.
+std::vector<ToolSchema> structured_tools(const std::vector<ToolSpec>& specs) {
+  std::vector<ToolSchema> out;
+  for (const auto& spec : specs) {
+    auto entry = parse_json(spec.json);
+    if (!entry || !entry->is_object() || !entry->contains("function")) continue;
+    if (auto t = schema_of((*entry)["function"])) out.push_back(std::move(*t));
+  }
+  return out;
+}
+}  // namespace
+
 Offered offered_tools(const Conversation& history) {
+  if (!history.tools.empty()) return {structured_tools(history.tools)};
   // System turns first (ToolBench, Agent-FLAN, our transforms), then the first user turn.
   for (const Turn& t : history.turns)
     if (t.role == Role::System)

@@ -19,6 +19,9 @@ KVCache EvalModel::make_cache(int64_t batch, int64_t max_len) const {
 
 namespace {
 
+// Logits upcast to fp32 at once by target_logprobs: 64M elements (256 MiB).
+constexpr int64_t kLogitBlockElements = int64_t{1} << 26;
+
 // Adapter dropout off (torch's model.eval()) while eval holds the model, the previous mode back after.
 class EvalMode {
  public:
@@ -179,12 +182,24 @@ at::Tensor target_logprobs(EvalModel& model, const at::Tensor& tokens, const at:
   const auto rows = at::nonzero(flat != kIgnoreIndex).reshape({-1});
   const auto logits = model.logits(tokens, positions, spec, nullptr, rows);  // [N, V]
   const auto want = upload(flat.index_select(0, rows), model.device());
-  const auto log_probs = at::log_softmax(logits.to(at::kFloat), -1);
+  // fp32 log-softmax a block of rows at a time: all N rows at once would be two more [N, V] fp32
+  // copies of the logits, gigabytes for a batch of held-out records at a 128K-152K vocabulary.
+  const int64_t n = logits.size(0);
+  const int64_t block = std::max<int64_t>(1, kLogitBlockElements / std::max<int64_t>(1, logits.size(1)));
+  auto picked = at::empty({2, n}, logits.options().dtype(at::kFloat));  // log p, is-argmax
+  for (int64_t at_row = 0; at_row < n; at_row += block) {
+    const int64_t len = std::min(block, n - at_row);
+    const auto lp = at::log_softmax(logits.narrow(0, at_row, len).to(at::kFloat), -1);
+    const auto w = want.narrow(0, at_row, len);
+    picked[0].narrow(0, at_row, len).copy_(lp.gather(1, w.unsqueeze(1)).squeeze(1));
+    picked[1].narrow(0, at_row, len).copy_(lp.argmax(-1) == w);
+  }
+  const auto host_picked = picked.cpu();  // the one host sync
   auto out = at::zeros(host.sizes(), at::kFloat);
-  out.view({-1}).index_put_({rows}, log_probs.gather(1, want.unsqueeze(1)).squeeze(1).cpu());
+  out.view({-1}).index_put_({rows}, host_picked[0]);
   if (greedy) {
     *greedy = at::zeros(host.sizes(), at::kBool);
-    greedy->view({-1}).index_put_({rows}, (log_probs.argmax(-1) == want).cpu());
+    greedy->view({-1}).index_put_({rows}, host_picked[1] != 0);
   }
   return out;
 }

@@ -10,6 +10,7 @@
 #include "agenttune/eval/heldout_loss.h"
 #include "agenttune/eval/likelihood.h"
 #include "agenttune/readers/dataset.h"
+#include "agenttune/transforms/native_tool_calls.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
 
@@ -17,19 +18,36 @@ namespace agenttune::eval {
 
 namespace {
 
-std::vector<HeldOutRecord> read_record_file(const RecordFile& f) {
+// A template that renders tools was tuned on ReAct data converted to native calls (prepare's
+// datasets[].tool_calls: auto), so a dataset file's gold histories are converted the same way; a
+// heldout.jsonl holds its records as prepare made them.
+void as_trained(std::vector<Conversation>& convs, const std::string& chat_template, const std::filesystem::path& file) {
+  const auto options = native_call_options(chat_template);
+  if (!options) return;
+  TransformReport native{"tool_calls"};
+  to_native_tool_calls(convs, *options, native);
+  if (native.get("native") > 0) log::info("eval: {}: {}", file.string(), native.summary());
+}
+
+std::vector<HeldOutRecord> read_record_file(const RecordFile& f, const std::string& chat_template) {
   if (f.format == "heldout") return read_heldout(f.path);
   DatasetSpec spec;
   spec.name = f.path.stem().string();
   spec.paths = {f.path};
   spec.format = parse_format(f.format);
   ReadReport report;
+  auto convs = read_dataset(spec, report);
+  as_trained(convs, chat_template, f.path);
   std::vector<HeldOutRecord> out;
-  for (auto& conv : read_dataset(spec, report)) {
+  for (auto& conv : convs) {
     const AgentTask task = task_of(conv, spec.format);
     const bool negative = f.negative || is_negative(conv);
     out.push_back({std::move(conv), task, negative});
   }
+  // What the reader left out is not scored: said, so a metric over fewer turns than the file holds
+  // is not taken for one over all of them.
+  if (!report.dropped_records.empty() || !report.dropped_turns.empty())
+    log::warn("eval: {}: {}", f.path.string(), report.summary());
   return out;
 }
 
@@ -86,7 +104,7 @@ TurnResult score_turn(const Item& it, std::string reply) {
   t.turn = it.turn;
   t.last_turn = it.turn > 0 ? conv.turns[it.turn - 1].content : std::string();
   t.reply = std::move(reply);
-  t.gold = conv.turns[it.turn].content;
+  t.gold = scored_text(conv.turns[it.turn]);
   t.score = score_action(t.task, history_before(conv, it.turn), t.reply, t.gold);
   t.hallucinated = t.negative && hallucinates(t.score, true);
   return t;
@@ -137,7 +155,7 @@ std::vector<TaskCounts> summed_over_ranks(EvalModel& model, const std::vector<Tu
 }
 
 void run_next_action(EvalModel& model, const EvalInputs& in, EvalResults& out) {
-  const auto items = next_action_items(in, model.config().max_position_embeddings, out.skipped_too_long);
+  const auto items = next_action_items(in, model.config().max_positions(), out.skipped_too_long);
   std::vector<const Item*> mine;
   for (size_t k = 0; k < items.size(); ++k)
     if (static_cast<int>(k % model.world_size()) == model.rank()) mine.push_back(&items[k]);
@@ -160,7 +178,11 @@ void add_losses(const char* group, const std::map<std::string, LossTally>& talli
 void run_heldout_loss(EvalModel& model, const EvalInputs& in, EvalResults& out) {
   HeldOutLossOptions opts;
   opts.batch_size = in.cfg.batch_size;
+  opts.max_seq_len = model.config().max_positions();  // as long as training may make a sequence
   const auto loss = heldout_loss(model, *in.tmpl, *in.tok, in.records, opts);
+  if (loss.tokens_cut > 0 && model.rank() == 0)
+    log::warn("eval: held-out loss leaves out {} trained tokens past the model's {} positions", loss.tokens_cut,
+              opts.max_seq_len);
   add_losses("source", loss.by_source, out);
   add_losses("task", loss.by_task, out);
   add_losses("capability", loss.by_capability, out);
@@ -181,10 +203,28 @@ void run_multiple_choice(EvalModel& model, const EvalInputs& in, EvalResults& ou
   }
 }
 
+// Every id the template inserts by itself (BOS, EOS, its added tokens, its end of turn) must be a
+// row of the model's embedding: a model tuned without the template lacks them, and the first
+// forward's "index out of range" would not say why.
+void check_template_fits(const std::string& name, const ChatTemplate& tmpl, const Tokenizer& tok, int64_t vocab_size) {
+  std::vector<int32_t> ids = {tok.bos_id(), tok.eos_id()};
+  for (const auto& piece : tmpl.added_tokens()) ids.push_back(tok.piece_to_id(piece).value_or(-1));
+  for (int32_t id : tmpl.stop_ids(tok)) {
+    // Without its end of turn no reply would stop before max_new_tokens.
+    if (id < 0) fail("eval: template {}: the tokenizer has no token for its end of turn", name);
+    ids.push_back(id);
+  }
+  for (int32_t id : ids)
+    if (id >= vocab_size)  // -1: the tokenizer has none, which rendering reports if it needs one
+      fail("eval: template {} needs token {} (id {}), outside the model's {} tokens: the model was not tuned with "
+           "this template (set eval's `template` to the one it was)",
+           name, tok.id_to_piece(id), id, vocab_size);
+}
+
 }  // namespace
 
 EvalInputs load_eval_inputs(const EvalConfig& cfg, const std::filesystem::path& default_tokenizer,
-                            int64_t vocab_size) {
+                            int64_t vocab_size, const std::vector<int64_t>& eos_ids) {
   EvalInputs in;
   in.cfg = cfg;
   const auto tok_path = cfg.tokenizer.empty() ? default_tokenizer : cfg.tokenizer;
@@ -193,18 +233,16 @@ EvalInputs load_eval_inputs(const EvalConfig& cfg, const std::filesystem::path& 
          tok_path.string());
   in.tok = std::make_unique<Tokenizer>(Tokenizer::load(tok_path));
   for (const auto& f : cfg.records)
-    for (auto& r : read_record_file(f))
+    for (auto& r : read_record_file(f, cfg.chat_template))
       if (wanted(cfg, r.task)) in.records.push_back(std::move(r));
   if (cfg.records.empty()) return in;
   in.tmpl = make_template(cfg.chat_template);
   prepare_tokenizer(*in.tmpl, *in.tok);
-  for (int32_t id : in.tmpl->stop_ids(*in.tok)) {
-    if (id < 0 || id >= vocab_size)
-      fail("eval: template {} ends a turn with token {} (id {}), outside the model's {} tokens: the model was not "
-           "tuned with this template",
-           cfg.chat_template, in.tok->id_to_piece(id), id, vocab_size);
-    in.stop_ids.push_back(id);
-  }
+  check_template_fits(cfg.chat_template, *in.tmpl, *in.tok, vocab_size);
+  for (int32_t id : in.tmpl->stop_ids(*in.tok)) in.stop_ids.push_back(id);
+  // An id past the vocabulary is never decoded, so it needs no check.
+  for (int64_t id : eos_ids)
+    if (std::find(in.stop_ids.begin(), in.stop_ids.end(), id) == in.stop_ids.end()) in.stop_ids.push_back(id);
   if (in.records.empty())
     fail("eval: the records hold no conversation of the tasks asked for ({} files read)", cfg.records.size());
   return in;

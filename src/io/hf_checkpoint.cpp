@@ -94,26 +94,11 @@ void load_weights(LlamaForCausalLM& model, const TensorSource& src) {
   for (auto& item : model->named_parameters()) item.value().copy_(src.get(item.key()));
 }
 
-namespace {
-std::vector<int64_t> read_eos_ids(const fs::path& dir, const LlamaConfig& c) {
-  std::vector<int64_t> ids = c.eos_token_ids();
-  auto path = dir / "generation_config.json";
-  if (!fs::exists(path)) return ids;
-  json j = read_json_file(path);
-  auto it = j.find("eos_token_id");
-  if (it == j.end() || it->is_null()) return ids;
-  if (it->is_number_integer()) return {it->get<int64_t>()};
-  if (it->is_array()) {
-    ids.clear();
-    for (auto& v : *it) {
-      if (!v.is_number_integer()) fail("{}: eos_token_id must hold integers, got {}", path.string(), v.dump());
-      ids.push_back(v.get<int64_t>());
-    }
-    return ids;
-  }
-  fail("{}: eos_token_id must be an integer or a list, got {}", path.string(), it->dump());
+std::vector<int64_t> generation_eos_token_ids(const fs::path& dir, const LlamaConfig& c) {
+  const auto path = dir / "generation_config.json";
+  if (!fs::exists(path)) return c.eos_token_ids();
+  return eos_token_ids_from_json(read_json_file(path), path.string()).value_or(c.eos_token_ids());
 }
-}  // namespace
 
 LoadedModel load_pretrained(const fs::path& dir, const LoadOptions& opts) {
   auto t0 = std::chrono::steady_clock::now();
@@ -128,7 +113,7 @@ LoadedModel load_pretrained(const fs::path& dir, const LoadOptions& opts) {
   out.model->to(c.dtype);
   load_weights(out.model, *src);
   out.model->to(opts.device);
-  out.eos_token_ids = read_eos_ids(dir, c);
+  out.eos_token_ids = generation_eos_token_ids(dir, c);
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }

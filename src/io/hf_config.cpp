@@ -138,8 +138,13 @@ void read_family(const json& j, LlamaConfig& c, const std::string& source) {
     fail("{}: model_type '{}' is not supported (supported: {})", source, model_type, enum_name_list<ModelFamily>());
   c.model_type = *family;
   if (read_flag(j, "mlp_bias", source)) fail("{}: mlp_bias is not supported (no supported family has MLP biases)", source);
-  // Qwen2's q/k/v biases come with the model type; its config has no attention_bias.
-  if (c.model_type != ModelFamily::Qwen2) c.attention_bias = read_flag(j, "attention_bias", source);
+  // Qwen2's q/k/v biases come with the model type; its config has no attention_bias, and transformers'
+  // Qwen2 ignores one, so `true` (an o_proj bias) would be dropped by both: refused.
+  if (c.model_type != ModelFamily::Qwen2)
+    c.attention_bias = read_flag(j, "attention_bias", source);
+  else if (read_flag(j, "attention_bias", source))
+    fail("{}: attention_bias is true, but qwen2 has q/k/v biases always and no o_proj bias (transformers' Qwen2 "
+         "ignores the key); remove it or set it false", source);
   if (read_flag(j, "use_sliding_window", source))
     fail("{}: use_sliding_window is true: sliding-window attention is not supported", source);
   if (auto it = j.find("layer_types"); it != j.end() && !it->is_null()) {
@@ -153,20 +158,10 @@ void read_family(const json& j, LlamaConfig& c, const std::string& source) {
 // eos_token_id: one id, or a list (Llama-3.1-Instruct's [128001, 128008, 128009]) whose first entry
 // is eos_token_id and the rest kept to be written back.
 void read_eos(const json& j, LlamaConfig& c, const std::string& source) {
-  auto it = j.find("eos_token_id");
-  if (it == j.end() || it->is_null() || !it->is_array()) {
-    read_opt(j, "eos_token_id", c.eos_token_id, source);
-    return;
-  }
-  if (it->empty()) fail("{}: key 'eos_token_id' is an empty list (expected an id or a list of ids)", source);
-  std::vector<int64_t> ids;
-  for (const auto& v : *it) {
-    if (!v.is_number_integer())
-      fail("{}: key 'eos_token_id' must hold integers, got {} in {}", source, v.dump(), it->dump());
-    ids.push_back(v.get<int64_t>());
-  }
-  c.eos_token_id = ids.front();
-  c.extra_eos_token_ids.assign(ids.begin() + 1, ids.end());
+  const auto ids = eos_token_ids_from_json(j, source);
+  if (!ids) return;
+  c.eos_token_id = ids->front();
+  c.extra_eos_token_ids.assign(ids->begin() + 1, ids->end());
 }
 
 json eos_json(const LlamaConfig& c) {
@@ -202,6 +197,21 @@ std::pair<json, json> rope_json(const LlamaConfig& c) {
 }
 
 }  // namespace
+
+std::optional<std::vector<int64_t>> eos_token_ids_from_json(const json& j, const std::string& source) {
+  auto it = j.find("eos_token_id");
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (it->is_number_integer()) return std::vector<int64_t>{it->get<int64_t>()};
+  if (!it->is_array()) fail("{}: key 'eos_token_id' must be an id or a list of ids, got {}", source, it->dump());
+  if (it->empty()) fail("{}: key 'eos_token_id' is an empty list (expected an id or a list of ids)", source);
+  std::vector<int64_t> ids;
+  for (const auto& v : *it) {
+    if (!v.is_number_integer())
+      fail("{}: key 'eos_token_id' must hold integers, got {} in {}", source, v.dump(), it->dump());
+    ids.push_back(v.get<int64_t>());
+  }
+  return ids;
+}
 
 LlamaConfig llama_config_from_json(const json& j, const std::string& source) {
   if (!j.is_object()) fail("{}: expected a JSON object", source);

@@ -37,6 +37,15 @@ void LlamaConfig::validate(const std::string& source) const {
       fail("{}: llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor, got {} and {}", source,
            rope_low_freq_factor, rope_high_freq_factor);
     positive("rope_scaling.original_max_position_embeddings", rope_original_max_position_embeddings);
+  } else if (const LlamaConfig unset; rope_low_freq_factor != unset.rope_low_freq_factor ||
+                                      rope_high_freq_factor != unset.rope_high_freq_factor ||
+                                      rope_original_max_position_embeddings !=
+                                          unset.rope_original_max_position_embeddings) {
+    // Linear scaling never reads them: a value set there would silently do nothing.
+    fail("{}: rope_low_freq_factor ({}), rope_high_freq_factor ({}) and rope_original_max_position_embeddings ({}) "
+         "are llama3 rope scaling's, but rope_scaling_type is {}: set rope_scaling_type: llama3 or leave them out",
+         source, rope_low_freq_factor, rope_high_freq_factor, rope_original_max_position_embeddings,
+         enum_name(rope_scaling_type));
   }
   if (model_type == ModelFamily::Qwen2 && attention_bias)
     fail("{}: attention_bias is not a qwen2 setting (Qwen2 always has q/k/v biases and no o_proj bias)", source);

@@ -27,7 +27,10 @@ std::vector<ModelUnit> model_units(LlamaForCausalLMImpl& m) {
       u.params.emplace_back("model.layers." + std::to_string(i) + "." + p.key(), p.value());
     units.push_back(std::move(u));
   }
-  units.push_back({"head", {{"model.norm.weight", m.model->norm->weight}, {"lm_head.weight", m.lm_head->weight}}});
+  ModelUnit head{"head", {{"model.norm.weight", m.model->norm->weight}}};
+  // A tied head has no weight of its own: the embedding's unit holds the one table.
+  if (m.lm_head) head.params.emplace_back("lm_head.weight", m.lm_head->weight);
+  units.push_back(std::move(head));
   return units;
 }
 

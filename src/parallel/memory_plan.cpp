@@ -28,6 +28,10 @@ struct UnitRun {
   std::vector<int64_t> groups;
   int64_t frozen = 0, nf4_bytes = 0;
   int64_t repeat = 1;
+  // A tied head: the embedding's table, trained (its group) or frozen, which the head gathers and
+  // reduces as its own but which is held (master, grad, AdamW state, base) once, in the embedding's unit.
+  std::vector<int64_t> tied_groups;
+  int64_t tied_frozen = 0;
 };
 
 struct Projection {
@@ -51,14 +55,18 @@ std::vector<UnitRun> unit_runs(const LlamaConfig& c, const AdapterConfig& adapte
     records += quant::nf4_record_bytes(p.in * p.out);
   }
   const int64_t vectors = layer_vector_parameters(c);  // norms and biases: the no-decay group
-  if (!adapter.enabled()) return {{{V * D}, 0, 0, 1}, {{matrices, vectors}, 0, 0, c.num_hidden_layers}, {{V * D, D}, 0, 0, 1}};
+  const bool tied = c.tie_word_embeddings;
+  if (!adapter.enabled()) {
+    UnitRun head = tied ? UnitRun{{D}, 0, 0, 1, {V * D}, 0} : UnitRun{{V * D, D}, 0, 0, 1, {}, 0};
+    return {{{V * D}, 0, 0, 1, {}, 0}, {{matrices, vectors}, 0, 0, c.num_hidden_layers, {}, 0}, head};
+  }
   // Adapters are matrices: one decayed group per layer; every other parameter is frozen.
   std::vector<int64_t> trained;
   if (adapters > 0) trained.push_back(adapters);
   const bool nf4 = adapter.kind == AdapterKind::Qlora;
-  return {{{}, V * D, 0, 1},
-          {trained, vectors + (nf4 ? 0 : matrices), nf4 ? records : 0, c.num_hidden_layers},
-          {{}, V * D + D, 0, 1}};
+  return {{{}, V * D, 0, 1, {}, 0},
+          {trained, vectors + (nf4 ? 0 : matrices), nf4 ? records : 0, c.num_hidden_layers, {}, 0},
+          tied ? UnitRun{{}, D, 0, 1, {}, V * D} : UnitRun{{}, V * D + D, 0, 1, {}, 0}};
 }
 
 // What the caching host allocator gives for a pinned block of `bytes`: the next power of two.
@@ -202,7 +210,16 @@ void plan_parameters(const MemoryPlanInput& in, bool per_unit, MemoryPlan& p) {
       p.frozen_nf4_bytes += times * run.nf4_bytes;
       base_shard += times * (s * frozen.shard_numel() + nf4.shard_numel());
       base_full += times * (s * frozen.padded() + nf4.padded());
-      int64_t unit_padded = 0, unit_numel = 0;
+      // What the unit gathers and reduces: its own groups, counted once in the totals, then a tied
+      // head's share of the embedding's, counted only in what is gathered or in flight at once.
+      int64_t unit_padded = 0, unit_numel = 0, tied_padded = 0;
+      for (int64_t n : run.tied_groups) {
+        const ShardLayout group(n, S);
+        unit_numel += n;
+        tied_padded += group.padded();
+        p.largest_group_padded = std::max(p.largest_group_padded, group.padded());
+      }
+      const ShardLayout tied_frozen(run.tied_frozen, S);
       for (int64_t n : run.groups) {
         const ShardLayout group(n, S);
         p.numel += times * n;
@@ -216,11 +233,12 @@ void plan_parameters(const MemoryPlanInput& in, bool per_unit, MemoryPlan& p) {
         groups += times;
       }
       p.padded += times * unit_padded;
+      unit_padded += tied_padded;
       p.largest_unit_padded = std::max(p.largest_unit_padded, unit_padded);
       p.largest_unit_pair_padded = std::max(p.largest_unit_pair_padded, last_unit + unit_padded);
       last_unit = unit_padded;
       largest_unit_numel = std::max(largest_unit_numel, unit_numel);
-      const int64_t gathered = s * (unit_padded + frozen.padded()) + nf4.padded();
+      const int64_t gathered = s * (unit_padded + frozen.padded() + tied_frozen.padded()) + nf4.padded();
       unit_gathered = std::max(unit_gathered, gathered);
       pair_gathered = std::max(pair_gathered, last_gathered + gathered);
       last_gathered = gathered;
@@ -327,6 +345,7 @@ void plan_activations(const MemoryPlanInput& in, bool per_unit, MemoryPlan& p) {
   auto numel_padded = [&](const UnitRun& unit) {
     int64_t numel = 0, padded = 0;
     for (int64_t n : unit.groups) numel += n, padded += ShardLayout(n, p.shard_world).padded();
+    for (int64_t n : unit.tied_groups) numel += n, padded += ShardLayout(n, p.shard_world).padded();
     return std::pair<int64_t, int64_t>{numel, padded};
   };
   const auto [head_numel, head_padded] = numel_padded(units.back());
@@ -352,7 +371,8 @@ void plan_activations(const MemoryPlanInput& in, bool per_unit, MemoryPlan& p) {
     // the embedding's (each group's is allocated when its first grads land), its own activations and
     // working set are alive, and per unit the second layer's flat grads are still reducing.
     const auto [layer_numel, layer_padded] = numel_padded(units[1]);
-    const int64_t embed_padded = numel_padded(units.front()).second;
+    // A tied table's accumulator arrived with the head's backward, long before.
+    const int64_t embed_padded = c.tie_word_embeddings ? 0 : numel_padded(units.front()).second;
     const int64_t sharded = per_unit || p.shard_world == 1 ? p.shard_world : 1;  // shard_grad_op's are full
     const int64_t to_come = 4 * (embed_padded + layer_padded) / sharded;
     const int64_t landed = carried > 0 ? carried : accumulator - to_come;
@@ -370,6 +390,12 @@ void plan_time(const MemoryPlanInput& in, const Hardware& hw, MemoryPlan& p) {
   const double P = static_cast<double>(p.padded), A = static_cast<double>(in.grad_accum);
   // A frozen base is gathered with its unit on the per-unit path (shard_grad_op gathers it once).
   const double base = static_cast<double>(s * p.frozen_numel + p.frozen_nf4_bytes);
+  // Per unit, a tied table is gathered for the embedding and again for the head, and a trained one
+  // reduce-scattered after each of their backwards: what an untied model's two matrices cost.
+  const double table = in.model.tie_word_embeddings
+                           ? static_cast<double>(ShardLayout(in.model.vocab_size * in.model.hidden_size, S).padded())
+                           : 0.0;
+  const double tied_trained = in.adapter.enabled() ? 0.0 : table, tied_frozen = in.adapter.enabled() ? s * table : 0.0;
   const bool group_spans_nodes = S > in.gpus_per_node;
   double shard_group_bytes = 0, replica_bytes = 0;
   switch (in.strategy) {
@@ -378,8 +404,8 @@ void plan_time(const MemoryPlanInput& in, const Hardware& hw, MemoryPlan& p) {
       // Every micro-batch: gather for forward, again for backward (unless kept), reduce-scatter fp32.
       shard_group_bytes =
           A * (gather_or_scatter((in.reshard_after_forward || in.recompute == Recompute::Full ? 2.0 : 1.0) *
-                                     (s * P + base), S) +
-               gather_or_scatter(4.0 * P, S));
+                                     (s * (P + tied_trained) + base + tied_frozen), S) +
+               gather_or_scatter(4.0 * (P + tied_trained), S));
       // Replicas all-reduce the fp32 shard grads once per step.
       replica_bytes = 2.0 * gather_or_scatter(4.0 * static_cast<double>(p.shard_numel), p.replicas);
       break;
@@ -409,9 +435,6 @@ void plan_time(const MemoryPlanInput& in, const Hardware& hw, MemoryPlan& p) {
 }  // namespace
 
 MemoryPlan plan_memory(const MemoryPlanInput& in, const Hardware& hw) {
-  if (in.model.tie_word_embeddings)
-    fail("sharded training of a model with tied embeddings (tie_word_embeddings: Llama-3.2 1B/3B, the small "
-         "Qwen2.5/Qwen3) is not supported: the engine shards the embedding and the head as separate units");
   if (in.world < 1 || in.gpus_per_node < 1 || in.seq_len < 1 || in.micro_batch < 1 || in.grad_accum < 1)
     fail("plan: world, gpus per node, seq_len, micro-batch and accumulation must be positive");
   // The plan counts bytes in int64: a shape whose bytes would pass ~2^62 (a mistyped or damaged

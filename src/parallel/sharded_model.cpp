@@ -228,9 +228,6 @@ std::string shard_strategy_name(ShardStrategy s) { return enum_name(s); }
 ShardedModel::ShardedModel(LlamaForCausalLM model, ProcessGroup& dist, const WorldInfo& world, ShardOptions opts,
                            const WeightSlices& weights)
     : model_(std::move(model)), dist_(dist), opts_(opts) {
-  if (model_->config().tie_word_embeddings)
-    fail("sharded training of a model with tied embeddings (tie_word_embeddings: Llama-3.2 1B/3B, the small "
-         "Qwen2.5/Qwen3) is not supported: the engine shards the embedding and the head as separate units");
   if (opts_.strategy == ShardStrategy::HybridShard) {
     int g = opts_.hybrid_group_size > 0 ? opts_.hybrid_group_size : world.local_world_size;
     if (g <= 0 || dist_.world_size() % g != 0)
@@ -375,8 +372,19 @@ void ShardedModel::seed_dropout(uint64_t seed) {
 
 std::vector<size_t> ShardedModel::unit_groups(size_t unit, bool trainable_only) const {
   std::vector<size_t> out;
-  for (size_t i = 0; i < groups_.size(); ++i)
-    if (groups_[i].unit == unit && !(trainable_only && groups_[i].frozen)) out.push_back(i);
+  auto take = [&](size_t of) {
+    for (size_t i = 0; i < groups_.size(); ++i)
+      if (groups_[i].unit == of && !(trainable_only && groups_[i].frozen)) out.push_back(i);
+  };
+  take(unit);
+  // A tied head computes with the embedding's one parameter, which lives in the embedding's groups
+  // only (one master, one grad, one optimizer state): the head unit gathers, frees and takes grads
+  // for them as for its own, so the weight's grad is the sum of both uses (the head's folded or
+  // reduced first, the embedding's added in its own backward). It is gathered again for the head
+  // rather than kept from the first unit: at a 128K vocabulary the table is the model's largest
+  // buffer, and keeping it gathered from the embedding's forward to the head's backward would hold
+  // it beside every layer's gathered parameters and activations.
+  if (model_->config().tie_word_embeddings && unit + 1 == num_units_ && unit != 0) take(0);
   return out;
 }
 

@@ -1,5 +1,6 @@
-// From a schema's raw turns to the shape every template expects: known roles, non-empty content,
-// system turns first, then user and assistant alternating (tool results on the user side).
+// From a schema's raw turns to the shape every template expects: known roles, non-empty content
+// (or structured calls), system turns first, then user and assistant alternating (tool results on
+// the user side; several in a row answer one turn's parallel calls).
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -69,7 +70,7 @@ void merge_into(Turn& into, const Turn& from) {
   if (into.loss != from.loss) into.loss = trains(into) && trains(from);
 }
 
-// Index of the first turn that breaks "system*, user, assistant, (user|tool), assistant, ...",
+// Index of the first turn that breaks "system*, user, assistant, (user or tool+), assistant, ...",
 // with the reason; nullopt when the order is fine.
 std::optional<std::pair<size_t, std::string>> alternation_error(const std::vector<Placed>& turns) {
   size_t i = 0;
@@ -80,8 +81,10 @@ std::optional<std::pair<size_t, std::string>> alternation_error(const std::vecto
                                     role_name(turns[i].turn.role))};
   for (size_t j = i + 1; j < turns.size(); ++j) {
     Role prev = turns[j - 1].turn.role, cur = turns[j].turn.role;
+    // Tool after tool: the results of one turn's parallel calls.
     bool ok = cur == Role::System       ? false
               : prev == Role::Assistant ? cur != Role::Assistant
+              : prev == Role::Tool      ? cur != Role::User
                                         : cur == Role::Assistant;
     if (!ok)
       return std::pair{
@@ -101,12 +104,15 @@ std::optional<Conversation> normalize(RawRecord raw, const Schema& s, const Read
   for (auto& t : raw.turns) {
     auto role = resolve_role(t, s, p.roles, where, staged);
     if (!role) continue;
-    if (blank(t.content)) {
+    if (blank(t.content) && t.tool_calls.empty()) {
       std::string content_field = t.field.substr(0, t.field.rfind('.') + 1) + s.content_key;
       record_issue("empty_content",
                    where.field_msg(content_field, "empty or whitespace-only content"));
     }
-    turns.push_back(Placed{Turn{*role, std::move(t.content), t.loss, {}}, std::move(t.field)});
+    Turn turn{*role, std::move(t.content), t.loss, {}};
+    turn.tool_calls = std::move(t.tool_calls);
+    turn.name = std::move(t.name);
+    turns.push_back(Placed{std::move(turn), std::move(t.field)});
   }
 
   if (p.drop_leading_assistant) {
@@ -123,7 +129,8 @@ std::optional<Conversation> normalize(RawRecord raw, const Schema& s, const Read
   if (p.alternation == Alternation::Merge) {
     std::vector<Placed> merged;
     for (auto& t : turns) {
-      if (!merged.empty() && merged.back().turn.role == t.turn.role) {
+      // Tool turns stay apart: each is the result of one of the calls before them.
+      if (!merged.empty() && merged.back().turn.role == t.turn.role && t.turn.role != Role::Tool) {
         merge_into(merged.back().turn, t.turn);
         ++staged.merged;
       } else {
@@ -148,6 +155,7 @@ std::optional<Conversation> normalize(RawRecord raw, const Schema& s, const Read
 
   Conversation c;
   c.id = std::move(raw.id);
+  c.tools = std::move(raw.tools);
   for (auto& t : turns) c.turns.push_back(std::move(t.turn));
   staged.commit(report);
   return c;

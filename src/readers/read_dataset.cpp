@@ -67,6 +67,10 @@ nlohmann::json parse_record(std::string_view text, const Where& where, bool arra
   return rec;
 }
 
+// The record again with its key order kept, for the fields templates print with `tojson`; only
+// records with such fields pay for it. parse_record has checked the text (JSON, valid UTF-8).
+nlohmann::ordered_json parse_ordered(std::string_view text) { return nlohmann::ordered_json::parse(text); }
+
 // `detected_from`: the record the file's format was detected from, or -1 when it was configured.
 [[noreturn]] void refuse_other_format(const Where& where, const readers::Telltale& t,
                                       DatasetFormat used, int64_t detected_from) {
@@ -110,8 +114,10 @@ int64_t read_file(const fs::path& file, const DatasetSpec& spec, std::vector<Con
       }
       if (auto t = readers::find_telltale(rec, *schema))
         refuse_other_format(where, *t, format, detected_from);
-      auto c = readers::normalize(readers::read_record(rec, *schema, where), *schema, policies,
-                                  where, report);
+      auto raw = readers::read_record(rec, *schema, where);
+      if (format == DatasetFormat::OpenAI && readers::has_tool_fields(rec))
+        readers::read_tool_fields(parse_ordered(item.text), where, raw);
+      auto c = readers::normalize(std::move(raw), *schema, policies, where, report);
       if (!c) continue;
       if (format == DatasetFormat::ToolBench && policies.toolbench_last_assistant_only)
         readers::train_last_assistant_only(*c);

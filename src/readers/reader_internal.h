@@ -43,11 +43,14 @@ struct RawTurn {
   std::string field;  // path of its role field, e.g. conversations[3].from
   std::string content;
   std::optional<bool> loss;
+  std::vector<ToolCall> tool_calls;  // OpenAI assistant turns' structured calls
+  std::string name;                  // OpenAI tool turns: the function whose result this is
 };
 
 struct RawRecord {
   std::string id;  // empty when the record has none
   std::vector<RawTurn> turns;
+  std::vector<ToolSpec> tools;  // OpenAI `tools`
 };
 
 using LossReader = std::optional<bool> (*)(const nlohmann::json& turn, const std::string& path,
@@ -97,6 +100,15 @@ const char* schema_title(DatasetFormat f);
 
 // Reads id and turns with type checks; throws RecordIssue naming the field.
 RawRecord read_record(const nlohmann::json& record, const Schema& schema, const Where& where);
+
+// Whether an OpenAI record carries structured tool fields (`tools`, or a turn with `tool_calls`,
+// `name` or `tool_call_id`) that read_tool_fields must read.
+bool has_tool_fields(const nlohmann::json& record);
+// OpenAI's `tools` and each turn's `tool_calls` / `name` / `tool_call_id` into `out` (read by
+// read_record already). `record` is the same record parsed with its key order kept: templates
+// print tools and arguments with `tojson`, so a reordered object would render other ids. Throws
+// RecordIssue naming the field for a malformed entry.
+void read_tool_fields(const nlohmann::ordered_json& record, const Where& where, RawRecord& out);
 
 // A bool/null/absent `key` of a turn; anything else is a bad_type issue.
 std::optional<bool> read_bool_or_null(const nlohmann::json& turn, const char* key,

@@ -95,16 +95,19 @@ RawRecord read_record(const nlohmann::json& rec, const Schema& s, const Where& w
     turn.role = role->get<std::string>();
     std::string content_path = path + "." + s.content_key;
     auto content = t.find(s.content_key);
-    if (content == t.end()) record_issue("missing_field", where.field_msg(content_path, "missing"));
-    if (!content->is_string()) {
-      // OpenAI tool-call messages carry `tool_calls` and a null content; the Conversation type
-      // has no structured calls, so such data must be rendered to text before it comes here.
-      const char* hint = t.contains("tool_calls") ? " (tool_calls are not supported)" : "";
+    // OpenAI tool-call messages carry `tool_calls` and a null or absent content
+    // (read_tool_fields reads the calls and refuses a turn left with neither).
+    const bool call_turn = s.format == DatasetFormat::OpenAI && t.contains("tool_calls");
+    if (content == t.end() || content->is_null()) {
+      if (!call_turn)
+        record_issue(content == t.end() ? "missing_field" : "bad_type",
+                     where.field_msg(content_path, content == t.end() ? "missing" : "expected a string, got null"));
+    } else if (!content->is_string()) {
       record_issue("bad_type",
-                   where.field_msg(content_path, fmt::format("expected a string, got {}{}",
-                                                             content->type_name(), hint)));
+                   where.field_msg(content_path, fmt::format("expected a string, got {}", content->type_name())));
+    } else {
+      turn.content = content->get<std::string>();
     }
-    turn.content = content->get<std::string>();
     if (s.loss) turn.loss = s.loss(t, path, where);
     out.turns.push_back(std::move(turn));
   }

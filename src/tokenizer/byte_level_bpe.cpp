@@ -34,6 +34,10 @@ const json& member(const json& j, const char* key, const std::string& where) {
   return j.at(key);
 }
 
+// A component's "type" ("" for a null or any non-object), so that a file with `"decoder": null` or
+// a stray entry gets the error naming it rather than nlohmann's "cannot use value() with null".
+std::string type_of(const json& j) { return j.is_object() ? j.value("type", "") : ""; }
+
 bool null_or(const json& j, const char* key, const json& allowed) {
   return !j.contains(key) || j.at(key).is_null() || j.at(key) == allowed;
 }
@@ -41,13 +45,13 @@ bool null_or(const json& j, const char* key, const json& allowed) {
 // The Split regex of Sequence[Split, ByteLevel] (Llama-3, Qwen). GPT-2's own form (a ByteLevel with
 // use_regex and its built-in regex) is refused: no file of that kind is checked here.
 std::string split_pattern(const json& pre, const std::string& where) {
-  if (pre.value("type", "") == "Sequence") {
+  if (type_of(pre) == "Sequence") {
     const json& steps = member(pre, "pretokenizers", where);
     const json& last = steps.empty() ? json() : steps.back();
-    if (steps.size() == 2 && last.value("type", "") == "ByteLevel" && !last.value("add_prefix_space", false) &&
+    if (steps.size() == 2 && type_of(last) == "ByteLevel" && !last.value("add_prefix_space", false) &&
         !last.value("use_regex", true)) {
       const json& split = steps[0];
-      if (split.value("type", "") == "Split" && split.value("behavior", "") == "Isolated" &&
+      if (type_of(split) == "Split" && split.value("behavior", "") == "Isolated" &&
           !split.value("invert", false) && split.contains("pattern") && split["pattern"].contains("Regex"))
         return split["pattern"]["Regex"].get<std::string>();
     }
@@ -60,7 +64,7 @@ std::string split_pattern(const json& pre, const std::string& where) {
 // The token the post-processor puts before a single sequence ("" for none).
 std::string post_processor_prefix(const json& post, const std::string& where) {
   if (post.is_null()) return "";
-  const std::string type = post.value("type", "");
+  const std::string type = type_of(post);
   if (type == "ByteLevel") return "";
   if (type == "Sequence") {
     std::string prefix;
@@ -107,12 +111,12 @@ bool ByteLevelBpe::unmap(std::string_view piece, std::string& out) {
 }
 
 bool ByteLevelBpe::is_byte_level(const json& j) {
-  if (!j.is_object() || !j.contains("model") || j["model"].value("type", "") != "BPE") return false;
+  if (!j.is_object() || !j.contains("model") || type_of(j["model"]) != "BPE") return false;
   const json& pre = j.value("pre_tokenizer", json());
-  if (pre.is_object() && pre.value("type", "") == "ByteLevel") return true;
+  if (type_of(pre) == "ByteLevel") return true;
   if (pre.is_object() && pre.contains("pretokenizers"))
     for (const json& p : pre["pretokenizers"])
-      if (p.value("type", "") == "ByteLevel") return true;
+      if (type_of(p) == "ByteLevel") return true;
   return false;
 }
 
@@ -125,10 +129,10 @@ std::shared_ptr<const ByteLevelBpe> ByteLevelBpe::from_json(const json& j, const
          "supported in byte-level BPE",
          where);
   const json& norm = j.value("normalizer", json());
-  if (!norm.is_null() && norm.value("type", "") != "NFC")
+  if (!norm.is_null() && type_of(norm) != "NFC")
     fail("{}: normalizer {} is not supported (none or NFC)", where, norm.dump().substr(0, 200));
   const json& dec = j.value("decoder", json());
-  if (dec.value("type", "") != "ByteLevel")
+  if (type_of(dec) != "ByteLevel")
     fail("{}: decoder {} is not supported (ByteLevel)", where, dec.dump().substr(0, 200));
 
   auto bpe = std::shared_ptr<ByteLevelBpe>(new ByteLevelBpe());

@@ -30,15 +30,27 @@ size_t invalid_subpart(std::string_view s) {
   return k;
 }
 
+// Whether the character can be the second half of a canonical pair (some have class 0, as Tamil's
+// AA sign). utf8proc >= 2.9 says so in a comb_issecond bit; before, comb_index >= 0x8000 marked it.
+// Read through whichever the installed header has: on 2.9 the old test compiles too (comb_index is
+// a 10-bit field there) but is always false, and NFC would be skipped for these pairs unnoticed.
+template <class P>
+auto second_of_pair(const P* p, int) -> decltype(static_cast<bool>(p->comb_issecond)) {
+  return p->comb_issecond;
+}
+template <class P>
+bool second_of_pair(const P* p, long) {
+  return p->comb_index != UINT16_MAX && p->comb_index >= 0x8000;
+}
+
 // True when the character may change under NFC or change what precedes it: a nonzero combining
-// class, a canonical decomposition or composition exclusion, the second half of a canonical pair
-// (utf8proc marks those with comb_index >= 0x8000; some have class 0, as Tamil's AA sign), or a
-// Hangul vowel or trailing jamo (composed by arithmetic, outside utf8proc's tables).
+// class, a canonical decomposition or composition exclusion, the second half of a canonical pair,
+// or a Hangul vowel or trailing jamo (composed by arithmetic, outside utf8proc's tables).
 bool may_compose(utf8proc_int32_t cp) {
   if ((cp >= 0x1161 && cp <= 0x1175) || (cp >= 0x11A8 && cp <= 0x11C2)) return true;
   const utf8proc_property_t* p = utf8proc_get_property(cp);
   return p->combining_class != 0 || p->comp_exclusion || (p->decomp_seqindex != UINT16_MAX && p->decomp_type == 0) ||
-         (p->comb_index != UINT16_MAX && p->comb_index >= 0x8000);
+         second_of_pair(p, 0);
 }
 
 }  // namespace

@@ -66,7 +66,8 @@ struct Tokenizer::Impl {
 
   static Tokenizer load_byte_level(const std::filesystem::path& file, const std::string& text,
                                    const nlohmann::json& json);
-  std::string decode_byte_level(const std::vector<int32_t>& ids) const;
+  // Appends token `id`'s bytes (byte-level kind, id inside the vocabulary): see token_bytes().
+  void append_byte_level(int32_t id, std::string& raw) const;
 };
 
 namespace {
@@ -79,18 +80,23 @@ nlohmann::json parse_json(const std::filesystem::path& file, const std::string& 
   }
 }
 
-// A special-token entry of tokenizer_config.json: a string, {"content": ...}, or null.
-std::optional<std::string> config_token(const nlohmann::json& config, const char* key) {
+// A special-token entry of tokenizer_config.json (`file`): a string, {"content": ...}, or null.
+std::optional<std::string> config_token(const nlohmann::json& config, const char* key,
+                                        const std::filesystem::path& file) {
   if (!config.contains(key) || config[key].is_null()) return std::nullopt;
   const auto& v = config[key];
-  return v.is_string() ? v.get<std::string>() : v.at("content").get<std::string>();
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  fail("{}: {} must be a token string, {{\"content\": ...}} or null, got {}", file.string(), key,
+       v.dump().substr(0, 200));
 }
 
 }  // namespace
 
 // Added tokens are registered in id order and must continue the vocabulary (or be one of its
 // entries); BOS is what the post-processor prepends, else tokenizer_config.json's bos_token; EOS and
-// PAD come from tokenizer_config.json beside the file (none without one).
+// PAD come from tokenizer_config.json beside the file (none without one). That file is hashed into the
+// fingerprint with tokenizer.json: another eos_token changes what prepare appends.
 Tokenizer Tokenizer::Impl::load_byte_level(const std::filesystem::path& file, const std::string& text,
                                            const nlohmann::json& json) {
   Tokenizer t;
@@ -98,7 +104,6 @@ Tokenizer Tokenizer::Impl::load_byte_level(const std::filesystem::path& file, co
   Impl& m = *t.impl_;
   m.bytes = tokenizer_detail::ByteLevelBpe::from_json(json, file.string());
   m.path = file;
-  m.fingerprint = sha256_hex(text);
   m.base_size = m.next_id = m.bytes->size();
   std::vector<nlohmann::json> added;
   if (json.contains("added_tokens")) added.assign(json["added_tokens"].begin(), json["added_tokens"].end());
@@ -115,40 +120,36 @@ Tokenizer Tokenizer::Impl::load_byte_level(const std::filesystem::path& file, co
            file.string(), content, want, got);
   }
   nlohmann::json config;
-  if (const auto cfg = file.parent_path() / "tokenizer_config.json"; std::filesystem::exists(cfg))
-    config = parse_json(cfg, read_text_file(cfg));
-  auto id_of = [&](const std::optional<std::string>& token, const char* key) {
+  const auto cfg = file.parent_path() / "tokenizer_config.json";
+  std::string config_text;
+  if (std::filesystem::exists(cfg)) config = parse_json(cfg, config_text = read_text_file(cfg));
+  m.fingerprint = sha256_hex(text + config_text);
+  // `named_in`: the file whose entry `what` names the token, for the error.
+  auto id_of = [&](const std::optional<std::string>& token, const std::string& what,
+                   const std::filesystem::path& named_in) {
     if (!token) return -1;
     const auto id = t.piece_to_id(*token);
-    if (!id) fail("{}: {} \"{}\" is not a token of {}", (file.parent_path() / "tokenizer_config.json").string(),
-                  key, *token, file.string());
+    if (!id) fail("{}: {} \"{}\" is not a token of {}", named_in.string(), what, *token, file.string());
     return *id;
   };
   const std::string& prefix = m.bytes->template_prefix();
-  m.bos = id_of(prefix.empty() ? config_token(config, "bos_token") : prefix, "bos_token");
-  m.eos = id_of(config_token(config, "eos_token"), "eos_token");
-  m.pad = id_of(config_token(config, "pad_token"), "pad_token");
+  m.bos = prefix.empty() ? id_of(config_token(config, "bos_token", cfg), "bos_token", cfg)
+                         : id_of(prefix, "the post_processor's prefix token", file);
+  m.eos = id_of(config_token(config, "eos_token", cfg), "eos_token", cfg);
+  m.pad = id_of(config_token(config, "pad_token", cfg), "pad_token", cfg);
   m.unk = -1;  // every byte has a token
   return t;
 }
 
-// tokenizers' ByteLevel decoder: every token's bytes (an added token's through the byte map when
-// all its characters are byte-level ones, else as written), then invalid UTF-8 replaced by U+FFFD.
-std::string Tokenizer::Impl::decode_byte_level(const std::vector<int32_t>& ids) const {
-  std::string raw;
-  for (int32_t id : ids) {
-    if (id < 0 || id >= next_id) fail("decode: token id {} is outside the vocabulary [0, {})", id, next_id);
-    if (id < base_size) {
-      raw += bytes->bytes(id);
-      continue;
-    }
-    const std::string& content = added_by_id(id)->content;
-    const size_t before = raw.size();
-    if (!tokenizer_detail::ByteLevelBpe::unmap(content, raw)) raw.resize(before), raw += content;
+// As tokenizers' ByteLevel decoder takes each token.
+void Tokenizer::Impl::append_byte_level(int32_t id, std::string& raw) const {
+  if (id < base_size) {
+    raw += bytes->bytes(id);
+    return;
   }
-  std::string out;
-  tokenizer_detail::append_utf8_lossy(raw, out);
-  return out;
+  const std::string& content = added_by_id(id)->content;
+  const size_t before = raw.size();
+  if (!tokenizer_detail::ByteLevelBpe::unmap(content, raw)) raw.resize(before), raw += content;
 }
 
 Tokenizer Tokenizer::load(const std::filesystem::path& path, bool fast_bpe) {
@@ -237,8 +238,16 @@ void Tokenizer::encode_as_text(std::string_view text, std::vector<int32_t>& out)
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   const Impl& m = *impl_;
-  if (m.bytes) return m.decode_byte_level(ids);
   std::string out;
+  if (m.bytes) {  // tokenizers' ByteLevel decoder: the tokens' bytes, then invalid UTF-8 -> U+FFFD
+    std::string raw;
+    for (int32_t id : ids) {
+      if (id < 0 || id >= m.next_id) fail("decode: token id {} is outside the vocabulary [0, {})", id, m.next_id);
+      m.append_byte_level(id, raw);
+    }
+    tokenizer_detail::append_utf8_lossy(raw, out);
+    return out;
+  }
   std::vector<int> stretch;
   auto flush = [&] {
     if (stretch.empty()) return;
@@ -287,6 +296,17 @@ std::optional<int32_t> Tokenizer::piece_to_id(std::string_view piece) const {
   // PieceToId answers unk_id for unknown pieces; only "<unk>" itself really is that id.
   if (id == impl_->sp->unk_id() && piece != impl_->sp->IdToPiece(id)) return std::nullopt;
   return id;
+}
+
+bool Tokenizer::byte_level() const { return impl_->bytes != nullptr; }
+
+std::string Tokenizer::token_bytes(int32_t id) const {
+  const Impl& m = *impl_;
+  if (!m.bytes) fail("{}: token_bytes needs a byte-level BPE tokenizer, not SentencePiece", m.path.string());
+  if (id < 0 || id >= m.next_id) fail("token_bytes: token id {} is outside the vocabulary [0, {})", id, m.next_id);
+  std::string out;
+  m.append_byte_level(id, out);
+  return out;
 }
 
 int32_t Tokenizer::bos_id() const { return impl_->bos; }

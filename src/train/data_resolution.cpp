@@ -9,7 +9,6 @@
 #include "agenttune/tokenizer/tokenizer.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/log.h"
-#include "agenttune/util/sha256.h"
 
 namespace agenttune {
 
@@ -98,12 +97,9 @@ MixtureOptions mixture_options(const TrainConfig& cfg) {
   m.attention = cfg.data.attention;
   m.packing = cfg.data.packing;
   m.overlength = cfg.data.overlength;
-  // A folder's fingerprint is that of the file Tokenizer::load reads there (tokenizer.json or
-  // tokenizer.model), as prepare recorded it.
+  // As prepare recorded it (a byte-level fingerprint covers tokenizer_config.json too).
   const auto& tok = cfg.data.tokenizer;
-  if (!tok.empty())
-    m.tokenizer_sha256 =
-        std::filesystem::is_directory(tok) ? Tokenizer::load(tok, false).fingerprint() : sha256_file_hex(tok);
+  if (!tok.empty()) m.tokenizer_sha256 = Tokenizer::load(tok, false).fingerprint();
   m.tokenizer = cfg.data.tokenizer;
   return m;
 }

@@ -158,7 +158,8 @@ void RunReport::step(const TrainRun& run, const StepOutcome& o, StepMeasures& m)
     phase_table_.add(*m.phases);
   }
   if (!run.main) return;
-  if (step % cfg.train.log_interval == 0 || step == cfg.train.max_steps || !m.eval.empty()) {
+  // An evaluated step gets its row whatever log_interval says: a loss computed and not written is lost.
+  if (step % cfg.train.log_interval == 0 || step == cfg.train.max_steps || m.val_loss || !m.eval.empty()) {
     DataColumns data{{}, cfg.data.packing == Packing::Pad || run.data->has_conversations()};
     const auto shares = run.data->shares();
     for (size_t s = 0; s < shares.size(); ++s) data.shares.emplace_back(cfg.data.sources[s].name, shares[s]);

@@ -164,6 +164,9 @@ struct KeyNames {
   std::vector<std::string> keys;
   template <class T>
   void operator()(const char* key, T&) { keys.emplace_back(key); }
+  // eos_token_id: one key, one id or a list (config/reader.h).
+  template <class T>
+  void one_or_list(const char* key, T&, std::vector<T>&) { keys.emplace_back(key); }
 };
 
 // LlamaConfig's keys in its visit() order, which is also the order a user reads and sets them.

@@ -5,6 +5,7 @@
 
 #include "agenttune/eval/eval_report.h"
 #include "agenttune/eval/eval_run.h"
+#include "agenttune/io/hf_checkpoint.h"
 #include "agenttune/train/bad_step.h"
 #include "agenttune/train/batch_prefetch.h"
 #include "agenttune/train/checkpoint_schedule.h"
@@ -41,12 +42,16 @@ uint64_t dropout_seed(uint64_t train_seed, int64_t step, int rank) {
 }
 
 // The `eval:` section's records, template and tokenizer, read once before the first step. Its
-// tokenizer defaults to the one the data was made with, else the initial model folder's.
+// tokenizer defaults to the one the data was made with, else the initial model folder's; replies
+// end at the model's end-of-sequence ids too: the initial folder's (generation_config.json's when
+// it has them, as transformers' generate takes them), or the shape's.
 std::optional<eval::EvalInputs> eval_inputs(const TrainRun& run) {
   if (!run.cfg.eval) return std::nullopt;
-  const auto tokenizer =
-      run.cfg.data.tokenizer.empty() ? run.cfg.model.init_from : run.cfg.data.tokenizer;
-  return eval::load_eval_inputs(*run.cfg.eval, tokenizer, run.model->config().vocab_size);
+  const auto& model = run.model->config();
+  const auto& init = run.cfg.model.init_from;
+  const auto tokenizer = run.cfg.data.tokenizer.empty() ? init : run.cfg.data.tokenizer;
+  const auto eos = init.empty() ? model.eos_token_ids() : generation_eos_token_ids(init, model);
+  return eval::load_eval_inputs(*run.cfg.eval, tokenizer, model.vocab_size, eos);
 }
 
 // Every train.eval_interval steps: the loss on the held-out documents and the `eval:` section's

@@ -20,7 +20,7 @@ using namespace transforms_detail;
 
 struct Candidate {
   const Conversation* conv;
-  std::vector<ToolSpec> tools;
+  std::vector<ListedTool> tools;
   std::string query;
   ReactStep call;
 };
@@ -63,7 +63,7 @@ std::vector<Conversation> make_format_samples(const std::vector<Conversation>& c
       continue;
     }
     if (list.status == ToolListStatus::Partial) report.add("tool_list_partial");
-    std::erase_if(list.tools, [](const ToolSpec& s) { return s.name == "Finish"; });
+    std::erase_if(list.tools, [](const ListedTool& s) { return s.name == "Finish"; });
     const Turn* reply = t + 1 < conv.turns.size() ? &conv.turns[t + 1] : nullptr;
     ReactParse p = reply && reply->role == Role::Assistant ? parse_react(reply->content) : ReactParse{};
     if (p.match != ReactMatch::Parsed || p.step.kind != StepKind::Call || !p.step.tool_call ||

@@ -31,7 +31,7 @@ std::vector<Conversation> make_negative_samples(const std::vector<Conversation>&
   validate_negatives(config, "negatives");
   // ToolBench repeats a trajectory's system prompt in each of its Step N records; counting a
   // prompt once keeps long trajectories from dominating the draw.
-  std::vector<std::vector<ToolSpec>> lists;
+  std::vector<std::vector<ListedTool>> lists;
   std::set<uint64_t> seen;
   for (const Conversation& conv : tool_sources) {
     for (const Turn& t : conv.turns) {
@@ -42,7 +42,7 @@ std::vector<Conversation> make_negative_samples(const std::vector<Conversation>&
         report.note(fmt::format("{} (record {}): API list did not parse", conv.id, conv.record));
       }
       if (list.status == ToolListStatus::Partial) report.add("tool_list_partial");
-      std::erase_if(list.tools, [](const ToolSpec& s) { return s.name == "Finish"; });
+      std::erase_if(list.tools, [](const ListedTool& s) { return s.name == "Finish"; });
       if (!list.tools.empty()) lists.push_back(std::move(list.tools));
     }
   }
@@ -81,7 +81,7 @@ std::vector<Conversation> make_negative_samples(const std::vector<Conversation>&
     c.id = fmt::format("{}_{}_{}", config.source, with_tools ? "tools" : "no_tools", i);
     c.source = config.source;
     if (with_tools) {
-      std::vector<ToolSpec> tools = rng.pick(lists);
+      std::vector<ListedTool> tools = rng.pick(lists);
       rng.shuffle(tools);
       tools.resize(std::min(tools.size(), static_cast<size_t>(std::max<int64_t>(config.max_tools, 1))));
       c.turns.push_back(Turn{Role::System, render_tool_list(tools, config.tools_header), false, {}});

@@ -12,12 +12,14 @@ namespace {
 using nlohmann::json;
 
 // Recursive descent over Python's repr grammar; a failure anywhere makes the whole value fail.
+// `Json` is nlohmann::json or, where the key order must survive, nlohmann::ordered_json.
+template <class Json>
 class LiteralParser {
  public:
   explicit LiteralParser(std::string_view s) : s_(s) {}
   size_t pos() const { return i_; }
 
-  std::optional<json> value(int depth = 0) {
+  std::optional<Json> value(int depth = 0) {
     if (depth > 64) return std::nullopt;
     skip_ws();
     if (i_ >= s_.size()) return std::nullopt;
@@ -27,7 +29,7 @@ class LiteralParser {
     if (c == '(') return sequence(')', depth);
     if (c == '\'' || c == '"') return string();
     if (c == '-' || c == '+' || c == '.' || std::isdigit(static_cast<unsigned char>(c))) return number();
-    for (auto [word, v] : {std::pair<std::string_view, json>{"True", true}, {"False", false},
+    for (auto [word, v] : {std::pair<std::string_view, Json>{"True", true}, {"False", false},
                            {"None", nullptr}})
       if (s_.substr(i_).starts_with(word)) {
         i_ += word.size();
@@ -46,9 +48,9 @@ class LiteralParser {
     return false;
   }
 
-  std::optional<json> dict(int depth) {
+  std::optional<Json> dict(int depth) {
     ++i_;
-    json out = json::object();
+    Json out = Json::object();
     if (eat('}')) return out;
     do {
       if (eat('}')) return out;  // trailing comma
@@ -56,14 +58,14 @@ class LiteralParser {
       if (!key || !eat(':')) return std::nullopt;
       auto v = value(depth + 1);
       if (!v) return std::nullopt;
-      out[key->is_string() ? key->get<std::string>() : key->dump()] = std::move(*v);
+      out[key->is_string() ? key->template get<std::string>() : key->dump()] = std::move(*v);
     } while (eat(','));
-    return eat('}') ? std::optional<json>(std::move(out)) : std::nullopt;
+    return eat('}') ? std::optional<Json>(std::move(out)) : std::nullopt;
   }
 
-  std::optional<json> sequence(char close, int depth) {
+  std::optional<Json> sequence(char close, int depth) {
     ++i_;
-    json out = json::array();
+    Json out = Json::array();
     if (eat(close)) return out;
     do {
       if (eat(close)) return out;
@@ -71,7 +73,7 @@ class LiteralParser {
       if (!v) return std::nullopt;
       out.push_back(std::move(*v));
     } while (eat(','));
-    return eat(close) ? std::optional<json>(std::move(out)) : std::nullopt;
+    return eat(close) ? std::optional<Json>(std::move(out)) : std::nullopt;
   }
 
   std::optional<uint32_t> hex(size_t digits) {
@@ -85,12 +87,12 @@ class LiteralParser {
     return v;
   }
 
-  std::optional<json> string() {
+  std::optional<Json> string() {
     char quote = s_[i_++];
     std::string out;
     while (i_ < s_.size()) {
       char c = s_[i_++];
-      if (c == quote) return json(std::move(out));
+      if (c == quote) return Json(std::move(out));
       if (c != '\\') {
         out += c;
         continue;
@@ -112,7 +114,7 @@ class LiteralParser {
     return std::nullopt;  // unterminated
   }
 
-  std::optional<json> number() {
+  std::optional<Json> number() {
     size_t b = i_;
     while (i_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[i_])) ||
                               s_[i_] == '.' || s_[i_] == '-' || s_[i_] == '+'))
@@ -121,22 +123,22 @@ class LiteralParser {
     char* end = nullptr;
     if (t.find_first_of(".eE") == std::string::npos) {
       long long v = std::strtoll(t.c_str(), &end, 10);
-      if (end == t.c_str() + t.size()) return json(v);
+      if (end == t.c_str() + t.size()) return Json(v);
     }
     double d = std::strtod(t.c_str(), &end);
     if (t.empty() || end != t.c_str() + t.size()) return std::nullopt;
-    return json(d);
+    return Json(d);
   }
 
   std::string_view s_;
   size_t i_ = 0;
 };
 
-std::optional<ToolSpec> tool_of(const json& entry) {
+std::optional<ListedTool> tool_of(const json& entry) {
   if (!entry.is_object()) return std::nullopt;
   auto name = entry.find("name");
   if (name == entry.end() || !name->is_string() || name->get<std::string>().empty()) return std::nullopt;
-  ToolSpec t{name->get<std::string>(), {}};
+  ListedTool t{name->get<std::string>(), {}};
   if (auto d = entry.find("description"); d != entry.end() && d->is_string())
     t.description = std::string(transforms_detail::trim(d->get<std::string>()));
   return t;
@@ -145,10 +147,14 @@ std::optional<ToolSpec> tool_of(const json& entry) {
 }  // namespace
 
 std::optional<json> parse_python_literal(std::string_view text, size_t* consumed) {
-  LiteralParser p(text);
+  LiteralParser<json> p(text);
   auto v = p.value();
   if (v && consumed) *consumed = p.pos();
   return v;
+}
+
+std::optional<nlohmann::ordered_json> parse_python_literal_ordered(std::string_view text) {
+  return LiteralParser<nlohmann::ordered_json>(text).value();
 }
 
 ToolList parse_toolbench_tools(std::string_view prompt) {
@@ -178,7 +184,7 @@ ToolList parse_toolbench_tools(std::string_view prompt) {
   return out;
 }
 
-std::string render_tool_list(const std::vector<ToolSpec>& tools, std::string_view header) {
+std::string render_tool_list(const std::vector<ListedTool>& tools, std::string_view header) {
   std::string s(header);
   for (const auto& t : tools) {
     s += "\n- " + t.name;

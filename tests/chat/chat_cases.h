@@ -99,8 +99,25 @@ inline nlohmann::json messages_json(const Conversation& c, size_t n = SIZE_MAX) 
     const auto& t = c.turns[i];
     nlohmann::json m = {{"role", role_name(t.role)}, {"content", t.content}};
     m["loss"] = t.loss ? nlohmann::json(*t.loss) : nlohmann::json(nullptr);
+    if (!t.name.empty()) m["name"] = t.name;
+    // OpenAI's form; `arguments` stays JSON text here (nlohmann::json would sort its keys), and the
+    // Python oracles parse it with its key order before rendering.
+    for (const auto& call : t.tool_calls) {
+      nlohmann::json c = {{"type", "function"}, {"function", {{"name", call.name}, {"arguments", call.arguments}}}};
+      if (!call.id.empty()) c["id"] = call.id;
+      m["tool_calls"].push_back(c);
+    }
     out.push_back(m);
   }
+  return out;
+}
+
+// The conversation's tool definitions as JSON texts (parsed by the oracles, key order kept), or
+// null when it offers none (apply_chat_template's tools=None).
+inline nlohmann::json tools_json(const Conversation& c) {
+  if (c.tools.empty()) return nullptr;
+  auto out = nlohmann::json::array();
+  for (const auto& t : c.tools) out.push_back(t.json);
   return out;
 }
 

@@ -84,13 +84,16 @@ TEST_F(Inspect, TrainedSpansAreTheAssistantAnswersWithTheirEos) {
 // token, shown as text (not the tokens' GPT-2 byte-mapped spellings "Ġ", "Ċ").
 TEST_F(Inspect, ByteLevelTemplatesShowAnswersAsText) {
   const auto deps = testing::source_dir() / ".deps/tokenizers";
-  if (!fs::exists(deps / "llama3/tokenizer.json") || !fs::exists(deps / "qwen2.5/tokenizer.json"))
-    GTEST_SKIP() << "no Llama-3/Qwen2.5 tokenizer.json in " << deps;
+  for (const char* family : {"llama3", "qwen2.5", "qwen3"})
+    if (!fs::exists(deps / family / "tokenizer.json")) GTEST_SKIP() << "no " << family << " tokenizer.json in " << deps;
   struct Case {
     std::string tmpl, folder, header, end;
   };
   for (const Case& c : {Case{"qwen2.5", "qwen2.5", "<|im_start|>assistant\n", "<|im_end|>"},
-                        Case{"llama-3", "llama3", "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"}}) {
+                        Case{"llama-3", "llama3", "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"},
+                        // Qwen3 trains its think block; without thinking the block is prompt, outside the span.
+                        Case{"qwen3", "qwen3", "<|im_start|>assistant\n", "<|im_end|>"},
+                        Case{"qwen3-no-think", "qwen3", "</think>\n\n", "<|im_end|>"}}) {
     auto r = agenttune("inspect --plain --samples 2 --dataset sharegpt " + tiny_sft(testing::scratch_dir()) +
                        " --set tokenizer=" + (deps / c.folder).string() + " --set template=" + c.tmpl);
     ASSERT_EQ(r.rc, 0) << r.out;
@@ -105,6 +108,24 @@ TEST_F(Inspect, ByteLevelTemplatesShowAnswersAsText) {
     EXPECT_EQ(r.out.find("Ġ"), std::string::npos) << r.out;
     EXPECT_EQ(r.out.find("Ċ"), std::string::npos) << r.out;
   }
+}
+
+// A SentencePiece template (it opens with <s>) on Qwen's tokenizer, which has no BOS: inspect and
+// prepare refuse before any record, naming template and tokenizer (not a token id -1).
+TEST_F(Inspect, SentencePieceTemplateOnATokenizerWithoutBosIsRefused) {
+  const auto qwen = testing::source_dir() / ".deps/tokenizers/qwen2.5";
+  if (!fs::exists(qwen / "tokenizer.json")) GTEST_SKIP() << "no " << qwen;
+  const auto dir = testing::scratch_dir();
+  const std::string args = tiny_sft(dir) + " --set tokenizer=" + qwen.string() + " --set template=agentlm";
+  for (const std::string cmd : {"inspect --plain --samples 1 ", "prepare --no-progress "}) {
+    const auto r = agenttune(cmd + args);
+    EXPECT_NE(r.rc, 0) << cmd << r.out;
+    EXPECT_NE(r.out.find("chat template agentlm opens every conversation with BOS <s>, but tokenizer " +
+                         (qwen / "tokenizer.json").string() + " has no BOS token"),
+              std::string::npos) << cmd << r.out;
+    EXPECT_EQ(r.out.find("<id -1?>"), std::string::npos) << r.out;
+  }
+  EXPECT_FALSE(fs::exists(dir / "agentinstruct")) << "prepare wrote output";
 }
 
 TEST_F(Inspect, ColourMarksTrainedTokensAndPlainHasNoEscapes) {

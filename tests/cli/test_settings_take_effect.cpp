@@ -187,6 +187,17 @@ TEST(SettingsTakeEffect, EvaluationNeedsASplitAndItsLossReachesTheConsole) {
     EXPECT_LT(trained, step_tokens) << row;
     EXPECT_GT(trained, step_tokens - 8) << row;
   }
+
+  // An evaluated step off log_interval's grid still gets its row, with the same val_loss.
+  auto sparse = agenttune(train_args(cfg, root / "sparse", eval + " --set train.log_interval=3"));
+  ASSERT_EQ(sparse.rc, 0) << sparse.out;
+  std::vector<int64_t> steps;
+  for (const auto& row : metrics_rows(root / "sparse")) {
+    steps.push_back(row["step"].get<int64_t>());
+    EXPECT_EQ(row.contains("val_loss"), steps.back() % 2 == 0) << row;
+    if (row.contains("val_loss")) EXPECT_EQ(row["val_loss"], rows[steps.back() - 1]["val_loss"]) << row;
+  }
+  EXPECT_EQ(steps, (std::vector<int64_t>{2, 3, 4}));
 }
 
 TEST(SettingsTakeEffect, PlanTakesTheFoldersArchitectureWhenItIsHere) {

@@ -1,7 +1,11 @@
 // InitConfig and the LlamaConfig section: the tiny config, overrides, error messages, round trip.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "agenttune/config/load.h"
+#include "agenttune/io/hf_checkpoint.h"
+#include "agenttune/io/hf_config.h"
 #include "agenttune/model/init_config.h"
 #include "config_test_util.h"
 
@@ -40,7 +44,7 @@ void expect_same(const LlamaConfig& a, const LlamaConfig& b) {
   EXPECT_EQ(a.tie_word_embeddings, b.tie_word_embeddings);
   EXPECT_EQ(a.initializer_range, b.initializer_range);
   EXPECT_EQ(a.bos_token_id, b.bos_token_id);
-  EXPECT_EQ(a.eos_token_id, b.eos_token_id);
+  EXPECT_EQ(a.eos_token_ids(), b.eos_token_ids());
   EXPECT_EQ(a.pad_token_id, b.pad_token_id);
   EXPECT_EQ(a.dtype, b.dtype);
 }
@@ -210,6 +214,69 @@ TEST(InitConfig, ResolvedDumpLoadsBackEqual) {
   auto again = load_config_text<InitConfig>(text, {"dump", ".", {}});
   expect_same(again.model, defaults.model);
   EXPECT_EQ(dump_config(again), text);
+}
+
+// eos_token_id is one id or a list, as config.json writes it (Llama-3.1-Instruct's three ids): the
+// list keeps its order through the resolved dump and --set, one id stays one id, and what is neither
+// names the file, line and key.
+TEST(InitConfig, EosTokenIdIsOneIdOrAList) {
+  const std::vector<int64_t> llama31 = {128001, 128008, 128009};
+  auto list = load_config<InitConfig>(write_yaml("list.yaml", "model:\n  eos_token_id: [128001, 128008, 128009]\n"));
+  EXPECT_EQ(list.model.eos_token_id, 128001);
+  EXPECT_EQ(list.model.eos_token_ids(), llama31);
+  EXPECT_TRUE(contains(dump_config(list), "eos_token_id: [128001, 128008, 128009]\n"));
+  expect_same(load_config_text<InitConfig>(dump_config(list), {"dump", ".", {}}).model, list.model);
+  auto block = load_config<InitConfig>(write_yaml("block.yaml", "model:\n  eos_token_id:\n    - 5\n    - 9\n"));
+  EXPECT_EQ(block.model.eos_token_ids(), (std::vector<int64_t>{5, 9}));
+  auto set = load_config<InitConfig>(tiny(), {"model.eos_token_id=[2, 7]"});
+  EXPECT_EQ(set.model.eos_token_ids(), (std::vector<int64_t>{2, 7}));
+  auto one = load_config<InitConfig>(tiny(), {"model.eos_token_id=7"});
+  EXPECT_EQ(one.model.eos_token_ids(), std::vector<int64_t>{7});
+  EXPECT_TRUE(contains(dump_config(one), "eos_token_id: 7\n"));
+  // A list given again by one id replaces it, not extends it.
+  EXPECT_EQ(load_config<InitConfig>(write_yaml("l.yaml", "model:\n  eos_token_id: [3, 4]\n"), {"model.eos_token_id=9"})
+                .model.eos_token_ids(),
+            std::vector<int64_t>{9});
+
+  auto empty = write_yaml("empty.yaml", "model:\n  eos_token_id: []\n");
+  EXPECT_TRUE(contains(error_of([&] { load_config<InitConfig>(empty); }),
+                       empty.string() +
+                           ":2: model.eos_token_id: expected an integer or a non-empty list of them, got a list"));
+  auto word = write_yaml("word.yaml", "model:\n  eos_token_id: [2, x]\n");
+  EXPECT_TRUE(contains(error_of([&] { load_config<InitConfig>(word); }),
+                       word.string() + ":2: model.eos_token_id[1]: expected an integer, got 'x'"));
+  auto map = write_yaml("map.yaml", "model:\n  eos_token_id: {id: 2}\n");
+  EXPECT_TRUE(contains(error_of([&] { load_config<InitConfig>(map); }),
+                       ":2: model.eos_token_id: expected an integer or a non-empty list of them, got a mapping"));
+  // The list has the one key; the former second key is unknown.
+  EXPECT_TRUE(contains(error_of([] { load_config<InitConfig>(tiny(), {"model.extra_eos_token_ids=[3]"}); }),
+                       "unknown key 'model.extra_eos_token_ids'"));
+}
+
+// What `init` does with a YAML list (load the config, save the model), read by transformers: config.json
+// and generation_config.json hold the list, transformers' own save of them reads back as the same ids.
+TEST(InitConfig, EosTokenIdListReachesTransformersAndBack) {
+  const auto python = testing::venv_python();
+  if (!std::filesystem::exists(python)) GTEST_SKIP() << python.string() << " not found (scripts/setup.sh makes it)";
+  auto cfg = load_config<InitConfig>(tiny(), {"model.eos_token_id=[2, 301, 7]", "tokenizer=",
+                                              "model.vocab_size=320", "model.num_hidden_layers=1"});
+  const auto dir = testing::scratch_dir() / "model", back = testing::scratch_dir() / "transformers_save";
+  auto model = make_llama(cfg.model, cfg.seed);
+  save_pretrained(model, dir);
+  const std::vector<int64_t> want = {2, 301, 7};
+  EXPECT_EQ(read_hf_config(dir / "config.json").eos_token_ids(), want);
+  std::string out;
+  const int rc = testing::run_command(python.string() + " " +
+                                          (testing::source_dir() / "tests/config/py/hf_eos_round_trip.py").string() +
+                                          " " + dir.string() + " " + back.string(),
+                                      &out);
+  ASSERT_EQ(rc, 0) << out;
+  const auto seen = nlohmann::json::parse(out.substr(out.rfind('{')));
+  EXPECT_EQ(seen.at("config").get<std::vector<int64_t>>(), want) << out;
+  EXPECT_EQ(seen.at("generation").get<std::vector<int64_t>>(), want) << out;
+  const auto reread = read_hf_config(back / "config.json");
+  EXPECT_EQ(reread.eos_token_ids(), want);
+  EXPECT_EQ(generation_eos_token_ids(back, reread), want);
 }
 
 }  // namespace

@@ -195,4 +195,27 @@ TEST(TargetLogprobs, EqualEachSequenceAloneRightAndLeftPadded) {
   }
 }
 
+// More scored rows than target_logprobs upcasts at once (64M logits: 2048 rows at a 32768-token
+// vocabulary), so the rows go through in two blocks, whose seam must not shift a row.
+TEST(TargetLogprobs, RowsPastOneBlockEqualTheFullLogits) {
+  auto cfg = agenttune::testing::tiny_llama(/*vocab=*/32768, /*hidden=*/32, /*ffn=*/48, /*layers=*/1, /*heads=*/2,
+                                            /*kv_heads=*/1, /*max_positions=*/2304);
+  auto model = make_llama(cfg, 8);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(9);
+  const int64_t T = 2100;
+  const auto tokens = at::randint(cfg.vocab_size, {1, T}, gen, at::kLong);
+  auto targets = at::full({1, T}, kIgnoreIndex, at::kLong);
+  targets.narrow(1, 0, T - 1).copy_(tokens.narrow(1, 1, T - 1));
+  auto em = plain_eval_model(model);
+  const auto positions = default_positions(1, T, 0, at::kCPU);
+  at::Tensor greedy;
+  const auto lp = target_logprobs(*em, tokens, positions, {}, targets, &greedy);
+  const auto ref = at::log_softmax(model->forward(tokens, positions).detach()[0].to(at::kFloat), -1);
+  const auto want = ref.narrow(0, 0, T - 1).gather(1, tokens[0].narrow(0, 1, T - 1).unsqueeze(1)).squeeze(1);
+  EXPECT_LT((lp[0].narrow(0, 0, T - 1) - want).abs().max().item<float>(), 1e-5);
+  EXPECT_EQ(lp[0][T - 1].item<float>(), 0.0f);
+  const auto argmax_hits = ref.narrow(0, 0, T - 1).argmax(-1) == tokens[0].narrow(0, 1, T - 1);
+  EXPECT_TRUE(at::equal(greedy[0].narrow(0, 0, T - 1), argmax_hits));
+}
+
 }  // namespace

@@ -147,7 +147,8 @@ TEST_F(LmEvalOracle, ConfigStyleTextsScoresChoiceTextsAndNormalisesPerCharacter)
   auto run = [&](const std::string& style) {
     const auto cfg = load_config_text<EvalConfig>(
         "multiple_choice: [{name: lengths, path: lengths.jsonl" + style + "}]\n", ConfigSource{"eval.yaml", dir, {}});
-    const auto in = load_eval_inputs(cfg, root_ / "model" / "tokenizer.model", model_->config().vocab_size);
+    const auto in = load_eval_inputs(cfg, root_ / "model" / "tokenizer.model", model_->config().vocab_size,
+                                     model_->config().eos_token_ids());
     return run_eval(*model_, in).choices.at(0);
   };
   const auto texts = run(", style: texts");

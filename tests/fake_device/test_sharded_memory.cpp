@@ -23,7 +23,11 @@ using namespace agenttune::parallel;
 
 namespace {
 
-LlamaConfig shape() { return agenttune::testing::tiny_llama(1024, 256, 704, 4, 8, 4, 256); }
+LlamaConfig shape(bool tied) {
+  auto c = agenttune::testing::tiny_llama(1024, 256, 704, 4, 8, 4, 256);
+  c.tie_word_embeddings = tied;
+  return c;
+}
 constexpr int64_t kSeq = 128, kMicro = 2;
 
 struct Measured {
@@ -33,7 +37,7 @@ struct Measured {
 };
 
 // One optimizer step per rank on its own fake device; the figures of rank 0.
-Measured measure(int world) {
+Measured measure(int world, bool tied) {
   Measured m;
   std::mutex mu;
   fd::reset_all();
@@ -45,11 +49,11 @@ Measured measure(int world) {
         ShardOptions o;
         o.strategy = ShardStrategy::FullShard;
         o.compute_dtype = at::kBFloat16;
-        ShardedModel sm(make_llama(shape(), 5), d, w, o);  // the model itself stays in host memory
+        ShardedModel sm(make_llama(shape(tied), 5), d, w, o);  // the model itself stays in host memory
         AdamW opt(sm.shard_params(), {}, sm.shard_decay());
         fd::reset(dev);
         auto g = at::make_generator<at::CPUGeneratorImpl>(11 + d.rank());
-        PackedBatch b = agenttune::testing::random_batch(g, shape().vocab_size, kMicro, kSeq);
+        PackedBatch b = agenttune::testing::random_batch(g, shape(tied).vocab_size, kMicro, kSeq);
         StepRequest req;
         req.lr = 1e-3;
         auto step = train_step(sm, opt, {b}, req, d);  // the trainer's step
@@ -68,9 +72,9 @@ Measured measure(int world) {
   return m;
 }
 
-MemoryPlan plan_for(int world) {
+MemoryPlan plan_for(int world, bool tied) {
   MemoryPlanInput in;
-  in.model = shape();
+  in.model = shape(tied);
   in.strategy = ShardStrategy::FullShard;
   in.world = world;
   in.gpus_per_node = world;
@@ -80,9 +84,10 @@ MemoryPlan plan_for(int world) {
   return plan_memory(in);
 }
 
-TEST(ShardedMemoryOnFakeDevice, FullShardHalvesTheStateAtTwoRanksAndMatchesThePlan) {
-  const Measured one = measure(1), two = measure(2);
-  const MemoryPlan p1 = plan_for(1), p2 = plan_for(2);
+void full_shard_halves_the_state_and_matches_the_plan(bool tied) {
+  const Measured one = measure(1, tied), two = measure(2, tied);
+  const MemoryPlan p1 = plan_for(1, tied), p2 = plan_for(2, tied);
+  std::printf("[ figures  ] %s head\n", tied ? "tied" : "untied");
   // After the step the grads are dropped; a shard group of one keeps its units gathered (bf16).
   const int64_t planned_state1 = p1.master + p1.optimizer + p1.gathered;
   const int64_t planned_state2 = p2.master + p2.optimizer;
@@ -107,6 +112,16 @@ TEST(ShardedMemoryOnFakeDevice, FullShardHalvesTheStateAtTwoRanksAndMatchesThePl
   EXPECT_NEAR(static_cast<double>(two.state) / planned_state2, 1.0, 0.02);
   EXPECT_NEAR(static_cast<double>(one.peak) / p1.total(), 1.0, 0.10);
   EXPECT_NEAR(static_cast<double>(two.peak) / p2.total(), 1.0, 0.10);
+}
+
+TEST(ShardedMemoryOnFakeDevice, FullShardHalvesTheStateAtTwoRanksAndMatchesThePlan) {
+  full_shard_halves_the_state_and_matches_the_plan(false);
+}
+
+// Tied: the table is one master, one grad, one pair of moments (counted once), gathered for the
+// embedding and again for the head (never kept across the layers).
+TEST(ShardedMemoryOnFakeDevice, TiedFullShardHalvesTheStateAtTwoRanksAndMatchesThePlan) {
+  full_shard_halves_the_state_and_matches_the_plan(true);
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <tuple>
+
 #include "agenttune/io/hf_checkpoint.h"
 #include "agenttune/io/hf_config.h"
 #include "agenttune/io/json_file.h"
@@ -83,14 +85,14 @@ TEST(Families, ConfigJsonCarriesEveryFamilySwitchBothWays) {
   biased_llama.attention_bias = true;
   auto qwen3_biased = family(ModelFamily::Qwen3);
   qwen3_biased.attention_bias = true;
-  for (const auto& [c, arch] : std::vector<std::pair<LlamaConfig, std::string>>{
-           {llama3, "LlamaForCausalLM"},
-           {biased_llama, "LlamaForCausalLM"},
-           {family(ModelFamily::Qwen2), "Qwen2ForCausalLM"},
-           {qwen3_biased, "Qwen3ForCausalLM"}}) {
+  for (const auto& [c, arch, model_type] : std::vector<std::tuple<LlamaConfig, std::string, std::string>>{
+           {llama3, "LlamaForCausalLM", "llama"},
+           {biased_llama, "LlamaForCausalLM", "llama"},
+           {family(ModelFamily::Qwen2), "Qwen2ForCausalLM", "qwen2"},
+           {qwen3_biased, "Qwen3ForCausalLM", "qwen3"}}) {
     const json j = llama_config_to_json(c);
     EXPECT_EQ(j.at("architectures"), json::array({arch}));
-    EXPECT_EQ(j.at("model_type"), enum_name(c.model_type));
+    EXPECT_EQ(j.at("model_type"), model_type);  // transformers' names, spelled here, not read from our enum
     // transformers 4's rope_scaling and 5's rope_parameters say the same scaling.
     if (c.rope_scaling_type == RopeScalingType::Llama3) {
       EXPECT_EQ(j.at("rope_scaling").at("rope_type"), "llama3");
@@ -137,9 +139,28 @@ TEST(Families, WhatTheModuleDoesNotComputeIsRefusedByName) {
                 .find("model_type 'mistral' is not supported (supported: llama, qwen2, qwen3)"),
             std::string::npos);
   EXPECT_NE(error_with([](json& j) { j["mlp_bias"] = true; }).find("mlp_bias"), std::string::npos);
+  EXPECT_NE(error_with([](json& j) { j["attention_bias"] = true; }).find("cfg.json: attention_bias is true, but qwen2"),
+            std::string::npos);
+  json unbiased = base;
+  unbiased["attention_bias"] = false;
+  EXPECT_FALSE(llama_config_from_json(unbiased, "cfg.json").o_bias());
   auto qwen2 = family(ModelFamily::Qwen2);
   qwen2.attention_bias = true;
   EXPECT_NE(error_of([&] { qwen2.validate("model"); }).find("attention_bias is not a qwen2 setting"), std::string::npos);
+}
+
+// llama3 scaling's own keys do nothing under linear scaling: set there, they are an error naming
+// them and the type, in a YAML shape as in a config.json.
+TEST(Families, Llama3RopeKeysWithLinearScalingAreRefused) {
+  auto c = family(ModelFamily::Llama);
+  c.rope_scaling_factor = 2;
+  EXPECT_NO_THROW(c.validate("model"));
+  c.rope_high_freq_factor = 8;
+  const auto e = error_of([&] { c.validate("model"); });
+  EXPECT_NE(e.find("model: rope_low_freq_factor (1), rope_high_freq_factor (8)"), std::string::npos) << e;
+  EXPECT_NE(e.find("but rope_scaling_type is linear"), std::string::npos) << e;
+  c.rope_scaling_type = RopeScalingType::Llama3;
+  EXPECT_NO_THROW(c.validate("model"));
 }
 
 // head_dim 32 at theta 5e5 with an original context of 32 (low/high factors 1 and 4): wavelengths

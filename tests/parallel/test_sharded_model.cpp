@@ -2,8 +2,9 @@
 // world size, the reassembled gradient of a global batch equals plain autograd's, and 20 AdamW
 // steps on 2 ranks give the same losses and weights as on 1 rank (within 1e-5 relative, fp32).
 // The same with LoRA adapters on a frozen base (the engine's frozen groups), where only the
-// adapters train and the base stays bit-identical. Ranks are threads over a shared HashStore,
-// each with its own Gloo group.
+// adapters train and the base stays bit-identical. The same for tied embeddings (one table used by
+// the embedding and the head: its gradient is the sum of both uses). Ranks are threads over a
+// shared HashStore, each with its own Gloo group.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -26,10 +27,11 @@ using namespace agenttune::parallel;
 
 namespace {
 
-LlamaConfig tiny(ModelFamily family = ModelFamily::Llama) {
+LlamaConfig tiny(ModelFamily family = ModelFamily::Llama, bool tied = false) {
   auto c = agenttune::testing::tiny_llama(97);
   c.model_type = family;  // qwen2: q/k/v biases; qwen3: q/k norms over an explicit head_dim
   if (family == ModelFamily::Qwen3) c.head_dim = 16;
+  c.tie_word_embeddings = tied;
   return c;
 }
 
@@ -76,13 +78,14 @@ struct Case {
   Offload offload = Offload::None;
   bool qlora = false;  // with lora: the projections held as NF4 records
   ModelFamily family = ModelFamily::Llama;
+  bool tied = false;  // tie_word_embeddings: the head computes with the embedding's table
 };
 
 std::string case_name(const Case& c) {
   return c.strategy + "_w" + std::to_string(c.world) + (c.hybrid_group ? "_g" + std::to_string(c.hybrid_group) : "") +
          (c.single_rank_path == SingleRankPath::PerUnit ? "_per_unit" : "") +
          (c.offload == Offload::Optimizer ? "_offload" : "") + (c.qlora ? "_qlora" : c.lora ? "_lora" : "") +
-         (c.family != ModelFamily::Llama ? "_" + enum_name(c.family) : "");
+         (c.family != ModelFamily::Llama ? "_" + enum_name(c.family) : "") + (c.tied ? "_tied" : "");
 }
 
 ShardOptions options(const Case& c) {
@@ -99,7 +102,7 @@ ShardOptions options(const Case& c) {
 // with `qlora` too, the projections then quantised to NF4 (the plain-autograd oracle computes on
 // the same records).
 LlamaForCausalLM model_for(const Case& c) {
-  auto m = make_llama(tiny(c.family), 7);
+  auto m = make_llama(tiny(c.family, c.tied), 7);
   if (c.family != ModelFamily::Llama) {
     // Biases away from their zero start, so a bias the engine dropped changes the output.
     at::NoGradGuard ng;
@@ -220,6 +223,7 @@ TEST_P(Sharded, TwentyStepsMatchASingleRank) {
   Case one{"no_shard", 1, 0, c.lora};
   one.qlora = c.qlora;
   one.family = c.family;
+  one.tied = c.tied;
   train_steps(one, one_losses, one_w);
   train_steps(c, losses, w);
   ASSERT_EQ(losses.size(), 20u);
@@ -244,7 +248,18 @@ INSTANTIATE_TEST_SUITE_P(Strategies, Sharded,
                                            Case{"full_shard", 2, 0, false, 0, {}, {}, false, ModelFamily::Qwen2},
                                            Case{"full_shard", 2, 0, false, 0, {}, {}, false, ModelFamily::Qwen3},
                                            Case{"full_shard", 2, 0, true, 0, {}, {}, false, ModelFamily::Qwen2},
-                                           Case{"full_shard", 2, 0, true, 0, {}, {}, true, ModelFamily::Qwen3}),
+                                           Case{"full_shard", 2, 0, true, 0, {}, {}, true, ModelFamily::Qwen3},
+                                           // Tied: the embedding's groups are the head's too.
+                                           Case{"full_shard", 1, 0, false, 0, {}, {}, false, {}, true},
+                                           Case{"full_shard", 1, 0, false, 0, SingleRankPath::PerUnit, {}, false, {}, true},
+                                           Case{"full_shard", 2, 0, false, 0, {}, {}, false, {}, true},
+                                           Case{"shard_grad_op", 2, 0, false, 0, {}, {}, false, {}, true},
+                                           Case{"no_shard", 2, 0, false, 0, {}, {}, false, {}, true},
+                                           Case{"hybrid_shard", 4, 2, false, 0, {}, {}, false, {}, true},
+                                           Case{"full_shard", 2, 0, false, 0, {}, Offload::Optimizer, false, {}, true},
+                                           Case{"full_shard", 2, 0, false, 0, {}, {}, false, ModelFamily::Qwen2, true},
+                                           Case{"full_shard", 2, 0, true, 0, {}, {}, false, {}, true},
+                                           Case{"full_shard", 2, 0, true, 0, {}, {}, true, {}, true}),
                          [](const auto& info) { return case_name(info.param); });
 
 
@@ -354,7 +369,10 @@ INSTANTIATE_TEST_SUITE_P(Strategies, Prefetch,
                                            Case{"hybrid_shard", 4, 2}, Case{"full_shard", 2, 0, true},
                                            Case{"shard_grad_op", 2, 0, true},
                                            Case{"full_shard", 1, 0, true, 0.3, SingleRankPath::PerUnit},
-                                           Case{"full_shard", 2, 0, true, 0, {}, {}, true}),
+                                           Case{"full_shard", 2, 0, true, 0, {}, {}, true},
+                                           Case{"full_shard", 2, 0, false, 0, {}, {}, false, {}, true},
+                                           Case{"shard_grad_op", 2, 0, false, 0, {}, {}, false, {}, true},
+                                           Case{"full_shard", 2, 0, true, 0, {}, {}, false, {}, true}),
                          [](const auto& info) {
                            return case_name(info.param) + (info.param.dropout > 0 ? "_dropout" : "");
                          });
@@ -376,6 +394,34 @@ TEST(Prefetch, AtMostTwoUnitsGatheredAtOnce) {
     const int64_t peak = prefetch ? std::max({embed + layer, 2 * layer, layer + head}) : std::max(layer, head);
     EXPECT_EQ(r.stats.peak_gathered_bytes, 4 * peak);
   }
+}
+
+// Tied: the head gathers the embedding's table again rather than keeping it from the first unit,
+// so at most a layer and the head with the table are gathered at once (never the table beside two
+// layers), and the table is one group, trained once: its grad is the sum of both uses (checked
+// against plain autograd by Sharded.GradientsEqualPlainAutograd/*_tied).
+TEST(Prefetch, TiedTableIsGatheredAgainForTheHead) {
+  const auto c = tiny(ModelFamily::Llama, true);
+  const int64_t D = c.hidden_size, hd = D / c.num_attention_heads;
+  const int64_t layer = D * hd * (2 * c.num_attention_heads + 2 * c.num_key_value_heads) +
+                        3 * D * c.intermediate_size + 2 * D;
+  const int64_t table = c.vocab_size * D;  // 97 x 32: even, no padding
+  Case tied{"full_shard", 2};
+  tied.tied = true;
+  for (bool reshard : {true, false}) {
+    auto r = run_variant(tied, {.reshard_after_forward = reshard}, at::kFloat, 1);
+    // Kept from forward to backward, every unit is gathered at the end of forward (the table once).
+    const int64_t peak = reshard ? std::max({table + layer, 2 * layer, layer + D + table}) : table + 2 * layer + D;
+    EXPECT_EQ(r.stats.peak_gathered_bytes, 4 * peak) << "reshard " << reshard;
+  }
+  run_ranks(2, [&](ProcessGroup& d, const WorldInfo& w) {
+    ShardedModel sm(model_for(tied), d, w, options(tied));
+    std::vector<std::string> names;
+    for (const auto& [name, t] : sm.shard_params()) names.push_back(name);
+    EXPECT_EQ(names, (std::vector<std::string>{"embed.decay", "layers.0.decay", "layers.0.no_decay", "layers.1.decay",
+                                               "layers.1.no_decay", "head.no_decay"}));
+    EXPECT_EQ(sm.layout().dump().find("lm_head"), std::string::npos);
+  });
 }
 
 // A peer that dies while this rank's prefetched all-gather is in flight: the wait reports the

@@ -126,13 +126,17 @@ class EngineBytes : public ::testing::TestWithParam<std::string> {};
 
 // Master shards, resident or per-unit gathered params, AdamW state and grads, byte for byte, at
 // world 1 (every strategy resident: a shard group of one) and world 2 (full and hybrid_shard
-// gather per unit).
+// gather per unit), untied and tied (the table held once, gathered for the embedding and the head).
 TEST_P(EngineBytes, ParamsGradsOptimizerMatchTheEngineAtWorldOneAndTwo) {
   const auto strategy = parse_shard_strategy(GetParam());
   const auto dtype = at::kBFloat16;
   const int64_t B = 2, T = 8;
+  for (bool tied : {false, true})
   for (int world : {1, 2}) {
-  auto plan_in = input(tiny(), strategy, world, dtype, B, T);
+  SCOPED_TRACE(::testing::Message() << "tied " << tied << " world " << world);
+  auto shape = tiny();
+  shape.tie_word_embeddings = tied;
+  auto plan_in = input(shape, strategy, world, dtype, B, T);
   plan_in.gpus_per_node = world;
   plan_in.hybrid_group_size = world;
   auto plan = plan_memory(plan_in);
@@ -144,14 +148,14 @@ TEST_P(EngineBytes, ParamsGradsOptimizerMatchTheEngineAtWorldOneAndTwo) {
   run_ranks(world, [&](ProcessGroup& d, const WorldInfo& w) {
     auto no_prefetch = o;
     no_prefetch.prefetch = false;
-    ShardedModel sm(make_llama(tiny(), 3), d, w, no_prefetch);
+    ShardedModel sm(make_llama(shape, 3), d, w, no_prefetch);
     auto b = batch(B, T);
     sm.loss_sum(b.tokens, b.positions, {}, b.targets).backward();
     sm.finish_backward();
     if (d.is_main()) one_unit_peak = sm.stats().peak_gathered_bytes;
   });
   run_ranks(world, [&](ProcessGroup& d, const WorldInfo& w) {
-    ShardedModel sm(make_llama(tiny(), 3), d, w, o);
+    ShardedModel sm(make_llama(shape, 3), d, w, o);
     int64_t master = 0;
     for (const auto& [name, t] : sm.shard_params()) master += bytes(t);
     EXPECT_EQ(master, plan.master);
@@ -367,10 +371,24 @@ TEST(Plan, StepBoundIsTheSlowerOfComputeAndCommunication) {
   EXPECT_GT(p.comm_s, p.compute_s);  // a 7B unit per 4k tokens is network-bound at 50 GB/s
 }
 
-TEST(Plan, RejectsWhatTheEngineRejects) {
+// A tied table is one parameter: held once (masters, grads, moments), while per unit it is
+// gathered for the embedding and again for the head, as an untied model's two matrices are.
+TEST(Plan, TiedTableIsHeldOnceAndGatheredTwice) {
   auto tied = tiny();
   tied.tie_word_embeddings = true;
-  EXPECT_THROW(plan_memory(input(tied, ShardStrategy::FullShard, 2, at::kFloat, 1, 4)), std::exception);
+  const int64_t table = tied.vocab_size * tied.hidden_size;
+  for (int world : {1, 2}) {
+    const auto a = plan_memory(input(tiny(), ShardStrategy::FullShard, world, at::kBFloat16, 1, 4));
+    const auto b = plan_memory(input(tied, ShardStrategy::FullShard, world, at::kBFloat16, 1, 4));
+    EXPECT_EQ(a.numel - b.numel, table);
+    EXPECT_EQ(a.master - b.master, 4 * table / world);
+    // Resident (world 1) the one bf16 table serves both; per unit the head's gather holds it again.
+    EXPECT_EQ(a.gathered - b.gathered, world == 1 ? 2 * table : 0) << world;
+    EXPECT_EQ(a.intra_bytes, b.intra_bytes) << world;
+  }
+}
+
+TEST(Plan, RejectsWhatTheEngineRejects) {
   auto in = input(tiny(), ShardStrategy::HybridShard, 12, at::kFloat, 1, 4);
   in.gpus_per_node = 8;
   EXPECT_THROW(plan_memory(in), std::exception);

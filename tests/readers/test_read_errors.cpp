@@ -66,7 +66,7 @@ TEST(ReadErrors, EachBadRecordNamesFileRecordAndField) {
        {"field 'messages[1].weight'", "disagrees with loss true"}},
       {"tool_calls", DatasetFormat::OpenAI,
        R"({"messages":[{"role":"user","content":"q"},{"role":"assistant","content":null,"tool_calls":[]}]})",
-       {"field 'messages[1].content'", "got null", "tool_calls are not supported"}},
+       {"field 'messages[1].content'", "null, and tool_calls is empty"}},
       {"id_type", DatasetFormat::ShareGPT, R"({"id":["x"],"conversations":[]})",
        {"field 'id'", "expected a string, got array"}},
       {"not_object", DatasetFormat::ShareGPT, R"("just a string")", {"expected a JSON object, got string"}},

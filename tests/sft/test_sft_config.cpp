@@ -214,5 +214,26 @@ TEST(PaperConfigs, CarryThePublishedNumbers) {
   EXPECT_EQ(lemur_data.chat_template, "chatml");
 }
 
+// AgentTuning's hybrid recipe on Llama-3.1-8B and Qwen2.5-7B: every key valid, the family's template
+// and tokenizer folder, the recipe's eta and schedule kept.
+TEST(PaperConfigs, FamilyRecipesLoad) {
+  const auto dir = testing::source_dir() / "configs" / "agenttuning";
+  for (const auto& [stem, tmpl] : {std::pair{"llama31_8b", "llama-3"}, std::pair{"qwen25_7b", "qwen2.5"}}) {
+    SCOPED_TRACE(stem);
+    auto c = load_config<TrainConfig>(dir / (std::string("agentlm_") + stem + ".yaml"));
+    auto d = load_config<SftPrepareConfig>(dir / (std::string("data_") + stem + ".yaml"));
+    EXPECT_EQ(d.chat_template, tmpl);
+    EXPECT_EQ(d.tokenizer, c.data.tokenizer);
+    EXPECT_EQ(c.data.tokenizer, c.model.init_from);
+    EXPECT_EQ(d.datasets.size(), c.data.sources.size());
+    for (size_t i = 0; i < d.datasets.size(); ++i) EXPECT_EQ(d.datasets[i].output, c.data.sources[i].path);
+    EXPECT_EQ(c.data.agent_share, 0.2);
+    EXPECT_EQ(c.data.weight_unit, ShareUnit::Samples);
+    EXPECT_EQ(c.train.lr, 5e-5);
+    EXPECT_EQ(c.train.global_batch_sequences, 64);
+    EXPECT_EQ(c.data.seq_len, 4096);
+  }
+}
+
 }  // namespace
 }  // namespace agenttune

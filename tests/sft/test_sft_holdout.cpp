@@ -8,6 +8,7 @@
 
 #include "agenttune/config/load.h"
 #include "agenttune/data/heldout.h"
+#include "agenttune/util/files.h"
 #include "error_of.h"
 #include "sft_test_util.h"
 
@@ -103,6 +104,13 @@ TEST(SftHoldout, FractionRoundsPerTaskAndTheSeedPicks) {
   auto m = prepare(file, dir / "m", 1, 7, 3);
   EXPECT_EQ(m.report.kept, 3);
   EXPECT_EQ(m.report.dropped.at("max_samples"), 14 - 4 - 3);
+  // A count past every task's size (and past size_t's range) holds out each task whole, which
+  // leaves nothing to train: the error says where the records went.
+  const auto all = testing::error_of([&] { prepare(file, dir / "all", 1e30, 7); });
+  EXPECT_NE(all.find("none of its 14 samples is left to write (14 held out for eval {alfworld=3, db=4, os=6, "
+                     "webshop=1} (holdout), dropped: )"),
+            std::string::npos)
+      << all;
   // Hold-out 0 removes the file an earlier run wrote.
   prepare(file, dir / "a", 0, 7);
   EXPECT_FALSE(fs::exists(dir / "a" / kHeldOutFile));
@@ -201,6 +209,62 @@ TEST(SftHoldout, InspectWritesNoHeldOutFile) {
   hooks.write = false;
   EXPECT_EQ(prepare_sft(cfg, hooks).datasets.at(0).heldout.at("os"), 1);
   EXPECT_FALSE(fs::exists(dir / "out"));
+}
+
+// Structured tools and calls survive the file exactly as the reader's text (key order, spacing),
+// since a template renders that text; a file without them reads as before.
+TEST(SftHoldout, HeldOutFileKeepsToolsAndNativeCallsAsTheirText) {
+  const auto dir = testing::scratch_dir();
+  HeldOutRecord r;
+  r.task = AgentTask::ToolBench;
+  r.conv.id = "weather_1";
+  r.conv.source = "tools";
+  r.conv.file = "in.jsonl";
+  r.conv.record = 3;
+  const std::string spec = R"({"type": "function", "function": {"name": "get_weather", "parameters": )"
+                           R"({"type": "object", "properties": {"unit": {"type": "string"}, "city": {}}}}})";
+  r.conv.tools = {{"get_weather", spec}};
+  Turn call{Role::Assistant, "Let me look.", true, "retrieval"};
+  call.tool_calls = {{"get_weather", R"({"unit": "c",  "city": "Paris"})", "call_7"}, {"get_weather", "{}", ""}};
+  Turn result{Role::Tool, "18", std::nullopt, ""};
+  result.name = "get_weather";
+  r.conv.turns = {{Role::User, "Weather in Paris?", std::nullopt, ""}, call, result,
+                  {Role::Assistant, "It is 18 C.", std::nullopt, ""}};
+  write_heldout(dir / kHeldOutFile, {r});
+  const auto back = read_heldout(dir);
+  ASSERT_EQ(back.size(), 1u);
+  const auto& c = back[0].conv;
+  ASSERT_EQ(c.tools.size(), 1u);
+  EXPECT_EQ(c.tools[0].name, "get_weather");
+  EXPECT_EQ(c.tools[0].json, spec);
+  ASSERT_EQ(c.turns.size(), 4u);
+  ASSERT_EQ(c.turns[1].tool_calls.size(), 2u);
+  EXPECT_EQ(c.turns[1].tool_calls[0].name, "get_weather");
+  EXPECT_EQ(c.turns[1].tool_calls[0].arguments, R"({"unit": "c",  "city": "Paris"})");
+  EXPECT_EQ(c.turns[1].tool_calls[0].id, "call_7");
+  EXPECT_EQ(c.turns[1].tool_calls[1].arguments, "{}");
+  EXPECT_EQ(c.turns[1].tool_calls[1].id, "");
+  EXPECT_EQ(c.turns[1].content, "Let me look.");
+  EXPECT_EQ(c.turns[1].capability, "retrieval");
+  EXPECT_EQ(c.turns[2].name, "get_weather");
+  EXPECT_TRUE(c.turns[3].tool_calls.empty());
+  EXPECT_EQ(c.turns[3].name, "");
+  EXPECT_EQ(back[0].task, AgentTask::ToolBench);
+
+  // Unset: no keys written; a wrong type is an error naming the line and the field.
+  HeldOutRecord plain = r;
+  plain.conv.tools.clear();
+  plain.conv.turns = {r.conv.turns[0], r.conv.turns[3]};
+  write_heldout(dir / kHeldOutFile, {plain});
+  const auto text = read_text_file(dir / kHeldOutFile);
+  auto bad = nlohmann::json::parse(text);
+  EXPECT_FALSE(bad.contains("tools")) << text;
+  for (const auto& t : bad["turns"]) EXPECT_FALSE(t.contains("tool_calls") || t.contains("name")) << text;
+  EXPECT_TRUE(read_heldout(dir).at(0).conv.tools.empty());
+  bad["turns"][1]["tool_calls"] = {{{"name", "get_weather"}, {"arguments", {{"city", "Paris"}}}}};
+  testing::write_text(dir / kHeldOutFile, text + bad.dump() + "\n");
+  const auto err = testing::error_of([&] { read_heldout(dir); });
+  EXPECT_NE(err.find("line 2: field 'arguments' must be a string"), std::string::npos) << err;
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -17,7 +18,6 @@
 #include "agenttune/tokenizer/tokenizer.h"
 #include "agenttune/util/error.h"
 #include "agenttune/util/files.h"
-#include "agenttune/util/sha256.h"
 #include "agenttune/util/utf8.h"
 #include "test_paths.h"
 
@@ -148,7 +148,11 @@ TEST(ByteLevelBpe, SpecialTokensAndIdsFromTheFiles) {
   EXPECT_EQ(llama.vocab_size(), 128256);
   EXPECT_EQ(llama.bos_id(), llama.piece_to_id("<|begin_of_text|>").value());
   EXPECT_EQ(llama.eos_id(), llama.piece_to_id("<|end_of_text|>").value());
-  EXPECT_EQ(llama.fingerprint(), sha256_hex(read_text_file(family_dir("llama3") / "tokenizer.json")));
+  // A token's bytes are what decode() gives for it: the byte map undone, added tokens as written.
+  EXPECT_TRUE(llama.byte_level());
+  EXPECT_EQ(llama.token_bytes(llama.encode(" hello")[0]), " hello");
+  EXPECT_EQ(llama.token_bytes(llama.eos_id()), "<|end_of_text|>");
+  EXPECT_THROW(llama.token_bytes(static_cast<int32_t>(llama.vocab_size())), Error);
   // A spelled control token is the token in encode() and its characters in encode_as_text().
   const int32_t eot = llama.piece_to_id("<|eot_id|>").value();
   EXPECT_EQ(llama.encode("<|eot_id|>"), std::vector<int32_t>{eot});
@@ -211,6 +215,55 @@ TEST(ByteLevelBpe, LoadsByFolderOrFileAndRefusesWhatItCannotReproduce) {
   EXPECT_EQ(by_file.bos_id(), tokenizer("llama3").bos_id());
 }
 
+// Malformed components and special-token entries are refused by agenttune::Error naming the file
+// that holds them (not a bare JSON exception, not the wrong file).
+TEST(ByteLevelBpe, MalformedFilesAreRefusedNamingTheFile) {
+  const fs::path dir = testing::scratch_dir();
+  const auto qwen = nlohmann::json::parse(read_text_file(family_dir("qwen2.5") / "tokenizer.json"));
+  auto message = [&](const nlohmann::json& tokenizer, const nlohmann::json& config) {
+    fs::create_directories(dir / "m");
+    write_file_atomic(dir / "m" / "tokenizer.json", tokenizer.dump());
+    write_file_atomic(dir / "m" / "tokenizer_config.json", config.dump());
+    try {
+      Tokenizer::load(dir / "m");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(loaded)");
+  };
+  const nlohmann::json config = {{"eos_token", "<|endoftext|>"}};
+  auto no_decoder = qwen;
+  no_decoder["decoder"] = nullptr;
+  const auto m1 = message(no_decoder, config);
+  EXPECT_NE(m1.find("decoder null is not supported"), std::string::npos) << m1;
+  EXPECT_NE(m1.find("tokenizer.json"), std::string::npos) << m1;
+
+  const auto m2 = message(qwen, {{"eos_token", 151643}});
+  EXPECT_NE(m2.find("tokenizer_config.json: eos_token must be a token string"), std::string::npos) << m2;
+
+  // Llama-3's post-processor prepends its BOS; one that is no token is the post-processor's fault.
+  auto llama = nlohmann::json::parse(read_text_file(family_dir("llama3") / "tokenizer.json"));
+  for (auto& p : llama["post_processor"]["processors"])
+    if (p["type"] == "TemplateProcessing") p["single"][0]["SpecialToken"]["id"] = "<|no_such_token|>";
+  const auto m3 = message(llama, {{"bos_token", "<|begin_of_text|>"}});
+  EXPECT_NE(m3.find("m/tokenizer.json: the post_processor's prefix token \"<|no_such_token|>\""), std::string::npos)
+      << m3;
+}
+
+// Qwen's NFC composes canonical pairs before splitting, the class-0 second halves (Tamil's AU and
+// O length marks) and Hangul jamo included, so each pair encodes as its precomposed character;
+// Llama-3 has no normaliser, so there the decomposed spelling survives encode and decode.
+TEST(ByteLevelBpe, QwenComposesCanonicalPairsLlamaKeepsThem) {
+  const std::vector<std::pair<std::string, std::string>> pairs = {
+      {"\u0B92\u0BD7", "\u0B94"}, {"\u0BC6\u0BBE", "\u0BCA"}, {"\u1100\u1161", "\uAC00"}, {"e\u0301", "\u00E9"}};
+  for (const auto& [decomposed, composed] : pairs) {
+    SCOPED_TRACE(composed);
+    const std::string word = "x" + decomposed + "y", precomposed = "x" + composed + "y";
+    EXPECT_EQ(tokenizer("qwen2.5").encode(word), tokenizer("qwen2.5").encode(precomposed));
+    EXPECT_EQ(tokenizer("llama3").decode(tokenizer("llama3").encode(word)), word);
+  }
+}
+
 // \s is Unicode's White_Space everywhere in the pattern, inside classes too; other escapes stay.
 TEST(ByteLevelBpe, SplitRegexSpellsWhiteSpaceLikeOniguruma) {
   const std::string out = tokenizer_detail::SplitRegex::with_unicode_spaces(R"(\s+(?!\S)|[^\s\p{L}]|\p{N})");
@@ -219,7 +272,74 @@ TEST(ByteLevelBpe, SplitRegexSpellsWhiteSpaceLikeOniguruma) {
   EXPECT_NE(out.find("[^\\x{9}-\\x{D}"), std::string::npos);
   EXPECT_NE(out.find("\\p{L}]"), std::string::npos);
   EXPECT_NE(out.find("\\p{N}"), std::string::npos);
-  EXPECT_EQ(out.find("180E"), std::string::npos);
+  // Compiled, the rewritten \s matches U+2003 EM SPACE but not U+180E (which PCRE2's own \s would).
+  const tokenizer_detail::SplitRegex spaces(R"(\s+)", "test");
+  tokenizer_detail::SplitRegex::State state;
+  std::vector<std::string> pieces;
+  spaces.split("a\u2003b\u180Ec", state, [&](std::string_view p) { pieces.emplace_back(p); });
+  EXPECT_EQ(pieces, (std::vector<std::string>{"a", "\u2003", "b\u180Ec"}));
+}
+
+// BOS/EOS/PAD of a byte-level tokenizer come from tokenizer_config.json, so the fingerprint that
+// prepared shards record covers it: another eos_token (which prepare's add_eos appends) is another
+// tokenizer; the same two files elsewhere are the same one.
+TEST(ByteLevelBpe, FingerprintCoversTokenizerConfig) {
+  const fs::path dir = testing::scratch_dir() / "qwen";
+  fs::create_directories(dir);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) fs::copy_file(family_dir("qwen2.5") / f, dir / f);
+  const Tokenizer same = Tokenizer::load(dir);
+  EXPECT_EQ(same.fingerprint(), tokenizer("qwen2.5").fingerprint());
+  EXPECT_EQ(same.fingerprint().size(), 64u);
+
+  auto config = nlohmann::json::parse(read_text_file(dir / "tokenizer_config.json"));
+  ASSERT_EQ(config.at("eos_token"), "<|endoftext|>");  // the base model's; its chat models end with <|im_end|>
+  const std::string other = "<|im_end|>";
+  config["eos_token"] = other;
+  write_file_atomic(dir / "tokenizer_config.json", config.dump());
+  const Tokenizer changed = Tokenizer::load(dir);
+  EXPECT_EQ(changed.eos_id(), changed.piece_to_id(other).value());
+  EXPECT_NE(changed.eos_id(), same.eos_id());
+  EXPECT_NE(changed.fingerprint(), same.fingerprint());
+  EXPECT_EQ(Tokenizer::load(dir / "tokenizer.json").fingerprint(), changed.fingerprint());  // by file: the same
+
+  fs::remove(dir / "tokenizer_config.json");
+  const Tokenizer bare = Tokenizer::load(dir);
+  EXPECT_EQ(bare.eos_id(), -1);
+  EXPECT_NE(bare.fingerprint(), same.fingerprint());
+  EXPECT_NE(bare.fingerprint(), changed.fingerprint());
+}
+
+}  // namespace
+}  // namespace agenttune
+
+namespace agenttune {
+namespace {
+
+TEST(ByteLevelBpe, QwenThreeIdsEqualTokenizersOnTenMegabytes) { expect_parity("qwen3"); }
+
+// Qwen3's tokenizer is Qwen2.5's with four added tokens appended (not special: decode keeps them);
+// text that spells none of them encodes to the same ids, and its eos is <|im_end|>.
+TEST(ByteLevelBpe, QwenThreeIsQwenTwoFivePlusFourAddedTokens) {
+  const Tokenizer &q3 = tokenizer("qwen3"), &q25 = tokenizer("qwen2.5");
+  EXPECT_EQ(q3.base_vocab_size(), q25.base_vocab_size());
+  EXPECT_EQ(q3.vocab_size(), q25.vocab_size() + 4);
+  const std::vector<std::string> added = {"<tool_response>", "</tool_response>", "<think>", "</think>"};
+  for (size_t i = 0; i < added.size(); ++i) {
+    const AddedToken& t = q3.added_tokens()[22 + i];
+    EXPECT_EQ(t.content, added[i]);
+    EXPECT_EQ(t.id, 151665 + static_cast<int32_t>(i));
+    EXPECT_FALSE(t.special);
+  }
+  EXPECT_EQ(q3.eos_id(), q3.piece_to_id("<|im_end|>").value());
+  const std::string plain = "def f(x):\n    return x  # 日本語 😀 <tool_call>";
+  EXPECT_EQ(q3.encode(plain), q25.encode(plain));
+  const auto ids = q3.encode("<think>\nhm\n</think>\n\nok");
+  EXPECT_EQ(ids.front(), 151667);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 151668), 1);
+  EXPECT_EQ(q3.decode(ids), "<think>\nhm\n</think>\n\nok");
+  std::vector<int32_t> as_text;
+  q3.encode_as_text("<think>", as_text);
+  EXPECT_EQ(as_text, q25.encode("<think>"));
 }
 
 }  // namespace

@@ -135,6 +135,9 @@ TEST_F(TokenizerTest, FingerprintIsSha256OfTheModelFile) {
   ASSERT_EQ(testing::run_command("sha256sum '" + model_.string() + "'", &out), 0) << out;
   EXPECT_EQ(tok_.fingerprint(), out.substr(0, 64));
   EXPECT_EQ(tok_.model_path(), model_);
+  // A SentencePiece piece's text depends on its neighbours (the dummy prefix): no bytes per token.
+  EXPECT_FALSE(tok_.byte_level());
+  EXPECT_THROW(tok_.token_bytes(100), Error);
 }
 
 TEST(TokenizerErrors, MissingAndCorruptFilesNameTheFile) {

@@ -10,6 +10,22 @@ namespace agenttune {
 
 enum class Role { System, User, Assistant, Tool };
 
+// A function a conversation offers (one entry of OpenAI's / transformers' `tools` list: {"type":
+// "function", "function": {"name", "description", "parameters"}}), kept as JSON text in the data's
+// own key order: templates print it with `tojson`, and a reordered object would render other ids.
+struct ToolSpec {
+  std::string name;
+  std::string json;
+};
+
+// A structured call in an assistant turn (transformers' `tool_calls[].function`); `arguments` is a
+// JSON object as text, key order kept for the same reason.
+struct ToolCall {
+  std::string name;
+  std::string arguments;
+  std::string id;  // the data's call id, when it has one (OpenAI's tool_call_id); empty otherwise
+};
+
 struct Turn {
   Role role = Role::User;
   std::string content;
@@ -19,12 +35,20 @@ struct Turn {
   // Capability tag set by the Agent-FLAN decomposition (reasoning, retrieval, understanding,
   // instruction_following); empty when untagged.
   std::string capability;
+  // Assistant turns: calls made in the family's native form (templates that know tools render
+  // them; the others refuse a turn that has any). Empty for text-only calls (ReAct's "Action:").
+  std::vector<ToolCall> tool_calls;
+  // Tool turns: the function whose result this is, when the data says.
+  std::string name;
 };
 
 struct Conversation {
   std::string id;
   std::string source;   // dataset name from the config, for counts and error messages
   std::vector<Turn> turns;
+  // Functions offered to the model (rendered by the templates that know tools: llama-3, qwen2.5,
+  // qwen3); empty when the tools, if any, are described in a system prompt's text.
+  std::vector<ToolSpec> tools;
   // Where it came from, for messages: file and 0-based record index.
   std::string file;
   int64_t record = -1;

@@ -11,4 +11,9 @@ namespace agenttune {
 // The templates of template_names() made for Llama-2's SentencePiece tokenizer.
 const std::vector<std::string>& sentencepiece_template_names();
 
+// The templates of template_names() whose published form renders tool definitions
+// (Conversation::tools) and structured calls (Turn::tool_calls); every other template refuses a
+// conversation that has any.
+const std::vector<std::string>& tool_template_names();
+
 }  // namespace agenttune

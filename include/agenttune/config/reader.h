@@ -4,6 +4,7 @@
 //   template <class V> void visit(V& v, MyConfig& c) {
 //     v("steps", c.steps);            // scalar, std::optional<T>, std::vector<T>, enum, nested struct
 //     v.section("model", c.model);    // a nested struct (same as v("model", ...), but says so)
+//     v.one_or_list("eos_token_id", c.eos_token_id, c.extra_eos_token_ids);  // 2 or [2, 7]
 //   }
 //
 // found by argument-dependent lookup, so it lives beside the struct. The same visit() drives the
@@ -52,6 +53,26 @@ class ConfigReader {
     requires ConfigStruct<S>
   void section(std::string_view key, S& s) {
     (*this)(key, s);
+  }
+  // A key that is one item or a non-empty list of them, as Hugging Face's config.json writes
+  // eos_token_id (2, or Llama-3.1-Instruct's [128001, 128008, 128009]): the first item goes to
+  // `first`, the others to `rest` (empty for one item).
+  template <class T>
+  void one_or_list(std::string_view key, T& first, std::vector<T>& rest) {
+    YAML::Node node = take(key);
+    if (!node.IsDefined()) return;
+    const std::string path = child_path(key);
+    std::vector<T> items;
+    if (node.IsScalar()) {
+      items.emplace_back();
+      read(node, path, items.front());
+    } else if (node.IsSequence() && node.size() > 0) {
+      read(node, path, items);
+    } else {
+      type_error(node, path, std::string(ConfigScalar<T>::expected) + " or a non-empty list of them");
+    }
+    first = items.front();
+    rest.assign(items.begin() + 1, items.end());
   }
   // Throws for any key of the mapping that no field consumed, and for duplicate keys.
   void finish() const;

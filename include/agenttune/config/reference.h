@@ -89,6 +89,18 @@ class ConfigKeyLister {
   void section(std::string_view key, S& s) {
     (*this)(key, s);
   }
+  template <class T>
+  void one_or_list(std::string_view key, T& first, std::vector<T>& rest) {
+    using namespace config_detail;
+    const std::string item = type_name<T>();
+    std::string dflt = default_yaml(first);
+    if (!rest.empty()) {
+      std::vector<T> items{first};
+      items.insert(items.end(), rest.begin(), rest.end());
+      dflt = default_yaml(items);
+    }
+    out_.push_back({prefix_ + std::string(key), item + " or list of " + item, dflt, owner_, std::string(key)});
+  }
 
   template <class S>
   void list(const std::string& prefix, S s) {

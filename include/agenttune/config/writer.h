@@ -6,6 +6,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "agenttune/config/reader.h"
 
@@ -24,6 +25,14 @@ class ConfigWriter {
     requires ConfigStruct<S>
   void section(std::string_view key, const S& s) {
     (*this)(key, s);
+  }
+  // As the reader takes it: the one item alone, else the list.
+  template <class T>
+  void one_or_list(std::string_view key, const T& first, const std::vector<T>& rest) {
+    if (rest.empty()) return (*this)(key, first);
+    std::vector<T> items{first};
+    items.insert(items.end(), rest.begin(), rest.end());
+    (*this)(key, items);
   }
 
   template <class T>

@@ -7,7 +7,11 @@
 //   {"id": ..., "source": <dataset name>, "task": "os"|...|"chat", "negative": bool,
 //    "file": <input file>, "record": <0-based index in it>,
 //    "turns": [{"role": "system"|"user"|"assistant"|"tool", "content": ..., "loss": null|bool,
-//               "capability": <Agent-FLAN tag, omitted when untagged>}, ...]}
+//               "capability": <Agent-FLAN tag, omitted when untagged>,
+//               "tool_calls": [{"name", "arguments": <JSON object as text>, "id"?}] (omitted when none),
+//               "name": <a tool turn's function, omitted when unset>}, ...],
+//    "tools": [{"name", "json": <the tool's definition as text>}] (omitted when none)}
+// Arguments and definitions are kept as the reader's text, so a template renders them as it did.
 // The conversation is the normalised one the reader made (before the Agent-FLAN transforms), so
 // actions keep their dataset's own syntax.
 #include <filesystem>

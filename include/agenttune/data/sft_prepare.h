@@ -24,6 +24,7 @@
 #include "agenttune/data/overlength.h"
 #include "agenttune/data/token_shards.h"
 #include "agenttune/readers/dataset.h"
+#include "agenttune/transforms/native_tool_calls.h"
 #include "agenttune/transforms/transforms.h"
 
 namespace agenttune {
@@ -51,10 +52,16 @@ struct SftDatasetConfig {
   // with fewer). Seeded, taken right after reading (before max_samples and the transforms), written
   // to OUTPUT/heldout.jsonl and never trained on.
   double holdout = 0;
+  // How tool calls reach the template (transforms/native_tool_calls.h): native = ReAct steps with
+  // a listed tool become structured calls the template prints in the family's format (llama-3,
+  // qwen2.5, qwen3 only); text = as the data has them; auto = native where the template renders
+  // tools and the dataset is not transformed, else text. Converted right after reading, so the
+  // held-out records are native too.
+  ToolCallForm tool_calls = ToolCallForm::Auto;
 };
 
 struct SftPrepareConfig {
-  std::filesystem::path tokenizer;  // the base SentencePiece .model
+  std::filesystem::path tokenizer;  // the base tokenizer: a SentencePiece .model, a tokenizer.json or a folder
   std::string chat_template = "llama-2-chat";  // YAML key `template`; chat/template.h lists them
   std::optional<std::string> default_system;    // unset = the template's own default
   std::vector<SftDatasetConfig> datasets;
@@ -82,6 +89,7 @@ struct SftDatasetReport {
   std::string name;
   std::filesystem::path output;
   ReadReport read;             // the reader's records, drops and mapped roles
+  TransformReport tool_calls{"tool_calls"};  // the native conversion's counts (empty when text)
   int64_t samples_in = 0;      // conversations entering the pipeline (read, or generated)
   // Reason -> samples: max_samples, transforms (dropped by balancing), render_error (with
   // bad_record: drop), untrained (no trained token in the rendering), too_long (overlength: drop,
@@ -102,6 +110,9 @@ struct SftDatasetReport {
   // Reason -> records: the reader's drops (read.dropped_records) and the pipeline's (dropped).
   std::map<std::string, int64_t> all_dropped() const;
   std::string summary_line() const;
+  // "; tool calls: N conversations native (C calls), M text {reason: n, ...}", or "" when the
+  // dataset's calls stayed text by setting.
+  std::string tool_calls_line() const;
 };
 
 struct SftPrepareReport {
@@ -139,6 +150,7 @@ void visit(V& v, SftDatasetConfig& d) {
   v("upsample", d.upsample);
   v("transform", d.transform);
   v("holdout", d.holdout);
+  v("tool_calls", d.tool_calls);
 }
 
 template <class V>

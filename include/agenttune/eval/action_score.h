@@ -23,7 +23,8 @@ struct ActionScore {
   bool refuses = false;            // non-empty reply that calls nothing (plain answer, finish, Final Answer)
   bool gold_calls_tool = false;    // the gold turn calls a tool (so a refusal is wrong)
   // The syntax both were read under: os, db, kg, alfworld, webshop, mind2web, toolbench (also
-  // Agent-FLAN's ReAct tool calls), json_call or chat (docs/eval.md).
+  // Agent-FLAN's ReAct tool calls), native (structured calls: hermes or llama3_json), json_call
+  // or chat (docs/eval.md).
   std::string syntax;
   std::string reply_action, gold_action;  // normalised, for --show-failures
   std::string why;                        // first failing rule, human-readable; empty on a match
@@ -34,6 +35,11 @@ struct ActionScore {
 // text; `gold`: the gold assistant turn.
 ActionScore score_action(AgentTask task, const Conversation& history, std::string_view reply,
                          std::string_view gold);
+
+// The text a gold assistant turn is scored as: its content, then each structured call
+// (Turn::tool_calls) as a hermes <tool_call> block, which the native syntax reads whatever the
+// family (docs/eval.md, "Native tool calls").
+std::string scored_text(const Turn& gold);
 
 // Hallucination (Agent-FLAN style). On a negative record (the offered tools do not fit, or none
 // are offered) any call is one; on a positive one, a call to a tool that is not offered.

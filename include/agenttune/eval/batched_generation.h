@@ -6,7 +6,8 @@
 //
 // Host syncs: one per step (the step's new tokens and which rows stopped, read together). On a
 // sharded model every rank runs the same number of batches and steps (agreed over the ranks; a
-// rank with nothing left decodes a one-token dummy row), as its collectives require.
+// rank with nothing left decodes a one-token dummy row), as its collectives require: agreeing
+// whether any rank still runs is a second sync per step there.
 #include <cstdint>
 #include <vector>
 
@@ -16,7 +17,7 @@ namespace agenttune::eval {
 
 struct BatchGenerationOptions {
   int64_t max_new_tokens = 64;
-  std::vector<int64_t> stop_ids;  // a row ends after emitting one of these (the template's stops)
+  std::vector<int64_t> stop_ids;  // a row ends after emitting one of these (the template's and the model's eos)
   int64_t batch_size = 8;         // prompts decoded together
 };
 

@@ -28,13 +28,17 @@ struct EvalInputs {
   std::vector<HeldOutRecord> records;  // in file order, after the `tasks` filter
   std::unique_ptr<Tokenizer> tok;      // with the template's added tokens
   std::unique_ptr<ChatTemplate> tmpl;  // null without records
+  // Where a reply ends: the template's end of turn, then the model's end-of-sequence ids it lacks.
   std::vector<int64_t> stop_ids;
 };
 
 // `default_tokenizer`: used when cfg.tokenizer is empty (the model folder, which Tokenizer::load reads, or
 // the training data's). `vocab_size`: the model's, which every id the template needs must fit.
+// `eos_ids`: the model's end-of-sequence ids (generation_eos_token_ids()), where a reply ends too, as
+// transformers' generate stops at every one of them (Llama-3.1-Instruct's <|eom_id|>, a base Qwen's
+// <|endoftext|>).
 EvalInputs load_eval_inputs(const EvalConfig& cfg, const std::filesystem::path& default_tokenizer,
-                            int64_t vocab_size);
+                            int64_t vocab_size, const std::vector<int64_t>& eos_ids);
 
 // One scored assistant turn.
 struct TurnResult {

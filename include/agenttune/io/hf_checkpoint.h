@@ -42,6 +42,11 @@ struct LoadedModel {
 
 LoadedModel load_pretrained(const std::filesystem::path& dir, const LoadOptions& opts = {});
 
+// Every id that ends generation for the model in `dir` whose config is `c`: generation_config.json's
+// eos_token_id (one id or a list) when the folder has one, else c.eos_token_ids(), as transformers'
+// generate takes them.
+std::vector<int64_t> generation_eos_token_ids(const std::filesystem::path& dir, const LlamaConfig& c);
+
 // The model's weights under HF names, in HF order, optionally cast.
 NamedTensors hf_state_dict(LlamaForCausalLM& model, std::optional<c10::ScalarType> dtype = {});
 

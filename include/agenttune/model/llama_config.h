@@ -62,9 +62,9 @@ struct LlamaConfig {
   double initializer_range = 0.02;
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
-  // config.json's eos_token_id list past its first entry (Llama-3.1-Instruct: [128001, 128008,
-  // 128009] keeps 128008 and 128009 here), so it is written back as the list it was; empty = one id.
-  // In YAML its own key, as eos_token_id there is one id.
+  // eos_token_id's list past its first entry (Llama-3.1-Instruct: [128001, 128008, 128009] keeps
+  // 128008 and 128009 here), so it is written back as the list it was; empty = one id, the form
+  // most configs have. YAML takes either form under the one key eos_token_id, as config.json does.
   std::vector<int64_t> extra_eos_token_ids;
   std::optional<int64_t> pad_token_id;
   c10::ScalarType dtype = c10::ScalarType::Float;  // storage/compute dtype of the weights
@@ -137,8 +137,7 @@ void visit(V& v, LlamaConfig& c) {
   v("tie_word_embeddings", c.tie_word_embeddings);
   v("initializer_range", c.initializer_range);
   v("bos_token_id", c.bos_token_id);
-  v("eos_token_id", c.eos_token_id);
-  v("extra_eos_token_ids", c.extra_eos_token_ids);
+  v.one_or_list("eos_token_id", c.eos_token_id, c.extra_eos_token_ids);
   v("pad_token_id", c.pad_token_id);
   v("dtype", c.dtype);
 }

@@ -50,6 +50,12 @@ class Tokenizer {
   // The same piece without a copy; valid while this Tokenizer lives and gets no new token.
   std::string_view piece_view(int32_t id) const;
   std::optional<int32_t> piece_to_id(std::string_view piece) const;  // base pieces and added tokens
+  // True for byte-level BPE (a tokenizer.json), false for SentencePiece.
+  bool byte_level() const;
+  // The bytes token `id` stands for in a byte-level tokenizer's decode(): a base token's raw bytes
+  // ("Ġhi" -> " hi"), an added token's through the byte map when all its characters are byte-level
+  // ones, else as written. An Error for SentencePiece, whose pieces' text depends on their neighbours.
+  std::string token_bytes(int32_t id) const;
 
   int32_t bos_id() const;
   int32_t eos_id() const;
@@ -64,8 +70,9 @@ class Tokenizer {
   int32_t add_token(const std::string& content, bool special = true);
   const std::vector<AddedToken>& added_tokens() const;
 
-  // SHA-256 (hex) of the .model (or tokenizer.json) bytes: token shards record it so a mismatched
-  // tokenizer is refused.
+  // SHA-256 (hex) of the .model bytes, or of tokenizer.json's and then tokenizer_config.json's (which
+  // holds a byte-level tokenizer's BOS/EOS/PAD): token shards record it so a mismatched tokenizer is
+  // refused.
   const std::string& fingerprint() const;
   const std::filesystem::path& model_path() const;
 

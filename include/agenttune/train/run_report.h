@@ -111,7 +111,8 @@ class RunReport {
   // train_step, with its host syncs counted when asked (a debug line names the first extra one).
   StepOutcome counted_step(TrainRun& run, const std::vector<PackedBatch>& batches, const StepRequest& req);
   // A completed step: fills m's throughput and MFU, then (rank 0) writes the row every
-  // train.log_interval steps and at the last, and draws the progress line or logs the val_loss.
+  // train.log_interval steps, at the last and at every evaluated one, and draws the progress line
+  // or logs the val_loss.
   void step(const TrainRun& run, const StepOutcome& o, StepMeasures& m);
   void rolled_back(int64_t step, const StepOutcome& o, double lr);
   // How the loop ended early (--exit-after-steps, or a stop signal after its checkpoint).

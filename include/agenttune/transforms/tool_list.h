@@ -12,7 +12,7 @@
 
 namespace agenttune {
 
-struct ToolSpec {
+struct ListedTool {
   std::string name;
   std::string description;
 };
@@ -26,7 +26,7 @@ enum class ToolListStatus {
 
 struct ToolList {
   ToolListStatus status = ToolListStatus::Absent;
-  std::vector<ToolSpec> tools;  // in prompt order, entries without a string name skipped
+  std::vector<ListedTool> tools;  // in prompt order, entries without a string name skipped
 };
 
 ToolList parse_toolbench_tools(std::string_view system_prompt);
@@ -37,7 +37,10 @@ ToolList parse_toolbench_tools(std::string_view system_prompt);
 std::optional<nlohmann::json> parse_python_literal(std::string_view text,
                                                    size_t* consumed = nullptr);
 
+// The same with the dict key order kept (tool schemas that templates print with `tojson`).
+std::optional<nlohmann::ordered_json> parse_python_literal_ordered(std::string_view text);
+
 // "<header>\n- name: description\n..." (a tool without description is listed by name alone).
-std::string render_tool_list(const std::vector<ToolSpec>& tools, std::string_view header);
+std::string render_tool_list(const std::vector<ListedTool>& tools, std::string_view header);
 
 }  // namespace agenttune

