@@ -76,8 +76,8 @@ class ChatTemplate {
 };
 
 // Valid names: llama-2-chat, agentlm, agent-flan, chatml, toolllama, vicuna (SentencePiece), llama-3,
-// qwen2.5 (byte-level BPE from tokenizer.json). An unknown name is an
-// error listing them.
+// qwen2.5, qwen3, qwen3-no-think (byte-level BPE from tokenizer.json; these four also render tools and
+// tool calls). An unknown name is an error listing them.
 std::unique_ptr<ChatTemplate> make_template(const std::string& name, const TemplateOptions& options = {});
 const std::vector<std::string>& template_names();
 

@@ -1,6 +1,6 @@
 #pragma once
 // Which tokenizer each chat template is made for. The Llama-2-era templates render on Llama-2's
-// SentencePiece model (plus their added tokens); llama-3 and qwen2.5 need their family's byte-level
+// SentencePiece model (plus their added tokens); llama-3, qwen2.5 and qwen3 need their family's byte-level
 // BPE tokenizer.json, whose control tokens they insert by id (rendering with another tokenizer is
 // an error naming the missing token).
 #include <string>
